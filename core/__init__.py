@@ -1,0 +1,35 @@
+"""jaxtf: JAX programs in, plain TensorFlow graphs out, one rule per primitive.
+
+    from core import convert
+    f_tf = convert(f_jax)          # call eagerly, or wrap in tf.function
+
+Rules live in ``rules_lax``, ``rules_nn``, ``rules_random`` and in third-party packages
+registered through the entry-point group ``jaxtf.rules``. ``python -m core.registry list``
+prints the coverage table.
+"""
+from __future__ import annotations
+
+__all__ = ["convert", "hookimpl", "Registrar", "RuleContext",
+           "NoRuleError", "UnsupportedError", "ConversionError", "RegistryError"]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # Imported lazily so `import core` (and `python -m core.registry`) stays cheap and does
+    # not scan entry points or import TensorFlow until something is used.
+    if name == "convert":
+        from core.converter import convert
+        return convert
+    if name == "hookimpl":
+        from core.hookspecs import hookimpl
+        return hookimpl
+    if name == "Registrar":
+        from core.registry import Registrar
+        return Registrar
+    if name == "RuleContext":
+        from core.interpreter import RuleContext
+        return RuleContext
+    if name in ("NoRuleError", "UnsupportedError", "ConversionError", "RegistryError"):
+        from core import errors
+        return getattr(errors, name)
+    raise AttributeError(f"module 'core' has no attribute {name!r}")

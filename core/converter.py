@@ -1,0 +1,166 @@
+"""``convert``: a JAX function in, a TensorFlow function out."""
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from core import dtypes as _dtypes
+from core.errors import InputError, JaxtfError
+from core.interpreter import ConversionContext, lower_jaxpr
+from core.registry import Registry, default_registry
+
+_UNSET = object()
+
+
+def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constraints=(),
+            with_gradient: bool = True, enable_xla=_UNSET, native_serialization=_UNSET,
+            native_serialization_platforms=(), native_serialization_disabled_checks=(),
+            allow_xla: bool = False, device: str = "cpu",
+            registry: Registry | None = None, pin: dict[str, str] | None = None) -> Callable:
+    """Convert ``fun_jax`` into a TensorFlow function built from plain TF ops.
+
+    Call-compatible with ``jax.experimental.jax2tf.convert``. The result takes TF tensors,
+    numpy arrays, Python scalars, or pytrees of them (the same structure ``fun_jax`` takes),
+    and returns ``fun_jax``'s output pytree with tf.Tensor leaves. It works eagerly and
+    inside ``tf.function``; the jaxpr is traced once per input signature and cached.
+
+    :param allow_xla: allow rules that emit XLA-only TF ops (``Xla*``). Off by default:
+        the output then loads in TFLite, TF.js and tf2onnx. ``enable_xla`` is accepted as
+        jax2tf's name for the same switch.
+    :param device: the device the graph will run on ("cpu", "gpu" or "tpu"); it selects
+        among rules with device constraints.
+    :param registry: the rule registry; default: built-in rules plus installed plugins.
+    :param pin: ``{primitive: rule id}``: use exactly this rule for that primitive.
+    :param polymorphic_shapes: not yet supported (any non-None value raises).
+    :param with_gradient: with True (default) the result carries a TF gradient; gradients
+        are not yet supported, so asking the tape for one raises a clear error.
+    """
+    if not callable(fun_jax):
+        raise TypeError(f"convert expects a callable JAX function, got {type(fun_jax).__name__}")
+    if enable_xla is not _UNSET:
+        allow_xla = bool(enable_xla)
+    if native_serialization is not _UNSET and native_serialization:
+        raise JaxtfError("jaxtf never emits XlaCallModule (native serialization); it lowers "
+                         "each primitive to plain TF ops. For native serialization use "
+                         "jax.experimental.jax2tf.convert, or drop native_serialization=True.")
+    if polymorphic_shapes is not None and not _all_none(polymorphic_shapes):
+        raise NotImplementedError(
+            "polymorphic_shapes is not yet supported by jaxtf: convert with concrete input "
+            "shapes (call the converted function once per shape), or pass "
+            "polymorphic_shapes=None.")
+    if device not in ("cpu", "gpu", "tpu"):
+        raise ValueError(f"device must be 'cpu', 'gpu' or 'tpu', got {device!r}")
+    conv = _Converted(fun_jax, with_gradient, ConversionContext(
+        registry or default_registry(), device, allow_xla, dict(pin) if pin else None))
+    return functools.wraps(fun_jax)(conv) if hasattr(fun_jax, "__name__") else conv
+
+
+def _all_none(spec) -> bool:
+    import jax
+    return all(s is None for s in jax.tree_util.tree_leaves(spec, is_leaf=lambda x: x is None))
+
+
+class _Converted:
+    """The converted function: flattens inputs, looks up (or traces) the jaxpr for their
+    signature, lowers it with the interpreter, rebuilds the output pytree."""
+
+    def __init__(self, fun_jax: Callable, with_gradient: bool, conv: ConversionContext):
+        self.fun_jax = fun_jax
+        self.with_gradient = with_gradient
+        self.conv = conv
+        self._cache: dict[Any, tuple] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, *args, **kwargs):
+        import jax
+        leaves, in_tree = jax.tree_util.tree_flatten((args, kwargs))
+        tensors, avals = [], []
+        for i, leaf in enumerate(leaves):
+            t, aval = _to_input(i, leaf)
+            tensors.append(t)
+            avals.append(aval)
+        key = (in_tree, tuple((a.shape, a.dtype) for a in avals))
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                entry = self._cache[key] = self._trace(in_tree, avals)
+        closed, out_tree = entry
+        tensors = [tf.cast(t, _dtypes.to_tf(a.dtype)) if t.dtype != _dtypes.to_tf(a.dtype)
+                   else t for t, a in zip(tensors, avals)]
+        outs = self._run(closed, tensors)
+        return jax.tree_util.tree_unflatten(out_tree, outs)
+
+    def _trace(self, in_tree, avals):
+        import jax
+        out_tree_box = []
+
+        def flat_fun(*flat):
+            a, kw = jax.tree_util.tree_unflatten(in_tree, list(flat))
+            out = self.fun_jax(*a, **kw)
+            out_leaves, out_tree = jax.tree_util.tree_flatten(out)
+            out_tree_box.append(out_tree)
+            return out_leaves
+
+        try:
+            closed = jax.make_jaxpr(flat_fun)(*avals)
+        except JaxtfError:
+            raise
+        self.conv.registry.require(closed, self.conv.device, self.conv.allow_xla,
+                                   self.conv.pin, what=_fun_name(self.fun_jax))
+        return closed, out_tree_box[-1]
+
+    def _run(self, closed, tensors: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+        if not self.with_gradient:
+            outs = lower_jaxpr(self.conv, closed, tensors)
+            return [tf.stop_gradient(o) for o in outs]
+        name = _fun_name(self.fun_jax)
+
+        @tf.custom_gradient
+        def with_grad(*xs):
+            outs = lower_jaxpr(self.conv, closed, xs)
+
+            def grad(*dys, **kw):
+                raise NotImplementedError(
+                    f"gradients of jaxtf-converted functions ({name}) are not yet supported; "
+                    "convert jax.grad / jax.vjp of your function instead, or pass "
+                    "with_gradient=False to make the converted function non-differentiable.")
+            return outs, grad
+
+        if not tensors:
+            return lower_jaxpr(self.conv, closed, tensors)
+        return list(with_grad(*tensors))
+
+
+def _fun_name(f) -> str:
+    return getattr(f, "__name__", None) or type(f).__name__
+
+
+def _to_input(i: int, leaf) -> tuple[tf.Tensor, Any]:
+    """A TF tensor and the JAX aval (ShapeDtypeStruct) for one flattened input."""
+    import jax
+    if isinstance(leaf, (tf.Tensor, tf.Variable)):
+        t = tf.convert_to_tensor(leaf)
+        np_dtype = t.dtype.as_numpy_dtype
+    else:
+        try:
+            arr = np.asarray(leaf)
+        except Exception as exc:
+            raise InputError(f"input #{i} ({type(leaf).__name__}) cannot be converted to an "
+                             f"array: {exc}") from None
+        if arr.dtype == object:
+            raise InputError(f"input #{i} ({type(leaf).__name__}) is not an array, tensor "
+                             "or number; pass arrays, tf.Tensors or pytrees of them")
+        np_dtype = arr.dtype
+        t = tf.constant(arr)
+    shape = t.shape
+    if shape.rank is None or any(d is None for d in shape.as_list()):
+        raise InputError(
+            f"input #{i} has shape {shape} with unknown dimensions; jaxtf needs concrete "
+            "input shapes until polymorphic_shapes is supported: give tf.function an "
+            "input_signature with concrete shapes")
+    dtype = _dtypes.canonical(np_dtype)
+    return t, jax.ShapeDtypeStruct(tuple(shape.as_list()), dtype)

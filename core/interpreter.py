@@ -1,0 +1,157 @@
+"""Walk a jaxpr and emit TF ops, one registered rule per equation.
+
+``lower_jaxpr`` is the whole algorithm: an environment maps jaxpr variables to TF values;
+for each equation the registry selects a rule, the rule runs inside a TF name scope made
+from JAX's name stack, and its results are bound to the equation's outputs. Rules that
+hold sub-jaxprs (jit, cond, while, scan, custom_jvp_call, ...) call back into it through
+``ctx.lower_jaxpr``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+from jax.extend import core as jex
+
+from core import dtypes as _dtypes
+from core.errors import ConversionError, JaxtfError
+from core.registry import Registry
+
+
+@dataclasses.dataclass
+class ConversionContext:
+    """What stays fixed for one conversion: the rules, the device and the XLA policy."""
+    registry: Registry
+    device: str = "cpu"
+    allow_xla: bool = False
+    pin: dict[str, str] | None = None
+
+    def rule_context(self, eqn) -> "RuleContext":
+        return RuleContext(self, eqn)
+
+
+class RuleContext:
+    """What a rule receives as ``ctx``: the equation, its abstract values, and helpers."""
+
+    def __init__(self, conv: ConversionContext, eqn):
+        self.conversion = conv
+        self.eqn = eqn
+
+    # -- the equation --------------------------------------------------------------------
+    @property
+    def avals_in(self) -> list:
+        return [v.aval for v in self.eqn.invars]
+
+    @property
+    def avals_out(self) -> list:
+        return [v.aval for v in self.eqn.outvars]
+
+    @property
+    def aval_out(self):
+        return self.eqn.outvars[0].aval
+
+    @property
+    def allow_xla(self) -> bool:
+        return self.conversion.allow_xla
+
+    @property
+    def device(self) -> str:
+        return self.conversion.device
+
+    # -- helpers ---------------------------------------------------------------------------
+    def tf_dtype(self, aval_or_dtype) -> tf.DType:
+        return _dtypes.to_tf(getattr(aval_or_dtype, "dtype", aval_or_dtype))
+
+    def constant(self, value, aval_or_dtype) -> tf.Tensor:
+        dtype = getattr(aval_or_dtype, "dtype", aval_or_dtype)
+        return constant(value, dtype)
+
+    def lower_jaxpr(self, jaxpr, *args: tf.Tensor, consts: Sequence[Any] = ()) -> list[tf.Tensor]:
+        """Lower a sub-jaxpr (open or closed) on TF values; returns its outputs."""
+        return lower_jaxpr(self.conversion, jaxpr, args, consts)
+
+    def lower_fun(self, fun: Callable, *args: tf.Tensor, avals: Sequence | None = None,
+                  **static) -> list[tf.Tensor]:
+        """Trace the JAX function ``fun(*args, **static)`` on the avals of ``args`` (default:
+        this equation's input avals) and lower the resulting jaxpr here. Lets a rule be
+        written as a JAX decomposition into primitives that have rules of their own."""
+        import jax
+        avals = list(avals if avals is not None else self.avals_in)
+        specs = [jax.ShapeDtypeStruct(a.shape, a.dtype, weak_type=getattr(a, "weak_type", False))
+                 for a in avals]
+        closed = jax.make_jaxpr(lambda *xs: fun(*xs, **static))(*specs)
+        self.conversion.registry.require(closed, self.device, self.allow_xla,
+                                         self.conversion.pin,
+                                         what=f"the decomposition of {self.eqn.primitive}")
+        return lower_jaxpr(self.conversion, closed, args)
+
+
+def constant(value, dtype) -> tf.Tensor:
+    """A TF constant holding ``value`` as JAX's ``dtype`` (extended dtypes: key data)."""
+    from jax import dtypes as jdtypes
+    if jdtypes.issubdtype(dtype, jdtypes.extended):
+        import jax
+        value = jax.random.key_data(value)
+        return tf.constant(np.asarray(value), dtype=_dtypes.to_tf(dtype))
+    arr = np.asarray(value, dtype=dtype)
+    return tf.constant(arr, dtype=_dtypes.to_tf(dtype))
+
+
+_SCOPE_BAD = re.compile(r"[^A-Za-z0-9_.\-/>]")
+
+
+def scope_name(eqn) -> str:
+    """A TF name scope for an equation: JAX's name stack, then the primitive."""
+    stack = str(getattr(eqn.source_info, "name_stack", "") or "")
+    name = f"{stack}/{eqn.primitive.name}" if stack else eqn.primitive.name
+    name = _SCOPE_BAD.sub("_", name).strip("/")
+    return name if name[:1].isalnum() or name[:1] == "." else "p_" + name
+
+
+def lower_jaxpr(conv: ConversionContext, jaxpr, args: Sequence[tf.Tensor],
+                consts: Sequence[Any] = ()) -> list[tf.Tensor]:
+    """Emit TF ops for each equation of ``jaxpr`` (a Jaxpr or ClosedJaxpr), in order."""
+    if isinstance(jaxpr, jex.ClosedJaxpr):
+        consts = [constant(c, v.aval.dtype) if not isinstance(c, (tf.Tensor, tf.Variable)) else c
+                  for c, v in zip(jaxpr.consts, jaxpr.jaxpr.constvars)]
+        jaxpr = jaxpr.jaxpr
+    env: dict[Any, tf.Tensor] = {}
+
+    def read(atom) -> tf.Tensor:
+        if isinstance(atom, jex.Literal):
+            return constant(atom.val, atom.aval.dtype)
+        return env[atom]
+
+    def write(var, value) -> None:
+        if not isinstance(var, jex.DropVar):
+            env[var] = value
+
+    if len(args) != len(jaxpr.invars):
+        raise ConversionError(f"internal: jaxpr takes {len(jaxpr.invars)} inputs, "
+                              f"got {len(args)}")
+    for var, value in zip([*jaxpr.constvars, *jaxpr.invars], [*consts, *args]):
+        write(var, value)
+    registry = conv.registry
+    for eqn in jaxpr.eqns:
+        rule = registry.select(eqn, conv.device, conv.allow_xla, conv.pin)
+        try:
+            with tf.name_scope(scope_name(eqn)):
+                out = rule.fn(conv.rule_context(eqn), *map(read, eqn.invars), **eqn.params)
+        except JaxtfError:
+            raise
+        except Exception as exc:
+            from core.registry import _where
+            raise ConversionError(
+                f"rule {rule.id} ({rule.package}) failed on {eqn.primitive.name} "
+                f"{' '.join(str(v.aval) for v in eqn.invars)} at {_where(eqn)}: "
+                f"{type(exc).__name__}: {exc}") from exc
+        outs = out if eqn.primitive.multiple_results else [out]
+        if len(outs) != len(eqn.outvars):
+            raise ConversionError(f"rule {rule.id} returned {len(outs)} values for "
+                                  f"{eqn.primitive.name}, which has {len(eqn.outvars)} results")
+        for var, value in zip(eqn.outvars, outs):
+            write(var, value)
+    return [read(v) for v in jaxpr.outvars]

@@ -1,0 +1,472 @@
+"""The rule registry: pluggy finds rule packages, this module decides.
+
+Building a registry calls each package's ``register_rules`` hook once, checks every rule
+(unknown dtypes/devices, rules replacing nothing, ties nobody could break) and freezes one
+index ``primitive -> rules, best first``. Selecting a rule for an equation is a lookup in
+that index; no pluggy call happens per equation.
+
+Run ``python -m core.registry list`` for the coverage table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import sys
+import traceback
+import types
+from typing import Any, Callable, Iterable, Sequence
+
+import pluggy
+
+from core import hookspecs
+from core import dtypes as _dtypes
+from core.errors import NoRuleError, RegistryError
+from core.rule import Rule, make_rule, rules_of
+
+ENTRY_POINT_GROUP = "jaxtf.rules"
+BUILTIN_PACKAGES = ("rules_lax", "rules_nn", "rules_random")
+
+
+@dataclasses.dataclass
+class PluginRecord:
+    """One rule package: where it came from, how many rules it gave, or why it failed."""
+    name: str
+    source: str                      # "builtin" or "entry point"
+    distribution: str = ""
+    version: str = ""
+    rule_count: int = 0
+    error: str | None = None
+
+
+class Registrar:
+    """Handed to a package's ``register_rules`` hook; records each rule with its package."""
+
+    def __init__(self, package: str):
+        self.package = package
+        self.rules: list[Rule] = []
+
+    def module(self, mod: types.ModuleType) -> None:
+        """Add every ``@rule`` function of ``mod`` and the Rule objects in ``mod.RULES``."""
+        found = rules_of(mod)
+        if not found:
+            raise RegistryError(f"{self.package}: module {mod.__name__} declares no rules")
+        for r in found:
+            self.rule(r)
+
+    def rule(self, obj: Rule | Callable) -> None:
+        """Add one Rule, or every rule marked on a function."""
+        items = [obj] if isinstance(obj, Rule) else rules_of(obj)
+        if not items:
+            raise RegistryError(f"{self.package}: {obj!r} is neither a Rule nor a @rule function")
+        self.rules.extend(r.with_package(self.package) for r in items)
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    rule: Rule
+    reason: str | None                # None: applicable
+
+
+@dataclasses.dataclass
+class Gap:
+    """An equation no rule can lower."""
+    primitive: str
+    dtypes: tuple[str, ...]
+    where: str
+    name_stack: str
+    params: str
+    candidates: list[Candidate]
+
+
+def eqn_dtypes(eqn) -> tuple[str, ...]:
+    """The dtypes a rule's constraint is checked against: the operands', or the results'
+    when the equation has no operands (iota, rng ops)."""
+    avals = [v.aval for v in eqn.invars] or [v.aval for v in eqn.outvars]
+    names = []
+    for a in avals:
+        dt = getattr(a, "dtype", None)
+        if dt is not None:
+            n = _dtypes.name_of(dt)
+            if n not in names:
+                names.append(n)
+    return tuple(names)
+
+
+class Registry:
+    """A frozen index of rules. Use :func:`build_registry` or :func:`default_registry`."""
+
+    def __init__(self, rules: Sequence[Rule], plugins: Sequence[PluginRecord] = (),
+                 replaced: Sequence[tuple[Rule, Rule]] = ()):
+        index: dict[str, list[Rule]] = {}
+        for r in rules:
+            index.setdefault(r.primitive, []).append(r)
+        for prim, rs in index.items():
+            rs.sort(key=lambda r: (r.priority, r.specificity), reverse=True)
+            _check_ties(prim, rs)
+        self._index = {p: tuple(rs) for p, rs in index.items()}
+        self.plugins = tuple(plugins)
+        self.replaced = tuple(replaced)   # (replacing rule, replaced rule)
+
+    # -- queries ---------------------------------------------------------------------------
+    def rules(self, primitive: str | None = None) -> list[Rule]:
+        if primitive is not None:
+            return list(self._index.get(primitive, ()))
+        return [r for rs in self._index.values() for r in rs]
+
+    def primitives(self) -> list[str]:
+        return sorted(self._index)
+
+    def candidates(self, primitive: str, dtypes: Iterable[str], device: str = "cpu",
+                   allow_xla: bool = False, eqn=None) -> list[Candidate]:
+        """Every rule for ``primitive``, best first, with why it does or does not apply."""
+        return [Candidate(r, r.reject_reason(dtypes, device, allow_xla, eqn))
+                for r in self._index.get(primitive, ())]
+
+    def select(self, eqn, device: str = "cpu", allow_xla: bool = False,
+               pin: dict[str, str] | None = None) -> Rule:
+        """The rule for one equation. Raises :class:`NoRuleError` when none applies."""
+        prim = eqn.primitive.name
+        found = self._find(eqn, prim, eqn_dtypes(eqn), device, allow_xla, pin)
+        if isinstance(found, Rule):
+            return found
+        raise NoRuleError(format_gaps([found], device, allow_xla), [found])
+
+    def _find(self, eqn, prim, dts, device, allow_xla, pin) -> Rule | Gap:
+        rules = self._index.get(prim, ())
+        if pin and prim in pin:
+            rules = tuple(r for r in rules if r.id == pin[prim])
+        for r in rules:
+            if r.reject_reason(dts, device, allow_xla, eqn) is None:
+                return r
+        return Gap(prim, dts, _where(eqn), _name_stack(eqn), _short_params(eqn),
+                   [Candidate(r, r.reject_reason(dts, device, allow_xla, eqn)) for r in rules])
+
+    def check(self, jaxpr, device: str = "cpu", allow_xla: bool = False,
+              pin: dict[str, str] | None = None) -> list[Gap]:
+        """Pre-flight: every equation of ``jaxpr`` and of its sub-jaxprs without a rule."""
+        gaps: list[Gap] = []
+        for eqn in _all_eqns(jaxpr):
+            found = self._find(eqn, eqn.primitive.name, eqn_dtypes(eqn), device, allow_xla, pin)
+            if isinstance(found, Gap):
+                gaps.append(found)
+        return gaps
+
+    def require(self, jaxpr, device: str = "cpu", allow_xla: bool = False,
+                pin: dict[str, str] | None = None, what: str = "the program") -> None:
+        gaps = self.check(jaxpr, device, allow_xla, pin)
+        if gaps:
+            raise NoRuleError(format_gaps(gaps, device, allow_xla, what, self.plugins), gaps)
+
+
+def _check_ties(prim: str, rules: list[Rule]) -> None:
+    for i, a in enumerate(rules):
+        for b in rules[i + 1:]:
+            if (a.priority, a.specificity) != (b.priority, b.specificity):
+                break
+            if a.dtypes & b.dtypes and a.devices & b.devices:
+                raise RegistryError(
+                    f"ambiguous rules for {prim!r}: {a.id} ({a.package}) and {b.id} "
+                    f"({b.package}) have the same priority {a.priority} and specificity and "
+                    f"both accept {sorted(a.dtypes & b.dtypes)[:4]} on "
+                    f"{sorted(a.devices & b.devices)}. Give one a higher priority, narrow "
+                    f"its dtypes, or declare replaces='{a.id}'.")
+
+
+def _all_eqns(jaxpr):
+    from jax.extend.core import jaxprs_in_params
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for sub in jaxprs_in_params(eqn.params):
+            yield from _all_eqns(sub)
+
+
+def _where(eqn) -> str:
+    try:
+        from jax._src import source_info_util
+        return source_info_util.summarize(eqn.source_info)
+    except Exception:  # source info is best effort
+        return "unknown location"
+
+
+def _name_stack(eqn) -> str:
+    return str(getattr(eqn.source_info, "name_stack", "")) or ""
+
+
+def _short_params(eqn) -> str:
+    from jax.extend.core import jaxprs_in_params
+    skip = set()
+    out = []
+    for k, v in eqn.params.items():
+        if list(jaxprs_in_params({k: v})):
+            continue
+        s = str(v)
+        out.append(f"{k}={s if len(s) < 60 else s[:57] + '...'}")
+    return " ".join(o for o in out if o not in skip)
+
+
+def _aval_str(eqn) -> str:
+    return " ".join(str(v.aval).replace(" ", "") for v in eqn.invars) or "()"
+
+
+def format_gaps(gaps: list[Gap], device: str, allow_xla: bool, what: str = "the program",
+                plugins: Sequence[PluginRecord] = ()) -> str:
+    """The NoRuleError text: gaps grouped by primitive and dtypes, counted, each with its
+    first source line and every candidate with the reason it was rejected."""
+    groups: dict[tuple, list[Gap]] = {}
+    for g in gaps:
+        groups.setdefault((g.primitive, g.dtypes), []).append(g)
+    lines = [f"{len(gaps)} equation{'s' if len(gaps) != 1 else ''} in {what} "
+             f"{'have' if len(gaps) != 1 else 'has'} no usable rule "
+             f"(device {device}, allow_xla={allow_xla}):"]
+    for i, ((prim, dts), gs) in enumerate(groups.items(), 1):
+        g = gs[0]
+        count = f" ({len(gs)} equations)" if len(gs) > 1 else ""
+        lines.append(f"[{i}] {prim}  dtypes {{{', '.join(dts)}}}{count}  {g.params}")
+        lines.append(f"    at {g.where}" + (f"   (JAX name stack: {g.name_stack})"
+                                             if g.name_stack else ""))
+        if not g.candidates:
+            lines.append(f"    no rule for {prim!r} in any loaded package"
+                         + ("; custom primitives need a rule package (entry-point group "
+                            f"'{ENTRY_POINT_GROUP}')" if True else ""))
+        for c in g.candidates:
+            lines.append(f"    {c.rule.id} ({c.rule.package}) prio {c.rule.priority}: "
+                         f"rejected: {c.reason}")
+    failed = [p for p in plugins if p.error]
+    if failed:
+        lines.append("Rule packages that failed to load (their rules are missing): "
+                     + ", ".join(f"{p.name} ({p.error.splitlines()[-1]})" for p in failed))
+    return "\n".join(lines)
+
+
+# -- building ---------------------------------------------------------------------------------
+
+def build_registry(packages: Sequence[Any] | None = None, *, entry_points: bool | None = None,
+                   strict: bool | None = None, extra_rules: Sequence[Rule | Callable] = (),
+                   blocked: Sequence[str] = ()) -> Registry:
+    """Build a frozen registry.
+
+    :param packages: rule packages (modules or import names) to register explicitly;
+        default: the built-in ``rules_lax``, ``rules_nn``, ``rules_random``.
+    :param entry_points: also load third-party packages from the entry-point group
+        ``jaxtf.rules``; default True unless ``JAXTF_DISABLE_PLUGIN_AUTOLOAD=1``.
+    :param strict: raise on a package that fails to load instead of recording it; default
+        from ``JAXTF_STRICT_PLUGINS``.
+    :param extra_rules: rules added under the package name "extra".
+    :param blocked: entry-point names not to load.
+    """
+    if entry_points is None:
+        entry_points = os.environ.get("JAXTF_DISABLE_PLUGIN_AUTOLOAD", "") not in ("1", "true")
+    if strict is None:
+        strict = os.environ.get("JAXTF_STRICT_PLUGINS", "") in ("1", "true")
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    records: dict[str, PluginRecord] = {}
+
+    def fail(rec: PluginRecord, exc: BaseException) -> None:
+        rec.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        if strict:
+            raise RegistryError(f"rule package {rec.name!r} ({rec.source}) failed to load: "
+                                f"{rec.error}") from exc
+
+    for pkg in (BUILTIN_PACKAGES if packages is None else packages):
+        name = pkg if isinstance(pkg, str) else pkg.__name__
+        rec = records[name] = PluginRecord(name, "builtin")
+        try:
+            mod = importlib.import_module(pkg) if isinstance(pkg, str) else pkg
+            pm.register(mod, name=name)
+        except Exception as exc:
+            fail(rec, exc)
+    if entry_points:
+        for ep in _entry_points():
+            dist = getattr(ep, "dist", None)
+            rec = PluginRecord(ep.name, "entry point", getattr(dist, "name", "") or "",
+                               getattr(dist, "version", "") or "")
+            if ep.name in blocked or ep.name in records:
+                if ep.name in records:
+                    rec.error = f"name clashes with already registered package {ep.name!r}"
+                    records[f"{ep.name} ({rec.distribution})"] = rec
+                continue
+            records[ep.name] = rec
+            try:
+                pm.register(ep.load(), name=ep.name)
+            except Exception as exc:
+                fail(rec, exc)
+
+    rules: list[Rule] = []
+    for impl in pm.hook.register_rules.get_hookimpls():
+        rec = records.get(impl.plugin_name) or records.setdefault(
+            impl.plugin_name, PluginRecord(impl.plugin_name, "registered"))
+        reg = Registrar(impl.plugin_name)
+        try:
+            impl.function(register=reg)
+        except Exception as exc:
+            fail(rec, exc)
+            continue
+        rec.rule_count = len(reg.rules)
+        rules.extend(reg.rules)
+    if extra_rules:
+        reg = Registrar("extra")
+        for r in extra_rules:
+            reg.rule(r)
+        rules.extend(reg.rules)
+        records["extra"] = PluginRecord("extra", "argument", rule_count=len(reg.rules))
+
+    rules, replaced = _apply_replacements(rules)
+    return Registry(rules, list(records.values()), replaced)
+
+
+def _apply_replacements(rules: list[Rule]) -> tuple[list[Rule], list[tuple[Rule, Rule]]]:
+    by_id = {(r.primitive, r.id): r for r in rules}
+    replaced = []
+    for r in rules:
+        if r.replaces is not None:
+            target = by_id.get((r.primitive, r.replaces))
+            if target is None:
+                raise RegistryError(f"{r.id} ({r.package}) declares replaces={r.replaces!r}, "
+                                    f"but no rule with that id lowers {r.primitive!r}")
+            replaced.append((r, target))
+    gone = {id(t) for _, t in replaced}
+    return [r for r in rules if id(r) not in gone], replaced
+
+
+def _entry_points():
+    try:
+        from importlib.metadata import entry_points
+    except ImportError:  # pragma: no cover
+        from importlib_metadata import entry_points
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
+_DEFAULT: Registry | None = None
+
+
+def default_registry() -> Registry:
+    """The registry of built-in and installed rule packages, built on first use."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = build_registry()
+    return _DEFAULT
+
+
+# -- the coverage table -----------------------------------------------------------------------
+
+def all_jax_primitives() -> list[str]:
+    """Names of every primitive the installed JAX can lower, plus those only found in
+    jaxprs (they have no lowering of their own)."""
+    import jax  # noqa: F401  (registers the lowerings)
+    import jax.numpy  # noqa: F401
+    import jax.scipy.special  # noqa: F401
+    from jax._src.interpreters import mlir
+    from jax._src.lax import linalg  # noqa: F401
+    names = {p.name for p in mlir._lowerings}
+    for table in mlir._platform_specific_lowerings.values():
+        names.update(p.name for p in table)
+    return sorted(names)
+
+
+def coverage(registry: Registry | None = None) -> list[dict]:
+    """One row per known primitive: status, rules, packages, dtypes, devices."""
+    reg = registry or default_registry()
+    names = sorted(set(all_jax_primitives()) | set(reg.primitives()))
+    replaced_prims = {r.primitive for r, _ in reg.replaced}
+    rows = []
+    for name in names:
+        rules = reg.rules(name)
+        if not rules:
+            status = "missing"
+        elif name in replaced_prims:
+            status = "overridden"
+        elif any(r.when is None and not r.needs_xla for r in rules):
+            status = "covered"
+        else:
+            status = "partial"
+        dts = sorted(set().union(*(r.dtypes for r in rules)),
+                     key=lambda d: (_dtypes.ALL_CONCRETE + (d,)).index(d)) if rules else []
+        rows.append({
+            "primitive": name,
+            "status": status,
+            "plugin": ", ".join(sorted({r.package for r in rules})),
+            "rules": [r.id for r in rules],
+            "dtypes": dts,
+            "devices": sorted(set().union(*(r.devices for r in rules))) if rules else [],
+            "needs_xla": any(r.needs_xla for r in rules),
+        })
+    return rows
+
+
+def _compact_dtypes(dts: list[str]) -> str:
+    s = set(dts)
+    for group in ("all", "numeric", "inexact", "integer", "floating", "signed", "unsigned",
+                  "complex", "bool"):
+        members = set(_dtypes.GROUPS[group])
+        if members <= s:
+            s = (s - members) | {group}
+    return ",".join(sorted(s))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+    import json
+    p = argparse.ArgumentParser(prog="python -m core.registry",
+                                description="Inspect jaxtf's rule coverage.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ls = sub.add_parser("list", help="one row per JAX primitive: status, rule, package")
+    ls.add_argument("--json", action="store_true", help="print a JSON array")
+    ls.add_argument("--status", help="only rows with this status (covered, partial, missing, ...)")
+    ls.add_argument("--primitive", help="only primitives whose name contains this")
+    ex = sub.add_parser("explain", help="ranked candidate rules for one primitive")
+    ex.add_argument("primitive")
+    ex.add_argument("--dtype", default="float32")
+    ex.add_argument("--device", default="cpu")
+    ex.add_argument("--allow-xla", action="store_true")
+    sub.add_parser("plugins", help="loaded rule packages and their load errors")
+    args = p.parse_args(argv)
+
+    if args.cmd == "list":
+        rows = coverage()
+        if args.status:
+            rows = [r for r in rows if r["status"] == args.status]
+        if args.primitive:
+            rows = [r for r in rows if args.primitive in r["primitive"]]
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        print(f"{'primitive':28} {'status':10} {'package':14} {'dtypes':30} rules")
+        for r in rows:
+            print(f"{r['primitive']:28} {r['status']:10} {r['plugin'] or '-':14} "
+                  f"{_compact_dtypes(r['dtypes']) or '-':30} {', '.join(r['rules']) or '-'}")
+        counts: dict[str, int] = {}
+        for r in rows:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1
+        print("\n" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+              + f" of {len(rows)} primitives")
+        return 0
+    reg = default_registry()
+    if args.cmd == "explain":
+        cands = reg.candidates(args.primitive, [args.dtype], args.device, args.allow_xla)
+        if not cands:
+            print(f"no rule lowers {args.primitive!r}")
+            return 1
+        chosen = next((c for c in cands if c.reason is None), None)
+        for c in cands:
+            mark = "TAKEN   " if c is chosen else "rejected" if c.reason else "shadowed"
+            why = c.reason or ("applies, highest ranked" if c is chosen else
+                               "applies, but a higher-ranked rule is taken")
+            print(f"{mark} {c.rule.id} ({c.rule.package}) prio {c.rule.priority} "
+                  f"dtypes {{{', '.join(c.rule.dtype_spec)}}}: {why}")
+        return 0
+    if args.cmd == "plugins":
+        for rec in reg.plugins:
+            line = f"{rec.name:20} {rec.source:12} {rec.distribution or '-'} {rec.version or ''}" \
+                   f"  {rec.rule_count} rules"
+            print(line + (f"  FAILED: {rec.error}" if rec.error else ""))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    # Re-enter through the importable module so there is one registry module instance.
+    from core.registry import main as _main
+    sys.exit(_main())

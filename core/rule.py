@@ -1,0 +1,189 @@
+"""A rule: one primitive -> TF lowering, with its constraints and its own test cases.
+
+``@rule`` only *marks* a function (it attaches a record); nothing global changes at import.
+A registry is built later from whatever modules are handed to it, so a test can build one
+from any subset of rule modules.
+
+Calling convention: ``fn(ctx, *operands, **params)`` where ``ctx`` is a
+:class:`core.interpreter.RuleContext`, ``operands`` are TF tensors (one per equation input)
+and ``params`` are the equation's parameters. Return one tensor, or a sequence of tensors
+when the primitive has multiple results.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from core import dtypes as _dtypes
+
+DEVICES = ("cpu", "gpu", "tpu")
+_MARK = "__jaxtf_rules__"
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """A test case of a rule: ``fn`` is a JAX function that exercises the primitive and
+    ``make_args(rng, dtype)`` builds its inputs for one dtype the rule claims.
+    ``dtypes`` (optional) restricts the case to some of the rule's dtypes."""
+    name: str
+    fn: Callable
+    make_args: Callable[[np.random.Generator, np.dtype], list]
+    dtypes: frozenset[str] | None = None
+
+    def applies_to(self, dtype_name: str) -> bool:
+        return self.dtypes is None or dtype_name in self.dtypes
+
+
+def _rand(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return rng.random(shape) < 0.5
+    if np.issubdtype(dtype, np.unsignedinteger):
+        return rng.integers(0, 100, shape).astype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        return rng.integers(-50, 50, shape).astype(dtype)
+    if np.issubdtype(dtype, np.complexfloating):
+        return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
+    return (rng.standard_normal(shape) * 3).astype(dtype)
+
+
+class _CaseFactory:
+    """``case(name, fn, *args)``: fixed inputs, each cast to the dtype under test unless it
+    is already a numpy array with its own dtype. ``case.random(fn, shapes=[...])``: random
+    inputs of the dtype under test. ``case.custom(name, fn, make_args)``: anything else."""
+
+    def __call__(self, name: str, fn: Callable, *args: Any, dtypes=None) -> Case:
+        def make_args(rng, dtype):
+            return [a if isinstance(a, np.ndarray) else np.asarray(a, dtype) for a in args]
+        return Case(name, fn, make_args, _dtypes.expand(dtypes) if dtypes else None)
+
+    def random(self, fn: Callable, *, shapes: Sequence[tuple], name: str | None = None,
+               dtypes=None) -> Case:
+        def make_args(rng, dtype):
+            return [_rand(rng, s, dtype) for s in shapes]
+        label = name or "random " + " ".join("x".join(map(str, s)) or "scalar" for s in shapes)
+        return Case(label, fn, make_args, _dtypes.expand(dtypes) if dtypes else None)
+
+    def custom(self, name: str, fn: Callable, make_args: Callable, *, dtypes=None) -> Case:
+        return Case(name, fn, make_args, _dtypes.expand(dtypes) if dtypes else None)
+
+
+case = _CaseFactory()
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A lowering and its constraints. ``id`` is ``module:function`` (shown in errors,
+    ``list`` and ``explain``); ``package`` is filled in when a registry takes the rule."""
+    primitive: str
+    fn: Callable
+    dtypes: frozenset[str]
+    dtype_spec: tuple[str, ...]
+    devices: frozenset[str]
+    needs_xla: bool = False
+    priority: int = 0
+    cases: tuple[Case, ...] = ()
+    when: Callable[[Any], str | None] | None = None
+    replaces: str | None = None
+    doc: str = ""
+    id: str = ""
+    package: str = "?"
+
+    def reject_reason(self, dtype_names: Iterable[str], device: str, allow_xla: bool,
+                      eqn=None) -> str | None:
+        """Why this rule cannot lower an equation with these dtypes, or None if it can."""
+        bad = sorted({d for d in dtype_names if not _dtypes.matches(d, self.dtypes)})
+        if bad:
+            return f"{', '.join(bad)} not in {_fmt(self.dtype_spec)}"
+        if device not in self.devices:
+            return f"device {device} not in {{{', '.join(sorted(self.devices))}}}"
+        if self.needs_xla and not allow_xla:
+            return "emits Xla* ops; pass allow_xla=True to use it"
+        if self.when is not None and eqn is not None:
+            reason = self.when(eqn)
+            if reason:
+                return reason
+        return None
+
+    @property
+    def specificity(self) -> tuple[int, int, int]:
+        """Larger is more specific: conditional rules, then fewer dtypes, then fewer devices."""
+        return (self.when is not None, -len(self.dtypes), -len(self.devices))
+
+    def concrete_dtypes(self) -> list[str]:
+        return [d for d in _dtypes.ALL_CONCRETE if d in self.dtypes]
+
+    def with_package(self, package: str) -> "Rule":
+        return dataclasses.replace(self, package=package)
+
+
+def _fmt(spec: tuple[str, ...]) -> str:
+    return "{" + ", ".join(spec) + "}"
+
+
+def make_rule(primitive: str, fn: Callable, *, dtypes="all", devices=DEVICES,
+              needs_xla: bool = False, priority: int = 0, cases: Sequence[Case] = (),
+              when: Callable | None = None, replaces: str | None = None,
+              name: str | None = None) -> Rule:
+    """Build a Rule (what ``@rule`` attaches). Checks the declaration eagerly."""
+    if not isinstance(primitive, str) or not primitive:
+        raise TypeError(f"a rule's primitive must be a JAX primitive name, got {primitive!r}")
+    devs = frozenset([devices] if isinstance(devices, str) else devices)
+    unknown = devs - set(DEVICES)
+    if unknown or not devs:
+        raise ValueError(f"rule for {primitive!r}: unknown devices {sorted(unknown)}; "
+                         f"known devices are {list(DEVICES)}")
+    spec = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
+    rid = f"{getattr(fn, '__module__', '?')}:{name or getattr(fn, '__name__', '?')}"
+    return Rule(primitive=primitive, fn=fn, dtypes=_dtypes.expand(spec), dtype_spec=spec,
+                devices=devs, needs_xla=bool(needs_xla), priority=int(priority),
+                cases=tuple(cases), when=when, replaces=replaces,
+                doc=(getattr(fn, "__doc__", None) or "").strip().split("\n")[0], id=rid)
+
+
+def rule(primitive: str | Sequence[str], *, dtypes="all", devices=DEVICES,
+         needs_xla: bool = False, priority: int = 0, cases: Sequence[Case] = (),
+         when: Callable | None = None, replaces: str | None = None) -> Callable:
+    """Mark ``fn`` as the lowering of ``primitive`` (or of each of several primitives).
+
+    :param dtypes: dtype names or groups the rule handles (bool, signed, unsigned,
+        integer, floating, complex, inexact, numeric, all, key, or concrete names).
+        They are checked against the equation's operand dtypes (its result dtypes when it
+        has no operands).
+    :param devices: subset of ("cpu", "gpu", "tpu").
+    :param needs_xla: the lowering emits Xla* TF ops; used only with ``allow_xla=True``.
+    :param priority: higher wins among applicable rules.
+    :param cases: :data:`case` objects run by the test-suite against JAX for every dtype.
+    :param when: ``when(eqn) -> str | None``: a reason this rule cannot take this equation
+        (parameter forms it does not handle), or None. A conditional rule outranks an
+        unconditional one of the same priority.
+    :param replaces: the id (``module:function``) of a rule this one overrides.
+    """
+    prims = [primitive] if isinstance(primitive, str) else list(primitive)
+
+    def mark(fn: Callable) -> Callable:
+        records = list(getattr(fn, _MARK, ()))
+        for p in prims:
+            records.append(make_rule(p, fn, dtypes=dtypes, devices=devices,
+                                     needs_xla=needs_xla, priority=priority, cases=cases,
+                                     when=when, replaces=replaces))
+        setattr(fn, _MARK, records)
+        return fn
+    return mark
+
+
+def rules_of(obj: Any) -> list[Rule]:
+    """Rules marked on a function, or every rule of a module (its ``@rule`` functions and
+    the Rule objects in its ``RULES`` list), in definition order."""
+    if callable(obj) and hasattr(obj, _MARK):
+        return list(getattr(obj, _MARK))
+    found: list[Rule] = []
+    for value in vars(obj).values():
+        if callable(value) and hasattr(value, _MARK):
+            # only functions defined in this module, not ones imported from elsewhere
+            if getattr(value, "__module__", None) == getattr(obj, "__name__", None):
+                found.extend(getattr(value, _MARK))
+    found.extend(getattr(obj, "RULES", ()))
+    return found

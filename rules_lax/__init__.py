@@ -1,0 +1,13 @@
+"""Lowerings of the ``jax.lax`` primitives, one module per family."""
+from core.hookspecs import hookimpl
+
+FAMILIES = (
+    "control_flow",
+)
+
+
+@hookimpl
+def register_rules(register) -> None:
+    import importlib
+    for family in FAMILIES:
+        register.module(importlib.import_module(f"{__name__}.{family}"))

@@ -1,0 +1,80 @@
+"""JAX's primitive harness suite through jaxtf: pass rate per harness group.
+
+    python tests/conformance.py                      # every group (takes a while)
+    python tests/conformance.py --group add --group cumsum -v   # some groups, show failures
+    JAX_ENABLE_X64=1 python tests/conformance.py     # the same with 64-bit JAX
+
+A case passes when ``convert(f)`` under ``tf.function`` gives ``jax.jit(f)``'s numbers
+within the per-dtype tolerances of ``core.testing`` and its graph has no Xla* op.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import re
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def cpu_harnesses(groups=None, pattern=None):
+    from jax._src.internal_test_util import test_harnesses as th
+    out = []
+    for h in th.all_harnesses:
+        if not h.filter("cpu"):
+            continue
+        if groups and h.group_name not in groups:
+            continue
+        if pattern and not re.search(pattern, h.fullname):
+            continue
+        out.append(h)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--group", action="append", help="harness group name (repeatable)")
+    p.add_argument("-k", dest="pattern", help="regex on the case's full name")
+    p.add_argument("-v", action="store_true", help="print each failing case and why")
+    p.add_argument("--limit", type=int, default=0, help="at most N cases per group")
+    args = p.parse_args(argv)
+    import jax
+    from core.testing import run_harness
+    from tests.known_failures import expected_failure
+    hs = cpu_harnesses(set(args.group) if args.group else None, args.pattern)
+    per_group: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    t0 = time.time()
+    seen: collections.Counter = collections.Counter()
+    for h in hs:
+        if args.limit and seen[h.group_name] >= args.limit:
+            continue
+        seen[h.group_name] += 1
+        out = run_harness(h)
+        xf = expected_failure(h)
+        status = out.status if not (xf and not out.ok) else "xfail"
+        per_group[h.group_name][status] += 1
+        if args.v and not out.ok:
+            print(f"{status.upper():10} {h.fullname}: {out.detail[:600]}"
+                  + (f"  [known: {xf}]" if xf else ""), flush=True)
+    total: collections.Counter = collections.Counter()
+    print(f"\n{'group':28} {'cases':>6} {'pass':>6} {'xfail':>6} {'wrong':>6} {'other':>6}  rate")
+    for g in sorted(per_group):
+        c = per_group[g]
+        total.update(c)
+        n = sum(c.values())
+        other = n - c["pass"] - c["xfail"] - c["mismatch"]
+        print(f"{g:28} {n:6} {c['pass']:6} {c['xfail']:6} {c['mismatch']:6} {other:6}  "
+              f"{100 * c['pass'] / n:5.1f}%")
+    n = sum(total.values())
+    print(f"\nTOTAL x64={jax.config.jax_enable_x64}: {n} cases, {total['pass']} pass "
+          f"({100 * total['pass'] / max(n, 1):.1f}%), {total['mismatch']} wrong numbers, "
+          f"{total['xla']} with Xla ops, {total['xfail']} known failures, breakdown "
+          f"{dict(total)}; {time.time() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
