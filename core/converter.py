@@ -83,7 +83,7 @@ class _Converted:
             t, aval = _to_input(i, leaf)
             tensors.append(t)
             avals.append(aval)
-        key = (in_tree, tuple((a.shape, a.dtype) for a in avals))
+        key = (in_tree, tuple((a.shape, a.dtype) for a in avals), _x64_enabled())
         with self._lock:
             entry = self._cache.get(key)
             if entry is None:
@@ -133,6 +133,11 @@ class _Converted:
         if not tensors:
             return lower_jaxpr(self.conv, closed, tensors)
         return list(with_grad(*tensors))
+
+
+def _x64_enabled() -> bool:
+    import jax
+    return bool(jax.config.jax_enable_x64)
 
 
 def _fun_name(f) -> str:

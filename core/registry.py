@@ -352,14 +352,23 @@ def default_registry() -> Registry:
 
 # -- the coverage table -----------------------------------------------------------------------
 
+#: Modules whose import defines primitives; imported so the table does not depend on what
+#: the calling program happened to import.
+_PRIMITIVE_MODULES = ("jax.numpy", "jax.scipy.special", "jax.random", "jax.nn",
+                      "jax._src.lax.linalg", "jax._src.checkify", "jax._src.pallas.core",
+                      "jax.experimental.shard_map")
+
+
 def all_jax_primitives() -> list[str]:
     """Names of every primitive the installed JAX can lower, plus those only found in
     jaxprs (they have no lowering of their own)."""
-    import jax  # noqa: F401  (registers the lowerings)
-    import jax.numpy  # noqa: F401
-    import jax.scipy.special  # noqa: F401
+    import jax  # noqa: F401  (importing a module registers its primitives' lowerings)
+    for mod in _PRIMITIVE_MODULES:
+        try:
+            importlib.import_module(mod)
+        except Exception:  # an optional part of JAX that does not import here
+            pass
     from jax._src.interpreters import mlir
-    from jax._src.lax import linalg  # noqa: F401
     names = {p.name for p in mlir._lowerings}
     for table in mlir._platform_specific_lowerings.values():
         names.update(p.name for p in table)

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
+import tensorflow as tf
 from jax import lax
 import jax
 import jax.numpy as jnp
 
+from core.errors import UnsupportedError
 from core.rule import case, rule
 
 
@@ -47,3 +49,124 @@ _clip_grad.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (jnp.clip(g, -1, 1),))
 def custom_vjp_primal(ctx, *args, call_jaxpr=None, fun_jaxpr=None, **_):
     """Evaluate the primal function; the forward/backward pair only matters for VJPs."""
     return ctx.lower_jaxpr(call_jaxpr if call_jaxpr is not None else fun_jaxpr, *args)
+
+
+# -- structured control flow --------------------------------------------------------------
+
+def _switch3(i, x):
+    return lax.switch(i, [jnp.sin, jnp.cos, lambda a: a * 3], x)
+
+
+def _int_index(rng, dtype):
+    return [np.int32(5), _rand_like(rng, (3,), dtype)]
+
+
+def _rand_like(rng, shape, dtype):
+    from core.rule import _rand
+    return _rand(rng, shape, dtype)
+
+
+@rule("cond", cases=[
+    case.custom("switch clamps index", _switch3, _int_index, dtypes="floating"),
+    case.custom("cond on a predicate",
+                lambda p, x: lax.cond(p, lambda a: a + 1, lambda a: a - 1, x),
+                lambda rng, dt: [np.bool_(True), _rand_like(rng, (2, 2), dt)],
+                dtypes=["signed", "floating"])])
+def cond_by_switch(ctx, index, *operands, branches, **_):
+    """``cond``/``switch``: JAX clamps the branch index into range, so we do too."""
+    n = len(branches)
+    if len(branches) == 1:
+        return ctx.lower_jaxpr(branches[0], *operands)
+    index = tf.clip_by_value(tf.cast(index, tf.int32), 0, n - 1)
+
+    def branch_fn(jaxpr):
+        return lambda: ctx.lower_jaxpr(jaxpr, *operands)
+    outs = tf.switch_case(index, [branch_fn(b) for b in branches])
+    return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+
+_PLATFORM_NAMES = {"cpu": ("cpu",), "gpu": ("cuda", "rocm", "gpu"), "tpu": ("tpu",)}
+
+
+def _det(x):
+    return jnp.linalg.slogdet(x)[1]
+
+
+@rule("platform_index", cases=[case.custom(
+    "slogdet picks the default branch", _det,
+    lambda rng, dt: [(rng.standard_normal((3, 3)) + 3 * np.eye(3)).astype(dt)],
+    dtypes=["float32", "float64"])])
+def platform_index_for_device(ctx, *, platforms, **_):
+    """The branch for the device we convert for; ``None`` entries are the default."""
+    names = _PLATFORM_NAMES[ctx.device]
+    default = None
+    for i, ps in enumerate(platforms):
+        if ps is None:
+            default = i
+        elif any(p in names for p in ps):
+            return tf.constant(i, tf.int32)
+    if default is None:
+        raise UnsupportedError(
+            f"platform_index: no branch for device {ctx.device!r} among {platforms}; "
+            "convert with device= one of the listed platforms")
+    return tf.constant(default, tf.int32)
+
+
+@rule("while", cases=[
+    case.random(lambda x: lax.fori_loop(0, 5, lambda i, c: c * 2 + i, x), shapes=[(3,)],
+                dtypes=["signed", "floating"], name="fori_loop"),
+    case.random(lambda x: lax.while_loop(lambda c: c[0] < 10, lambda c: (c[0] + 1, c[1] * 1.5),
+                                         (0, x))[1], shapes=[(2,)], dtypes="floating",
+                name="while with a counter")])
+def while_loop(ctx, *args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts, **_):
+    cond_consts = args[:cond_nconsts]
+    body_consts = args[cond_nconsts:cond_nconsts + body_nconsts]
+    init = list(args[cond_nconsts + body_nconsts:])
+    shapes = [tf.TensorShape(a.shape) for a in ctx.avals_in[cond_nconsts + body_nconsts:]]
+
+    def cond(*carry):
+        return ctx.lower_jaxpr(cond_jaxpr, *cond_consts, *carry)[0]
+
+    def body(*carry):
+        outs = ctx.lower_jaxpr(body_jaxpr, *body_consts, *carry)
+        return [tf.ensure_shape(o, s) if not s.is_fully_defined() else o
+                for o, s in zip(outs, shapes)]
+    if not init:
+        raise UnsupportedError("while loop with no carried values has no effect to lower")
+    return list(tf.while_loop(cond, body, init, shape_invariants=shapes))
+
+
+def _cumulative(xs):
+    return lax.scan(lambda c, x: (c + x, c * x), xs[0], xs)
+
+
+@rule("scan", cases=[
+    case.random(_cumulative, shapes=[(5, 3)], dtypes=["signed", "floating"], name="scan"),
+    case.random(lambda xs: lax.scan(lambda c, x: (c - x, c), xs[0], xs, reverse=True),
+                shapes=[(4, 2)], dtypes=["signed", "floating"], name="reverse scan"),
+    case.random(lambda xs: lax.scan(lambda c, x: (c + x, c), xs[0], xs[:0]),
+                shapes=[(3, 2)], dtypes="floating", name="length 0"),
+    case.random(lambda xs: lax.scan(lambda c, x: (c * x, c), xs[0], xs, unroll=2),
+                shapes=[(5, 2)], dtypes="floating", name="unrolled")])
+def scan_as_while(ctx, *args, jaxpr, length, reverse, num_consts, num_carry, **_):
+    """``scan`` as a TF while loop: xs are read by index, ys written to TensorArrays.
+    ``unroll`` only changes XLA's schedule, not the numbers."""
+    consts = list(args[:num_consts])
+    init = list(args[num_consts:num_consts + num_carry])
+    xs = list(args[num_consts + num_carry:])
+    y_avals = ctx.avals_out[num_carry:]
+    if length == 0:
+        return init + [tf.zeros(a.shape, ctx.tf_dtype(a)) for a in y_avals]
+    arrays = [tf.TensorArray(ctx.tf_dtype(a), size=length, element_shape=a.shape[1:])
+              for a in y_avals]
+
+    def body(i, carry, arrays):
+        t = length - 1 - i if reverse else i
+        x_t = [tf.gather(x, t) for x in xs]
+        outs = ctx.lower_jaxpr(jaxpr, *consts, *carry, *x_t)
+        new_carry, ys = outs[:num_carry], outs[num_carry:]
+        return i + 1, new_carry, [arr.write(t, y) for arr, y in zip(arrays, ys)]
+
+    _, carry, arrays = tf.while_loop(lambda i, c, a: i < length, body,
+                                     (tf.constant(0), init, arrays))
+    return list(carry) + [arr.stack() for arr in arrays]

@@ -1,0 +1,58 @@
+"""JAX's own primitive harness cases (jax._src.internal_test_util.test_harnesses), run
+through ``convert`` under ``tf.function`` and compared with ``jax.jit`` on CPU.
+
+Collected: every CPU case whose primitives all have a registered rule. A case that
+passes must give JAX's numbers within ``core.testing.TOLERANCES`` and have no Xla* op in
+its graph. Known gaps are strict expected failures (``tests/known_failures.py``), so a
+fix shows up as a failure until the entry is removed. Run with ``JAX_ENABLE_X64=1`` for
+the 64-bit cases.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+import pytest
+
+from core.registry import default_registry
+from core.testing import harness_primitives, run_harness
+from tests.conformance import cpu_harnesses
+from tests.known_failures import expected_failure
+
+pytestmark = pytest.mark.conformance
+
+#: JAXTF_CONFORMANCE_SAMPLE=N runs every N-th case of each group (CI's sample); 1 = all.
+SAMPLE = int(os.environ.get("JAXTF_CONFORMANCE_SAMPLE", "1"))
+
+
+@functools.lru_cache(maxsize=None)
+def _covered() -> frozenset[str]:
+    return frozenset(default_registry().primitives())
+
+
+def _params():
+    seen: dict[str, int] = {}
+    out = []
+    for h in cpu_harnesses():
+        n = seen[h.group_name] = seen.get(h.group_name, -1) + 1
+        if n % SAMPLE:
+            continue
+        out.append(pytest.param(h, id=h.fullname))
+    return out
+
+
+@pytest.mark.parametrize("harness", _params())
+def test_harness(harness):
+    missing = harness_primitives(harness) - _covered()
+    if missing:
+        pytest.skip(f"no rule yet for {sorted(missing)}")
+    reason = expected_failure(harness)
+    outcome = run_harness(harness)
+    if reason:
+        if outcome.ok:
+            pytest.fail(f"known failure now passes; remove it from tests/known_failures.py: "
+                        f"{reason}")
+        pytest.xfail(f"{reason} [{outcome.status}]")
+    assert outcome.status != "mismatch", f"WRONG NUMBERS: {outcome.detail}"
+    assert outcome.ok, f"{outcome.status}: {outcome.detail}"
