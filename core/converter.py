@@ -20,7 +20,8 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
             with_gradient: bool = True, enable_xla=_UNSET, native_serialization=_UNSET,
             native_serialization_platforms=(), native_serialization_disabled_checks=(),
             allow_xla: bool = False, device: str = "cpu",
-            registry: Registry | None = None, pin: dict[str, str] | None = None) -> Callable:
+            registry: Registry | None = None, rules: Sequence = (),
+            disable_rules: Sequence[str] = (), prefer: dict[str, str] | None = None) -> Callable:
     """Convert ``fun_jax`` into a TensorFlow function built from plain TF ops.
 
     Call-compatible with ``jax.experimental.jax2tf.convert``. The result takes TF tensors,
@@ -34,7 +35,10 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
     :param device: the device the graph will run on ("cpu", "gpu" or "tpu"); it selects
         among rules with device constraints.
     :param registry: the rule registry; default: built-in rules plus installed plugins.
-    :param pin: ``{primitive: rule id}``: use exactly this rule for that primitive.
+    :param rules: extra rules (``@rule`` functions or Rule objects) for this conversion.
+    :param disable_rules: ids (``module:function``) of rules not to use in this conversion.
+    :param prefer: ``{primitive: rule id}``: try this rule first for that primitive (the
+        others remain as fallbacks when it does not apply).
     :param polymorphic_shapes: not yet supported (any non-None value raises).
     :param with_gradient: with True (default) the result carries a TF gradient; gradients
         are not yet supported, so asking the tape for one raises a clear error.
@@ -54,8 +58,15 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
             "polymorphic_shapes=None.")
     if device not in ("cpu", "gpu", "tpu"):
         raise ValueError(f"device must be 'cpu', 'gpu' or 'tpu', got {device!r}")
+    registry = registry or default_registry()
+    if rules or disable_rules:
+        registry = registry.with_overrides(add=rules, disable=disable_rules)
+    for prim, rid in (prefer or {}).items():
+        if rid not in {r.id for r in registry.rules(prim)}:
+            raise ValueError(f"prefer: no rule {rid!r} lowers {prim!r}; candidates: "
+                             f"{[r.id for r in registry.rules(prim)]}")
     conv = _Converted(fun_jax, with_gradient, ConversionContext(
-        registry or default_registry(), device, allow_xla, dict(pin) if pin else None))
+        registry, device, allow_xla, dict(prefer) if prefer else None))
     return functools.wraps(fun_jax)(conv) if hasattr(fun_jax, "__name__") else conv
 
 
@@ -110,7 +121,7 @@ class _Converted:
         except JaxtfError:
             raise
         self.conv.registry.require(closed, self.conv.device, self.conv.allow_xla,
-                                   self.conv.pin, what=_fun_name(self.fun_jax))
+                                   self.conv.prefer, what=_fun_name(self.fun_jax))
         return closed, out_tree_box[-1]
 
     def _run(self, closed, tensors: Sequence[tf.Tensor]) -> list[tf.Tensor]:

@@ -27,7 +27,7 @@ class ConversionContext:
     registry: Registry
     device: str = "cpu"
     allow_xla: bool = False
-    pin: dict[str, str] | None = None
+    prefer: dict[str, str] | None = None
 
     def rule_context(self, eqn) -> "RuleContext":
         return RuleContext(self, eqn)
@@ -84,7 +84,7 @@ class RuleContext:
                  for a in avals]
         closed = jax.make_jaxpr(lambda *xs: fun(*xs, **static))(*specs)
         self.conversion.registry.require(closed, self.device, self.allow_xla,
-                                         self.conversion.pin,
+                                         self.conversion.prefer,
                                          what=f"the decomposition of {self.eqn.primitive}")
         return lower_jaxpr(self.conversion, closed, args)
 
@@ -136,7 +136,7 @@ def lower_jaxpr(conv: ConversionContext, jaxpr, args: Sequence[tf.Tensor],
         write(var, value)
     registry = conv.registry
     for eqn in jaxpr.eqns:
-        rule = registry.select(eqn, conv.device, conv.allow_xla, conv.pin)
+        rule = registry.select(eqn, conv.device, conv.allow_xla, conv.prefer)
         try:
             with tf.name_scope(scope_name(eqn)):
                 out = rule.fn(conv.rule_context(eqn), *map(read, eqn.invars), **eqn.params)

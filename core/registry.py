@@ -104,6 +104,7 @@ class Registry:
         for prim, rs in index.items():
             rs.sort(key=lambda r: (r.priority, r.specificity), reverse=True)
             _check_ties(prim, rs)
+            _check_same_primitive(prim, rs)
         self._index = {p: tuple(rs) for p, rs in index.items()}
         self.plugins = tuple(plugins)
         self.replaced = tuple(replaced)   # (replacing rule, replaced rule)
@@ -123,19 +124,36 @@ class Registry:
         return [Candidate(r, r.reject_reason(dtypes, device, allow_xla, eqn))
                 for r in self._index.get(primitive, ())]
 
+    def with_overrides(self, add: Sequence[Rule | Callable] = (),
+                       disable: Sequence[str] = ()) -> "Registry":
+        """A new registry for one conversion: ``add`` rules (package "extra"), ``disable``
+        rules by id. The result is checked like a freshly built one."""
+        known = {r.id for r in self.rules()}
+        unknown = [d for d in disable if d not in known]
+        if unknown:
+            raise RegistryError(f"cannot disable unknown rule ids {unknown}; "
+                                "`python -m core.registry list` shows the ids")
+        reg = Registrar("extra")
+        for r in add:
+            reg.rule(r)
+        rules = [r for r in self.rules() if r.id not in set(disable)] + reg.rules
+        kept, replaced = _apply_replacements(rules)
+        return Registry(kept, self.plugins, (*self.replaced, *replaced))
+
     def select(self, eqn, device: str = "cpu", allow_xla: bool = False,
-               pin: dict[str, str] | None = None) -> Rule:
+               prefer: dict[str, str] | None = None) -> Rule:
         """The rule for one equation. Raises :class:`NoRuleError` when none applies."""
         prim = eqn.primitive.name
-        found = self._find(eqn, prim, eqn_dtypes(eqn), device, allow_xla, pin)
+        found = self._find(eqn, prim, eqn_dtypes(eqn), device, allow_xla, prefer)
         if isinstance(found, Rule):
             return found
         raise NoRuleError(format_gaps([found], device, allow_xla), [found])
 
-    def _find(self, eqn, prim, dts, device, allow_xla, pin) -> Rule | Gap:
+    def _find(self, eqn, prim, dts, device, allow_xla, prefer) -> Rule | Gap:
         rules = self._index.get(prim, ())
-        if pin and prim in pin:
-            rules = tuple(r for r in rules if r.id == pin[prim])
+        if prefer and prim in prefer:
+            # a preferred rule goes first; the others stay as fallbacks
+            rules = tuple(sorted(rules, key=lambda r: r.id != prefer[prim]))
         for r in rules:
             if r.reject_reason(dts, device, allow_xla, eqn) is None:
                 return r
@@ -143,20 +161,34 @@ class Registry:
                    [Candidate(r, r.reject_reason(dts, device, allow_xla, eqn)) for r in rules])
 
     def check(self, jaxpr, device: str = "cpu", allow_xla: bool = False,
-              pin: dict[str, str] | None = None) -> list[Gap]:
+              prefer: dict[str, str] | None = None) -> list[Gap]:
         """Pre-flight: every equation of ``jaxpr`` and of its sub-jaxprs without a rule."""
         gaps: list[Gap] = []
         for eqn in _all_eqns(jaxpr):
-            found = self._find(eqn, eqn.primitive.name, eqn_dtypes(eqn), device, allow_xla, pin)
+            found = self._find(eqn, eqn.primitive.name, eqn_dtypes(eqn), device, allow_xla, prefer)
             if isinstance(found, Gap):
                 gaps.append(found)
         return gaps
 
     def require(self, jaxpr, device: str = "cpu", allow_xla: bool = False,
-                pin: dict[str, str] | None = None, what: str = "the program") -> None:
-        gaps = self.check(jaxpr, device, allow_xla, pin)
+                prefer: dict[str, str] | None = None, what: str = "the program") -> None:
+        gaps = self.check(jaxpr, device, allow_xla, prefer)
         if gaps:
             raise NoRuleError(format_gaps(gaps, device, allow_xla, what, self.plugins), gaps)
+
+
+def _check_same_primitive(prim: str, rules: list[Rule]) -> None:
+    objs = {}
+    for r in rules:
+        if r.primitive_obj is not None:
+            objs.setdefault(id(r.primitive_obj), r)
+    if len(objs) > 1:
+        a, b = list(objs.values())[:2]
+        raise RegistryError(
+            f"two different primitives are named {prim!r}: {a.id} ({a.package}) lowers the "
+            f"one from {getattr(a.primitive_obj, '__module__', '?')}, {b.id} ({b.package}) "
+            f"another. Rename one of the primitives, or block one package "
+            f"(JAXTF_BLOCK_PLUGINS).")
 
 
 def _check_ties(prim: str, rules: list[Rule]) -> None:
@@ -242,31 +274,43 @@ def format_gaps(gaps: list[Gap], device: str, allow_xla: bool, what: str = "the 
 
 # -- building ---------------------------------------------------------------------------------
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def build_registry(packages: Sequence[Any] | None = None, *, entry_points: bool | None = None,
                    strict: bool | None = None, extra_rules: Sequence[Rule | Callable] = (),
-                   blocked: Sequence[str] = ()) -> Registry:
+                   blocked: Sequence[str] | None = None,
+                   plugins: Sequence[types.ModuleType] = ()) -> Registry:
     """Build a frozen registry.
 
     :param packages: rule packages (modules or import names) to register explicitly;
         default: the built-in ``rules_lax``, ``rules_nn``, ``rules_random``.
     :param entry_points: also load third-party packages from the entry-point group
         ``jaxtf.rules``; default True unless ``JAXTF_DISABLE_PLUGIN_AUTOLOAD=1``.
-    :param strict: raise on a package that fails to load instead of recording it; default
-        from ``JAXTF_STRICT_PLUGINS``.
+    :param strict: raise when a third-party package fails to load or conflicts, instead of
+        recording the error and leaving the package out; default from
+        ``JAXTF_STRICT_PLUGINS=1``. A broken built-in package always raises.
     :param extra_rules: rules added under the package name "extra".
-    :param blocked: entry-point names not to load.
+    :param plugins: third-party rule packages (modules with a ``register_rules`` hook)
+        loaded like entry points: isolated, recorded if they fail.
+    :param blocked: entry-point names not to load; default from ``JAXTF_BLOCK_PLUGINS``
+        (comma-separated).
     """
     if entry_points is None:
-        entry_points = os.environ.get("JAXTF_DISABLE_PLUGIN_AUTOLOAD", "") not in ("1", "true")
+        entry_points = not _env_flag("JAXTF_DISABLE_PLUGIN_AUTOLOAD")
     if strict is None:
-        strict = os.environ.get("JAXTF_STRICT_PLUGINS", "") in ("1", "true")
+        strict = _env_flag("JAXTF_STRICT_PLUGINS")
+    if blocked is None:
+        blocked = [b.strip() for b in os.environ.get("JAXTF_BLOCK_PLUGINS", "").split(",")
+                   if b.strip()]
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     records: dict[str, PluginRecord] = {}
 
     def fail(rec: PluginRecord, exc: BaseException) -> None:
         rec.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        if strict:
+        if strict or rec.source == "builtin":
             raise RegistryError(f"rule package {rec.name!r} ({rec.source}) failed to load: "
                                 f"{rec.error}") from exc
 
@@ -278,15 +322,25 @@ def build_registry(packages: Sequence[Any] | None = None, *, entry_points: bool 
             pm.register(mod, name=name)
         except Exception as exc:
             fail(rec, exc)
+    for mod in plugins:
+        rec = records[mod.__name__] = PluginRecord(mod.__name__, "argument")
+        try:
+            pm.register(mod, name=mod.__name__)
+        except Exception as exc:
+            fail(rec, exc)
     if entry_points:
-        for ep in _entry_points():
+        for ep in sorted(_entry_points(), key=lambda e: e.name):
             dist = getattr(ep, "dist", None)
             rec = PluginRecord(ep.name, "entry point", getattr(dist, "name", "") or "",
                                getattr(dist, "version", "") or "")
-            if ep.name in blocked or ep.name in records:
-                if ep.name in records:
-                    rec.error = f"name clashes with already registered package {ep.name!r}"
-                    records[f"{ep.name} ({rec.distribution})"] = rec
+            if ep.name in blocked:
+                rec.error = "blocked (JAXTF_BLOCK_PLUGINS or blocked=)"
+                records[ep.name] = rec
+                continue
+            if ep.name in records:
+                rec.error = (f"entry point name {ep.name!r} is already taken by "
+                             f"{records[ep.name].distribution or records[ep.name].source}")
+                records[f"{ep.name} ({rec.distribution})"] = rec
                 continue
             records[ep.name] = rec
             try:
@@ -294,27 +348,34 @@ def build_registry(packages: Sequence[Any] | None = None, *, entry_points: bool 
             except Exception as exc:
                 fail(rec, exc)
 
-    rules: list[Rule] = []
-    for impl in pm.hook.register_rules.get_hookimpls():
+    accepted: list[Rule] = []
+    impls = pm.hook.register_rules.get_hookimpls()
+    order = {name: i for i, name in enumerate(records)}
+    for impl in sorted(impls, key=lambda i: order.get(i.plugin_name, len(order))):
         rec = records.get(impl.plugin_name) or records.setdefault(
             impl.plugin_name, PluginRecord(impl.plugin_name, "registered"))
         reg = Registrar(impl.plugin_name)
         try:
             impl.function(register=reg)
+            _validate(accepted + reg.rules)     # a package that conflicts is left out whole
         except Exception as exc:
             fail(rec, exc)
             continue
         rec.rule_count = len(reg.rules)
-        rules.extend(reg.rules)
+        accepted.extend(reg.rules)
     if extra_rules:
         reg = Registrar("extra")
         for r in extra_rules:
             reg.rule(r)
-        rules.extend(reg.rules)
+        accepted.extend(reg.rules)
         records["extra"] = PluginRecord("extra", "argument", rule_count=len(reg.rules))
-
-    rules, replaced = _apply_replacements(rules)
+    rules, replaced = _apply_replacements(accepted)
     return Registry(rules, list(records.values()), replaced)
+
+
+def _validate(rules: list[Rule]) -> None:
+    kept, _ = _apply_replacements(rules)
+    Registry(kept)
 
 
 def _apply_replacements(rules: list[Rule]) -> tuple[list[Rule], list[tuple[Rule, Rule]]]:

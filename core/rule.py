@@ -87,6 +87,7 @@ class Rule:
     cases: tuple[Case, ...] = ()
     when: Callable[[Any], str | None] | None = None
     replaces: str | None = None
+    primitive_obj: Any = dataclasses.field(default=None, compare=False)
     doc: str = ""
     id: str = ""
     package: str = "?"
@@ -101,6 +102,10 @@ class Rule:
             return f"device {device} not in {{{', '.join(sorted(self.devices))}}}"
         if self.needs_xla and not allow_xla:
             return "emits Xla* ops; pass allow_xla=True to use it"
+        if self.primitive_obj is not None and eqn is not None \
+                and eqn.primitive is not self.primitive_obj:
+            return (f"lowers a different primitive that is also named {self.primitive!r} "
+                    f"(defined in {getattr(self.primitive_obj, '__module__', '?')})")
         if self.when is not None and eqn is not None:
             reason = self.when(eqn)
             if reason:
@@ -123,11 +128,18 @@ def _fmt(spec: tuple[str, ...]) -> str:
     return "{" + ", ".join(spec) + "}"
 
 
-def make_rule(primitive: str, fn: Callable, *, dtypes="all", devices=DEVICES,
+def make_rule(primitive: Any, fn: Callable, *, dtypes="all", devices=DEVICES,
               needs_xla: bool = False, priority: int = 0, cases: Sequence[Case] = (),
               when: Callable | None = None, replaces: str | None = None,
               name: str | None = None) -> Rule:
-    """Build a Rule (what ``@rule`` attaches). Checks the declaration eagerly."""
+    """Build a Rule (what ``@rule`` attaches). Checks the declaration eagerly.
+
+    ``primitive`` is a primitive name, or a ``jax.extend.core.Primitive`` object: then the
+    rule lowers exactly that object, and another primitive that happens to carry the same
+    name (from another package) is told apart."""
+    primitive_obj = None
+    if not isinstance(primitive, str) and hasattr(primitive, "name") and hasattr(primitive, "bind"):
+        primitive_obj, primitive = primitive, primitive.name
     if not isinstance(primitive, str) or not primitive:
         raise TypeError(f"a rule's primitive must be a JAX primitive name, got {primitive!r}")
     devs = frozenset([devices] if isinstance(devices, str) else devices)
@@ -139,14 +151,15 @@ def make_rule(primitive: str, fn: Callable, *, dtypes="all", devices=DEVICES,
     rid = f"{getattr(fn, '__module__', '?')}:{name or getattr(fn, '__name__', '?')}"
     return Rule(primitive=primitive, fn=fn, dtypes=_dtypes.expand(spec), dtype_spec=spec,
                 devices=devs, needs_xla=bool(needs_xla), priority=int(priority),
-                cases=tuple(cases), when=when, replaces=replaces,
+                cases=tuple(cases), when=when, replaces=replaces, primitive_obj=primitive_obj,
                 doc=(getattr(fn, "__doc__", None) or "").strip().split("\n")[0], id=rid)
 
 
-def rule(primitive: str | Sequence[str], *, dtypes="all", devices=DEVICES,
+def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
          needs_xla: bool = False, priority: int = 0, cases: Sequence[Case] = (),
          when: Callable | None = None, replaces: str | None = None) -> Callable:
-    """Mark ``fn`` as the lowering of ``primitive`` (or of each of several primitives).
+    """Mark ``fn`` as the lowering of ``primitive`` (a name or a Primitive object, or a
+    list of them for a function that lowers several primitives).
 
     :param dtypes: dtype names or groups the rule handles (bool, signed, unsigned,
         integer, floating, complex, inexact, numeric, all, key, or concrete names).
@@ -161,7 +174,7 @@ def rule(primitive: str | Sequence[str], *, dtypes="all", devices=DEVICES,
         unconditional one of the same priority.
     :param replaces: the id (``module:function``) of a rule this one overrides.
     """
-    prims = [primitive] if isinstance(primitive, str) else list(primitive)
+    prims = list(primitive) if isinstance(primitive, (list, tuple)) else [primitive]
 
     def mark(fn: Callable) -> Callable:
         records = list(getattr(fn, _MARK, ()))

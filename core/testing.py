@@ -140,11 +140,15 @@ def run_harness(harness, **convert_kw) -> Outcome:
     return run_function(harness.dyn_fun, args, **convert_kw)
 
 
-def run_rule_case(rule, case, dtype_name: str) -> Outcome:
-    """Run one of a rule's own cases for one dtype, with that rule pinned so no other
-    rule for the primitive can hide it."""
+def run_rule_case(rule, case, dtype_name: str, registry=None) -> Outcome:
+    """Run one of a rule's own cases for one dtype, with every other rule for its primitive
+    removed, so none can hide it."""
+    from core.registry import Registry, default_registry
+    reg = registry or default_registry()
+    only = Registry([r for r in reg.rules() if r.primitive != rule.primitive] + [rule],
+                    reg.plugins)
     args = case.make_args(np.random.default_rng(0), np.dtype(_np_dtype(dtype_name)))
-    return run_function(case.fn, args, pin={rule.primitive: rule.id})
+    return run_function(case.fn, args, registry=only)
 
 
 def _np_dtype(name: str):

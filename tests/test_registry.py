@@ -114,12 +114,14 @@ def test_failing_package_is_recorded_unless_strict():
         raise ImportError("needs a library that is not installed")
     broken.register_rules = register_rules
     ok = _module("ok", make_rule("add", _fn, name="fine"))
-    reg = build_registry([broken, ok], entry_points=False, strict=False)
+    reg = build_registry([ok], plugins=[broken], entry_points=False, strict=False)
     rec = {p.name: p for p in reg.plugins}
     assert "ImportError: needs a library" in rec["broken"].error
     assert rec["ok"].rule_count == 1 and rec["ok"].error is None
     with pytest.raises(RegistryError, match="'broken'.*failed to load"):
-        build_registry([broken, ok], entry_points=False, strict=True)
+        build_registry([ok], plugins=[broken], entry_points=False, strict=True)
+    with pytest.raises(RegistryError, match="'broken'.*builtin.*failed to load"):
+        build_registry([broken, ok], entry_points=False, strict=False)   # built-ins always raise
 
 
 def test_no_rule_error_lists_every_gap_with_location_and_candidates():

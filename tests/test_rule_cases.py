@@ -33,6 +33,6 @@ def test_every_rule_has_cases():
 @pytest.mark.parametrize("rule, case, dtype", _params())
 def test_rule_agrees_with_jax(rule, case, dtype):
     with jax.enable_x64(dtype in X64_DTYPES):
-        outcome = run_rule_case(rule, case, dtype)
+        outcome = run_rule_case(rule, case, dtype, REGISTRY)
     assert outcome.status != "mismatch", f"WRONG NUMBERS: {outcome.detail}"
     assert outcome.ok, f"{outcome.status}: {outcome.detail}"
