@@ -103,8 +103,8 @@ class Registry:
             index.setdefault(r.primitive, []).append(r)
         for prim, rs in index.items():
             rs.sort(key=lambda r: (r.priority, r.specificity), reverse=True)
-            _check_ties(prim, rs)
             _check_same_primitive(prim, rs)
+            _check_ties(prim, rs)
         self._index = {p: tuple(rs) for p, rs in index.items()}
         self.plugins = tuple(plugins)
         self.replaced = tuple(replaced)   # (replacing rule, replaced rule)
@@ -411,132 +411,8 @@ def default_registry() -> Registry:
     return _DEFAULT
 
 
-# -- the coverage table -----------------------------------------------------------------------
-
-#: Modules whose import defines primitives; imported so the table does not depend on what
-#: the calling program happened to import.
-_PRIMITIVE_MODULES = ("jax.numpy", "jax.scipy.special", "jax.random", "jax.nn",
-                      "jax._src.lax.linalg", "jax._src.checkify", "jax._src.pallas.core",
-                      "jax.experimental.shard_map")
-
-
-def all_jax_primitives() -> list[str]:
-    """Names of every primitive the installed JAX can lower, plus those only found in
-    jaxprs (they have no lowering of their own)."""
-    import jax  # noqa: F401  (importing a module registers its primitives' lowerings)
-    for mod in _PRIMITIVE_MODULES:
-        try:
-            importlib.import_module(mod)
-        except Exception:  # an optional part of JAX that does not import here
-            pass
-    from jax._src.interpreters import mlir
-    names = {p.name for p in mlir._lowerings}
-    for table in mlir._platform_specific_lowerings.values():
-        names.update(p.name for p in table)
-    return sorted(names)
-
-
-def coverage(registry: Registry | None = None) -> list[dict]:
-    """One row per known primitive: status, rules, packages, dtypes, devices."""
-    reg = registry or default_registry()
-    names = sorted(set(all_jax_primitives()) | set(reg.primitives()))
-    replaced_prims = {r.primitive for r, _ in reg.replaced}
-    rows = []
-    for name in names:
-        rules = reg.rules(name)
-        if not rules:
-            status = "missing"
-        elif name in replaced_prims:
-            status = "overridden"
-        elif any(r.when is None and not r.needs_xla for r in rules):
-            status = "covered"
-        else:
-            status = "partial"
-        dts = sorted(set().union(*(r.dtypes for r in rules)),
-                     key=lambda d: (_dtypes.ALL_CONCRETE + (d,)).index(d)) if rules else []
-        rows.append({
-            "primitive": name,
-            "status": status,
-            "plugin": ", ".join(sorted({r.package for r in rules})),
-            "rules": [r.id for r in rules],
-            "dtypes": dts,
-            "devices": sorted(set().union(*(r.devices for r in rules))) if rules else [],
-            "needs_xla": any(r.needs_xla for r in rules),
-        })
-    return rows
-
-
-def _compact_dtypes(dts: list[str]) -> str:
-    s = set(dts)
-    for group in ("all", "numeric", "inexact", "integer", "floating", "signed", "unsigned",
-                  "complex", "bool"):
-        members = set(_dtypes.GROUPS[group])
-        if members <= s:
-            s = (s - members) | {group}
-    return ",".join(sorted(s))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-    import json
-    p = argparse.ArgumentParser(prog="python -m core.registry",
-                                description="Inspect jaxtf's rule coverage.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    ls = sub.add_parser("list", help="one row per JAX primitive: status, rule, package")
-    ls.add_argument("--json", action="store_true", help="print a JSON array")
-    ls.add_argument("--status", help="only rows with this status (covered, partial, missing, ...)")
-    ls.add_argument("--primitive", help="only primitives whose name contains this")
-    ex = sub.add_parser("explain", help="ranked candidate rules for one primitive")
-    ex.add_argument("primitive")
-    ex.add_argument("--dtype", default="float32")
-    ex.add_argument("--device", default="cpu")
-    ex.add_argument("--allow-xla", action="store_true")
-    sub.add_parser("plugins", help="loaded rule packages and their load errors")
-    args = p.parse_args(argv)
-
-    if args.cmd == "list":
-        rows = coverage()
-        if args.status:
-            rows = [r for r in rows if r["status"] == args.status]
-        if args.primitive:
-            rows = [r for r in rows if args.primitive in r["primitive"]]
-        if args.json:
-            print(json.dumps(rows, indent=1))
-            return 0
-        print(f"{'primitive':28} {'status':10} {'package':14} {'dtypes':30} rules")
-        for r in rows:
-            print(f"{r['primitive']:28} {r['status']:10} {r['plugin'] or '-':14} "
-                  f"{_compact_dtypes(r['dtypes']) or '-':30} {', '.join(r['rules']) or '-'}")
-        counts: dict[str, int] = {}
-        for r in rows:
-            counts[r["status"]] = counts.get(r["status"], 0) + 1
-        print("\n" + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-              + f" of {len(rows)} primitives")
-        return 0
-    reg = default_registry()
-    if args.cmd == "explain":
-        cands = reg.candidates(args.primitive, [args.dtype], args.device, args.allow_xla)
-        if not cands:
-            print(f"no rule lowers {args.primitive!r}")
-            return 1
-        chosen = next((c for c in cands if c.reason is None), None)
-        for c in cands:
-            mark = "TAKEN   " if c is chosen else "rejected" if c.reason else "shadowed"
-            why = c.reason or ("applies, highest ranked" if c is chosen else
-                               "applies, but a higher-ranked rule is taken")
-            print(f"{mark} {c.rule.id} ({c.rule.package}) prio {c.rule.priority} "
-                  f"dtypes {{{', '.join(c.rule.dtype_spec)}}}: {why}")
-        return 0
-    if args.cmd == "plugins":
-        for rec in reg.plugins:
-            line = f"{rec.name:20} {rec.source:12} {rec.distribution or '-'} {rec.version or ''}" \
-                   f"  {rec.rule_count} rules"
-            print(line + (f"  FAILED: {rec.error}" if rec.error else ""))
-        return 0
-    return 2
-
-
 if __name__ == "__main__":
-    # Re-enter through the importable module so there is one registry module instance.
-    from core.registry import main as _main
+    # The command-line interface lives in core.coverage; entering through the importable
+    # modules keeps one registry module instance.
+    from core.coverage import main as _main
     sys.exit(_main())

@@ -15,7 +15,8 @@ import tensorflow as tf
 from core import convert
 from core.errors import NoRuleError, RegistryError
 from core.hookspecs import hookimpl
-from core.registry import Registry, build_registry, coverage
+from core.coverage import coverage
+from core.registry import Registry, build_registry
 from core.rule import case, make_rule, rule, rules_of
 
 
@@ -157,7 +158,7 @@ def _cli(*args):
 
 
 def test_cli_list_json_covers_every_jax_primitive():
-    from core.registry import all_jax_primitives
+    from core.coverage import all_jax_primitives
     out = _cli("list", "--json")
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
@@ -176,3 +177,40 @@ def test_cli_explain_and_plugins():
     assert out.returncode == 1 and "no rule lowers 'no_such_primitive'" in out.stdout
     out = _cli("plugins")
     assert out.returncode == 0 and "rules_lax" in out.stdout and "builtin" in out.stdout
+
+
+def test_cli_list_filters_and_markdown():
+    out = _cli("list", "--json", "--primitive", "custom_*_call")
+    assert {r["primitive"] for r in json.loads(out.stdout)} == {"custom_jvp_call",
+                                                               "custom_vjp_call"}
+    out = _cli("list", "--json", "--status", "missing")
+    assert out.returncode == 0 and all(r["status"] == "missing" for r in json.loads(out.stdout))
+    out = _cli("list", "--markdown", "--primitive", "jit")
+    assert out.stdout.startswith("| primitive | status |") and "| `jit` | covered |" in out.stdout
+
+
+def test_cli_check_reports_the_whole_program():
+    out = _cli("check", "tests.test_registry:_program_for_check", "f32[4]", "i32[4]")
+    assert "uses" in out.stdout and "jit" in out.stdout
+    assert out.returncode in (0, 1)
+    if out.returncode == 1:        # some primitive lacks a rule: it must be named
+        assert "no usable rule" in out.stdout
+
+
+def _program_for_check(x, i):
+    return jax.jit(lambda a: a * 2)(x), i + 1
+
+
+def test_docs_coverage_table_is_current():
+    """docs/coverage.md is generated: `python -m core.registry list --markdown` with
+    plugin autoload off (built-in rules only)."""
+    import os
+    env_out = subprocess.run([sys.executable, "-m", "core.registry", "list", "--markdown"],
+                             capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                  "JAXTF_DISABLE_PLUGIN_AUTOLOAD": "1"})
+    with open(os.path.join(os.path.dirname(__file__), "..", "docs", "coverage.md")) as f:
+        doc = f.read()
+    table = doc.split("<!-- generated -->\n", 1)[-1]
+    assert table.strip() == env_out.stdout.strip(), (
+        "docs/coverage.md is stale: regenerate it with `python tests/regen_docs.py`")

@@ -1,0 +1,249 @@
+"""The coverage table and the ``python -m core.registry`` command line.
+
+    python -m core.registry list [--status S] [--plugin P] [--primitive GLOB]
+                                 [--dtype D] [--device D] [--json | --markdown]
+    python -m core.registry plugins
+    python -m core.registry explain PRIMITIVE [--dtype D ...] [--device D] [--allow-xla]
+    python -m core.registry check MODULE:FUNCTION ARGSPEC... [--device D] [--allow-xla]
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import importlib
+import json
+import sys
+from typing import Sequence
+
+from core import dtypes as _dtypes
+from core.registry import Registry, default_registry
+
+#: Modules whose import defines primitives; imported so the table does not depend on what
+#: the calling program happened to import.
+_PRIMITIVE_MODULES = ("jax.numpy", "jax.scipy.special", "jax.random", "jax.nn",
+                      "jax._src.lax.linalg", "jax._src.checkify", "jax._src.pallas.core",
+                      "jax.experimental.shard_map")
+
+STATUSES = ("covered", "partial", "overridden", "shadowed", "missing", "failed to load")
+
+
+def all_jax_primitives() -> list[str]:
+    """Names of every primitive the installed JAX can lower."""
+    import jax  # noqa: F401  (importing a module registers its primitives' lowerings)
+    for mod in _PRIMITIVE_MODULES:
+        try:
+            importlib.import_module(mod)
+        except Exception:  # an optional part of JAX that does not import here
+            pass
+    from jax._src.interpreters import mlir
+    names = {p.name for p in mlir._lowerings}
+    for table in mlir._platform_specific_lowerings.values():
+        names.update(p.name for p in table)
+    return sorted(names)
+
+
+def _status(reg: Registry, name: str) -> str:
+    rules = reg.rules(name)
+    if not rules:
+        return "missing"
+    if any(new.primitive == name for new, _ in reg.replaced):
+        return "overridden"
+    builtin = {"rules_lax", "rules_nn", "rules_random"}
+    top = rules[0]
+    if top.package not in builtin and any(r.package in builtin for r in rules[1:]):
+        return "shadowed"          # a plugin outranks a built-in without declaring it
+    if any(r.when is None and not r.needs_xla for r in rules):
+        return "covered"
+    return "partial"
+
+
+def coverage(registry: Registry | None = None) -> list[dict]:
+    """One row per known primitive (JAX's and every custom one a plugin lowers)."""
+    reg = registry or default_registry()
+    names = sorted(set(all_jax_primitives()) | set(reg.primitives()))
+    rows = []
+    for name in names:
+        rules = reg.rules(name)
+        dts = [d for d in _dtypes.ALL_CONCRETE if any(d in r.dtypes for r in rules)]
+        dts += sorted({d for r in rules for d in r.dtypes} - set(_dtypes.ALL_CONCRETE))
+        rows.append({
+            "primitive": name,
+            "status": _status(reg, name),
+            "plugin": ", ".join(dict.fromkeys(r.package for r in rules)),
+            "rules": [r.id for r in rules],
+            "dtypes": dts,
+            "devices": sorted(set().union(*(r.devices for r in rules))) if rules else [],
+            "needs_xla": bool(rules) and all(r.needs_xla for r in rules),
+        })
+    failed = [p for p in reg.plugins if p.error]
+    for p in failed:
+        rows.append({"primitive": f"<{p.name}>", "status": "failed to load", "plugin": p.name,
+                     "rules": [], "dtypes": [], "devices": [], "needs_xla": False,
+                     "error": p.error})
+    return rows
+
+
+def compact_dtypes(dts: Sequence[str]) -> str:
+    s = set(dts)
+    for group in ("all", "numeric", "inexact", "integer", "floating", "signed", "unsigned",
+                  "complex", "bool"):
+        members = set(_dtypes.GROUPS[group])
+        if members <= s:
+            s = (s - members) | {group}
+    return ",".join(sorted(s))
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| primitive | status | package | dtypes | rules |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| `{r['primitive']}` | {r['status']} | {r['plugin'] or '-'} | "
+                     f"{compact_dtypes(r['dtypes']) or '-'} | "
+                     f"{', '.join(f'`{x}`' for x in r['rules']) or '-'} |")
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict]) -> str:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return ", ".join(f"{counts[k]} {k}" for k in STATUSES if k in counts) + \
+        f" of {len(rows)} primitives"
+
+
+def _filter(rows, args, reg: Registry):
+    if args.status:
+        rows = [r for r in rows if r["status"] == args.status]
+    if args.plugin:
+        rows = [r for r in rows if args.plugin in r["plugin"].split(", ")]
+    if args.primitive:
+        pat = args.primitive if any(c in args.primitive for c in "*?[") else f"*{args.primitive}*"
+        rows = [r for r in rows if fnmatch.fnmatch(r["primitive"], pat)]
+    if args.dtype or args.device:
+        dt, dev = args.dtype or "float32", args.device or "cpu"
+        rows = [r for r in rows if any(c.reason is None for c in reg.candidates(
+            r["primitive"], [dt], dev, args.allow_xla))]
+    return rows
+
+
+def _parse_argspec(spec: str):
+    """``f32[8,784]``, ``float32[8, 784]``, ``i32[]`` -> a jax.ShapeDtypeStruct."""
+    import jax
+    import numpy as np
+    short = {"f16": "float16", "bf16": "bfloat16", "f32": "float32", "f64": "float64",
+             "i8": "int8", "i16": "int16", "i32": "int32", "i64": "int64", "u8": "uint8",
+             "u32": "uint32", "c64": "complex64", "bool": "bool"}
+    head, _, rest = spec.replace(" ", "").partition("[")
+    if not rest.endswith("]"):
+        raise SystemExit(f"cannot read argument spec {spec!r}; write it as f32[8,784]")
+    dims = tuple(int(d) for d in rest[:-1].split(",") if d)
+    dtype = short.get(head, head)
+    if dtype == "bfloat16":
+        import jax.numpy as jnp
+        return jax.ShapeDtypeStruct(dims, jnp.bfloat16)
+    return jax.ShapeDtypeStruct(dims, np.dtype(dtype))
+
+
+def check(target: str, argspecs: Sequence[str], device="cpu", allow_xla=False,
+          registry: Registry | None = None) -> tuple[list[str], list]:
+    """The whole-program pre-flight report of ``MODULE:FUNCTION`` on the given inputs:
+    the primitives it needs (with counts), and the gaps."""
+    import jax
+    from core.registry import _all_eqns
+    mod_name, _, fn_name = target.partition(":")
+    if not fn_name:
+        raise SystemExit(f"check expects MODULE:FUNCTION, got {target!r}")
+    fn = importlib.import_module(mod_name)
+    for part in fn_name.split("."):
+        fn = getattr(fn, part)
+    reg = registry or default_registry()
+    closed = jax.make_jaxpr(fn)(*[_parse_argspec(a) for a in argspecs])
+    counts: dict[str, int] = {}
+    for eqn in _all_eqns(closed):
+        counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
+    lines = [f"{name:28} x{n:<5} {_chosen(reg, name)}" for name, n in sorted(counts.items())]
+    return lines, reg.check(closed, device, allow_xla)
+
+
+def _chosen(reg: Registry, name: str) -> str:
+    rules = reg.rules(name)
+    return rules[0].id if rules else "(no rule)"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.registry",
+                                description="Inspect jaxtf's rules and coverage.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ls = sub.add_parser("list", help="one row per primitive: status, package, dtypes, rules")
+    ls.add_argument("--status", choices=STATUSES)
+    ls.add_argument("--plugin", help="only primitives this package has rules for")
+    ls.add_argument("--primitive", help="a name pattern (glob, or a substring)")
+    ls.add_argument("--dtype", help="only primitives with a rule that applies to this dtype")
+    ls.add_argument("--device", help="only primitives with a rule that runs on this device")
+    ls.add_argument("--allow-xla", action="store_true")
+    fmt = ls.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="a JSON array of objects")
+    fmt.add_argument("--markdown", action="store_true", help="a Markdown table")
+    ex = sub.add_parser("explain", help="the ranked candidate rules for one primitive")
+    ex.add_argument("primitive")
+    ex.add_argument("--dtype", action="append", help="operand dtype(s); default float32")
+    ex.add_argument("--device", default="cpu")
+    ex.add_argument("--allow-xla", action="store_true")
+    sub.add_parser("plugins", help="rule packages: source, distribution, rule count, errors")
+    ck = sub.add_parser("check", help="pre-flight report for a function on example inputs")
+    ck.add_argument("target", help="MODULE:FUNCTION")
+    ck.add_argument("args", nargs="*", help="input specs such as f32[8,784] i32[]")
+    ck.add_argument("--device", default="cpu")
+    ck.add_argument("--allow-xla", action="store_true")
+    args = p.parse_args(argv)
+    reg = default_registry()
+
+    if args.cmd == "list":
+        rows = _filter(coverage(reg), args, reg)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        elif args.markdown:
+            print(markdown_table(rows))
+            print(f"\n{summary(rows)}")
+        else:
+            print(f"{'primitive':30} {'status':10} {'package':14} {'dtypes':28} rules")
+            for r in rows:
+                print(f"{r['primitive']:30} {r['status']:10} {r['plugin'] or '-':14} "
+                      f"{compact_dtypes(r['dtypes']) or '-':28} {', '.join(r['rules']) or '-'}")
+            print(f"\n{summary(rows)}")
+        return 0
+    if args.cmd == "explain":
+        dts = args.dtype or ["float32"]
+        cands = reg.candidates(args.primitive, dts, args.device, args.allow_xla)
+        if not cands:
+            print(f"no rule lowers {args.primitive!r}"
+                  + ("; `python -m core.registry plugins` shows packages that failed to load"
+                     if any(p.error for p in reg.plugins) else ""))
+            return 1
+        chosen = next((c for c in cands if c.reason is None), None)
+        print(f"{args.primitive} on {', '.join(dts)}, device {args.device}, "
+              f"allow_xla={args.allow_xla}; candidates best first:")
+        for c in cands:
+            mark = "TAKEN   " if c is chosen else "rejected" if c.reason else "shadowed"
+            why = c.reason or ("applies and ranks highest" if c is chosen else
+                               "applies, but a higher-ranked rule is taken")
+            print(f"  {mark} {c.rule.id} ({c.rule.package}) priority {c.rule.priority} "
+                  f"dtypes {{{', '.join(c.rule.dtype_spec)}}}: {why}")
+        return 0 if chosen else 1
+    if args.cmd == "plugins":
+        for rec in reg.plugins:
+            print(f"{rec.name:20} {rec.source:12} {rec.distribution or '-':20} "
+                  f"{rec.version or '-':8} {rec.rule_count:4} rules"
+                  + (f"  FAILED: {rec.error}" if rec.error else ""))
+        return 0
+    if args.cmd == "check":
+        lines, gaps = check(args.target, args.args, args.device, args.allow_xla, reg)
+        print(f"{args.target} uses {len(lines)} primitives:")
+        print("\n".join("  " + ln for ln in lines))
+        if gaps:
+            from core.registry import format_gaps
+            print("\n" + format_gaps(gaps, args.device, args.allow_xla, args.target,
+                                     reg.plugins))
+            return 1
+        print("\nevery equation has a rule: the program converts")
+        return 0
+    return 2
