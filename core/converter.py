@@ -40,8 +40,9 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
     :param prefer: ``{primitive: rule id}``: try this rule first for that primitive (the
         others remain as fallbacks when it does not apply).
     :param polymorphic_shapes: not yet supported (any non-None value raises).
-    :param with_gradient: with True (default) the result carries a TF gradient; gradients
-        are not yet supported, so asking the tape for one raises a clear error.
+    :param with_gradient: with True (default) the result carries a TF custom gradient
+        computed from JAX's VJP of ``fun_jax`` (custom_jvp/custom_vjp rules included),
+        converted by the same machinery. With False, asking for a gradient raises.
     """
     if not callable(fun_jax):
         raise TypeError(f"convert expects a callable JAX function, got {type(fun_jax).__name__}")
@@ -85,6 +86,7 @@ class _Converted:
         self.conv = conv
         self._cache: dict[Any, tuple] = {}
         self._lock = threading.Lock()
+        self._vjp: _Converted | None = None     # the converted VJP, made on first use
 
     def __call__(self, *args, **kwargs):
         import jax
@@ -125,25 +127,52 @@ class _Converted:
         return closed, out_tree_box[-1]
 
     def _run(self, closed, tensors: Sequence[tf.Tensor]) -> list[tf.Tensor]:
-        if not self.with_gradient:
-            outs = lower_jaxpr(self.conv, closed, tensors)
-            return [tf.stop_gradient(o) for o in outs]
+        if not tensors:
+            return lower_jaxpr(self.conv, closed, tensors)
         name = _fun_name(self.fun_jax)
 
         @tf.custom_gradient
         def with_grad(*xs):
             outs = lower_jaxpr(self.conv, closed, xs)
 
-            def grad(*dys, **kw):
-                raise NotImplementedError(
-                    f"gradients of jaxtf-converted functions ({name}) are not yet supported; "
-                    "convert jax.grad / jax.vjp of your function instead, or pass "
-                    "with_gradient=False to make the converted function non-differentiable.")
+            def grad(*dys, **_):
+                if not self.with_gradient:
+                    raise ValueError(
+                        f"{name} was converted with with_gradient=False, so it has no "
+                        "gradient; convert it with with_gradient=True (the default) to "
+                        "differentiate it in TensorFlow.")
+                return self._gradient(closed, xs, dys)
             return outs, grad
 
-        if not tensors:
-            return lower_jaxpr(self.conv, closed, tensors)
         return list(with_grad(*tensors))
+
+    def _gradient(self, closed, xs: Sequence[tf.Tensor], dys: Sequence[tf.Tensor | None]):
+        """The TF gradient: JAX's VJP of the very jaxpr we lowered, converted by the same
+        machinery (and itself differentiable, for higher orders)."""
+        import jax
+        from jax.extend.core import jaxpr_as_fun
+        in_avals, out_avals = closed.in_avals, closed.out_avals
+        diff_in = [_differentiable(a.dtype) for a in in_avals]
+        diff_out = [_differentiable(a.dtype) for a in out_avals]
+        if self._vjp is None:
+            fun = jaxpr_as_fun(closed)
+
+            def vjp(primals, cts):
+                _, pullback = jax.vjp(fun, *primals)
+                cts = iter(cts)
+                full = [next(cts) if d else np.zeros(a.shape, jax.dtypes.float0)
+                        for a, d in zip(out_avals, diff_out)]
+                return [g for g, d in zip(pullback(full), diff_in) if d]
+            self._vjp = _Converted(vjp, self.with_gradient, self.conv)
+        cts = [tf.zeros(a.shape, _dtypes.to_tf(a.dtype)) if dy is None else
+               tf.cast(dy, _dtypes.to_tf(a.dtype))
+               for dy, a, d in zip(dys, out_avals, diff_out) if d]
+        grads = iter(self._vjp(list(xs), cts))
+        return [next(grads) if d else None for d in diff_in]
+
+def _differentiable(dtype) -> bool:
+    import jax
+    return bool(jax.dtypes.issubdtype(dtype, np.inexact))
 
 
 def _x64_enabled() -> bool:

@@ -175,14 +175,49 @@ def test_clear_errors_for_bad_input_and_unsupported_options():
         convert(lambda x: x, device="npu")
 
 
-def test_gradient_request_is_refused_clearly():
-    f = convert(lambda x: jnp.sin(x) * x)
-    x = tf.constant([1.0, 2.0])
+def _grads(f_tf, *xs):
+    xs = [tf.constant(x) for x in xs]
     with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = f(x)
-    with pytest.raises(NotImplementedError, match="gradients of jaxtf-converted functions"):
-        tape.gradient(y, x)
+        tape.watch(xs)
+        y = f_tf(*xs)
+    return tape.gradient(y, xs)
+
+
+def test_gradient_is_jax_vjp_eager_and_graph():
+    @jax.custom_jvp
+    def softclip(x):
+        return jnp.tanh(x)
+    softclip.defjvp(lambda p, t: (softclip(p[0]), t[0] * 0.5))   # deliberately not tanh'
+    f = lambda w, x, i: jnp.sum(softclip(x @ w) ** 2) + jnp.sum(w) * i
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3, 2)).astype(np.float32)
+    x = rng.standard_normal((4, 3)).astype(np.float32)
+    gw, gx = jax.grad(f, argnums=(0, 1))(w, x, 3)
+    for wrap in (lambda g: g, lambda g: tf.function(g, autograph=False)):
+        tw, tx, ti = _grads(wrap(convert(f)), w, x, np.int32(3))
+        np.testing.assert_allclose(tw.numpy(), gw, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(tx.numpy(), gx, rtol=1e-5, atol=1e-6)
+        assert ti is None                              # integer inputs have no gradient
+
+
+def test_second_order_gradient():
+    f = lambda x: jnp.sum(jnp.sin(x) * x)
+    x = tf.constant([0.5, 1.0, 2.0])
+    with tf.GradientTape() as outer:
+        outer.watch(x)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            y = convert(f)(x)
+        g = inner.gradient(y, x)
+    h = outer.gradient(g, x)
+    want = jax.grad(lambda a: jnp.sum(jax.grad(f)(a)))(np.array([0.5, 1.0, 2.0], np.float32))
+    np.testing.assert_allclose(h.numpy(), want, rtol=1e-5)
+
+
+def test_without_gradient_asking_for_one_is_a_clear_error():
+    f = convert(lambda x: jnp.sin(x) * x, with_gradient=False)
+    with pytest.raises(ValueError, match="converted with with_gradient=False"):
+        _grads(f, np.ones(2, np.float32))
 
 
 def test_graph_has_no_xla_ops():
