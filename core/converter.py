@@ -1,7 +1,6 @@
 """``convert``: a JAX function in, a TensorFlow function out."""
 from __future__ import annotations
 
-import functools
 import threading
 from typing import Any, Callable, Sequence
 
@@ -68,7 +67,12 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
                              f"{[r.id for r in registry.rules(prim)]}")
     conv = _Converted(fun_jax, with_gradient, ConversionContext(
         registry, device, allow_xla, dict(prefer) if prefer else None))
-    return functools.wraps(fun_jax)(conv) if hasattr(fun_jax, "__name__") else conv
+    # Copy the name and docs, but not __wrapped__: tf.function would follow it to
+    # fun_jax's signature and pass its default arguments in as (string, ...) inputs.
+    for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+        if hasattr(fun_jax, attr):
+            setattr(conv, attr, getattr(fun_jax, attr))
+    return conv
 
 
 def _all_none(spec) -> bool:
@@ -196,7 +200,7 @@ def _to_input(i: int, leaf) -> tuple[tf.Tensor, Any]:
         except Exception as exc:
             raise InputError(f"input #{i} ({type(leaf).__name__}) cannot be converted to an "
                              f"array: {exc}") from None
-        if arr.dtype == object:
+        if arr.dtype == object or arr.dtype.kind in "USV":
             raise InputError(f"input #{i} ({type(leaf).__name__}) is not an array, tensor "
                              "or number; pass arrays, tf.Tensors or pytrees of them")
         np_dtype = arr.dtype

@@ -29,6 +29,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 #: PRNG key arrays ("key<fry>", "key<rbg>") are extended dtypes; rules accept them by name
 #: ("key<fry>") or with the group "key".
 KEY_GROUP = "key"
+KEY_DTYPES = ("key<fry>", "key<rbg>", "key<urbg>")
 
 
 def expand(spec: str | Iterable[str]) -> frozenset[str]:
@@ -87,3 +88,20 @@ def to_tf(dtype) -> tf.DType:
 def canonical(dtype) -> np.dtype:
     """The dtype JAX uses for ``dtype`` under the current x64 setting."""
     return np.dtype(jdtypes.canonicalize_dtype(dtype))
+
+
+def is_key(dtype) -> bool:
+    return bool(jdtypes.issubdtype(dtype, jdtypes.extended))
+
+
+def physical_aval(aval):
+    """The aval of the TF value that holds ``aval``: PRNG key arrays are their key data
+    (``key<fry>[3]`` is ``uint32[3, 2]``); every other aval is itself."""
+    if is_key(getattr(aval, "dtype", None)):
+        from jax._src import core as jcore
+        return jcore.physical_aval(aval)
+    return aval
+
+
+def physical_shape(aval) -> tuple:
+    return tuple(physical_aval(aval).shape)

@@ -28,6 +28,7 @@ class ConversionContext:
     device: str = "cpu"
     allow_xla: bool = False
     prefer: dict[str, str] | None = None
+    used: set = dataclasses.field(default_factory=set)   # ids of the rules that ran
 
     def rule_context(self, eqn) -> "RuleContext":
         return RuleContext(self, eqn)
@@ -64,6 +65,11 @@ class RuleContext:
     # -- helpers ---------------------------------------------------------------------------
     def tf_dtype(self, aval_or_dtype) -> tf.DType:
         return _dtypes.to_tf(getattr(aval_or_dtype, "dtype", aval_or_dtype))
+
+    def physical_shape(self, aval) -> tuple:
+        """The shape of the TF value holding ``aval`` (key arrays carry their key data in
+        trailing dimensions)."""
+        return _dtypes.physical_shape(aval)
 
     def constant(self, value, aval_or_dtype) -> tf.Tensor:
         dtype = getattr(aval_or_dtype, "dtype", aval_or_dtype)
@@ -137,6 +143,7 @@ def lower_jaxpr(conv: ConversionContext, jaxpr, args: Sequence[tf.Tensor],
     registry = conv.registry
     for eqn in jaxpr.eqns:
         rule = registry.select(eqn, conv.device, conv.allow_xla, conv.prefer)
+        conv.used.add(rule.id)
         try:
             with tf.name_scope(scope_name(eqn)):
                 out = rule.fn(conv.rule_context(eqn), *map(read, eqn.invars), **eqn.params)

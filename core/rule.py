@@ -118,7 +118,9 @@ class Rule:
         return (self.when is not None, -len(self.dtypes), -len(self.devices))
 
     def concrete_dtypes(self) -> list[str]:
-        return [d for d in _dtypes.ALL_CONCRETE if d in self.dtypes]
+        """The dtypes the test-suite runs this rule's cases on."""
+        return [d for d in _dtypes.ALL_CONCRETE + _dtypes.KEY_DTYPES
+                if _dtypes.matches(d, self.dtypes)]
 
     def with_package(self, package: str) -> "Rule":
         return dataclasses.replace(self, package=package)

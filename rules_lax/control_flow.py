@@ -11,18 +11,22 @@ from core.errors import UnsupportedError
 from core.rule import case, rule
 
 
+#: Control flow moves values without looking at them: every dtype, PRNG keys included.
+ANY = ("all", "key")
+
+
 def _nested_jit(x):
     inner = jax.jit(lambda a: jax.jit(lambda b: b * 2)(a) + 1)
     return jax.jit(lambda a: inner(a) - a)(x)
 
 
-@rule("jit", cases=[case.random(_nested_jit, shapes=[(3, 4)], name="jit nested 3 levels")])
+@rule("jit", dtypes=ANY, cases=[case.random(_nested_jit, shapes=[(3, 4)], name="jit nested 3 levels")])
 def inline_jit(ctx, *args, jaxpr, **_):
     """Inline the called jaxpr; shardings, layouts and donation mean nothing in one TF graph."""
     return ctx.lower_jaxpr(jaxpr, *args)
 
 
-@rule(["closed_call", "core_call", "remat", "checkpoint", "remat2"],
+@rule(["closed_call", "core_call", "remat", "checkpoint", "remat2"], dtypes=ANY,
       cases=[case.random(lambda x: jax.checkpoint(lambda a: jnp.sin(a) * a)(x),
                          shapes=[(5,)], dtypes="floating")])
 def inline_call(ctx, *args, jaxpr=None, call_jaxpr=None, **_):
@@ -31,7 +35,7 @@ def inline_call(ctx, *args, jaxpr=None, call_jaxpr=None, **_):
     return ctx.lower_jaxpr(jaxpr if jaxpr is not None else call_jaxpr, *args)
 
 
-@rule("custom_jvp_call", cases=[case.random(jax.nn.relu, shapes=[(4, 3)], dtypes="floating")])
+@rule("custom_jvp_call", dtypes=ANY, cases=[case.random(jax.nn.relu, shapes=[(4, 3)], dtypes="floating")])
 def custom_jvp_primal(ctx, *args, call_jaxpr, **_):
     """Evaluate the primal function; the custom JVP rule only matters for differentiation."""
     return ctx.lower_jaxpr(call_jaxpr, *args)
@@ -45,7 +49,7 @@ def _clip_grad(x):
 _clip_grad.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (jnp.clip(g, -1, 1),))
 
 
-@rule("custom_vjp_call", cases=[case.random(_clip_grad, shapes=[(6,)], dtypes="floating")])
+@rule("custom_vjp_call", dtypes=ANY, cases=[case.random(_clip_grad, shapes=[(6,)], dtypes="floating")])
 def custom_vjp_primal(ctx, *args, call_jaxpr=None, fun_jaxpr=None, **_):
     """Evaluate the primal function; the forward/backward pair only matters for VJPs."""
     return ctx.lower_jaxpr(call_jaxpr if call_jaxpr is not None else fun_jaxpr, *args)
@@ -66,7 +70,7 @@ def _rand_like(rng, shape, dtype):
     return _rand(rng, shape, dtype)
 
 
-@rule("cond", cases=[
+@rule("cond", dtypes=ANY, cases=[
     case.custom("switch clamps index", _switch3, _int_index, dtypes="floating"),
     case.custom("cond on a predicate",
                 lambda p, x: lax.cond(p, lambda a: a + 1, lambda a: a - 1, x),
@@ -112,7 +116,7 @@ def platform_index_for_device(ctx, *, platforms, **_):
     return tf.constant(default, tf.int32)
 
 
-@rule("while", cases=[
+@rule("while", dtypes=ANY, cases=[
     case.random(lambda x: lax.fori_loop(0, 5, lambda i, c: c * 2 + i, x), shapes=[(3,)],
                 dtypes=["signed", "floating"], name="fori_loop"),
     case.random(lambda x: lax.while_loop(lambda c: c[0] < 10, lambda c: (c[0] + 1, c[1] * 1.5),
@@ -122,7 +126,8 @@ def while_loop(ctx, *args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts, *
     cond_consts = args[:cond_nconsts]
     body_consts = args[cond_nconsts:cond_nconsts + body_nconsts]
     init = list(args[cond_nconsts + body_nconsts:])
-    shapes = [tf.TensorShape(a.shape) for a in ctx.avals_in[cond_nconsts + body_nconsts:]]
+    shapes = [tf.TensorShape(ctx.physical_shape(a))
+              for a in ctx.avals_in[cond_nconsts + body_nconsts:]]
 
     def cond(*carry):
         return ctx.lower_jaxpr(cond_jaxpr, *cond_consts, *carry)[0]
@@ -140,7 +145,7 @@ def _cumulative(xs):
     return lax.scan(lambda c, x: (c + x, c * x), xs[0], xs)
 
 
-@rule("scan", cases=[
+@rule("scan", dtypes=ANY, cases=[
     case.random(_cumulative, shapes=[(5, 3)], dtypes=["signed", "floating"], name="scan"),
     case.random(lambda xs: lax.scan(lambda c, x: (c - x, c), xs[0], xs, reverse=True),
                 shapes=[(4, 2)], dtypes=["signed", "floating"], name="reverse scan"),
@@ -156,8 +161,9 @@ def scan_as_while(ctx, *args, jaxpr, length, reverse, num_consts, num_carry, **_
     xs = list(args[num_consts + num_carry:])
     y_avals = ctx.avals_out[num_carry:]
     if length == 0:
-        return init + [tf.zeros(a.shape, ctx.tf_dtype(a)) for a in y_avals]
-    arrays = [tf.TensorArray(ctx.tf_dtype(a), size=length, element_shape=a.shape[1:])
+        return init + [tf.zeros(ctx.physical_shape(a), ctx.tf_dtype(a)) for a in y_avals]
+    arrays = [tf.TensorArray(ctx.tf_dtype(a), size=length,
+                             element_shape=ctx.physical_shape(a)[1:])
               for a in y_avals]
 
     def body(i, carry, arrays):
