@@ -9,7 +9,7 @@ prints the coverage table.
 """
 from __future__ import annotations
 
-__all__ = ["convert", "hookimpl", "Registrar", "RuleContext",
+__all__ = ["convert", "to_module", "hookimpl", "Registrar", "RuleContext",
            "NoRuleError", "UnsupportedError", "ConversionError", "RegistryError"]
 __version__ = "0.1.0"
 
@@ -20,6 +20,9 @@ def __getattr__(name: str):
     if name == "convert":
         from core.converter import convert
         return convert
+    if name == "to_module":
+        from core.module import to_module
+        return to_module
     if name == "hookimpl":
         from core.hookspecs import hookimpl
         return hookimpl

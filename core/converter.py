@@ -1,6 +1,7 @@
 """``convert``: a JAX function in, a TensorFlow function out."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any, Callable, Sequence
 
@@ -11,6 +12,7 @@ from core import dtypes as _dtypes
 from core.errors import InputError, JaxtfError
 from core.interpreter import ConversionContext, lower_jaxpr
 from core.registry import Registry, default_registry
+from core.shapes import DimEnv, symbolic_avals
 
 _UNSET = object()
 
@@ -51,11 +53,8 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
         raise JaxtfError("jaxtf never emits XlaCallModule (native serialization); it lowers "
                          "each primitive to plain TF ops. For native serialization use "
                          "jax.experimental.jax2tf.convert, or drop native_serialization=True.")
-    if polymorphic_shapes is not None and not _all_none(polymorphic_shapes):
-        raise NotImplementedError(
-            "polymorphic_shapes is not yet supported by jaxtf: convert with concrete input "
-            "shapes (call the converted function once per shape), or pass "
-            "polymorphic_shapes=None.")
+    if polymorphic_shapes is not None and _all_none(polymorphic_shapes):
+        polymorphic_shapes = None
     if device not in ("cpu", "gpu", "tpu"):
         raise ValueError(f"device must be 'cpu', 'gpu' or 'tpu', got {device!r}")
     registry = registry or default_registry()
@@ -66,7 +65,7 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
             raise ValueError(f"prefer: no rule {rid!r} lowers {prim!r}; candidates: "
                              f"{[r.id for r in registry.rules(prim)]}")
     conv = _Converted(fun_jax, with_gradient, ConversionContext(
-        registry, device, allow_xla, dict(prefer) if prefer else None))
+        registry, device, allow_xla, dict(prefer) if prefer else None), polymorphic_shapes)
     # Copy the name and docs, but not __wrapped__: tf.function would follow it to
     # fun_jax's signature and pass its default arguments in as (string, ...) inputs.
     for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
@@ -84,8 +83,10 @@ class _Converted:
     """The converted function: flattens inputs, looks up (or traces) the jaxpr for their
     signature, lowers it with the interpreter, rebuilds the output pytree."""
 
-    def __init__(self, fun_jax: Callable, with_gradient: bool, conv: ConversionContext):
+    def __init__(self, fun_jax: Callable, with_gradient: bool, conv: ConversionContext,
+                 polymorphic_shapes=None):
         self.fun_jax = fun_jax
+        self.polymorphic_shapes = polymorphic_shapes
         self.with_gradient = with_gradient
         self.conv = conv
         self._cache: dict[Any, tuple] = {}
@@ -97,10 +98,13 @@ class _Converted:
         leaves, in_tree = jax.tree_util.tree_flatten((args, kwargs))
         tensors, avals = [], []
         for i, leaf in enumerate(leaves):
-            t, aval = _to_input(i, leaf)
+            t, aval = _to_input(i, leaf, allow_unknown=self.polymorphic_shapes is not None)
             tensors.append(t)
             avals.append(aval)
-        key = (in_tree, tuple((a.shape, a.dtype) for a in avals), _x64_enabled())
+        if self.polymorphic_shapes is not None:
+            avals = symbolic_avals(args, kwargs, self.polymorphic_shapes, avals)
+        avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
+        key = (in_tree, tuple((str(a.shape), a.dtype) for a in avals), _x64_enabled())
         with self._lock:
             entry = self._cache.get(key)
             if entry is None:
@@ -108,7 +112,7 @@ class _Converted:
         closed, out_tree = entry
         tensors = [tf.cast(t, _dtypes.to_tf(a.dtype)) if t.dtype != _dtypes.to_tf(a.dtype)
                    else t for t, a in zip(tensors, avals)]
-        outs = self._run(closed, tensors)
+        outs = self._run(closed, tensors, in_tree)
         return jax.tree_util.tree_unflatten(out_tree, outs)
 
     def _trace(self, in_tree, avals):
@@ -130,14 +134,22 @@ class _Converted:
                                    self.conv.prefer, what=_fun_name(self.fun_jax))
         return closed, out_tree_box[-1]
 
-    def _run(self, closed, tensors: Sequence[tf.Tensor]) -> list[tf.Tensor]:
+    def _lower(self, closed, xs, in_tree) -> list[tf.Tensor]:
+        dims = DimEnv.solve(closed.in_avals, xs, in_tree)
+        conv = dataclasses.replace(self.conv, dims=dims) if dims.values else self.conv
+        if dims.assertions:
+            with tf.control_dependencies(dims.assertions):
+                xs = [tf.identity(x) for x in xs]
+        return lower_jaxpr(conv, closed, xs)
+
+    def _run(self, closed, tensors: Sequence[tf.Tensor], in_tree) -> list[tf.Tensor]:
         if not tensors:
             return lower_jaxpr(self.conv, closed, tensors)
         name = _fun_name(self.fun_jax)
 
         @tf.custom_gradient
         def with_grad(*xs):
-            outs = lower_jaxpr(self.conv, closed, xs)
+            outs = self._lower(closed, xs, in_tree)
 
             def grad(*dys, **_):
                 if not self.with_gradient:
@@ -145,12 +157,13 @@ class _Converted:
                         f"{name} was converted with with_gradient=False, so it has no "
                         "gradient; convert it with with_gradient=True (the default) to "
                         "differentiate it in TensorFlow.")
-                return self._gradient(closed, xs, dys)
+                return self._gradient(closed, xs, dys, outs)
             return outs, grad
 
         return list(with_grad(*tensors))
 
-    def _gradient(self, closed, xs: Sequence[tf.Tensor], dys: Sequence[tf.Tensor | None]):
+    def _gradient(self, closed, xs: Sequence[tf.Tensor], dys: Sequence[tf.Tensor | None],
+                  outs: Sequence[tf.Tensor]):
         """The TF gradient: JAX's VJP of the very jaxpr we lowered, converted by the same
         machinery (and itself differentiable, for higher orders)."""
         import jax
@@ -167,12 +180,22 @@ class _Converted:
                 full = [next(cts) if d else np.zeros(a.shape, jax.dtypes.float0)
                         for a, d in zip(out_avals, diff_out)]
                 return [g for g, d in zip(pullback(full), diff_in) if d]
-            self._vjp = _Converted(vjp, self.with_gradient, self.conv)
-        cts = [tf.zeros(a.shape, _dtypes.to_tf(a.dtype)) if dy is None else
-               tf.cast(dy, _dtypes.to_tf(a.dtype))
-               for dy, a, d in zip(dys, out_avals, diff_out) if d]
+            # the VJP takes (primals, cotangents): the same dimension variables apply to
+            # the primals, and the cotangents have the outputs' shapes
+            poly = None
+            if self.polymorphic_shapes is not None:
+                poly = ([_spec(a) for a in in_avals],
+                        [_spec(a) for a, d in zip(out_avals, diff_out) if d])
+            self._vjp = _Converted(vjp, self.with_gradient, self.conv, poly)
+        cts = [tf.zeros_like(y) if dy is None else tf.cast(dy, y.dtype)
+               for dy, y, d in zip(dys, outs, diff_out) if d]
         grads = iter(self._vjp(list(xs), cts))
         return [next(grads) if d else None for d in diff_in]
+
+def _spec(aval) -> str:
+    """A polymorphic_shapes spec that re-creates ``aval``'s (symbolic) shape."""
+    return "(" + ", ".join(str(d) for d in aval.shape) + ("," if len(aval.shape) == 1 else "") + ")"
+
 
 def _differentiable(dtype) -> bool:
     import jax
@@ -188,7 +211,7 @@ def _fun_name(f) -> str:
     return getattr(f, "__name__", None) or type(f).__name__
 
 
-def _to_input(i: int, leaf) -> tuple[tf.Tensor, Any]:
+def _to_input(i: int, leaf, allow_unknown: bool = False) -> tuple[tf.Tensor, Any]:
     """A TF tensor and the JAX aval (ShapeDtypeStruct) for one flattened input."""
     import jax
     if isinstance(leaf, (tf.Tensor, tf.Variable)):
@@ -206,10 +229,22 @@ def _to_input(i: int, leaf) -> tuple[tf.Tensor, Any]:
         np_dtype = arr.dtype
         t = tf.constant(arr)
     shape = t.shape
-    if shape.rank is None or any(d is None for d in shape.as_list()):
+    if shape.rank is None:
+        raise InputError(f"input #{i} has unknown rank; give tf.function an input_signature "
+                         "with the rank known, e.g. tf.TensorSpec([None, 28, 28])")
+    if not allow_unknown and any(d is None for d in shape.as_list()):
         raise InputError(
-            f"input #{i} has shape {shape} with unknown dimensions; jaxtf needs concrete "
-            "input shapes until polymorphic_shapes is supported: give tf.function an "
-            "input_signature with concrete shapes")
+            f"input #{i} has shape {shape} with unknown dimensions; name them with "
+            "polymorphic_shapes (e.g. convert(f, polymorphic_shapes=['(b, 28, 28)'])) or "
+            "give tf.function an input_signature with concrete shapes")
     dtype = _dtypes.canonical(np_dtype)
-    return t, jax.ShapeDtypeStruct(tuple(shape.as_list()), dtype)
+    return t, _Spec(tuple(shape.as_list()), dtype)
+
+
+class _Spec:
+    """Shape and dtype of an input (the shape may hold None until made symbolic)."""
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = shape, dtype
+
+    def __repr__(self):
+        return f"{self.dtype}{list(self.shape)}"

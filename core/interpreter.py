@@ -19,6 +19,7 @@ from jax.extend import core as jex
 from core import dtypes as _dtypes
 from core.errors import ConversionError, JaxtfError
 from core.registry import Registry
+from core.shapes import DimEnv, has_symbolic
 
 
 @dataclasses.dataclass
@@ -29,6 +30,7 @@ class ConversionContext:
     allow_xla: bool = False
     prefer: dict[str, str] | None = None
     used: set = dataclasses.field(default_factory=set)   # ids of the rules that ran
+    dims: DimEnv = dataclasses.field(default_factory=DimEnv)  # symbolic dimension values
 
     def rule_context(self, eqn) -> "RuleContext":
         return RuleContext(self, eqn)
@@ -65,6 +67,27 @@ class RuleContext:
     # -- helpers ---------------------------------------------------------------------------
     def tf_dtype(self, aval_or_dtype) -> tf.DType:
         return _dtypes.to_tf(getattr(aval_or_dtype, "dtype", aval_or_dtype))
+
+    def shape(self, aval) -> list:
+        """``aval``'s shape with symbolic dimensions evaluated: Python ints where known,
+        TF int32 scalars where the dimension is only known when the graph runs. Pass the
+        result to ``tf.reshape``/``tf.broadcast_to``/``tf.zeros`` (they accept it), or
+        use :meth:`shape_tensor`."""
+        return [self.conversion.dims.evaluate(d) for d in self.physical_shape(aval)]
+
+    def shape_tensor(self, aval) -> tf.Tensor | list:
+        """The shape as a 1-D int32 TF tensor if any dimension is symbolic, else a list."""
+        dims = self.shape(aval)
+        if all(isinstance(d, int) for d in dims):
+            return dims
+        return tf.stack([tf.constant(d, tf.int32) if isinstance(d, int) else d for d in dims])
+
+    def dim(self, d):
+        """One dimension (an int or a symbolic expression) as an int or TF scalar."""
+        return self.conversion.dims.evaluate(d)
+
+    def is_symbolic(self, aval) -> bool:
+        return has_symbolic(aval.shape)
 
     def physical_shape(self, aval) -> tuple:
         """The shape of the TF value holding ``aval`` (key arrays carry their key data in

@@ -164,11 +164,12 @@ def test_clear_errors_for_bad_input_and_unsupported_options():
         convert(lambda x: x)(object())
     f = tf.function(convert(lambda x: x * 2), autograph=False,
                     input_signature=[tf.TensorSpec([None, 3], tf.float32)])
-    with pytest.raises(InputError, match="unknown dimensions"):
+    with pytest.raises(InputError, match="unknown dimensions.*name them with polymorphic_shapes"):
         f.get_concrete_function()
-    with pytest.raises(NotImplementedError, match="polymorphic_shapes is not yet supported"):
-        convert(lambda x: x, polymorphic_shapes=["(b, 3)"])
-    convert(lambda x: x, polymorphic_shapes=None)      # accepted
+    g = tf.function(convert(lambda x: x * 2, polymorphic_shapes=["(b, 4)"]), autograph=False,
+                    input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    with pytest.raises(InputError, match="does not fit the arguments"):
+        g.get_concrete_function()
     with pytest.raises(JaxtfError, match="never emits XlaCallModule"):
         convert(lambda x: x, native_serialization=True)
     with pytest.raises(ValueError, match="device must be"):
@@ -218,6 +219,18 @@ def test_without_gradient_asking_for_one_is_a_clear_error():
     f = convert(lambda x: jnp.sin(x) * x, with_gradient=False)
     with pytest.raises(ValueError, match="converted with with_gradient=False"):
         _grads(f, np.ones(2, np.float32))
+
+
+def test_polymorphic_batch_any_size_and_inconsistent_inputs_raise():
+    f = lambda x, y: jnp.tanh(x) * 2.0 + y
+    g = tf.function(convert(f, polymorphic_shapes=["(b, 3)", "(b, 3)"]), autograph=False,
+                    input_signature=[tf.TensorSpec([None, 3], tf.float32)] * 2)
+    for n in (1, 5):
+        x = np.linspace(-1, 1, 3 * n).reshape(n, 3).astype(np.float32)
+        np.testing.assert_allclose(g(x, x).numpy(), np.asarray(f(x, x)), rtol=1e-6)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"args\[1\].shape\[0\] \(= 4\).*specification .+b.+ \(= 2\)"):
+        g(np.ones((2, 3), np.float32), np.ones((4, 3), np.float32))
 
 
 def test_graph_has_no_xla_ops():

@@ -1,0 +1,96 @@
+"""Shape polymorphism: symbolic dimensions, solved from the actual TF input shapes.
+
+With ``convert(f, polymorphic_shapes=["(b, 28, 28)"])`` the jaxpr is traced once with a
+symbolic dimension ``b``. When the TF graph runs, ``b`` is solved from the inputs'
+``tf.shape`` (the same solver JAX's export uses), the constraints between dimensions are
+checked with TF assertions (so inconsistent inputs raise, never compute), and rules read
+shapes through ``ctx.shape(aval)``, which gives Python ints for known dimensions and TF
+scalars for symbolic ones.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import tensorflow as tf
+
+from core.errors import InputError
+
+
+def is_symbolic(d) -> bool:
+    from jax._src import core as jcore
+    return not jcore.is_constant_dim(d)
+
+
+def has_symbolic(shape) -> bool:
+    return any(is_symbolic(d) for d in shape)
+
+
+def symbolic_avals(args, kwargs, polymorphic_shapes, avals: list) -> list:
+    """The input avals with the dimensions named in ``polymorphic_shapes`` made symbolic.
+
+    ``polymorphic_shapes`` follows ``jax2tf.convert``: a spec string per positional
+    argument (or a pytree prefix of them), ``None`` for fully known shapes.
+    """
+    import jax
+    from jax import export
+    n_pos = len(jax.tree_util.tree_leaves(args))
+    pos_tree = jax.tree_util.tree_structure(args)
+    pos = jax.tree_util.tree_unflatten(
+        pos_tree, [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals[:n_pos]])
+    spec = polymorphic_shapes
+    if isinstance(spec, list) and isinstance(pos, tuple):
+        spec = tuple(spec)
+    try:
+        sym = export.symbolic_args_specs(pos, spec)
+    except Exception as exc:
+        raise InputError(f"polymorphic_shapes={polymorphic_shapes!r} does not fit the "
+                         f"arguments {[tuple(a.shape) for a in avals[:n_pos]]}: {exc}") from None
+    out = jax.tree_util.tree_leaves(sym) + list(avals[n_pos:])
+    for i, a in enumerate(out):
+        if any(d is None for d in a.shape):
+            raise InputError(
+                f"input #{i} has unknown dimensions {tuple(a.shape)} that polymorphic_shapes "
+                f"does not name; give them names, e.g. '(b, ...)'")
+    return out
+
+
+class DimEnv:
+    """Values of the dimension variables for one lowering: TF int32 scalars."""
+
+    def __init__(self, values: dict[str, Any] | None = None):
+        self.values = values or {}
+
+    def evaluate(self, d):
+        """A dimension as a Python int (known) or a TF int32 scalar (symbolic)."""
+        if not is_symbolic(d):
+            return int(d)
+        return d._evaluate(self.values)
+
+    @classmethod
+    def solve(cls, in_avals: Sequence, tensors: Sequence[tf.Tensor], in_tree) -> "DimEnv":
+        """Solve the dimension variables of ``in_avals`` from the tensors' runtime shapes,
+        adding a TF assertion for every constraint (e.g. two dims declared equal)."""
+        from jax._src.export import shape_poly
+        if not any(has_symbolic(a.shape) for a in in_avals):
+            return cls()
+        solution, constraints, synthetic = shape_poly.solve_dim_vars(tuple(in_avals), in_tree)
+        synth_env = {name: tf.shape(tensors[i], out_type=tf.int32)[j]
+                     for name, i, j in synthetic}
+        synth_eval = shape_poly.ShapeEvaluator(synth_env)
+        env = cls({v: synth_eval.evaluate(e) for v, e in solution.items()})
+        checks = []
+        for c in constraints.constraints:
+            left, right = synth_eval.evaluate(c.left), synth_eval.evaluate(c.right)
+            ok = tf.equal(left, right) if c.comp == shape_poly.Comparator.EQ else \
+                tf.greater_equal(left, right)
+            msg, inputs = c.error_message_and_inputs(synth_eval)
+            # JAX numbers its placeholders ({0}, {1}, reused); tf.strings.format wants {}
+            order = [int(m) for m in re.findall(r"\{(\d+)\}", msg)]
+            text = tf.strings.format(re.sub(r"\{\d+\}", "{}", msg.replace("%", "%%")),
+                                     [inputs[k] for k in order]) if order else msg
+            checks.append(tf.debugging.Assert(ok, [text]))
+        env.assertions = checks
+        return env
+
+    assertions: list = []
