@@ -159,3 +159,46 @@ def _np_dtype(name: str):
     if name.startswith("key<"):
         return np.dtype("uint32")
     return getattr(jnp, name) if name == "bfloat16" else np.dtype(name)
+
+
+def first_divergence(fn: Callable, args: Sequence[Any], registry=None) -> str:
+    """Find the first equation (sub-jaxprs inlined where JAX can evaluate them) whose TF
+    result differs from JAX's on the same inputs: a debugging aid for wrong numbers.
+    Each equation is checked in isolation, fed JAX's own values."""
+    import jax
+    import tensorflow as tf
+    from jax.extend.core import Literal
+    from core.interpreter import ConversionContext, constant
+    from core.registry import default_registry
+    conv = ConversionContext(registry or default_registry())
+    closed = jax.make_jaxpr(fn)(*args)
+    flat = jax.tree_util.tree_leaves(args)
+
+    def walk(jaxpr, consts, vals) -> str | None:
+        env = dict(zip([*jaxpr.constvars, *jaxpr.invars], [*consts, *vals]))
+        read = lambda a: a.val if isinstance(a, Literal) else env[a]
+        for eqn in jaxpr.eqns:
+            ins = [read(a) for a in eqn.invars]
+            want = eqn.primitive.bind(*ins, **eqn.params)
+            wants = want if eqn.primitive.multiple_results else [want]
+            rule = conv.registry.select(eqn)
+            ctx = conv.rule_context(eqn)
+            tf_ins = [constant(np.asarray(jax.random.key_data(x)) if jax.dtypes.issubdtype(
+                getattr(x, "dtype", np.float32), jax.dtypes.extended) else x, v.aval.dtype)
+                if not jax.dtypes.issubdtype(v.aval.dtype, jax.dtypes.extended) else
+                tf.constant(np.asarray(jax.random.key_data(x)))
+                for x, v in zip(ins, eqn.invars)]
+            got = rule.fn(ctx, *tf_ins, **eqn.params)
+            gots = got if eqn.primitive.multiple_results else [got]
+            for i, (g, w) in enumerate(zip(gots, wants)):
+                w = np.asarray(jax.random.key_data(w)) if jax.dtypes.issubdtype(
+                    w.dtype, jax.dtypes.extended) else np.asarray(w)
+                try:
+                    assert_same(np.asarray(g), w, what=f"{eqn.primitive.name} output {i}")
+                except Mismatch as exc:
+                    from core.registry import _where
+                    return f"{rule.id} on {eqn} at {_where(eqn)}:\n{exc}"
+            for v, w in zip(eqn.outvars, wants):
+                env[v] = w
+        return None
+    return walk(closed.jaxpr, closed.consts, flat) or "no divergence"
