@@ -1,0 +1,281 @@
+"""Dtype conversion and bit-level float ops: convert_element_type, bitcast_convert_type,
+reduce_precision and nextafter.
+
+Where XLA (what jax.jit runs) and TF's Cast differ:
+- float -> integer: XLA truncates toward zero and *saturates* (NaN -> 0, +-inf and
+  out-of-range values -> the integer type's max/min); TF's Cast is C++ static_cast, which is
+  undefined out of range, so the value is clamped first;
+- complex -> real/int/bool: XLA takes the real part first (so 1j -> False);
+- int -> float and float -> narrower float: XLA CPU and TF's Cast round the same way
+  (both round twice through f32 for bf16 results; measured), so tf.cast is used, except
+  that XLA gives a signed canonical NaN in a few narrowings where TF does not;
+- bf16 -> bool: XLA treats bf16 subnormals as nonzero; TF's compare flushes them.
+All of this was checked bit for bit against jax.jit on every 16-bit pattern and on
+random 32/64-bit patterns. ``weak_type`` only steers JAX's type promotion: no effect here.
+reduce_precision and nextafter are written on the integer bit patterns, the way XLA emits
+them, so they need no XlaReducePrecision op and no NextAfter kernel (absent for bf16/f16).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import jax.numpy as jnp
+from jax import lax
+
+from core.rule import case, rule
+
+_NAN = float("nan")
+_INF = float("inf")
+
+
+def _uint(bits: int) -> tf.DType:
+    return {8: tf.uint8, 16: tf.uint16, 32: tf.uint32, 64: tf.uint64}[bits]
+
+
+def _sint(bits: int) -> tf.DType:
+    return {8: tf.int8, 16: tf.int16, 32: tf.int32, 64: tf.int64}[bits]
+
+
+def _standard_new_dtype(eqn):
+    """A reason to refuse ``new_dtype``s outside the 15 standard dtypes (float8, int4, ...):
+    their TF kernels and XLA's rounding into them are not checked here."""
+    name = np.dtype(eqn.params["new_dtype"]).name
+    if name not in _TARGETS:
+        return (f"new_dtype={name} is not supported (only bool, int/uint 8-64, bf16, f16, "
+                f"f32, f64, c64, c128); convert to one of those in the JAX program")
+    return None
+
+
+# -- convert_element_type --------------------------------------------------------------------
+_TARGETS = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+            "bfloat16", "float16", "float32", "float64", "complex64", "complex128")
+
+
+def _convert_to_all(make_args, name, dtypes=None):
+    def fn(x):
+        return [lax.convert_element_type(x, t) for t in _TARGETS]
+    return case.custom(name, fn, make_args, dtypes=dtypes)
+
+
+def _float_edges(rng, dt):
+    vals = [_NAN, -_NAN, _INF, -_INF, 3e9, -3e9, 2.5, -2.5, 1e20, -1e20, 255.9, -0.9, -0.0,
+            2147483520.0, 2147483648.0, -2147483648.0, 65535.5, 1.8e19, 9.3e18, 127.5, -128.9,
+            -129.0, 40000.0, 65504.0, 6e-8, 1.0 + 2.0 ** -9]
+    with np.errstate(over="ignore"):
+        return [np.array(vals, np.float64).astype(dt)]
+
+
+def _int_edges(rng, dt):
+    info = np.iinfo(dt)
+    vals = [info.min, info.max, 0, 1, info.max // 2 + 1, 255, 256, 65535, 65536,
+            2 ** 24 + 1, 2 ** 30 + 2 ** 22 + 1, 2 ** 62 + 2 ** 38 + 1]
+    return [np.array([v for v in vals if info.min <= v <= info.max], dt)]
+
+
+def _complex_edges(rng, dt):
+    return [np.array([1 + 2j, 1j, complex(_NAN, 0), complex(0, _NAN), -3.7 - 1j,
+                      complex(_INF, 1), 3e9 + 0j], dt)]
+
+
+@rule("convert_element_type", dtypes="all", when=_standard_new_dtype, cases=[
+    _convert_to_all(_float_edges, "floats: NaN, inf, out of range, halves", "floating"),
+    _convert_to_all(_int_edges, "ints: extremes, rounding to narrow floats", "integer"),
+    _convert_to_all(_complex_edges, "complex: real part, NaN parts", "complex"),
+    _convert_to_all(lambda rng, dt: [np.array([True, False])], "bool", "bool"),
+    case.random(lambda x: lax.convert_element_type(
+        x, jnp.float32 if x.dtype != jnp.float32 else jnp.int32), shapes=[(3, 4)],
+        name="random to float32 (float32 to int32)"),
+    case.random(lambda x: x * 1.5, shapes=[(3,)], name="weak-typed result (int * 1.5)",
+                dtypes="integer")])
+def convert_element_type(ctx, x, *, new_dtype, **_):
+    """Cast, with XLA's real-part rule for complex sources and saturating float -> int."""
+    src = np.dtype(ctx.avals_in[0].dtype)
+    dst = np.dtype(new_dtype)
+    if src == dst:
+        return tf.identity(x)
+    if src.kind == "c" and dst.kind != "c":
+        x = tf.math.real(x)
+        src = np.dtype(np.float32 if src == np.complex64 else np.float64)
+    if dst == np.bool_:
+        if src.name == "bfloat16":
+            # XLA tests bf16 -> bool on the bits: subnormals are True (measured), whereas
+            # TF's compare flushes them to zero.
+            mag = tf.bitwise.bitwise_and(tf.bitcast(x, tf.int16), tf.constant(0x7FFF, tf.int16))
+            return tf.math.not_equal(mag, tf.zeros_like(mag))
+        return tf.math.not_equal(x, tf.zeros_like(x))
+    if dst.kind in "iu" and src.kind not in "iub":  # floating (bf16 has numpy kind "V")
+        return _float_to_int(x, src, dst)
+    out = tf.cast(x, ctx.tf_dtype(dst))
+    if (dst.name, src.name) in _CANONICAL_NAN:
+        # Here XLA gives the canonical quiet NaN with the input's sign; TF's cast drops the
+        # sign (to bf16) or keeps payload bits (f64 -> f16). Measured on random NaN bits.
+        out = tf.where(tf.math.is_nan(x), _nan_like(x, out.dtype), out)
+    return out
+
+
+_CANONICAL_NAN = {("bfloat16", "float32"), ("bfloat16", "float64"), ("float16", "float64")}
+
+
+def _nan_like(x, dtype: tf.DType):
+    """The quiet NaN of ``dtype`` with the sign of ``x`` (a float tensor)."""
+    bits = x.dtype.size * 8
+    negative = tf.math.less(tf.bitcast(x, _sint(bits)), tf.zeros([], _sint(bits)))
+    nan = tf.constant(_NAN, dtype)
+    return tf.where(negative, -nan, nan)
+
+
+def _float_to_int(x, src: np.dtype, dst: np.dtype):
+    """Truncate toward zero, saturating like XLA: NaN -> 0, beyond the range -> min/max."""
+    if src.itemsize < 4:
+        x = tf.cast(x, tf.float32)  # exact, and every 16-bit float bound is representable
+    info = np.iinfo(dst)
+    # Both bounds are powers of two (or 0), hence exact in every float type.
+    lo = tf.constant(float(info.min), x.dtype)
+    hi = tf.constant(float(info.max) + 1.0, x.dtype)
+    too_big = tf.math.greater_equal(x, hi)
+    too_small = tf.math.less_equal(x, lo)
+    bad = tf.math.logical_or(tf.math.logical_or(too_big, too_small), tf.math.is_nan(x))
+    out = tf.cast(tf.where(bad, tf.zeros_like(x), x), tf.as_dtype(dst))
+    out = tf.where(too_big, tf.constant(info.max, out.dtype), out)
+    return tf.where(too_small, tf.constant(info.min, out.dtype), out)
+
+
+# -- bitcast_convert_type --------------------------------------------------------------------
+@rule("bitcast_convert_type", dtypes=["numeric", "bool"], when=_standard_new_dtype, cases=[
+    case.random(lambda x: lax.bitcast_convert_type(x, jnp.int32), shapes=[(2, 3)],
+                dtypes="float32", name="float32 -> int32"),
+    case("NaN and -0 to bits", lambda x: lax.bitcast_convert_type(x, jnp.uint32),
+         [_NAN, -0.0, _INF], dtypes="float32"),
+    case.random(lambda x: lax.bitcast_convert_type(x, jnp.uint8), shapes=[(2, 3)],
+                dtypes=["float32", "int32", "uint32", "bfloat16", "float16", "int16"],
+                name="to uint8 adds a trailing dim"),
+    case.custom("uint8[..., 4] -> float32 drops the trailing dim",
+                lambda x: lax.bitcast_convert_type(x, jnp.float32),
+                lambda rng, dt: [rng.integers(0, 256, (2, 3, 4)).astype(np.uint8)],
+                dtypes="uint8"),
+    case.custom("uint16[..., 2] -> int32", lambda x: lax.bitcast_convert_type(x, jnp.int32),
+                lambda rng, dt: [rng.integers(0, 65536, (5, 2)).astype(np.uint16)],
+                dtypes="uint16"),
+    case.random(lambda x: lax.bitcast_convert_type(x, x.dtype), shapes=[(3,)],
+                name="same dtype"),
+])
+def bitcast_convert_type(ctx, x, *, new_dtype, **_):
+    """tf.bitcast has XLA's shape rule: a narrower type adds a trailing dim, a wider one
+    consumes it; both are little-endian."""
+    src = np.dtype(ctx.avals_in[0].dtype)
+    if src == np.dtype(new_dtype):
+        return tf.identity(x)
+    return tf.bitcast(x, ctx.tf_dtype(new_dtype))
+
+
+# -- reduce_precision ------------------------------------------------------------------------
+def _rp(e, m):
+    return lambda x: lax.reduce_precision(x, exponent_bits=e, mantissa_bits=m)
+
+
+def _rp_edges(rng, dt):
+    fi = jnp.finfo(dt)
+    vals = np.array([_NAN, -_NAN, _INF, -_INF, 0.0, -0.0, 1.0, 1.0 + 2.0 ** -8,
+                     1.0 + 3 * 2.0 ** -8, 1.0 + 2.0 ** -8 + 2.0 ** -20, 65504.0, 65520.0, 1e-5,
+                     6e-5, 1e-8, 3.4e38, 1.0 + 2.0 ** -11, -2.5, float(fi.max),
+                     float(fi.tiny), float(fi.tiny) / 4], np.float64)
+    with np.errstate(over="ignore"):
+        x = vals.astype(dt)
+    # NaNs with payloads in low mantissa bits (rounding must not turn them into inf/zero).
+    bits = np.dtype(dt).itemsize * 8
+    u = {16: np.uint16, 32: np.uint32, 64: np.uint64}[bits]
+    nan_low = np.array([(((1 << (fi.nexp)) - 1) << fi.nmant) | 1,
+                        (1 << (bits - 1)) | (((1 << fi.nexp) - 1) << fi.nmant) | 3], u)
+    return [np.concatenate([x, nan_low.view(np.dtype(dt))])]
+
+
+@rule("reduce_precision", dtypes="floating", cases=[
+    case.custom("to bf16 (8, 7): ties, NaN payloads, overflow, subnormals", _rp(8, 7),
+                _rp_edges),
+    case.custom("to f16 (5, 10)", _rp(5, 10), _rp_edges),
+    case.custom("(3, 2), (1, 0), (2, 0): tiny formats, NaN kept without mantissa", lambda x: [
+        _rp(3, 2)(x), _rp(1, 0)(x), _rp(2, 0)(x)], _rp_edges),
+    case.custom("wider than the source: identity", _rp(11, 52), _rp_edges),
+    case.random(_rp(8, 7), shapes=[(4, 5)]),
+])
+def reduce_precision(ctx, x, *, exponent_bits, mantissa_bits, **_):
+    """XLA's ReducePrecision on the bits: round the mantissa to nearest-even by adding a
+    bias and masking, then flush exponents out of range to signed zero / inf (subnormals of
+    the reduced format go to zero); NaN keeps its bits."""
+    dtype = np.dtype(ctx.avals_in[0].dtype)
+    fi = jnp.finfo(dtype)
+    nbits = dtype.itemsize * 8
+    src_m, src_e = int(fi.nmant), nbits - 1 - int(fi.nmant)
+    e, m = int(exponent_bits), int(mantissa_bits)
+    # XLA drops a no-op; it computes bf16 in f32, so there "no-op" means no-op in f32
+    # (only then does a bf16 NaN keep its payload).
+    if (e >= 8 and m >= 23) if dtype.name == "bfloat16" else (e >= src_e and m >= src_m):
+        return tf.identity(x)
+    ut = _uint(nbits)
+
+    def c(v):
+        return tf.constant(v, ut)
+    u = tf.bitcast(x, ut)
+    sign_mask = 1 << (nbits - 1)
+    exp_mask = ((1 << src_e) - 1) << src_m
+    is_nan = tf.math.greater(tf.bitwise.bitwise_and(u, c(sign_mask - 1)), c(exp_mask))
+    if m < src_m:
+        shift = src_m - m
+        last = 1 << shift
+        last_bit = tf.bitwise.right_shift(tf.bitwise.bitwise_and(u, c(last)), c(shift))
+        u = tf.bitwise.bitwise_and(u + last_bit + c((last >> 1) - 1),
+                                   c(((1 << nbits) - 1) & ~(last - 1)))
+    if e < src_e:
+        bias = (1 << (src_e - 1)) - 1
+        reduced_bias = (1 << (e - 1)) - 1
+        x_exp = tf.bitwise.bitwise_and(u, c(exp_mask))
+        overflow = tf.math.greater(x_exp, c((bias + reduced_bias) << src_m))
+        underflow = tf.math.less_equal(x_exp, c((bias - reduced_bias) << src_m))
+        signed_zero = tf.bitwise.bitwise_and(u, c(sign_mask))
+        signed_inf = tf.bitwise.bitwise_or(signed_zero, c(exp_mask))
+        u = tf.where(overflow, signed_inf, u)
+        u = tf.where(underflow, signed_zero, u)
+    # XLA's CPU emitter returns NaN inputs unchanged, even with no mantissa bits left
+    # (measured; the older LLVM emitter turned them into inf there). For bf16 it works in
+    # f32 and converts back, which keeps only the NaN's sign.
+    nan_out = _nan_like(x, x.dtype) if dtype.name == "bfloat16" else x
+    return tf.where(is_nan, nan_out, tf.bitcast(u, x.dtype))
+
+
+# -- nextafter -------------------------------------------------------------------------------
+@rule("nextafter", dtypes="floating", cases=[
+    case("zeros, NaN, infinities, equal operands", lax.nextafter,
+         [0.0, -0.0, 0.0, _NAN, 1.0, 1.0, _INF, -_INF, 1.0, -1.0, 2.0, -0.0, 5.0, _INF],
+         [1.0, 1.0, -1.0, 1.0, _NAN, 1.0, 0.0, 0.0, 2.0, -2.0, 1.0, 0.0, -_INF, _INF]),
+    case.custom("extremes: max to inf, min normal to subnormal", lax.nextafter,
+                lambda rng, dt: [np.array([float(jnp.finfo(dt).max), float(jnp.finfo(dt).tiny),
+                                           -float(jnp.finfo(dt).max),
+                                           float(jnp.finfo(dt).smallest_subnormal)], dt),
+                                 np.array([_INF, 0.0, -_INF, 0.0], dt)]),
+    case.random(lax.nextafter, shapes=[(4, 5), (4, 5)]),
+    case.random(lax.nextafter, shapes=[(4, 5), (1, 5)], name="broadcast"),
+])
+def nextafter(ctx, x, y, **_):
+    """XLA's (CHLO's) decomposition on the bits: +-1 on the sign-magnitude pattern, towards
+    zero when the signs differ or |x| > |y|; from +-0 the smallest subnormal signed like y;
+    y when x == y (a float compare, so denormals-are-zero like XLA) or both are zero; the
+    canonical NaN when either is NaN."""
+    shape = list(ctx.aval_out.shape)
+    x, y = tf.broadcast_to(x, shape), tf.broadcast_to(y, shape)
+    nbits = np.dtype(ctx.avals_in[0].dtype).itemsize * 8
+    it = _sint(nbits)
+    xi, yi = tf.bitcast(x, it), tf.bitcast(y, it)
+    sign = tf.constant(-(1 << (nbits - 1)), it)  # only the sign bit set
+    one = tf.constant(1, it)
+    zero = tf.constant(0, it)
+    x_abs = tf.bitwise.bitwise_and(xi, tf.bitwise.invert(sign))
+    y_abs = tf.bitwise.bitwise_and(yi, tf.bitwise.invert(sign))
+    y_sign = tf.bitwise.bitwise_and(yi, sign)
+    signs_differ = tf.math.not_equal(tf.bitwise.bitwise_and(xi, sign), y_sign)
+    shrink = tf.math.logical_or(tf.math.greater(x_abs, y_abs), signs_differ)
+    out = xi + tf.where(shrink, -one, one)
+    from_zero = tf.where(tf.math.equal(y_abs, zero), yi, tf.bitwise.bitwise_or(y_sign, one))
+    out = tf.where(tf.math.equal(x_abs, zero), from_zero, out)
+    out = tf.where(tf.math.equal(x, y), yi, out)
+    either_nan = tf.math.logical_or(tf.math.is_nan(x), tf.math.is_nan(y))
+    return tf.where(either_nan, tf.constant(_NAN, x.dtype), tf.bitcast(out, x.dtype))

@@ -1,0 +1,161 @@
+"""dot_general as transpose + reshape + one MatMul / BatchMatMulV2.
+
+Every dimension-number form is brought to ``[batch, free, contract] x [batch, contract,
+free]``: exports (TFLite builtins, TF.js) handle MatMul and BatchMatMul well, and run or
+translate Einsum badly. Numbers follow XLA on CPU: mixed operand dtypes are first
+converted to the result dtype, f16/bf16 products are accumulated in f32 and rounded once,
+and integer sums wrap in the result's width.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import jax.numpy as jnp
+from jax import lax
+
+from core.errors import UnsupportedError
+from core.rule import case, rule
+
+# The dtype TF multiplies in, for result dtypes whose MatMul kernel is missing or
+# accumulates differently from XLA. Small integers are exact in int32 modulo 2^32, so the
+# final cast back gives XLA's wrapped result; unsigned 32/64-bit go through int64.
+_COMPUTE = {"bfloat16": tf.float32, "float16": tf.float32, "bool": tf.int32,
+            "int8": tf.int32, "int16": tf.int32, "uint8": tf.int32, "uint16": tf.int32,
+            "uint32": tf.int64, "uint64": tf.int64}
+
+# Algorithm presets the CPU backend runs: JAX converts the operands to these types.
+_PRESET_INPUT = {"DEFAULT": None, "F32_F32_F32": tf.float32, "F64_F64_F64": tf.float64}
+
+
+def _preset_input_type(precision):
+    if precision is None or isinstance(precision, tuple):
+        return None  # Precision.DEFAULT/HIGH/HIGHEST change nothing on CPU
+    name = getattr(precision, "name", str(precision))
+    if name not in _PRESET_INPUT:
+        raise UnsupportedError(
+            f"dot_general with precision={name} is not supported (JAX's CPU backend does "
+            f"not run it either); use Precision.HIGHEST or DotAlgorithmPreset.F32_F32_F32")
+    return _PRESET_INPUT[name]
+
+
+def _to(x, dtype):
+    if x.dtype == dtype:
+        return x
+    if dtype == tf.int64 and x.dtype == tf.uint64:
+        return tf.bitcast(x, tf.int64)  # same bits; wrapping products agree mod 2^64
+    return tf.cast(x, dtype)
+
+
+def _from(x, dtype):
+    if x.dtype == dtype:
+        return x
+    if dtype == tf.bool:
+        return tf.not_equal(x, 0)  # OR of ANDs, as XLA's PRED dot
+    if dtype == tf.uint64:
+        return tf.bitcast(x, tf.uint64)
+    # integers: the low bits of the wide sum are XLA's wrapped result
+    return tf.cast(x, dtype)
+
+
+def _matmul_layout(rank, batch, contract):
+    """A permutation of an operand's axes to [batch, free, contract] and to
+    [batch, contract, free]; returns (free axes, both permutations)."""
+    free = [d for d in range(rank) if d not in batch and d not in contract]
+    return free, [*batch, *free, *contract], [*batch, *contract, *free]
+
+
+def _transpose(x, perm):
+    return x if perm == list(range(len(perm))) else tf.transpose(x, perm)
+
+
+def _dot(ctx, lhs, rhs, dimension_numbers):
+    """Contract lhs and rhs (already in the compute dtype) with one (batch) matmul."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    lc, rc, lb, rb = ([int(d) for d in ds] for ds in (lc, rc, lb, rb))
+    ls, rs = [tuple(int(d) for d in a.shape) for a in ctx.avals_in[:2]]
+    lf, l_fc, l_cf = _matmul_layout(len(ls), lb, lc)
+    rf, r_fc, r_cf = _matmul_layout(len(rs), rb, rc)
+    size = lambda shape, axes: int(np.prod([shape[d] for d in axes], dtype=np.int64))
+    nb = size(ls, lb)
+    m, k, n = size(ls, lf), size(ls, lc), size(rs, rf)
+    # Pick for each side the layout that needs no transpose when there is one; the
+    # matmul's transpose flags absorb the other order.
+    adj_a = l_fc != list(range(len(ls))) and l_cf == list(range(len(ls)))
+    adj_b = r_cf != list(range(len(rs))) and r_fc == list(range(len(rs)))
+    a = _transpose(lhs, l_cf if adj_a else l_fc)
+    b = _transpose(rhs, r_fc if adj_b else r_cf)
+    a_shape = [k, m] if adj_a else [m, k]
+    b_shape = [n, k] if adj_b else [k, n]
+    if lb:
+        a, b = tf.reshape(a, [nb, *a_shape]), tf.reshape(b, [nb, *b_shape])
+    else:
+        a, b = tf.reshape(a, a_shape), tf.reshape(b, b_shape)
+    out = tf.linalg.matmul(a, b, transpose_a=adj_a, transpose_b=adj_b)
+    out_shape = [ls[d] for d in lb] + [ls[d] for d in lf] + [rs[d] for d in rf]
+    return tf.reshape(out, out_shape)
+
+
+def _dg(dims, **kw):
+    return lambda x, y: lax.dot_general(x, y, dims, **kw)
+
+
+_MATMUL = (((1,), (0,)), ((), ()))
+
+
+def _ints(dtype_l, dtype_r):
+    def make(rng, _):
+        x = rng.integers(-120, 120, (3, 5)).astype(dtype_l)
+        y = rng.integers(-120, 120, (5, 2)).astype(dtype_r)
+        return [x, y]
+    return make
+
+
+@rule("dot_general", dtypes="all",
+      cases=[case.random(_dg(_MATMUL), shapes=[(3, 4), (4, 2)], name="matmul"),
+             case.random(_dg((((1,), (1,)), ((), ()))), shapes=[(3, 4), (2, 4)],
+                         name="contract last dims (x @ y.T)"),
+             case.random(_dg((((0,), (0,)), ((), ()))), shapes=[(4, 3), (4, 2)],
+                         name="contract first dims (x.T @ y)"),
+             case.random(_dg((((2, 1), (1, 2)), ((0,), (0,)))), shapes=[(2, 3, 4), (2, 4, 3)],
+                         name="two contracting dims, batch"),
+             case.random(_dg((((4, 3), (3, 2)), ((0, 1), (1, 0)))),
+                         shapes=[(2, 3, 1, 2, 4), (3, 2, 2, 4, 2)],
+                         name="batch dims in different positions"),
+             case.random(_dg((((), ()), ((), ()))), shapes=[(3,), (2, 2)], name="outer"),
+             case.random(_dg((((0,), (0,)), ((), ()))), shapes=[(4,), (4,)], name="vdot"),
+             case.random(_dg((((1,), (0,)), ((), ()))), shapes=[(0, 3), (3, 2)],
+                         name="empty free dim"),
+             case.random(_dg((((1,), (0,)), ((), ()))), shapes=[(2, 0), (0, 2)],
+                         name="empty contraction gives zeros"),
+             case.custom("int8 sum wraps", _dg(_MATMUL), _ints(np.int8, np.int8),
+                         dtypes="int8"),
+             case.custom("wide unsigned sums wrap", _dg(_MATMUL),
+                         lambda rng, dt: [rng.integers(0, np.iinfo(dt).max, (3, 5), dtype=dt),
+                                          rng.integers(0, np.iinfo(dt).max, (5, 2), dtype=dt)],
+                         dtypes=["uint32", "uint64", "int64", "int32"]),
+             case.custom("int8 x int8 -> int32", _dg(_MATMUL, preferred_element_type=jnp.int32),
+                         _ints(np.int8, np.int8), dtypes="int8"),
+             case.custom("int8 x uint8 mixed", _dg(_MATMUL), _ints(np.int8, np.uint8),
+                         dtypes="int8"),
+             case.custom("f16 accumulates in f32",
+                         _dg(_MATMUL), lambda rng, dt: [np.array([[2048.] + [1.] * 64], dt),
+                                                        np.ones((65, 1), dt)],
+                         dtypes=["float16", "bfloat16"]),
+             case.random(_dg(_MATMUL, preferred_element_type=jnp.float32),
+                         shapes=[(3, 4), (4, 2)], name="preferred f32",
+                         dtypes=["bfloat16", "float16", "int8", "int16", "int32", "uint8"]),
+             case.random(_dg(_MATMUL, precision=lax.DotAlgorithmPreset.F32_F32_F32),
+                         shapes=[(3, 4), (4, 2)], name="preset F32_F32_F32",
+                         dtypes=["float16", "bfloat16", "float32"])])
+def dot_general_by_matmul(ctx, lhs, rhs, *, dimension_numbers, precision=None,
+                          preferred_element_type=None, **_):
+    """One MatMul/BatchMatMulV2 after moving batch dims first and merging the free and
+    contracting dims; the result dtype is taken from JAX's output aval."""
+    out_dtype = ctx.tf_dtype(ctx.aval_out)
+    # XLA on CPU converts mixed operands to the result dtype (a preset: to its own
+    # input type) before the dot.
+    preset = _preset_input_type(precision)
+    compute = preset or _COMPUTE.get(np.dtype(ctx.aval_out.dtype).name, out_dtype)
+    lhs, rhs = _to(lhs, preset or out_dtype), _to(rhs, preset or out_dtype)
+    lhs, rhs = _to(lhs, compute), _to(rhs, compute)
+    return _from(_dot(ctx, lhs, rhs, dimension_numbers), out_dtype)

@@ -1,0 +1,601 @@
+"""Elementwise arithmetic and math: add, sub, mul, div, rem, neg, abs, sign, max, min,
+the transcendental functions, rounding, pow/integer_pow, clamp, is_finite and the
+complex-number primitives (complex, conj, real, imag).
+
+Where TF and XLA disagree the rule follows XLA (JAX's CPU backend): integer division
+truncates and never traps, rem keeps the dividend's sign, max/min propagate NaN and order
+-0 below +0, signs of zeros are kept. TF CPU kernels are missing for many ops on bfloat16,
+float16 and small/unsigned integers; there the rule computes in a wider type and casts
+back, which is what XLA:CPU itself does for half-precision math.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import jax.numpy as jnp
+from jax import lax
+
+from core.rule import case, make_rule, rule
+
+nan, inf = float("nan"), float("inf")
+_HALF = (tf.bfloat16, tf.float16)
+
+
+def _no_accuracy(eqn):
+    acc = eqn.params.get("accuracy")
+    if acc is not None:
+        return (f"accuracy={acc} is not supported: the TF lowering has the default accuracy; "
+                f"drop the accuracy argument")
+    return None
+
+
+def _f32(fn, *xs):
+    """``fn(*xs)`` computed in float32 when ``xs`` are half floats, rounded back: TF CPU
+    lacks many half kernels, and XLA:CPU upcasts half-precision math the same way."""
+    dt = xs[0].dtype
+    if dt not in _HALF:
+        return fn(*xs)
+    return tf.cast(fn(*[tf.cast(x, tf.float32) for x in xs]), dt)
+
+
+def _min_of(tf_dtype):
+    return tf.constant(tf_dtype.min, tf_dtype)
+
+
+# -- add, sub, mul, neg -----------------------------------------------------------------------
+
+def _random_pair(fn, shape=(3, 4)):
+    return case.random(fn, shapes=[shape, shape])
+
+
+def _broadcast_pair(fn):
+    return case.random(fn, shapes=[(3, 1), (3, 4)], name="broadcast (3,1) with (3,4)")
+
+
+@rule(["add", "add_any"], dtypes="numeric",
+      cases=[_random_pair(lax.add), _broadcast_pair(lax.add),
+             case("wraps on overflow", lax.add, [100, 127], [100, 1], dtypes="int8"),
+             case("inf and NaN", lax.add, [inf, -inf, nan], [-inf, 1.0, 1.0],
+                  dtypes="floating")], polymorphic=True)
+def add(ctx, x, y, **_):
+    """Integer addition wraps in both TF and XLA."""
+    return tf.math.add(x, y)
+
+
+@rule("sub", dtypes="numeric",
+      cases=[_random_pair(lax.sub), _broadcast_pair(lax.sub),
+             case("unsigned wraps below zero", lax.sub, [0, 3], [1, 200], dtypes="uint8")], polymorphic=True)
+def sub(ctx, x, y, **_):
+    return tf.math.subtract(x, y)
+
+
+def _convert(ctx, x, aval_in, dtype):
+    """Convert like lax.convert_element_type. float->float and int->float32/64 casts
+    round to nearest even in TF as in XLA; the rest goes through the convert_element_type
+    rule, which knows XLA's float->int, complex and half-precision rules."""
+    src, dst = np.dtype(aval_in.dtype), np.dtype(dtype)
+    if src == dst:
+        return x
+    same_kind = any(jnp.issubdtype(src, k) and jnp.issubdtype(dst, k)
+                    for k in (jnp.floating, jnp.complexfloating))
+    int_to_wide = jnp.issubdtype(src, jnp.integer) and dst.itemsize >= 4 and \
+        jnp.issubdtype(dst, jnp.inexact)
+    if same_kind or int_to_wide:
+        return tf.cast(x, ctx.tf_dtype(dst))
+    return ctx.lower_fun(lambda a: lax.convert_element_type(a, dst), x, avals=[aval_in])[0]
+
+
+@rule("mul", dtypes="numeric",
+      cases=[_random_pair(lax.mul), _broadcast_pair(lax.mul),
+             case("wraps on overflow", lax.mul, [100, -128], [3, -1], dtypes="int8"),
+             case.random(lambda a, b: lax.mul(a, b, out_dtype=jnp.float32), shapes=[(3,), (3,)],
+                         name="out_dtype float32", dtypes=["int16", "bfloat16", "float16"])], polymorphic=True)
+def mul(ctx, x, y, out_dtype=None, **_):
+    """``out_dtype``: XLA converts both operands to it, then multiplies."""
+    if out_dtype is not None:
+        x = _convert(ctx, x, ctx.avals_in[0], out_dtype)
+        y = _convert(ctx, y, ctx.avals_in[1], out_dtype)
+    return tf.math.multiply(x, y)
+
+
+@rule("neg", dtypes="numeric",
+      cases=[case.random(lax.neg, shapes=[(3, 4)]),
+             case("INT_MIN stays INT_MIN", lax.neg, [-128, 5, 0], dtypes="int8"),
+             case("unsigned wraps", lax.neg, [0, 1, 255], dtypes="uint8"),
+             case("signed zeros", lax.neg, [0.0, -0.0, nan], dtypes="floating")], polymorphic=True)
+def neg(ctx, x, **_):
+    """TF has no unsigned Neg kernel (and grappler turns 0 - x into Neg); x * (2^n - 1)
+    is -x modulo 2^n, which is XLA's wrap-around."""
+    if x.dtype.is_unsigned:
+        return tf.math.multiply(x, tf.constant(x.dtype.max, x.dtype))
+    return tf.math.negative(x)
+
+
+# -- div, rem -----------------------------------------------------------------------------------
+
+def _int_div_args(x, y):
+    """A divisor that never traps (TF CPU raises on /0 and INT_MIN/-1 is undefined in C),
+    and the masks of the two places XLA defines by itself."""
+    zero = tf.math.equal(y, tf.zeros_like(y))
+    bad = zero
+    if not x.dtype.is_unsigned:
+        bad = bad | (tf.math.equal(x, _min_of(x.dtype)) & tf.math.equal(y, -tf.ones_like(y)))
+    safe_y = tf.where(bad, tf.ones_like(y), y)
+    return zero, safe_y
+
+
+_INT_EDGE_X = [7, -7, 7, -7, 5, -5, 0, -128, -128]
+_INT_EDGE_Y = [2, 2, -2, -2, 0, 0, 0, -1, 1]
+
+
+@rule("div", dtypes="integer",
+      cases=[case("truncates; x/0 = -1; INT_MIN/-1 = INT_MIN", lax.div, _INT_EDGE_X, _INT_EDGE_Y,
+                  dtypes="signed"),
+             case("x/0 is all ones", lax.div, [7, 0, 255], [0, 0, 2], dtypes="unsigned"),
+             case.custom("random nonzero divisors", lax.div,
+                         lambda rng, dt: [rng.integers(-50 if dt.kind == "i" else 0, 100, (4, 5)).astype(dt),
+                                          rng.integers(1, 9, (4, 5)).astype(dt)])], polymorphic=True)
+def div_integer(ctx, x, y, **_):
+    """XLA truncates toward zero (TF's // floors), x/0 is all ones (-1, or the maximum
+    for unsigned types) and INT_MIN/-1 is INT_MIN."""
+    zero, safe_y = _int_div_args(x, y)
+    dt = np.dtype(ctx.aval_out.dtype)
+    all_ones = ctx.constant(np.iinfo(dt).max if dt.kind == "u" else -1, dt)
+    return tf.where(zero, all_ones, tf.truncatediv(x, safe_y))
+
+
+@rule("div", dtypes="inexact",
+      cases=[case("IEEE specials", lax.div, [1.0, -1.0, 0.0, inf, 5.0, -0.0],
+                  [0.0, 0.0, 0.0, inf, -inf, 3.0], dtypes="floating"),
+             case.random(lax.div, shapes=[(3, 4), (3, 4)]),
+             _broadcast_pair(lax.div)], polymorphic=True)
+def div_inexact(ctx, x, y, **_):
+    return _f32(tf.math.truediv, x, y)
+
+
+@rule("rem", dtypes="integer",
+      cases=[case("sign of the dividend; x%0 = x; INT_MIN%-1 = 0", lax.rem, _INT_EDGE_X,
+                  _INT_EDGE_Y, dtypes="signed"),
+             case("x%0 = x", lax.rem, [7, 0, 255], [0, 0, 2], dtypes="unsigned"),
+             case.custom("random nonzero divisors", lax.rem,
+                         lambda rng, dt: [rng.integers(-50 if dt.kind == "i" else 0, 100, (4, 5)).astype(dt),
+                                          rng.integers(1, 9, (4, 5)).astype(dt)])], polymorphic=True)
+def rem_integer(ctx, x, y, **_):
+    """C remainder (sign of the dividend; TF's mod floors). TruncateMod lacks most integer
+    kernels, so x - trunc(x/y)*y, which is exact in wrap-around arithmetic."""
+    zero, safe_y = _int_div_args(x, y)
+    return tf.where(zero, x, x - tf.truncatediv(x, safe_y) * safe_y)
+
+
+@rule("rem", dtypes="floating",
+      cases=[case("C fmod: sign of the dividend", lax.rem,
+                  [5.5, -5.5, 5.5, -5.5, 1.0, inf, 1.0, -0.0, -4.0, -1.0],
+                  [2.0, 2.0, -2.0, -2.0, 0.0, 1.0, inf, 1.0, 2.0, -inf]),
+             case.random(lax.rem, shapes=[(3, 4), (3, 4)])], polymorphic=True)
+def rem_floating(ctx, x, y, **_):
+    """fmod(x, y) = sign(x) * floormod(|x|, |y|); floormod of non-negatives is exact and
+    exports to TFLite (TruncateMod does not, and lacks half kernels)."""
+    def fmod(a, b):
+        r = tf.math.floormod(tf.math.abs(a), tf.math.abs(b))
+        signed = tf.where(tf.math.less(a, 0), -r, r)
+        # a zero result takes the dividend's sign: rem(-4, 2) = -0.0
+        return tf.where(tf.math.equal(r, 0), a * 0, signed)
+    return _f32(fmod, x, y)
+
+
+# -- abs, sign ---------------------------------------------------------------------------------
+
+@rule("abs", dtypes=["signed", "inexact"],
+      cases=[case.random(lax.abs, shapes=[(3, 4)]),
+             case("INT_MIN stays INT_MIN", lax.abs, [-128, -1, 0, 127], dtypes="int8"),
+             case("specials", lax.abs, [-0.0, -inf, nan, -2.5], dtypes="floating"),
+             case("complex specials", lax.abs, np.array([3 + 4j, complex(inf, nan), -0j]),
+                  dtypes="complex")], polymorphic=True)
+def abs_(ctx, x, **_):
+    """Complex abs is the real magnitude (TF ComplexAbs, a hypot). XLA gives NaN when
+    either part is NaN, where C's hypot gives inf for (inf, NaN)."""
+    if x.dtype.is_complex:
+        mag = tf.math.abs(x)
+        part_nan = tf.math.is_nan(tf.math.real(x)) | tf.math.is_nan(tf.math.imag(x))
+        return tf.where(part_nan, tf.constant(nan, mag.dtype), mag)
+    return tf.math.abs(x)
+
+
+@rule("sign", dtypes="numeric",
+      cases=[case.random(lax.sign, shapes=[(3, 4)]),
+             case("zeros keep their sign, NaN stays", lax.sign, [-0.0, 0.0, nan, -inf, 2.0],
+                  dtypes="floating"),
+             case("unsigned", lax.sign, [0, 1, 255], dtypes="unsigned"),
+             case("signed", lax.sign, [-128, 0, 5], dtypes="signed"),
+             case("complex: x/|x|, zero, inf", lax.sign,
+                  np.array([3 + 4j, 0j, complex(inf, 1), complex(nan, 1)]), dtypes="complex")], polymorphic=True)
+def sign(ctx, x, **_):
+    """Unsigned: 0 or 1 (no TF kernel). Floats: TF gives +0 for -0, XLA keeps -0.
+    Complex: XLA divides each part by |x| (sign(inf+1j) = nan+0j; TF gives nan+nanj)."""
+    if x.dtype.is_unsigned:
+        return tf.cast(tf.math.not_equal(x, 0), x.dtype)
+    if x.dtype.is_complex:
+        mag = tf.math.abs(x)
+        safe = tf.where(tf.math.equal(mag, 0), tf.ones_like(mag), mag)
+        out = tf.complex(tf.math.real(x) / safe, tf.math.imag(x) / safe)
+        return tf.where(tf.math.equal(mag, 0), tf.zeros_like(x), out)
+    if x.dtype.is_floating:
+        return tf.where(tf.math.equal(x, 0), x, tf.math.sign(x))
+    return tf.math.sign(x)
+
+
+# -- max, min ----------------------------------------------------------------------------------
+
+_NAN_GRID = ([[nan, nan, nan], [inf, inf, inf], [-inf, -inf, -inf], [0.0, -0.0, 1.0]],
+             [[nan, inf, -inf], [nan, inf, -inf], [nan, inf, -inf], [-0.0, 0.0, nan]])
+
+
+@rule(["max", "min"], dtypes="bool",
+      cases=[case("truth table", lax.max, [True, True, False, False], [True, False, True, False]),
+             case("truth table", lax.min, [True, True, False, False], [True, False, True, False])], polymorphic=True)
+def minmax_bool(ctx, x, y, **_):
+    if ctx.eqn.primitive.name == "max":
+        return tf.math.logical_or(x, y)
+    return tf.math.logical_and(x, y)
+
+
+@rule(["max", "min"], dtypes="integer",
+      cases=[_random_pair(lax.max), _random_pair(lax.min), _broadcast_pair(lax.max)], polymorphic=True)
+def minmax_integer(ctx, x, y, **_):
+    return (tf.math.maximum if ctx.eqn.primitive.name == "max" else tf.math.minimum)(x, y)
+
+
+@rule(["max", "min"], dtypes="floating",
+      cases=[case("NaN wins, -0 < +0", lax.max, *_NAN_GRID),
+             case("NaN wins, -0 < +0", lax.min, *_NAN_GRID),
+             _random_pair(lax.max), _random_pair(lax.min), _broadcast_pair(lax.min)], polymorphic=True)
+def minmax_floating(ctx, x, y, **_):
+    """XLA propagates NaN from either side and orders -0 below +0; tf.maximum/minimum
+    promise neither (they return the first operand on ties)."""
+    return (_fmax if ctx.eqn.primitive.name == "max" else _fmin)(x, y)
+
+
+def _fmax(x, y):
+    # On NaN and on a pair of zeros, x + y is the answer (-0 + 0 = +0).
+    special = (tf.math.is_nan(x) | tf.math.is_nan(y)
+               | tf.math.equal(x, 0) & tf.math.equal(y, 0))
+    return tf.where(special, x + y, tf.math.maximum(x, y))
+
+
+def _fmin(x, y):
+    # On NaN and on a pair of zeros, -((-x) + (-y)) is the answer (-(0 + -0) = -0).
+    special = (tf.math.is_nan(x) | tf.math.is_nan(y)
+               | tf.math.equal(x, 0) & tf.math.equal(y, 0))
+    return tf.where(special, -((-x) + (-y)), tf.math.minimum(x, y))
+
+
+@rule(["max", "min"], dtypes="complex",
+      cases=[case("lexicographic, NaN picks y", lax.max,
+                  np.array([1 + 2j, 1 + 2j, 1 + 2j, complex(nan, 0), complex(0, nan), 1 + 1j]),
+                  np.array([1 + 3j, 2 + 0j, 0 + 5j, 1 + 0j, 1j, complex(1, nan)])),
+             case("lexicographic, NaN picks y", lax.min,
+                  np.array([1 + 2j, 1 + 2j, 1 + 2j, complex(nan, 0), complex(0, nan), 1 + 1j]),
+                  np.array([1 + 3j, 2 + 0j, 0 + 5j, 1 + 0j, 1j, complex(1, nan)])),
+             _random_pair(lax.max), _broadcast_pair(lax.min)], polymorphic=True)
+def minmax_complex(ctx, x, y, **_):
+    """JAX orders complex numbers by real part, then imaginary part; when a comparison
+    involves NaN it picks y."""
+    cmp = tf.math.greater if ctx.eqn.primitive.name == "max" else tf.math.less
+    rx, ry, ix, iy = tf.math.real(x), tf.math.real(y), tf.math.imag(x), tf.math.imag(y)
+    pick_x = tf.where(tf.math.equal(rx, ry), cmp(ix, iy), cmp(rx, ry))
+    return tf.where(pick_x, x, y)
+
+
+@rule("clamp", dtypes=["integer", "floating"],
+      cases=[case("scalar bounds, NaN and -0", lax.clamp, 0.0, [-0.0, 0.5, 2.0, -1.0, nan], 1.0,
+                  dtypes="floating"),
+             case("NaN bound", lax.clamp, nan, [-1.0, 0.5, 2.0], 1.0, dtypes="floating"),
+             case("min > max gives max", lax.clamp, 4, [0, 2, 5], 1),
+             case.random(lax.clamp, shapes=[(3, 4), (3, 4), ()], name="array min, scalar max"),
+             case.random(lax.clamp, shapes=[(), (3, 4), ()], name="scalar bounds")], polymorphic=True)
+def clamp(ctx, lo, x, hi, **_):
+    """min(max(x, lo), hi) with XLA's max/min (NaN wins, -0 < +0); lo and hi may be
+    scalars, which TF broadcasts."""
+    if x.dtype.is_floating:
+        return _f32(lambda a, b, c: _fmin(_fmax(a, b), c), x, lo, hi)
+    return tf.math.minimum(tf.math.maximum(x, lo), hi)
+
+
+# -- unary math ----------------------------------------------------------------------------------
+
+_SPECIALS = [0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 0.999, -0.999, 2.0, -3.0, 1e-4, -1e-4, 10.0,
+             -10.0, inf, -inf, nan]
+_COMPLEX_SPECIALS = np.array([0j, 1 + 0j, -1 + 0j, 1j, -1j, 0.5 + 0.5j, -2 + 3j, 3 - 2j,
+                              1e-4 + 1e-4j, -10 - 1j, 2 + 0j, -2 - 0j])
+
+
+def _unary_cases(fn, dtypes):
+    out = [case.random(fn, shapes=[(3, 4)]),
+           case("special values", fn, _SPECIALS, dtypes="floating")]
+    if "complex" in dtypes or "inexact" in dtypes:
+        out.append(case("complex values", fn, _COMPLEX_SPECIALS, dtypes="complex"))
+    return out
+
+
+def _exp_times(x, t):
+    """exp(x) * t, taken as (exp(x/2) * t) * exp(x/2) where exp(x) alone overflows, as
+    XLA does for the parts of a complex exponential."""
+    e = tf.math.exp(x)
+    half = tf.math.exp(x / 2)
+    return tf.where(tf.math.is_inf(e), half * t * half, e * t)
+
+
+def _exp(z):
+    if not z.dtype.is_complex:
+        return tf.math.exp(z)
+    # TF's complex exp overflows to inf-infj where XLA still has a finite part
+    x, y = tf.math.real(z), tf.math.imag(z)
+    im = tf.where(tf.math.equal(y, 0), tf.zeros_like(y), _exp_times(x, tf.math.sin(y)))
+    return tf.complex(_exp_times(x, tf.math.cos(y)), im)
+
+
+def _expm1(z):
+    if not z.dtype.is_complex:
+        return tf.math.expm1(z)
+    # TF's complex expm1 is NaN once exp(re) overflows. e^x cos y - 1 is written as
+    # expm1(x) cos y - 2 sin^2(y/2) so it stays accurate near 0.
+    x, y = tf.math.real(z), tf.math.imag(z)
+    s = tf.math.sin(y / 2)
+    re = tf.math.expm1(x) * tf.math.cos(y) - 2 * s * s
+    im = tf.where(tf.math.equal(y, 0), tf.zeros_like(y), _exp_times(x, tf.math.sin(y)))
+    return tf.complex(re, im)
+
+
+def _log(z):
+    if not z.dtype.is_complex:
+        return tf.math.log(z)
+    # TF's complex log is NaN once |z|^2 overflows (|z| > 1.8e19 in complex64); scale by
+    # the larger part: log|z| = log(m) + log1p((s/m)^2) / 2.
+    x, y = tf.math.real(z), tf.math.imag(z)
+    ax, ay = tf.math.abs(x), tf.math.abs(y)
+    m, s = tf.math.maximum(ax, ay), tf.math.minimum(ax, ay)
+    safe_m = tf.where(tf.math.equal(m, 0) | tf.math.is_inf(m), tf.ones_like(m), m)
+    r = s / safe_m
+    re = tf.math.log(m) + 0.5 * tf.math.log1p(r * r)
+    re = tf.where(tf.math.equal(m, 0) | tf.math.is_inf(m), tf.math.log(m), re)
+    re = tf.where(tf.math.is_nan(x) | tf.math.is_nan(y), tf.constant(nan, x.dtype), re)
+    return tf.complex(re, tf.math.atan2(y, x))
+
+
+def _rsqrt(z):
+    if not z.dtype.is_complex:
+        return tf.math.rsqrt(z)
+    # TF's complex rsqrt overflows for |z| < ~1e-26 (complex64); 1/sqrt(z) does not.
+    # At 0, inf and NaN TF's own rsqrt gives XLA's answer.
+    inv = tf.math.reciprocal(tf.math.sqrt(z))
+    finite = tf.math.is_finite(tf.math.real(inv)) & tf.math.is_finite(tf.math.imag(inv))
+    return tf.where(finite, inv, tf.math.rsqrt(z))
+
+
+def _log1p(x):
+    if not x.dtype.is_complex:
+        return tf.math.log1p(x)
+    # TF's imaginary part is NaN at -1 + 0j; XLA's is atan2(im, 1 + re)
+    re, im = tf.math.real(x), tf.math.imag(x)
+    return tf.complex(tf.math.real(tf.math.log1p(x)), tf.math.atan2(im, re + 1))
+
+
+def _atan(x):
+    if x.dtype.is_complex:
+        return tf.math.atan(x)
+    # XLA's own real atan is atan2(x, 1): same numbers, and Atan2 exports to TFLite
+    return tf.math.atan2(x, tf.ones_like(x))
+
+
+def _unary_rule(primitive, tf_fn, dtypes="inexact", complex_extremes=None):
+    """One TF op applied elementwise; half floats go through float32."""
+    def lower(ctx, x, **_):
+        return _f32(tf_fn, x)
+    lower.__doc__ = f"{primitive}: elementwise TF op (float32 for half types)."
+    fn = getattr(lax, primitive)
+    cases = _unary_cases(fn, dtypes)
+    if complex_extremes:
+        cases.append(case("complex extremes", fn, np.array(complex_extremes), dtypes="complex"))
+    return make_rule(primitive, lower, dtypes=dtypes, name=f"unary_{primitive}",
+                     when=_no_accuracy, cases=cases, polymorphic=True)
+
+
+RULES = [
+    _unary_rule("exp", _exp, complex_extremes=[80 + 1j, -200 + 1j, 1e-20 + 1e-20j]),
+    _unary_rule("log", _log, complex_extremes=[1e20 + 1e20j, 3e19 + 1j, -1e30 - 1e-5j,
+                                                1e-20 + 1e-20j, 0.6 + 0.8j]),
+    _unary_rule("expm1", _expm1, complex_extremes=[100 + 0j, 80 + 1j, 1e-6 + 1e-6j, -1e-7j]),
+    _unary_rule("log1p", _log1p),
+    _unary_rule("tanh", tf.math.tanh),
+    _unary_rule("logistic", tf.math.sigmoid),
+    _unary_rule("sqrt", tf.math.sqrt),
+    _unary_rule("rsqrt", _rsqrt, complex_extremes=[9.4e-27 + 1e-29j, -4.3e-27 + 8.5e-29j,
+                                                    1e-30j, 1e30 + 1e30j]),
+    _unary_rule("sin", tf.math.sin),
+    _unary_rule("cos", tf.math.cos),
+    _unary_rule("tan", tf.math.tan),
+    _unary_rule("asin", tf.math.asin),
+    _unary_rule("acos", tf.math.acos),
+    _unary_rule("atan", _atan),
+    _unary_rule("sinh", tf.math.sinh),
+    _unary_rule("cosh", tf.math.cosh),
+    _unary_rule("asinh", tf.math.asinh),
+    _unary_rule("acosh", tf.math.acosh),
+    _unary_rule("atanh", tf.math.atanh),
+    _unary_rule("floor", tf.math.floor, dtypes="floating"),
+    _unary_rule("ceil", tf.math.ceil, dtypes="floating"),
+]
+
+
+@rule("is_finite", dtypes="floating",
+      cases=[case("special values", lax.is_finite, _SPECIALS),
+             case.random(lax.is_finite, shapes=[(3, 4)])], polymorphic=True)
+def is_finite(ctx, x, **_):
+    return tf.math.is_finite(x)
+
+
+@rule("exp2", dtypes="inexact", when=_no_accuracy,
+      cases=[case.random(lax.exp2, shapes=[(3, 4)]),
+             case("special values", lax.exp2, _SPECIALS, dtypes="floating")], polymorphic=True)
+def exp2(ctx, x, **_):
+    """As JAX lowers it: exp(log(2) * x), the product rounded in x's dtype."""
+    log2 = ctx.constant(np.log(2), ctx.avals_in[0].dtype)
+    return _f32(_exp, log2 * x)
+
+
+@rule("cbrt", dtypes="floating", when=_no_accuracy,
+      cases=[case.random(lax.cbrt, shapes=[(3, 4)]),
+             case("special values", lax.cbrt, [27.0, -8.0, 1e-30, -0.0, 0.0, inf, -inf, nan,
+                                               3.0e38, 1e-38])], polymorphic=True)
+def cbrt(ctx, x, **_):
+    """TF has no cube root: sign(x) * |x|^(1/3), computed in float64 so that the
+    inexact exponent 1/3 costs no float32 accuracy."""
+    def f(a):
+        wide = tf.cast(a, tf.float64)
+        r = tf.math.pow(tf.math.abs(wide), 1.0 / 3.0)
+        return tf.cast(tf.where(tf.math.less(wide, 0), -r, r), a.dtype)
+    if x.dtype == tf.float64:
+        r = tf.math.pow(tf.math.abs(x), tf.constant(1.0 / 3.0, tf.float64))
+        # one Newton step removes the error of the rounded exponent 1/3 (grows with |log x|)
+        safe = tf.where(tf.math.equal(r, 0) | tf.math.is_inf(r), tf.ones_like(r), r)
+        r = tf.where(tf.math.equal(r, 0) | tf.math.is_inf(r), r,
+                     r - (r - tf.math.abs(x) / (safe * safe)) / 3.0)
+        return tf.where(tf.math.less(x, 0), -r, tf.where(tf.math.equal(x, 0), x, r))
+    return _f32(f, x)
+
+
+@rule("round", dtypes="floating",
+      cases=[case("away from zero", lambda x: lax.round(x, lax.RoundingMethod.AWAY_FROM_ZERO),
+                  [0.5, 1.5, 2.5, -0.5, -2.5, 0.49999997, -0.49999997, -0.2, 1e8 + 1, inf, nan]),
+             case("to nearest even", lambda x: lax.round(x, lax.RoundingMethod.TO_NEAREST_EVEN),
+                  [0.5, 1.5, 2.5, -0.5, -2.5, 0.49999997, -0.2, inf, nan]),
+             case.random(lambda x: lax.round(x, 0), shapes=[(3, 4)])], polymorphic=True)
+def round_(ctx, x, *, rounding_method, **_):
+    """tf.round rounds half to even. Away from zero: truncate, then step away from zero
+    when the (exactly computed) fraction is at least 1/2; keeps -0 and infinities."""
+    if int(rounding_method) == int(lax.RoundingMethod.TO_NEAREST_EVEN):
+        return tf.math.round(x)
+    trunc = tf.where(tf.math.less(x, 0), tf.math.ceil(x), tf.math.floor(x))
+    half_or_more = tf.math.greater_equal(tf.math.abs(x - trunc), tf.constant(0.5, x.dtype))
+    return tf.where(half_or_more, trunc + tf.math.sign(x), trunc)
+
+
+@rule("atan2", dtypes="floating",
+      cases=[case.random(lax.atan2, shapes=[(3, 4), (3, 4)]), _broadcast_pair(lax.atan2),
+             case("signed zeros and infinities", lax.atan2,
+                  [0.0, -0.0, 0.0, -0.0, 1.0, -1.0, inf, inf, nan],
+                  [0.0, 0.0, -0.0, -0.0, -inf, -inf, inf, -inf, 1.0])], polymorphic=True)
+def atan2(ctx, x, y, **_):
+    return _f32(tf.math.atan2, x, y)
+
+
+# -- powers -----------------------------------------------------------------------------------
+
+def _ipow(y):
+    return lambda x: lax.integer_pow(x, y)
+
+
+@rule("integer_pow", dtypes="numeric",
+      cases=[*[case.random(_ipow(y), shapes=[(3, 4)], name=f"y={y}")
+               for y in (0, 1, 2, 3, 5, 8)],
+             *[case.random(_ipow(y), shapes=[(3, 4)], name=f"y={y}",
+                           dtypes="inexact") for y in (-1, -2, -3)],
+             case("overflow wraps", _ipow(5), [100, -7, 3], dtypes="int8"),
+             case("zero to a negative power", _ipow(-3), [0.0, -0.0, 2.0],
+                  dtypes="floating")], polymorphic=True)
+def integer_pow(ctx, x, *, y, **_):
+    """Square-and-multiply in JAX's order (so floats round identically); a negative
+    exponent is 1/x^|y|. Integer overflow wraps in both."""
+    if y == 0:
+        return tf.ones_like(x)
+    n, acc = abs(y), None
+    while n > 0:
+        if n & 1:
+            acc = x if acc is None else tf.math.multiply(acc, x)
+        n >>= 1
+        if n > 0:
+            x = tf.math.multiply(x, x)
+    return _f32(lambda a: 1 / a, acc) if y < 0 else acc
+
+
+@rule("square", dtypes="numeric",
+      cases=[case.random(lax.square, shapes=[(3, 4)]),
+             case("complex near the diagonal", lax.square,
+                  np.array([1.0000001 + 1j, 1e20 + 1e20j, 3 + 4j]), dtypes="complex")], polymorphic=True)
+def square(ctx, x, **_):
+    """Complex: XLA computes the real part as (re - im) * (re + im), which does not
+    overflow or cancel the way re*re - im*im does."""
+    if x.dtype.is_complex:
+        re, im = tf.math.real(x), tf.math.imag(x)
+        return tf.complex((re - im) * (re + im), 2 * re * im)
+    return tf.math.multiply(x, x)
+
+
+def _pow_base_inexact(eqn):
+    # the exponent may be an integer; the base must be inexact (JAX's own type rule)
+    base = eqn.invars[0].aval.dtype
+    return None if jnp.issubdtype(base, jnp.inexact) else f"pow of a {base} base"
+
+
+def _complex_pow(x, y):
+    """XLA's complex power: |x|^c * exp(-d*arg x) * cis(c*arg x + d*log|x|) for
+    y = c + di, with 0^0 = 1, 0^y = 0 for real y > 0 and NaN for other y at x = 0.
+    (TF's pow, exp(y*log x), is further from XLA's numbers and gives 0^0 = NaN.)"""
+    a, b, c, d = tf.math.real(x), tf.math.imag(x), tf.math.real(y), tf.math.imag(y)
+    r = tf.math.abs(x)
+    arg = tf.math.atan2(b, a)
+    q = c * arg + d * tf.math.log(r)
+    mag = tf.math.pow(r, c) * tf.math.exp(-d * arg)
+    out = tf.complex(mag * tf.math.cos(q), mag * tf.math.sin(q))
+    zero_x = tf.math.equal(a, 0) & tf.math.equal(b, 0)
+    zero_y = tf.math.equal(c, 0) & tf.math.equal(d, 0)
+    at_zero = tf.where(zero_y, tf.ones_like(out),
+                       tf.where(tf.math.greater(c, 0) & tf.math.equal(d, 0), tf.zeros_like(out),
+                                tf.complex(tf.constant(nan, a.dtype), tf.constant(nan, a.dtype))
+                                * tf.ones_like(out)))
+    return tf.where(zero_x, at_zero, out)
+
+
+@rule("pow", dtypes=["inexact", "integer"], when=_pow_base_inexact,
+      cases=[case.random(lax.pow, shapes=[(3, 4), (3, 4)], dtypes="inexact"),
+             case("specials", lax.pow, [0.0, -0.0, -1.0, 1.0, -inf, -8.0, 2.0, nan, -2.0],
+                  [-inf, -1.0, inf, nan, 3.0, 1 / 3, 0.5, 0.0, 0.5], dtypes="floating"),
+             case.custom("integer exponent", lax.pow,
+                         lambda rng, dt: [np.array([2.0, 0.0, -2.0, 0.0, 1.5]).astype(dt),
+                                          np.array([-3, -1, 3, 0, 7], np.int32)],
+                         dtypes="inexact"),
+             case("complex zeros", lax.pow, np.array([0j, 0j, 0j, 0j, 2 + 1j, -1 + 0j]),
+                  np.array([2 + 1j, -1 + 1j, 0j, 1e-30 + 0j, 0.5 + 0j, 0.5 + 0j]),
+                  dtypes="complex")], polymorphic=True)
+def pow_(ctx, x, y, **_):
+    """An integer exponent is converted to x's dtype first, as JAX lowers it."""
+    if y.dtype != x.dtype:
+        y = tf.cast(y, x.dtype)
+    if x.dtype.is_complex:
+        return _complex_pow(x, y)
+    return _f32(tf.math.pow, x, y)
+
+
+# -- complex numbers --------------------------------------------------------------------------
+
+@rule("complex", dtypes=["float32", "float64"],
+      cases=[case.random(lax.complex, shapes=[(3, 4), (3, 4)]),
+             case.random(lax.complex, shapes=[(3, 1), (3, 4)], name="broadcast")], polymorphic=True)
+def complex_(ctx, x, y, **_):
+    shape = ctx.shape(ctx.aval_out)
+    return tf.complex(tf.broadcast_to(x, shape), tf.broadcast_to(y, shape))
+
+
+@rule("conj", dtypes=["float32", "float64", "complex"],
+      cases=[case.random(lax.conj, shapes=[(3, 4)])], polymorphic=True)
+def conj(ctx, x, **_):
+    """On a real input JAX's conj returns a complex result with zero imaginary part."""
+    if x.dtype.is_complex:
+        return tf.math.conj(x)
+    return tf.complex(x, tf.zeros_like(x))
+
+
+@rule(["real", "imag"], dtypes="complex",
+      cases=[case.random(lax.real, shapes=[(3, 4)]), case.random(lax.imag, shapes=[(3, 4)])], polymorphic=True)
+def real_imag(ctx, x, **_):
+    return (tf.math.real if ctx.eqn.primitive.name == "real" else tf.math.imag)(x)

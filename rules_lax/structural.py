@@ -1,0 +1,333 @@
+"""Shape ops and identities: reshape, broadcast_in_dim, transpose, squeeze, concatenate,
+slice, pad, rev, split, iota, the identity-like primitives (copy, stop_gradient,
+device_put, sharding_constraint, reshard, optimization_barrier, name, tie, dce_sink) and
+the uninitialised buffers (empty, empty2), lowered as zeros.
+
+Everything is expressed with Reshape, Transpose, BroadcastTo, ConcatV2, Slice,
+StridedSlice, Pad/PadV2, ReverseV2 (one axis at a time) and Range, which TFLite takes as
+builtins. Shapes come from the equation's avals through ``ctx.shape``/``ctx.dim`` (Python
+ints, or TF scalars for symbolic dimensions), never from ``tensor.shape``.
+
+PRNG key arrays (extended dtypes) travel as their uint32 key data, whose shape is the
+key array's shape followed by a trailing key dimension (``key<fry>[3]`` is ``u32[3, 2]``);
+the rules that accept ``key`` keep those trailing dimensions untouched.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.ad_checkpoint import checkpoint_name
+from jax._src import core as _jax_core
+from jax._src.lax import lax as _lax_internal
+
+from core.errors import UnsupportedError
+from core.rule import case, rule
+
+SHAPE_DTYPES = ("all", "key")
+_same = _jax_core.definitely_equal  # also decides equality of symbolic dimensions
+
+
+def _trail(ctx, aval) -> list[int]:
+    """The trailing dimensions of a key array's key data (none for other dtypes)."""
+    return [int(d) for d in ctx.physical_shape(aval)[len(aval.shape):]]
+
+
+def _static(v, what: str) -> int:
+    if not _jax_core.is_constant_dim(v):
+        raise UnsupportedError(f"{what} {v} is symbolic; only dimension sizes may be "
+                               "symbolic here, give this parameter a fixed value")
+    return int(v)
+
+
+def _no_dynamic_shapes(prim: str, dyn) -> None:
+    if dyn:
+        raise UnsupportedError(f"{prim} with dynamic shape operands is not supported; "
+                               "use static shapes or polymorphic_shapes")
+
+
+def _key_cases(name, fn_on_keys, shape):
+    """Cases running ``fn_on_keys`` on key arrays of each PRNG implementation, wrapped
+    from key data (the form converted functions take and return)."""
+    out = []
+    for impl, key_dtype, width in (("threefry2x32", "key<fry>", 2), ("rbg", "key<rbg>", 4),
+                                   ("unsafe_rbg", "key<urbg>", 4)):
+        def fn(data, impl=impl):
+            return jax.random.key_data(fn_on_keys(jax.random.wrap_key_data(data, impl=impl)))
+
+        def make(rng, dt, width=width):
+            return [rng.integers(0, 2**32, (*shape, width), dtype=np.uint32)]
+        out.append(case.custom(f"{key_dtype}: {name}", fn, make, dtypes=key_dtype))
+    return out
+
+
+# -- reshape, broadcast, transpose, squeeze -------------------------------------------------
+
+@rule("reshape", dtypes=SHAPE_DTYPES,
+      cases=[case.random(lambda x: lax.reshape(x, (4, 6)), shapes=[(2, 3, 4)]),
+             case.random(lambda x: lax.reshape(x, (6, 4), dimensions=(2, 0, 1)),
+                         shapes=[(2, 3, 4)], name="dimensions transposes first"),
+             case.random(lambda x: lax.reshape(x, (0, 5)), shapes=[(5, 0)], name="empty"),
+             *_key_cases("reshape", lambda k: k.reshape(2, 3), (6,))], polymorphic=True)
+def reshape(ctx, x, *dyn, new_sizes, dimensions=None, **_):
+    """Row-major reshape; ``dimensions`` is a transpose applied before it."""
+    _no_dynamic_shapes("reshape", dyn)
+    if dimensions is not None and list(dimensions) != list(range(len(dimensions))):
+        n = len(dimensions)
+        x = tf.transpose(x, [int(d) for d in dimensions]
+                         + list(range(n, n + len(_trail(ctx, ctx.avals_in[0])))))
+    return tf.reshape(x, ctx.shape(ctx.aval_out))
+
+
+@rule("broadcast_in_dim", dtypes=SHAPE_DTYPES,
+      cases=[case.random(lambda x: lax.broadcast_in_dim(x, (2, 3, 4), (0, 2)),
+                         shapes=[(2, 4)]),
+             case.random(lambda x: lax.broadcast_in_dim(x, (5, 3), (1,)), shapes=[(1,)],
+                         name="size-1 dimension stretched"),
+             case.random(lambda x: lax.broadcast_in_dim(x, (2, 3), ()), shapes=[()],
+                         name="scalar"),
+             *_key_cases("broadcast", lambda k: jnp.broadcast_to(k, (4, 3)), (3,))], polymorphic=True)
+def broadcast_in_dim(ctx, x, *dyn, shape, broadcast_dimensions, **_):
+    """Put the operand's axes where ``broadcast_dimensions`` says, then BroadcastTo."""
+    _no_dynamic_shapes("broadcast_in_dim", dyn)
+    aval_in, aval_out = ctx.avals_in[0], ctx.aval_out
+    dims = [int(d) for d in broadcast_dimensions]
+    # operand axes keep their order in the output (JAX requires increasing dimensions)
+    expanded_sym = [1] * len(aval_out.shape)
+    expanded = [1] * len(aval_out.shape) + _trail(ctx, aval_in)
+    in_shape = ctx.shape(aval_in)
+    for i, d in enumerate(dims):
+        expanded_sym[d] = aval_in.shape[i]
+        expanded[d] = in_shape[i]
+    if len(aval_in.shape) != len(aval_out.shape):
+        x = tf.reshape(x, expanded)
+    if all(_same(a, b) for a, b in zip(expanded_sym, aval_out.shape)):
+        return x
+    return tf.broadcast_to(x, ctx.shape(aval_out))
+
+
+@rule("transpose", dtypes=SHAPE_DTYPES,
+      cases=[case.random(lambda x: lax.transpose(x, (2, 0, 1)), shapes=[(2, 3, 4)]),
+             *_key_cases("transpose", lambda k: k.T, (2, 3))], polymorphic=True)
+def transpose(ctx, x, *, permutation, **_):
+    perm = [int(p) for p in permutation]
+    if perm == list(range(len(perm))):
+        return x
+    n = len(perm)
+    return tf.transpose(x, perm + list(range(n, n + len(_trail(ctx, ctx.avals_in[0])))))
+
+
+@rule("squeeze", dtypes=SHAPE_DTYPES,
+      cases=[case.random(lambda x: lax.squeeze(x, (0, 2)), shapes=[(1, 3, 1)]),
+             *_key_cases("squeeze", lambda k: lax.squeeze(k, (1,)), (3, 1))], polymorphic=True)
+def squeeze(ctx, x, **_):
+    """Dropping size-1 axes is a reshape to the result shape."""
+    return tf.reshape(x, ctx.shape(ctx.aval_out))
+
+
+# -- concatenate, slice, split, rev -------------------------------------------------------
+
+@rule("concatenate", dtypes=SHAPE_DTYPES,
+      cases=[case.random(lambda x, y, z: lax.concatenate([x, y, z], 1),
+                         shapes=[(2, 3), (2, 1), (2, 4)]),
+             case.random(lambda x, y: lax.concatenate([x, y], 0), shapes=[(0, 3), (2, 3)],
+                         name="with an empty operand"),
+             *_key_cases("concatenate", lambda k: jnp.concatenate([k, k[:1]]), (3,))], polymorphic=True)
+def concatenate(ctx, *xs, dimension, **_):
+    return xs[0] if len(xs) == 1 else tf.concat(list(xs), axis=int(dimension))
+
+
+@rule("slice", dtypes=SHAPE_DTYPES,
+      cases=[case.random(lambda x: lax.slice(x, (1, 0), (3, 2)), shapes=[(4, 3)]),
+             case.random(lambda x: lax.slice(x, (1, 0), (7, 5), (2, 3)), shapes=[(8, 5)],
+                         name="strides"),
+             case.random(lambda x: lax.slice(x, (2,), (2,)), shapes=[(4,)], name="empty"),
+             *_key_cases("slice", lambda k: k[1:3], (4,))], polymorphic=True)
+def slice_(ctx, x, *, start_indices, limit_indices, strides=None, **_):
+    aval = ctx.avals_in[0]
+    zeros = [0] * len(_trail(ctx, aval))
+    begin = [ctx.dim(s) for s in start_indices] + zeros
+    if strides is None or all(int(s) == 1 for s in strides):
+        if all(_same(s, 0) and _same(l, d) for s, l, d in
+               zip(start_indices, limit_indices, aval.shape)):
+            return x
+        return tf.slice(x, begin, [ctx.dim(l - s) for s, l in
+                                   zip(start_indices, limit_indices)] + _trail(ctx, aval))
+    end = [ctx.dim(l) for l in limit_indices] + _trail(ctx, aval)
+    return tf.strided_slice(x, begin, end, [int(s) for s in strides] + [1] * len(zeros))
+
+
+@rule("split", dtypes=SHAPE_DTYPES,
+      cases=[case.random(lambda x: lax.split(x, (1, 0, 3), axis=1), shapes=[(2, 4)]),
+             *_key_cases("split", lambda k: lax.split(k, (2, 1))[0], (3,))], polymorphic=True)
+def split(ctx, x, *, sizes, axis, **_):
+    """One Slice per piece (SplitV rejects zero-size pieces in some exporters)."""
+    aval = ctx.avals_in[0]
+    shape, axis = ctx.shape(aval), int(axis)
+    if len(sizes) == 1:
+        return [x]
+    outs, start = [], 0
+    for size in sizes:
+        begin = [0] * len(shape)
+        begin[axis] = ctx.dim(start)
+        out_shape = list(shape)
+        out_shape[axis] = ctx.dim(size)
+        outs.append(tf.slice(x, begin, out_shape))
+        start = start + size
+    return outs
+
+
+@rule("rev", dtypes=SHAPE_DTYPES,
+      cases=[case.random(lambda x: lax.rev(x, (0, 2)), shapes=[(2, 3, 4)]),
+             *_key_cases("rev", lambda k: k[::-1], (3,))], polymorphic=True)
+def rev(ctx, x, *, dimensions, **_):
+    """ReverseV2 one axis at a time: exporters mishandle several axes or none at all."""
+    shape = ctx.avals_in[0].shape
+    for d in sorted({int(d) for d in dimensions}):
+        if not (_jax_core.is_constant_dim(shape[d]) and shape[d] <= 1):
+            x = tf.reverse(x, [d])
+    return x
+
+
+# -- pad ----------------------------------------------------------------------------------
+
+def _pad_config_case(config):
+    return case.custom(f"pad {config}", lambda x, v: lax.pad(x, v, config),
+                       lambda rng, dt: [np.arange(1, 13).reshape(3, 4).astype(dt),
+                                        np.asarray(7 if dt != np.bool_ else True, dt)])
+
+
+@rule("pad", dtypes="all",
+      cases=[_pad_config_case(((1, 2, 0), (0, 1, 0))),
+             _pad_config_case(((-1, 0, 0), (1, -2, 0))),
+             _pad_config_case(((0, 0, 2), (1, 0, 1))),
+             _pad_config_case(((-2, 1, 1), (-3, -3, 3))),
+             _pad_config_case(((-4, 5, 0), (0, 0, 0))),
+             case.custom("pad empty operand", lambda x, v: lax.pad(x, v, ((1, 1, 3), (0, 1, 0))),
+                         lambda rng, dt: [np.zeros((0, 2), dt), np.asarray(1, dt)])], polymorphic=True)
+def pad(ctx, x, value, *, padding_config, **_):
+    """Interior padding by reshape + pad + reshape, edges by PadV2, negative edges by Slice.
+
+    XLA pads the interior first, then adds (or with negative amounts removes) edges; as the
+    positive edge padding of a side never meets that side's negative amount, PadV2 on the
+    positive parts followed by one Slice of the negative parts gives the same array."""
+    config = [tuple(_static(v, "pad amount") for v in c) for c in padding_config]
+    shape = ctx.shape(ctx.avals_in[0])  # ints, or TF scalars for symbolic dimensions
+    rank = len(shape)
+    for d, (_, _, interior) in enumerate(config):
+        n = shape[d]
+        if interior == 0 or (isinstance(n, int) and n <= 1):
+            continue
+        # [.., n, ..] -> [.., n, 1, ..] -> pad the new axis to 1+interior -> [.., n*(1+interior), ..]
+        x = tf.reshape(x, shape[:d + 1] + [1] + shape[d + 1:])
+        widths = [[0, 0]] * (rank + 1)
+        widths[d + 1] = [0, interior]
+        x = tf.pad(x, widths, constant_values=value)
+        x = tf.reshape(x, shape[:d] + [n * (1 + interior)] + shape[d + 1:])
+        new = n + (n - 1) * interior
+        shape[d] = new if isinstance(n, int) else tf.maximum(new, 0)
+        x = tf.slice(x, [0] * rank, shape)  # drop the interior padding after the last element
+    widths = [[max(lo, 0), max(hi, 0)] for lo, hi, _ in config]
+    if any(a or b for a, b in widths):
+        x = tf.pad(x, widths, constant_values=value)
+        shape = [n + a + b for n, (a, b) in zip(shape, widths)]
+    cut_lo = [max(-lo, 0) for lo, _, _ in config]
+    cut_hi = [max(-hi, 0) for _, hi, _ in config]
+    if any(cut_lo) or any(cut_hi):
+        x = tf.slice(x, cut_lo, [n - a - b for n, a, b in zip(shape, cut_lo, cut_hi)])
+    return x
+
+
+# -- iota, empty ----------------------------------------------------------------------------
+
+def _dtype_case(name, fn_of_dtype):
+    """A case whose only input is a scalar of the dtype under test, used for its dtype."""
+    return case.custom(name, lambda x: fn_of_dtype(x.dtype), lambda rng, dt: [np.zeros((), dt)])
+
+
+@rule("iota", dtypes="numeric",
+      cases=[_dtype_case("iota 1000 (rounds in narrow types)", lambda dt: lax.iota(dt, 1000)),
+             _dtype_case("iota 2x5 dimension 1", lambda dt: lax.broadcasted_iota(dt, (2, 5), 1)),
+             _dtype_case("iota 3x4x2 dimension 0",
+                         lambda dt: lax.broadcasted_iota(dt, (3, 4, 2), 0))], polymorphic=True)
+def iota(ctx, *, dtype, shape, dimension, **_):
+    """Range in int32/int64, cast to the result type (integers wrap like XLA's convert;
+    floats go through float32 so f16/bf16 round once), then broadcast."""
+    dimension = int(dimension)
+    n = ctx.dim(shape[dimension])
+    target = ctx.tf_dtype(dtype)
+    wide = np.dtype(dtype).itemsize == 8 or (isinstance(n, int) and n > 2**31 - 1)
+    r = tf.range(n, dtype=tf.int64 if wide else tf.int32)
+    if target.is_floating or target.is_complex:
+        r = tf.cast(r, tf.float64 if target in (tf.float64, tf.complex128) else tf.float32)
+    r = tf.cast(r, target)
+    if len(shape) == 1:
+        return r
+    r = tf.reshape(r, [n if i == dimension else 1 for i in range(len(shape))])
+    return tf.broadcast_to(r, ctx.shape(ctx.aval_out))
+
+
+@rule(["empty", "empty2"], dtypes=SHAPE_DTYPES,
+      cases=[_dtype_case("lax.empty", lambda dt: lax.empty((2, 3), dt)),
+             _dtype_case("empty2", lambda dt: _lax_internal.empty2(
+                 dt, memory_space=_jax_core.MemorySpace.Device))], polymorphic=True)
+def empty_as_zeros(ctx, **_):
+    """Uninitialised buffers: any contents are valid, zeros are the deterministic choice."""
+    return tf.zeros(ctx.shape(ctx.aval_out), ctx.tf_dtype(ctx.aval_out))
+
+
+# -- identities -----------------------------------------------------------------------------
+
+def _reshard(x):
+    from jax.sharding import AxisType, NamedSharding, PartitionSpec
+    mesh = jax.make_mesh((1,), ("a",), axis_types=(AxisType.Explicit,))
+    return jax.sharding.reshard(x, NamedSharding(mesh, PartitionSpec("a")))
+
+
+def _barrier(x, y):
+    a, b = lax.optimization_barrier((x, y))
+    return a, b
+
+
+@rule(["copy", "stop_gradient", "sharding_constraint", "reshard", "name"],
+      dtypes=SHAPE_DTYPES,
+      cases=[case.random(lambda x: jnp.array(x, copy=True), shapes=[(2, 3)], name="copy"),
+             case.random(lax.stop_gradient, shapes=[(2, 3)], name="stop_gradient"),
+             case.random(lambda x: checkpoint_name(x, "h"), shapes=[(3,)],
+                         name="checkpoint_name"),
+             case.random(lambda x: jax.lax.with_sharding_constraint(
+                 x, jax.sharding.SingleDeviceSharding(jax.devices()[0])),
+                 shapes=[(2, 2)], name="with_sharding_constraint"),
+             case.random(_reshard, shapes=[(2, 2)], name="reshard")], polymorphic=True)
+def identity(ctx, x, **_):
+    """Copies, gradient stops, names and sharding annotations change no value."""
+    return x
+
+
+@rule(["device_put", "optimization_barrier"], dtypes=SHAPE_DTYPES,
+      cases=[case.random(lambda x, y: jax.device_put((x, y)), shapes=[(2, 3), ()],
+                         name="device_put"),
+             case.random(_barrier, shapes=[(2, 3), (4,)], name="optimization_barrier")], polymorphic=True)
+def identity_many(ctx, *xs, **_):
+    """One device and no scheduling in a TF graph: every operand passes through."""
+    return list(xs)
+
+
+@rule("tie", dtypes=SHAPE_DTYPES,
+      cases=[case.random(lambda x, y: _lax_internal.tie_p.bind(x, y), shapes=[(3,), (3,)])], polymorphic=True)
+def tie(ctx, x, y, **_):
+    """``tie(x, y)`` is ``y``; ``x`` only orders JAX's effects."""
+    return y
+
+
+def _sink(x):
+    _lax_internal.dce_sink(x)
+    return x
+
+
+@rule("dce_sink", dtypes=SHAPE_DTYPES, cases=[case.random(_sink, shapes=[(3,)])], polymorphic=True)
+def dce_sink(ctx, *_, **__):
+    """Only keeps JAX from dropping a value; a TF graph needs no such mark."""
+    return []
