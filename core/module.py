@@ -37,14 +37,18 @@ class ConvertedModule(tf.Module):
 
     def __init__(self, apply_fn: Callable, params: Any, *, trainable: bool = False,
                  input_signature: Sequence[tf.TensorSpec] | None = None,
-                 with_gradient: bool = True, name: str | None = None, **convert_kw):
+                 with_gradient: bool = True, name: str | None = None,
+                 polymorphic_shapes=None, **convert_kw):
         import jax
         super().__init__(name=name)
+        if polymorphic_shapes is not None:       # the parameters' shapes are always known
+            polymorphic_shapes = [None, *polymorphic_shapes]
         leaves, self._treedef = jax.tree_util.tree_flatten_with_path(params)
         self.param_variables = [tf.Variable(np.asarray(leaf), trainable=trainable, name=_var_name(path))
                       for path, leaf in leaves]
         self.variables_tree = jax.tree_util.tree_unflatten(self._treedef, self.param_variables)
-        self._converted = convert(apply_fn, with_gradient=with_gradient, **convert_kw)
+        self._converted = convert(apply_fn, with_gradient=with_gradient,
+                                  polymorphic_shapes=polymorphic_shapes, **convert_kw)
         self.serve = tf.function(self._apply, autograph=False, input_signature=input_signature)
         self.serving_signatures = ({"serving_default": self.serve.get_concrete_function()}
                            if input_signature is not None else {})
@@ -61,6 +65,7 @@ class ConvertedModule(tf.Module):
 def to_module(apply_fn: Callable, params: Any, *, trainable: bool = False,
               input_signature: Sequence[tf.TensorSpec] | None = None,
               with_gradient: bool = True, name: str | None = None,
+              polymorphic_shapes: Sequence[str | None] | None = None,
               **convert_kw) -> ConvertedModule:
     """Turn ``(apply_fn, params)`` into a ``tf.Module`` whose parameters are variables and
     whose ``__call__`` takes only the data inputs.
@@ -69,8 +74,10 @@ def to_module(apply_fn: Callable, params: Any, *, trainable: bool = False,
     :param params: the parameter pytree (arrays).
     :param trainable: make the variables trainable (for fine-tuning in TF).
     :param input_signature: TensorSpecs of the data inputs; gives a serving signature.
+    :param polymorphic_shapes: one spec per data input (``"(b, 28, 28)"``), for
+        ``None`` dimensions in ``input_signature`` (e.g. a batch of any size).
     :param convert_kw: passed to :func:`core.convert` (``allow_xla``, ``device``, ...).
     """
     return ConvertedModule(apply_fn, params, trainable=trainable,
                            input_signature=input_signature, with_gradient=with_gradient,
-                           name=name, **convert_kw)
+                           name=name, polymorphic_shapes=polymorphic_shapes, **convert_kw)

@@ -87,6 +87,7 @@ class Rule:
     cases: tuple[Case, ...] = ()
     when: Callable[[Any], str | None] | None = None
     replaces: str | None = None
+    polymorphic: bool = False
     primitive_obj: Any = dataclasses.field(default=None, compare=False)
     doc: str = ""
     id: str = ""
@@ -106,6 +107,9 @@ class Rule:
                 and eqn.primitive is not self.primitive_obj:
             return (f"lowers a different primitive that is also named {self.primitive!r} "
                     f"(defined in {getattr(self.primitive_obj, '__module__', '?')})")
+        if not self.polymorphic and eqn is not None and _has_symbolic_dims(eqn):
+            return ("does not handle symbolic dimensions (polymorphic_shapes); convert with "
+                    "concrete shapes for this part of the program")
         if self.when is not None and eqn is not None:
             reason = self.when(eqn)
             if reason:
@@ -126,6 +130,14 @@ class Rule:
         return dataclasses.replace(self, package=package)
 
 
+def _has_symbolic_dims(eqn) -> bool:
+    from jax._src import core as jcore
+    for v in (*eqn.invars, *eqn.outvars):
+        if not all(jcore.is_constant_dim(d) for d in getattr(v.aval, "shape", ())):
+            return True
+    return False
+
+
 def _fmt(spec: tuple[str, ...]) -> str:
     return "{" + ", ".join(spec) + "}"
 
@@ -133,7 +145,7 @@ def _fmt(spec: tuple[str, ...]) -> str:
 def make_rule(primitive: Any, fn: Callable, *, dtypes="all", devices=DEVICES,
               needs_xla: bool = False, priority: int = 0, cases: Sequence[Case] = (),
               when: Callable | None = None, replaces: str | None = None,
-              name: str | None = None) -> Rule:
+              polymorphic: bool = False, name: str | None = None) -> Rule:
     """Build a Rule (what ``@rule`` attaches). Checks the declaration eagerly.
 
     ``primitive`` is a primitive name, or a ``jax.extend.core.Primitive`` object: then the
@@ -153,13 +165,15 @@ def make_rule(primitive: Any, fn: Callable, *, dtypes="all", devices=DEVICES,
     rid = f"{getattr(fn, '__module__', '?')}:{name or getattr(fn, '__name__', '?')}"
     return Rule(primitive=primitive, fn=fn, dtypes=_dtypes.expand(spec), dtype_spec=spec,
                 devices=devs, needs_xla=bool(needs_xla), priority=int(priority),
-                cases=tuple(cases), when=when, replaces=replaces, primitive_obj=primitive_obj,
+                cases=tuple(cases), when=when, replaces=replaces, polymorphic=bool(polymorphic),
+                primitive_obj=primitive_obj,
                 doc=(getattr(fn, "__doc__", None) or "").strip().split("\n")[0], id=rid)
 
 
 def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
          needs_xla: bool = False, priority: int = 0, cases: Sequence[Case] = (),
-         when: Callable | None = None, replaces: str | None = None) -> Callable:
+         when: Callable | None = None, replaces: str | None = None,
+         polymorphic: bool = False) -> Callable:
     """Mark ``fn`` as the lowering of ``primitive`` (a name or a Primitive object, or a
     list of them for a function that lowers several primitives).
 
@@ -175,6 +189,9 @@ def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
         (parameter forms it does not handle), or None. A conditional rule outranks an
         unconditional one of the same priority.
     :param replaces: the id (``module:function``) of a rule this one overrides.
+    :param polymorphic: the rule reads shapes only through ``ctx.shape``/``ctx.dim`` (or
+        not at all), so it handles symbolic dimensions (``polymorphic_shapes``). Rules
+        without it are not selected for equations with symbolic dimensions.
     """
     prims = list(primitive) if isinstance(primitive, (list, tuple)) else [primitive]
 
@@ -183,7 +200,7 @@ def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
         for p in prims:
             records.append(make_rule(p, fn, dtypes=dtypes, devices=devices,
                                      needs_xla=needs_xla, priority=priority, cases=cases,
-                                     when=when, replaces=replaces))
+                                     when=when, replaces=replaces, polymorphic=polymorphic))
         setattr(fn, _MARK, records)
         return fn
     return mark

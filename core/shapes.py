@@ -55,6 +55,35 @@ def symbolic_avals(args, kwargs, polymorphic_shapes, avals: list) -> list:
     return out
 
 
+def _val(x):
+    return x.t if isinstance(x, _TFDim) else x
+
+
+class _TFDim:
+    """A TF scalar that JAX's dimension-expression evaluator can compute with: it needs
+    ``divmod`` (floor division and remainder), which TF tensors lack."""
+    __slots__ = ("t",)
+
+    def __init__(self, t):
+        self.t = t
+
+    def __add__(self, o): return _TFDim(self.t + _val(o))
+    def __radd__(self, o): return _TFDim(_val(o) + self.t)
+    def __sub__(self, o): return _TFDim(self.t - _val(o))
+    def __rsub__(self, o): return _TFDim(_val(o) - self.t)
+    def __mul__(self, o): return _TFDim(self.t * _val(o))
+    def __rmul__(self, o): return _TFDim(_val(o) * self.t)
+    def __neg__(self): return _TFDim(-self.t)
+
+    def __divmod__(self, o):
+        return (_TFDim(tf.math.floordiv(self.t, _val(o))),
+                _TFDim(tf.math.floormod(self.t, _val(o))))
+
+    def __rdivmod__(self, o):
+        return (_TFDim(tf.math.floordiv(_val(o), self.t)),
+                _TFDim(tf.math.floormod(_val(o), self.t)))
+
+
 class DimEnv:
     """Values of the dimension variables for one lowering: TF int32 scalars."""
 
@@ -65,7 +94,8 @@ class DimEnv:
         """A dimension as a Python int (known) or a TF int32 scalar (symbolic)."""
         if not is_symbolic(d):
             return int(d)
-        return d._evaluate(self.values)
+        out = d._evaluate({k: _TFDim(v) for k, v in self.values.items()})
+        return out.t if isinstance(out, _TFDim) else int(out)
 
     @classmethod
     def solve(cls, in_avals: Sequence, tensors: Sequence[tf.Tensor], in_tree) -> "DimEnv":

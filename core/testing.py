@@ -114,10 +114,14 @@ def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None 
     if len(got_leaves) != len(want_leaves):
         return Outcome("mismatch", f"{len(got_leaves)} outputs, JAX gives {len(want_leaves)}")
     try:
-        for i, (g, w) in enumerate(zip(got_leaves, want_leaves)):
-            w = np.asarray(jax.random.key_data(w)) if jax.dtypes.issubdtype(
-                w.dtype, jax.dtypes.extended) else np.asarray(w)
-            (compare or assert_same)(g.numpy(), w, what=f"output {i}")
+        gots = [g.numpy() for g in got_leaves]
+        wants = [np.asarray(jax.random.key_data(w)) if jax.dtypes.issubdtype(
+            w.dtype, jax.dtypes.extended) else np.asarray(w) for w in want_leaves]
+        if compare is not None:
+            compare(gots, wants)
+        else:
+            for i, (g, w) in enumerate(zip(gots, wants)):
+                assert_same(g, w, what=f"output {i}")
     except Mismatch as exc:
         return Outcome("mismatch", str(exc))
     if must_use and must_use not in converted.conv.used:
@@ -139,9 +143,112 @@ def harness_primitives(harness) -> set[str]:
 
 
 def run_harness(harness, **convert_kw) -> Outcome:
-    """Run one case of ``jax._src.internal_test_util.test_harnesses`` through ``convert``."""
+    """Run one case of ``jax._src.internal_test_util.test_harnesses`` through ``convert``.
+    Decompositions that are not unique are compared by what defines them."""
     args = harness.dyn_args_maker(np.random.RandomState(0))
-    return run_function(harness.dyn_fun, args, **convert_kw)
+    return run_function(harness.dyn_fun, args, compare=PROPERTY_CHECKS.get(harness.group_name),
+                        **convert_kw)
+
+
+# -- comparing decompositions by what defines them ------------------------------------------
+# svd, eigh, eig and qr are unique only up to signs, phases and (eig) order, and large
+# factorizations accumulate rounding in a different order than LAPACK. These checks use
+# the standard norm-wise backward-error bound: the defining equation holds to within
+# BACKWARD_ERROR * eps(dtype) * n * (largest magnitude involved).
+BACKWARD_ERROR = 10
+
+
+def _bound(dtype, n: int, *arrays) -> float:
+    import ml_dtypes  # finfo that knows bfloat16 (numpy's does not)
+    dt = np.dtype(dtype)
+    eps = float(ml_dtypes.finfo(dt).eps) if dt.kind in "fcV" else float(np.finfo(np.float32).eps)
+    scale = max([float(np.max(np.abs(a))) if np.size(a) else 0.0 for a in arrays] + [1e-30])
+    return BACKWARD_ERROR * eps * max(n, 1) * scale
+
+
+def _close(what: str, got, want, dtype, n: int) -> None:
+    err = float(np.max(np.abs(got - want))) if np.size(want) else 0.0
+    bound = _bound(dtype, n, want)
+    if not err <= bound:            # NaN fails too
+        raise Mismatch(f"{what}: max error {err:.3g} exceeds the backward-error bound "
+                       f"{bound:.3g} ({BACKWARD_ERROR}·eps·n·scale, dtype {np.dtype(dtype).name})")
+
+
+def _h(a):
+    return np.conj(np.swapaxes(a, -1, -2))
+
+
+def _unitary(what, q, n_cols_axis=-1):
+    k = q.shape[-1]
+    _close(what + " orthonormality", _h(q) @ q, np.broadcast_to(np.eye(k), q.shape[:-2] + (k, k)),
+           q.dtype, q.shape[-2])
+
+
+def _check_svd(gots, wants):
+    if len(wants) == 1:                               # singular values only: unique
+        return assert_same(gots[0], wants[0], "singular values")
+    (s, u, vt), (ws, wu, wvt) = gots, wants
+    k, n = ws.shape[-1], max(wu.shape[-2], wvt.shape[-1])
+    _close("singular values", s, ws, ws.dtype, n)
+    rec = lambda s, u, vt: (u[..., :, :k] * s[..., None, :].astype(u.dtype)) @ vt[..., :k, :]
+    _close("U·S·Vt", rec(s, u, vt), rec(ws, wu, wvt), wu.dtype, n)
+    _unitary("U", u)
+    _unitary("V", _h(vt))
+
+
+def _check_eigh(gots, wants):
+    (v, w), (wv, ww) = gots, wants
+    n = ww.shape[-1]
+    _close("eigenvalues", w, ww, ww.dtype, n)
+    rec = lambda v, w: (v * w[..., None, :].astype(v.dtype)) @ _h(v)
+    _close("V·diag(w)·V^H", rec(v, w), rec(wv, ww), wv.dtype, n)
+    _unitary("eigenvectors", v)
+
+
+def _check_eig(gots, wants):
+    w, ww = gots[0], wants[0]
+    n = ww.shape[-1]
+    order = lambda x: np.argsort(np.round(x, 3), axis=-1, kind="stable")
+    _close("eigenvalues (as a set)", np.take_along_axis(w, order(w), -1),
+           np.take_along_axis(ww, order(ww), -1), ww.dtype, n)
+    if len(wants) == 1 or n == 0:
+        return
+    vr_w = wants[-1]
+    # the matrix, rebuilt from JAX's right eigenvectors, defines both kinds of eigenvector
+    a = (vr_w * ww[..., None, :]) @ np.linalg.inv(vr_w)
+    for v, kind in zip(gots[1:], ["left", "right"][-(len(gots) - 1):]):
+        if kind == "right":
+            _close("A·v = λ·v", a @ v, v * w[..., None, :], ww.dtype, n)
+        else:
+            _close("v^H·A = λ·v^H", _h(v) @ a, _h(v) * w[..., :, None], ww.dtype, n)
+
+
+def _check_qr(gots, wants):
+    (q, r), (wq, wr) = gots, wants
+    n = max(wq.shape[-2], wr.shape[-1])
+    _close("Q·R", q @ r, wq @ wr, wq.dtype, n)
+    _unitary("Q", q)
+    if np.any(np.tril(r, -1) != 0):
+        raise Mismatch("R is not upper triangular")
+
+
+def _check_cholesky(gots, wants):
+    (l,), (wl,) = gots, wants
+    n = wl.shape[-1]
+    lower = lambda x: np.tril(x)
+    _close("L·L^H", lower(l) @ _h(lower(l)), lower(wl) @ _h(lower(wl)), wl.dtype, n)
+    assert_same(np.triu(l, 1), np.triu(wl, 1), "strict upper triangle (left as given)")
+
+
+def _check_solve(gots, wants):
+    (x,), (wx,) = gots, wants
+    _close("solution", x, wx, wx.dtype, wx.shape[-1] if wx.ndim else 1)
+
+
+PROPERTY_CHECKS: dict[str, Callable] = {
+    "svd": _check_svd, "eigh": _check_eigh, "eig": _check_eig, "qr": _check_qr,
+    "cholesky": _check_cholesky, "triangular_solve": _check_solve,
+}
 
 
 def run_rule_case(rule, case, dtype_name: str, registry=None) -> Outcome:

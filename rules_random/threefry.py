@@ -31,14 +31,14 @@ def _u32(rng, dtype):
             for s in [(), (), (3, 4), (3, 4)]]
 
 
-@rule("threefry2x32", dtypes="uint32", cases=[
+@rule("threefry2x32", dtypes="uint32", polymorphic=True, cases=[
     case.custom("hash of random words", lambda *a: _tf2x32.threefry2x32_p.bind(*a), _u32),
     case.custom("threefry_2x32 of a counter",
                 lambda k: _tf2x32.threefry_2x32(k, jnp.arange(10, dtype=jnp.uint32)),
                 lambda rng, dt: [np.array([0, 42], np.uint32)])])
 def threefry2x32(ctx, k1, k2, x1, x2):
     """Threefry-2x32 with 20 rounds, as Salmon et al. and JAX define it."""
-    shape = ctx.aval_out.shape
+    shape = ctx.shape(ctx.aval_out)
     k1, k2, x1, x2 = (tf.broadcast_to(v, shape) for v in (k1, k2, x1, x2))
     ks = [k1, k2, tf.bitwise.bitwise_xor(tf.bitwise.bitwise_xor(k1, k2),
                                          tf.constant(_PARITY, tf.uint32))]

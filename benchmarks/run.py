@@ -1,0 +1,153 @@
+"""Speed of converted graphs against jax.jit, measured side by side in one process.
+
+    python benchmarks/run.py               # all models
+    python benchmarks/run.py mlp cnn       # some
+
+For each model: the ratio of the converted tf.function's call time to jax.jit's (median
+of repeated timed batches after warm-up), the eager call time of the converted function,
+the conversion+tracing time, and the number of ops in the TF graph. Targets: <= 1.1x
+jax.jit for matmul/conv models, <= 1.5x for loops.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from core import convert  # noqa: E402
+from core.testing import graph_op_types  # noqa: E402
+
+RNG = np.random.default_rng(0)
+
+
+def _x(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for _ in range(3):
+            x = nn.relu(nn.Dense(512)(x))
+        return nn.Dense(10)(x)
+
+
+class CNN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(32, (3, 3))(x))
+        x = nn.max_pool(x, (2, 2), (2, 2))
+        x = nn.relu(nn.Conv(64, (3, 3))(x))
+        x = nn.avg_pool(x, (2, 2), (2, 2))
+        return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+
+class Block(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        h = nn.LayerNorm()(x)
+        x = x + nn.MultiHeadDotProductAttention(4)(h, h)
+        return x + nn.Dense(128)(nn.gelu(nn.Dense(512)(nn.LayerNorm()(x))))
+
+
+def _flax(module, x):
+    params = module.init(jax.random.key(0), x)
+    return (lambda x: module.apply(params, x)), (x,)
+
+
+def mlp():
+    return _flax(MLP(), _x(64, 784))
+
+
+def cnn():
+    return _flax(CNN(), _x(16, 28, 28, 1))
+
+
+def transformer():
+    return _flax(Block(), _x(8, 64, 128))
+
+
+def scan_rnn():
+    w = _x(64, 64) * 0.1
+    u = _x(32, 64) * 0.1
+    xs = _x(100, 16, 32)
+
+    def rnn(xs):
+        def step(h, x):
+            h = jnp.tanh(h @ w + x @ u)
+            return h, h
+        return jax.lax.scan(step, jnp.zeros((16, 64)), xs)[1]
+    return rnn, (xs,)
+
+
+def sampling():
+    key = np.asarray(jax.random.key_data(jax.random.key(0)))
+
+    def f(key_data):
+        k1, k2 = jax.random.split(jax.random.wrap_key_data(key_data))
+        return jax.random.normal(k1, (256, 256)) + jax.random.uniform(k2, (256, 256))
+    return f, (key,)
+
+
+MODELS = {"mlp": (mlp, 1.1), "cnn": (cnn, 1.1), "transformer": (transformer, 1.1),
+          "scan_rnn": (scan_rnn, 1.5), "sampling": (sampling, 1.5)}
+
+
+def _time(fn, reps: int, rounds: int = 7) -> float:
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        times.append((time.perf_counter() - t0) / reps)
+    return statistics.median(times)
+
+
+def main(names) -> int:
+    print(f"{'model':12} {'jax.jit':>10} {'tf graph':>10} {'ratio':>6} {'target':>6} "
+          f"{'tf eager':>10} {'convert':>9} {'ops':>6}")
+    for name in names:
+        try:
+            _bench(name)
+        except Exception as exc:  # a model that does not convert is a row, not a crash
+            print(f"{name:12} FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    return 0
+
+
+def _bench(name: str) -> None:
+    if True:
+        make, target = MODELS[name]
+        fn, args = make()
+        jitted = jax.jit(fn)
+        jax.block_until_ready(jitted(*args))
+        t0 = time.perf_counter()
+        converted = convert(fn, with_gradient=False)
+        graph = tf.function(converted, autograph=False, jit_compile=False)
+        tf_args = [tf.constant(a) for a in args]
+        concrete = graph.get_concrete_function(*tf_args)
+        graph(*tf_args)
+        t_convert = time.perf_counter() - t0
+        n_ops = len(concrete.graph.as_graph_def().node)
+        run_jax = lambda: jax.block_until_ready(jitted(*args))
+        run_tf = lambda: [o.numpy() for o in tf.nest.flatten(graph(*tf_args))]
+        reps = max(1, int(0.2 / max(_time(run_jax, 1, 3), 1e-6)))
+        t_jax, t_tf = _time(run_jax, reps), _time(run_tf, reps)
+        t_eager = _time(lambda: [o.numpy() for o in tf.nest.flatten(converted(*tf_args))], 1, 3)
+        ratio = t_tf / t_jax
+        print(f"{name:12} {t_jax * 1e3:8.3f}ms {t_tf * 1e3:8.3f}ms {ratio:6.2f} {target:6.1f} "
+              f"{t_eager * 1e3:8.1f}ms {t_convert:8.2f}s {n_ops:6d}"
+              + ("" if ratio <= target else "  (over target)"), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:] or list(MODELS)))
