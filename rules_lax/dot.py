@@ -8,6 +8,9 @@ and integer sums wrap in the result's width.
 """
 from __future__ import annotations
 
+import functools
+import operator
+
 import numpy as np
 import tensorflow as tf
 import jax.numpy as jnp
@@ -72,10 +75,10 @@ def _dot(ctx, lhs, rhs, dimension_numbers):
     """Contract lhs and rhs (already in the compute dtype) with one (batch) matmul."""
     (lc, rc), (lb, rb) = dimension_numbers
     lc, rc, lb, rb = ([int(d) for d in ds] for ds in (lc, rc, lb, rb))
-    ls, rs = [tuple(int(d) for d in a.shape) for a in ctx.avals_in[:2]]
+    ls, rs = (ctx.shape(a) for a in ctx.avals_in[:2])   # ints, or TF scalars if symbolic
     lf, l_fc, l_cf = _matmul_layout(len(ls), lb, lc)
     rf, r_fc, r_cf = _matmul_layout(len(rs), rb, rc)
-    size = lambda shape, axes: int(np.prod([shape[d] for d in axes], dtype=np.int64))
+    size = lambda shape, axes: functools.reduce(operator.mul, [shape[d] for d in axes], 1)
     nb = size(ls, lb)
     m, k, n = size(ls, lf), size(ls, lc), size(rs, rf)
     # Pick for each side the layout that needs no transpose when there is one; the
@@ -146,7 +149,7 @@ def _ints(dtype_l, dtype_r):
                          dtypes=["bfloat16", "float16", "int8", "int16", "int32", "uint8"]),
              case.random(_dg(_MATMUL, precision=lax.DotAlgorithmPreset.F32_F32_F32),
                          shapes=[(3, 4), (4, 2)], name="preset F32_F32_F32",
-                         dtypes=["float16", "bfloat16", "float32"])])
+                         dtypes=["float16", "bfloat16", "float32"])], polymorphic=True)
 def dot_general_by_matmul(ctx, lhs, rhs, *, dimension_numbers, precision=None,
                           preferred_element_type=None, **_):
     """One MatMul/BatchMatMulV2 after moving batch dims first and merging the free and

@@ -14,6 +14,9 @@ KNOWN: dict[str, str] = {
 }
 
 KNOWN_X64: dict[str, str] = {
+    r"conv_general_dilated_preferred_lhs_complex64.*preferred_complex128":
+        "XLA computes this complex64 conv at complex64 precision before widening "
+        "(~1e-7 relative), which no complex128 computation can match to 1e-12",
 }
 
 

@@ -1,0 +1,218 @@
+"""Convolutions: ``conv_general_dilated`` in every form JAX emits.
+
+Any number of spatial dimensions, any dimension_numbers (the gradient convs permute
+them), strides, asymmetric and negative padding, lhs dilation (transposed convs), rhs
+dilation (atrous), feature groups (grouped, depthwise) and batch groups (weight
+gradients of grouped convs), preferred_element_type; real, integer and complex dtypes.
+
+The operands are first brought to an ``N, spatial..., C`` / ``spatial..., I, O`` layout;
+lhs dilation and padding are made explicit (zero interleaving, ``tf.pad``, slices), so the
+convolution proper is always a VALID one. Floating 1-D/2-D convs (and ungrouped 3-D) run
+as ``Conv2D``/``Conv3D`` (they export); everything else (integers, complex, >3 spatial
+dims) as one (batched) matmul over the stacked window slices, which is exact for integers
+(wrap-around arithmetic, as XLA) and for complex numbers.
+Like XLA (and TF), JAX's convolution is a cross-correlation: the kernel is not flipped.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+from jax import lax
+
+from core.rule import case, rule
+
+
+def _ints(xs):
+    return tuple(int(x) for x in xs)
+
+
+def _dilate(x, shape, axis, factor):
+    """Insert ``factor - 1`` zeros between consecutive elements along ``axis``."""
+    n = shape[axis]
+    if factor == 1 or n == 0:
+        return x, shape
+    x = tf.expand_dims(x, axis + 1)
+    pads = [[0, 0]] * (len(shape) + 1)
+    pads[axis + 1] = [0, factor - 1]
+    x = tf.pad(x, pads)
+    new = list(shape)
+    new[axis] = n * factor
+    x = tf.reshape(x, new)
+    new[axis] = (n - 1) * factor + 1
+    x = tf.slice(x, [0] * len(shape), new)
+    return x, new
+
+
+def _pad_or_slice(x, shape, pads):
+    """``lax.pad`` with zeros and no interior padding: negative amounts slice."""
+    pos = [[max(lo, 0), max(hi, 0)] for lo, hi in pads]
+    if any(p != [0, 0] for p in pos):
+        x = tf.pad(x, pos)
+        shape = [s + lo + hi for s, (lo, hi) in zip(shape, pos)]
+    if any(lo < 0 or hi < 0 for lo, hi in pads):
+        begin = [-min(lo, 0) for lo, _ in pads]
+        size = [s + min(lo, 0) + min(hi, 0) for s, (lo, hi) in zip(shape, pads)]
+        x = tf.slice(x, begin, size)
+        shape = size
+    return x, list(shape)
+
+
+def _window_slices(x, shape, kernel, strides, dilation, out):
+    """For each kernel offset (row-major), the strided slice of ``x`` (``N, S..., C``) that
+    it multiplies: one StridedSlice per offset."""
+    nsp = len(kernel)
+    for offset in np.ndindex(*kernel):
+        begin = [0] + [int(o) * d for o, d in zip(offset, dilation)] + [0]
+        end = [shape[0]] + [b + (p - 1) * s + 1 for b, p, s in
+                            zip(begin[1:], out, strides)] + [shape[-1]]
+        yield tf.strided_slice(x, begin, end, [1, *strides, 1]) if nsp else x
+
+
+def _matmul_conv(x, w, shape, kernel, strides, dilation, groups, out, o):
+    """VALID grouped conv as one batched matmul of the stacked window slices (im2col)."""
+    n, c = shape[0], shape[-1]
+    cg = c // groups
+    ktot, ptot = math.prod(kernel), math.prod(out)
+    og = o // groups
+    cols = tf.stack(list(_window_slices(x, shape, kernel, strides, dilation, out)), axis=-2)
+    cols = tf.reshape(cols, [n * ptot, ktot, groups, cg])
+    cols = tf.reshape(tf.transpose(cols, [2, 0, 1, 3]), [groups, n * ptot, ktot * cg])
+    w = tf.reshape(w, [ktot, cg, groups, og])
+    w = tf.reshape(tf.transpose(w, [2, 0, 1, 3]), [groups, ktot * cg, og])
+    y = tf.matmul(cols, w)                                   # groups, n*ptot, og
+    return tf.reshape(tf.transpose(y, [1, 0, 2]), [n, *out, groups * og])
+
+
+def _tf_conv(x, w, shape, kernel, strides, dilation, out, o):
+    """VALID conv with TF's Conv2D/Conv3D (floating point); Conv2D infers the feature
+    groups from the channel counts of ``x`` and ``w``."""
+    nsp = len(kernel)
+    # TF CPU convs refuse strides > 1 together with dilations > 1: stride afterwards.
+    post = None
+    if any(s > 1 for s in strides) and any(d > 1 for d in dilation):
+        post, strides = strides, (1,) * nsp
+    if nsp == 1:
+        x, w = tf.expand_dims(x, 1), tf.expand_dims(w, 0)
+        strides, dilation = (1, *strides), (1, *dilation)
+    if len(strides) == 2:
+        y = tf.nn.conv2d(x, w, [1, *strides, 1], "VALID", dilations=[1, *dilation, 1])
+    else:
+        y = tf.nn.conv3d(x, w, [1, *strides, 1], "VALID", dilations=[1, *dilation, 1])
+    if nsp == 1:
+        y = tf.squeeze(y, 1)
+    if post is not None:
+        end = [shape[0], *[(p - 1) * s + 1 for p, s in zip(out, post)], o]
+        y = tf.strided_slice(y, [0] * (nsp + 2), end, [1, *post, 1])
+    return y
+
+
+def _compute_dtype(in_dtype, out_dtype):
+    """The dtype the convolution runs in, and the dtype the operands are first cast to."""
+    in_dtype, out_dtype = np.dtype(in_dtype), np.dtype(out_dtype)
+    if out_dtype.kind in "fV" or out_dtype.name == "bfloat16":
+        # XLA's CPU convs run f16/bf16 in f32 and round the result; an integer operand is
+        # first converted to the result type, as JAX's lowering does.
+        first = out_dtype if in_dtype.kind in "iub" else in_dtype
+        return (tf.float64 if out_dtype == np.float64 else tf.float32), first
+    if out_dtype.kind == "c":
+        # complex64 -> complex128: exact products and sums in complex128 (XLA's CPU result
+        # is less precise than that, by ~1e-7 relative).
+        return (tf.complex128 if out_dtype == np.complex128 else tf.complex64), in_dtype
+    # Integers wrap: computing mod 2^32 (or 2^64) and truncating is exact mod 2^bits.
+    return (tf.int64 if out_dtype.itemsize == 8 else tf.int32), in_dtype
+
+
+def _conv_cases():
+    def conv(**kw):
+        def f(x, w):
+            return lax.conv_general_dilated(x, w, **kw)
+        return f
+    nhwc = ("NHWC", "HWIO", "NHWC")
+    return [
+        case.random(conv(window_strides=(1, 1), padding="SAME"),
+                    shapes=[(2, 3, 6, 5), (4, 3, 3, 3)], name="NCHW/OIHW SAME"),
+        case.random(conv(window_strides=(2, 1), padding=((1, -1), (0, 2)),
+                         lhs_dilation=(2, 1), rhs_dilation=(1, 2),
+                         dimension_numbers=nhwc),
+                    shapes=[(1, 7, 8, 2), (3, 2, 2, 4)],
+                    name="negative padding, lhs+rhs dilation, stride with dilation"),
+        case.random(conv(window_strides=(1, 2), padding="VALID", feature_group_count=2,
+                         dimension_numbers=("NCHW", "OIHW", "NCHW")),
+                    shapes=[(2, 4, 5, 6), (6, 2, 2, 2)], name="feature groups"),
+        case.random(conv(window_strides=(1,), padding=((0, 0),), batch_group_count=2,
+                         dimension_numbers=("NCH", "OIH", "NCH")),
+                    shapes=[(4, 3, 7), (6, 3, 2)], name="batch groups"),
+        case.random(conv(window_strides=(1, 1, 2), padding="SAME", rhs_dilation=(2, 1, 1),
+                         dimension_numbers=("NCDHW", "DHWIO", "NDHWC")),
+                    shapes=[(1, 2, 4, 5, 5), (2, 2, 2, 2, 3)], name="3-D mixed layouts"),
+        case.random(conv(window_strides=(1, 1), padding="VALID",
+                         dimension_numbers=("NHWC", "HWIO", "NHWC")),
+                    shapes=[(1, 2, 2, 1), (3, 1, 1, 2)], name="kernel larger than input"),
+        case.random(conv(window_strides=(1,), padding=((1, 1),),
+                         preferred_element_type=np.int32),
+                    shapes=[(2, 3, 5), (2, 3, 3)], dtypes=["int8", "int16", "uint8"],
+                    name="integer widening"),
+        case("inf and nan", conv(window_strides=(1,), padding="VALID"),
+             [[[1.0, float("inf"), 2.0, float("nan"), 3.0]]], [[[1.0, -1.0]]],
+             dtypes="floating"),
+    ]
+
+
+@rule("conv_general_dilated", dtypes="numeric", cases=_conv_cases())
+def conv_general_dilated(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation,
+                         rhs_dilation, dimension_numbers, feature_group_count=1,
+                         batch_group_count=1, precision=None, preferred_element_type=None,
+                         **_):
+    """Explicit layout, dilation and padding, then a VALID Conv2D/Conv3D or matmul.
+    ``precision`` changes nothing on CPU (no reduced-precision f32 passes there)."""
+    lhs_aval, rhs_aval = ctx.avals_in
+    out_aval = ctx.aval_out
+    lhs_spec, rhs_spec, out_spec = (_ints(s) for s in dimension_numbers)
+    nsp = len(lhs_spec) - 2
+    strides, rhs_dil, lhs_dil = _ints(window_strides), _ints(rhs_dilation), _ints(lhs_dilation)
+    pads = [_ints(p) for p in padding]
+
+    lperm = (lhs_spec[0], *lhs_spec[2:], lhs_spec[1])
+    rperm = (*rhs_spec[2:], rhs_spec[1], rhs_spec[0])
+    shape = [int(lhs_aval.shape[i]) for i in lperm]
+    kernel = [int(rhs_aval.shape[i]) for i in rhs_spec[2:]]
+    out_features = int(rhs_aval.shape[rhs_spec[0]])
+    # Our result has axes (N, spatial..., C); out_spec says where each goes.
+    logical = [0, *range(2, nsp + 2), 1]
+    operm = [logical.index(k) for k in np.argsort(out_spec)]
+    out_shape = [int(out_aval.shape[out_spec[k]]) for k in logical]
+    out_tf = ctx.tf_dtype(out_aval)
+    if any(s == 0 for s in out_shape) or shape[-1] == 0 or any(k == 0 for k in kernel):
+        return tf.zeros([int(d) for d in out_aval.shape], out_tf)
+
+    compute, first = _compute_dtype(lhs_aval.dtype, out_aval.dtype)
+    x, w = tf.transpose(lhs, lperm), tf.transpose(rhs, rperm)
+    if np.dtype(first) != np.dtype(lhs_aval.dtype):
+        x, w = tf.cast(x, ctx.tf_dtype(first)), tf.cast(w, ctx.tf_dtype(first))
+    x, w = tf.cast(x, compute), tf.cast(w, compute)
+
+    groups = int(feature_group_count)
+    if batch_group_count > 1:
+        # XLA splits the batch into (groups, N/groups), group-major, and pairs batch group
+        # g with output-feature group g: that is a feature-grouped conv over (groups*C).
+        groups = int(batch_group_count)
+        n, c = shape[0] // groups, shape[-1]
+        x = tf.reshape(x, [groups, n, *shape[1:]])
+        x = tf.transpose(x, [*range(1, nsp + 2), 0, nsp + 2])
+        shape = [n, *shape[1:-1], groups * c]
+        x = tf.reshape(x, shape)
+
+    for i, d in enumerate(lhs_dil):
+        x, shape = _dilate(x, shape, i + 1, d)
+    x, shape = _pad_or_slice(x, shape, [(0, 0), *pads, (0, 0)])
+    out = out_shape[1:-1]
+
+    floating = compute in (tf.float32, tf.float64)
+    # TF's CPU Conv3D takes neither groups nor dilations.
+    if floating and (nsp in (1, 2) or (nsp == 3 and groups == 1 and set(rhs_dil) == {1})):
+        y = _tf_conv(x, w, shape, kernel, strides, rhs_dil, out, out_features)
+    else:
+        y = _matmul_conv(x, w, shape, kernel, strides, rhs_dil, groups, out, out_features)
+    return tf.transpose(tf.cast(y, out_tf), operm)

@@ -1,0 +1,482 @@
+"""Windowed reductions: reduce_window_{sum,max,min}, the generic (variadic) reduce_window,
+and the max-pooling gradients select_and_scatter_add and select_and_gather_add.
+
+One exact strategy serves every parameter form (any rank, strides, asymmetric or negative
+padding, base and window dilation): fill the base-dilation holes and the padding with the
+reduction's identity (0 for sum, -inf / the dtype minimum for max, never 0), then take
+one strided slice per window offset and fold them, in XLA's order (init first, then the
+window row-major), with the monoid: O(window size) StridedSlice + elementwise ops, all of
+which export. A generic reducer's init value is no identity, so there XLA skips padding
+and holes, and so do we (static masks). NaN propagates through max/min as in XLA
+(tf.maximum propagates it); float max/min pooling over at most two axes uses MaxPool,
+which drops NaN, plus a pool of the NaN mask to put it back.
+Known difference: XLA's f16/bf16 window *sums* round after every add in an order that
+changes with the padding; unpadded windows match it, padded ones may differ by an ulp.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+from jax import lax
+
+from core.dtypes import to_tf
+from core.errors import UnsupportedError
+from core.rule import case, rule
+
+
+def _ints(xs):
+    return tuple(int(x) for x in xs)
+
+
+def _dilate(x, shape, axis, factor, fill):
+    """Insert ``factor - 1`` copies of ``fill`` between consecutive elements on ``axis``."""
+    n = shape[axis]
+    if factor == 1 or n == 0:
+        return x, shape
+    x = tf.expand_dims(x, axis + 1)
+    pads = [[0, 0]] * (len(shape) + 1)
+    pads[axis + 1] = [0, factor - 1]
+    x = tf.pad(x, pads, constant_values=fill)
+    new = list(shape)
+    new[axis] = n * factor
+    x = tf.reshape(x, new)
+    new[axis] = (n - 1) * factor + 1
+    return tf.slice(x, [0] * len(shape), new), new
+
+
+def _prepare(x, shape, padding, base_dilation, fill):
+    """Base dilation then edge padding (negative amounts slice), both with ``fill``."""
+    shape = list(shape)
+    for axis, d in enumerate(base_dilation):
+        x, shape = _dilate(x, shape, axis, d, fill)
+    pos = [[max(lo, 0), max(hi, 0)] for lo, hi in padding]
+    if any(p != [0, 0] for p in pos):
+        x = tf.pad(x, pos, constant_values=fill)
+        shape = [s + lo + hi for s, (lo, hi) in zip(shape, pos)]
+    if any(lo < 0 or hi < 0 for lo, hi in padding):
+        begin = [-min(lo, 0) for lo, _ in padding]
+        size = [s + min(lo, 0) + min(hi, 0) for s, (lo, hi) in zip(shape, padding)]
+        x, shape = tf.slice(x, begin, size), size
+    return x, shape
+
+
+def _window_elements(x, window, strides, window_dilation, out):
+    """One strided slice of ``x`` per window offset, row-major: element ``offset`` of
+    every window."""
+    for offset in np.ndindex(*window):
+        begin = [int(o) * d for o, d in zip(offset, window_dilation)]
+        end = [b + (n - 1) * s + 1 for b, n, s in zip(begin, out, strides)]
+        yield offset, tf.strided_slice(x, begin, end, strides)
+
+
+def _valid_masks(in_shape, out_shape, window, strides, padding, base_dilation,
+                 window_dilation):
+    """Per window offset, a static bool array over the output: does that window element
+    fall on a real operand element (not on padding or a base-dilation hole)? XLA skips
+    the others, which matters when the init value is not the reducer's identity."""
+    for offset in np.ndindex(*window):
+        mask = np.ones((), bool)
+        for n, o, w_out, s, (lo, _), bd, wd in zip(in_shape, offset, out_shape, strides,
+                                                   padding, base_dilation, window_dilation):
+            q = np.arange(w_out) * s + o * wd - lo
+            ok = (q >= 0) & (q <= (n - 1) * bd) & (q % bd == 0)
+            mask = np.logical_and.outer(mask, ok)
+        yield mask
+
+
+def _fold(operands, fills, inits, combine, out_shape, *, window_dimensions, window_strides,
+          padding, base_dilation, window_dilation, in_shape, skip_padding=False):
+    """XLA's reduce_window on lists of operands: acc = init; acc = combine(acc, element)
+    for each window element in row-major order. Padding and holes hold ``fills``; with
+    ``skip_padding`` they are skipped instead (needed unless the fill is an identity)."""
+    window, strides = _ints(window_dimensions), _ints(window_strides)
+    pads = [_ints(p) for p in padding]
+    bdil, wdil = _ints(base_dilation), _ints(window_dilation)
+    acc = [tf.broadcast_to(i, out_shape) for i in inits]
+    if math.prod(out_shape) == 0 or math.prod(window) == 0:
+        return acc
+    prepared = [_prepare(x, in_shape, pads, bdil, f)[0] for x, f in zip(operands, fills)]
+    slices = [list(_window_elements(p, window, strides, wdil, out_shape)) for p in prepared]
+    masks = (_valid_masks(in_shape, out_shape, window, strides, pads, bdil, wdil)
+             if skip_padding else iter(lambda: None, 0))
+    for elems, mask in zip(zip(*slices), masks):
+        if mask is not None and not mask.any():
+            continue
+        new = combine(acc, [e for _, e in elems])
+        if mask is not None and not mask.all():
+            keep = tf.constant(mask)
+            new = [tf.where(keep, n, a) for n, a in zip(new, acc)]
+        acc = new
+    return acc
+
+
+# -- monoids -----------------------------------------------------------------------------
+
+def _complex_pick(a, b, greater):
+    # JAX orders complex numbers lexicographically (real part, then imaginary part).
+    cmp = tf.greater if greater else tf.less
+    ra, rb = tf.math.real(a), tf.math.real(b)
+    which = tf.where(tf.equal(ra, rb), cmp(tf.math.imag(a), tf.math.imag(b)), cmp(ra, rb))
+    return tf.where(which, a, b)
+
+
+def _max(a, b):
+    # tf.maximum propagates NaN, as XLA's max does; bool max is "or".
+    if a.dtype.is_complex:
+        return _complex_pick(a, b, True)
+    return tf.logical_or(a, b) if a.dtype == tf.bool else tf.maximum(a, b)
+
+
+def _min(a, b):
+    if a.dtype.is_complex:
+        return _complex_pick(a, b, False)
+    return tf.logical_and(a, b) if a.dtype == tf.bool else tf.minimum(a, b)
+
+
+def _add(a, b):
+    return tf.logical_or(a, b) if a.dtype == tf.bool else tf.add(a, b)
+
+
+def _mul(a, b):
+    return tf.logical_and(a, b) if a.dtype == tf.bool else tf.multiply(a, b)
+
+
+_MONOIDS = {"add": _add, "mul": _mul, "max": _max, "min": _min,
+            "and": tf.logical_and, "or": tf.logical_or}
+
+
+def _identity(kind, dtype):
+    dtype = np.dtype(dtype)
+    if kind == "add":
+        return np.zeros((), dtype)
+    if dtype == np.bool_:
+        return np.array(kind == "min")
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.array(info.min if kind == "max" else info.max, dtype)
+    return np.array(-np.inf if kind == "max" else np.inf, dtype)
+
+
+def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, base_dilation,
+              window_dilation):
+    """max/min pooling with TF's MaxPool (it exports) when the form allows: float32 (or
+    f16/bf16, widened exactly), no dilation, at most 2 axes with a window, stride or
+    padding (TFLite has no 3-D pool); the other axes are folded into the batch.
+    MaxPool drops NaN, so a second pool of the NaN mask puts NaN back where XLA's max
+    propagates it."""
+    active = [a for a, (w, s, p) in enumerate(zip(window, strides, padding))
+              if w != 1 or s != 1 or p != (0, 0)]
+    if (np.dtype(dtype).name not in ("float32", "float16", "bfloat16")
+            or set(base_dilation) - {1} or set(window_dilation) - {1}
+            or not 1 <= len(active) <= 2 or math.prod(out_shape) == 0
+            or any(lo < 0 or hi < 0 for lo, hi in padding)):
+        return None
+    rest = [a for a in range(len(in_shape)) if a not in active]
+    perm = rest + active
+    y = tf.cast(x, tf.float32)
+    if kind == "min":
+        y = -y  # exact: min(x) = -max(-x)
+    if perm != list(range(len(in_shape))):
+        y = tf.transpose(y, perm)
+    batch = math.prod(in_shape[a] for a in rest)
+    y = tf.reshape(y, [batch, *[in_shape[a] for a in active], 1])
+    pads = [[0, 0], *[list(padding[a]) for a in active], [0, 0]]
+    if any(p != [0, 0] for p in pads):
+        y = tf.pad(y, pads, constant_values=-np.inf)
+    ksize = [1, *[window[a] for a in active], 1]
+    kstrides = [1, *[strides[a] for a in active], 1]
+    pool = tf.nn.max_pool1d if len(active) == 1 else tf.nn.max_pool2d
+    out = pool(y, ksize, kstrides, "VALID")
+    has_nan = pool(tf.cast(tf.not_equal(y, y), tf.float32), ksize, kstrides, "VALID")
+    out = tf.where(has_nan > 0, tf.constant(np.nan, tf.float32), out)
+    if kind == "min":
+        out = -out
+    out = tf.reshape(out, [*[in_shape[a] for a in rest], *[out_shape[a] for a in active]])
+    if perm != list(range(len(in_shape))):
+        out = tf.transpose(out, np.argsort(perm).tolist())
+    return tf.cast(out, to_tf(dtype))
+
+
+def _monoid_window(ctx, operand, kind, *, window_dimensions, window_strides, padding,
+                   base_dilation, window_dilation, **_):
+    aval = ctx.avals_in[0]
+    in_shape, out_shape = [int(d) for d in aval.shape], [int(d) for d in ctx.aval_out.shape]
+    if kind in ("max", "min"):
+        pooled = _max_pool(operand, kind, aval.dtype, in_shape, out_shape,
+                           _ints(window_dimensions), _ints(window_strides),
+                           [_ints(p) for p in padding], _ints(base_dilation),
+                           _ints(window_dilation))
+        if pooled is not None:
+            return pooled
+    init = ctx.constant(_identity(kind, aval.dtype), aval.dtype)
+    combine = _MONOIDS[kind]
+    out, = _fold([operand], [init], [init], lambda acc, el: [combine(acc[0], el[0])],
+                 [int(d) for d in ctx.aval_out.shape],
+                 window_dimensions=window_dimensions, window_strides=window_strides,
+                 padding=padding, base_dilation=base_dilation,
+                 window_dilation=window_dilation, in_shape=[int(d) for d in aval.shape])
+    return out
+
+
+def _rw(fn, **kw):
+    base = dict(window_dimensions=(2, 3), window_strides=(1, 2), padding=((1, 0), (2, 1)))
+    base.update(kw)
+    return lambda x: fn(x, **base)
+
+
+def _pool_cases(fn, exact_order=False):
+    # XLA's f16/bf16 window sums round after each add, in an order that depends on the
+    # padding; the padded 4-D cases would compare rounding orders, not semantics.
+    ln = float("nan")
+    narrow = ["bool", "integer", "float32", "float64", "complex"] if exact_order else None
+    return [
+        case.random(_rw(fn), shapes=[(5, 7)], name="strides and padding"),
+        case.random(_rw(fn, window_dimensions=(1, 2, 2, 1), window_strides=(1, 2, 1, 1),
+                        padding=((0, 0), (0, -1), (1, 1), (0, 0)),
+                        base_dilation=(1, 2, 1, 1), window_dilation=(1, 1, 2, 1)),
+                    shapes=[(2, 5, 6, 3)], name="NHWC dilations, negative padding"),
+        case.random(_rw(fn, window_dimensions=(1, 2, 2, 3), window_strides=(1, 2, 1, 1),
+                        padding=((0, 0), (0, 1), (1, 1), (0, 0))),
+                    shapes=[(2, 3, 4, 5)], name="3 pooled axes after a batch axis",
+                    dtypes=narrow),
+        case.random(_rw(fn, window_dimensions=(2, 1, 1, 2), window_strides=(1, 1, 1, 2),
+                        padding=((1, 0), (0, 0), (0, 0), (0, 1))),
+                    shapes=[(3, 4, 2, 5)], name="pooled axes 0 and 3", dtypes=narrow),
+        case.random(_rw(fn, window_dimensions=(4,), window_strides=(3,), padding=((0, 0),)),
+                    shapes=[(3,)], name="window larger than input"),
+        case("NaN propagates", _rw(fn, window_dimensions=(2,), window_strides=(1,),
+                                   padding=((1, 1),)),
+             [1.0, ln, 2.0, -float("inf"), 5.0], dtypes="floating"),
+    ]
+
+
+def _bind(prim_name):
+    from jax._src.lax import windowed_reductions as wr
+    fn = {"sum": wr._reduce_window_sum, "max": wr._reduce_window_max,
+          "min": wr._reduce_window_min}[prim_name]
+
+    def call(x, *, window_dimensions, window_strides, padding, base_dilation=None,
+             window_dilation=None):
+        return fn(x, window_dimensions, window_strides, padding, base_dilation,
+                  window_dilation)
+    return call
+
+
+@rule("reduce_window_sum", dtypes="numeric",
+      cases=_pool_cases(_bind("sum"), exact_order=True))
+def reduce_window_sum(ctx, operand, **params):
+    """Sum of the strided window slices, from 0 (padding and holes are 0)."""
+    return _monoid_window(ctx, operand, "add", **params)
+
+
+@rule("reduce_window_max", dtypes="all",
+      cases=_pool_cases(_bind("max")))
+def reduce_window_max(ctx, operand, **params):
+    """Max of the strided window slices; padding and holes are -inf / the dtype minimum."""
+    return _monoid_window(ctx, operand, "max", **params)
+
+
+@rule("reduce_window_min", dtypes="all",
+      cases=_pool_cases(_bind("min")))
+def reduce_window_min(ctx, operand, **params):
+    """Min of the strided window slices; padding and holes are +inf / the dtype maximum."""
+    return _monoid_window(ctx, operand, "min", **params)
+
+
+# -- generic reduce_window ---------------------------------------------------------------
+
+def _single_monoid(jaxpr, n):
+    """The monoid when the reducer is one add/mul/max/min/and/or of its two scalars."""
+    if n != 1 or len(jaxpr.eqns) != 1 or jaxpr.constvars:
+        return None
+    eqn = jaxpr.eqns[0]
+    name = eqn.primitive.name
+    if name not in _MONOIDS or list(eqn.outvars) != list(jaxpr.outvars):
+        return None
+    if set(map(id, eqn.invars)) != set(map(id, jaxpr.invars)) or len(eqn.invars) != 2:
+        return None
+    return _MONOIDS[name]
+
+
+def _generic_cases():
+    def argmax_like(x, i):
+        def red(a, b):
+            ka, ia = a
+            kb, ib = b
+            pick = ka >= kb
+            return lax.select(pick, ka, kb), lax.select(pick, ia, ib)
+        return lax.reduce_window((x, i), (np.array(-np.inf, x.dtype), np.array(0, i.dtype)),
+                                 red, (2, 2), (1, 2), ((0, 1), (1, 0)))
+    return [
+        case.random(lambda x: lax.reduce_window(x, np.array(2, x.dtype), lax.mul, (2, 2),
+                                                (1, 1), ((1, 0), (0, 1)), (2, 1), (1, 1)),
+                    shapes=[(3, 4)], name="mul from 2, base dilation", dtypes="numeric"),
+        case.random(lambda x: lax.reduce_window(x, np.array(1, x.dtype), lax.max, (3,),
+                                                (2,), ((1, 2),)),
+                    shapes=[(6,)], name="max from 1", dtypes=["integer", "floating"]),
+        case.custom("two operands (argmax)", argmax_like,
+                    lambda rng, dt: [rng.integers(-3, 3, (4, 5)).astype(dt),
+                                     np.arange(20, dtype=np.int32).reshape(4, 5)],
+                    dtypes="floating"),
+    ]
+
+
+@rule("reduce_window", dtypes="all", cases=_generic_cases())
+def reduce_window(ctx, *args, jaxpr, consts=(), window_dimensions, window_strides, padding,
+                  base_dilation, window_dilation, **_):
+    """Fold the strided window slices with the reducer jaxpr (or its monoid when it is a
+    single add/mul/max/min), starting from the init values, which also fill the padding."""
+    n = len(args) // 2
+    operands, inits = list(args[:n]), list(args[n:])
+    inner = getattr(jaxpr, "jaxpr", jaxpr)
+    monoid = _single_monoid(inner, n)
+    if monoid is not None:
+        first = inner.eqns[0].invars[0] is inner.invars[0]
+        def combine(acc, el):
+            return [monoid(acc[0], el[0]) if first else monoid(el[0], acc[0])]
+    else:
+        def combine(acc, el):
+            return ctx.lower_jaxpr(inner, *acc, *el, consts=list(consts))
+    return _fold(operands, inits, inits, combine, [int(d) for d in ctx.aval_out.shape],
+                 window_dimensions=window_dimensions, window_strides=window_strides,
+                 padding=padding, base_dilation=base_dilation,
+                 window_dilation=window_dilation,
+                 in_shape=[int(d) for d in ctx.avals_in[0].shape], skip_padding=True)
+
+
+# -- max-pooling gradients ---------------------------------------------------------------
+
+def _selects(select_prim, dtype):
+    """``select(current, candidate)``: True keeps the current element (ge / le)."""
+    name = getattr(select_prim, "name", str(select_prim))
+    if name not in ("ge", "le"):
+        raise UnsupportedError(f"select_prim={name}: only ge and le (max / min pooling) "
+                               "are supported")
+    def select(a, b):
+        if a.dtype == tf.bool:  # ordered as False < True
+            a, b = tf.cast(a, tf.int8), tf.cast(b, tf.int8)
+        return tf.greater_equal(a, b) if name == "ge" else tf.less_equal(a, b)
+    return name, select
+
+
+def _scatter_back(contrib, offset, strides, shape):
+    """Place ``contrib`` (one value per window) at element ``offset`` of each window in a
+    zero tensor of the padded operand's ``shape``: the inverse of the strided slice."""
+    cshape = [int(d) for d in contrib.shape]
+    for axis, s in enumerate(strides):
+        contrib, cshape = _dilate(contrib, cshape, axis, s, 0)
+    pads = [[int(o), n - int(o) - c] for o, n, c in zip(offset, shape, cshape)]
+    return tf.pad(contrib, pads)
+
+
+def _ssa(select_prim, window, strides, padding):
+    from jax._src.lax import windowed_reductions as wr
+    return lambda s, x: wr._select_and_scatter_add(s, x, select_prim, window, strides, padding)
+
+
+@rule("select_and_scatter_add", dtypes=["bool", "integer", "floating"],
+      cases=[
+          case.custom("ties pick the first, padding",
+                      _ssa(lax.ge_p, (2, 2), (1, 2), ((1, 0), (0, 1))),
+                      lambda rng, dt: [rng.integers(1, 5, (3, 3)).astype(dt),
+                                       rng.integers(0, 2, (3, 5)).astype(dt)],
+                      dtypes=["integer", "floating"]),
+          case.custom("le, overlapping windows", _ssa(lax.le_p, (3,), (1,), ((1, 1),)),
+                      lambda rng, dt: [rng.integers(1, 5, (6,)).astype(dt),
+                                       rng.integers(0, 3, (6,)).astype(dt)],
+                      dtypes=["integer", "floating"]),
+          case.custom("NaN in the window", _ssa(lax.ge_p, (2,), (1,), ((0, 0),)),
+                      lambda rng, dt: [np.array([1, 2, 3, 4], dt),
+                                       np.array([0, np.nan, 2, np.nan, 1], dt)],
+                      dtypes="floating"),
+          case.random(_ssa(lax.ge_p, (2, 2), (2, 2), ((0, 0), (0, 0))),
+                      shapes=[(2, 2), (4, 4)], name="bool", dtypes="bool"),
+      ])
+def select_and_scatter_add(ctx, source, operand, *, select_prim, window_dimensions,
+                           window_strides, padding, **_):
+    """As JAX on CPU: pad the operand with the select identity (padding can be selected),
+    pick in each window the element XLA picks (the first, and then any candidate that
+    ``select(current, candidate)`` rejects the current for), and add the source there, in
+    XLA's order of accumulation; the padding is sliced off at the end."""
+    aval = ctx.avals_in[1]
+    name, select = _selects(select_prim, aval.dtype)
+    window, strides = _ints(window_dimensions), _ints(window_strides)
+    pads = [_ints(p) for p in padding]
+    in_shape = [int(d) for d in aval.shape]
+    out_shape = [int(d) for d in ctx.avals_in[0].shape]
+    ident = ctx.constant(_identity("max" if name == "ge" else "min", aval.dtype), aval.dtype)
+    x, pshape = _prepare(operand, in_shape, pads, (1,) * len(window), ident)
+    zero = ctx.constant(np.zeros((), aval.dtype), aval.dtype)
+    if math.prod(out_shape) == 0 or math.prod(window) == 0:
+        return tf.zeros(in_shape, ctx.tf_dtype(aval))
+    best, best_k = None, None
+    offsets = []
+    for k, (offset, elem) in enumerate(_window_elements(x, window, strides,
+                                                        (1,) * len(window), out_shape)):
+        offsets.append(offset)
+        if best is None:
+            best, best_k = elem, tf.zeros(out_shape, tf.int32)
+            continue
+        # where(keep, ...), not logical_not: grappler turns not(a >= b) into a < b,
+        # which is wrong for NaN.
+        keep = select(best, elem)
+        best = tf.where(keep, best, elem)
+        best_k = tf.where(keep, best_k, tf.constant(k, tf.int32))
+    # XLA adds the sources into each element in row-major source order, i.e. in
+    # decreasing window offset: accumulate the offsets in that order.
+    out = tf.zeros(pshape, ctx.tf_dtype(aval))
+    for k in reversed(range(len(offsets))):
+        contrib = tf.where(tf.equal(best_k, k), source, zero)
+        out = _add(out, _scatter_back(contrib, offsets[k], strides, pshape))
+    lo = [max(p[0], 0) for p in pads]
+    return tf.slice(out, lo, in_shape) if pshape != in_shape else out
+
+
+def _sga(select_prim, **kw):
+    from jax._src.lax import windowed_reductions as wr
+    base = dict(window_dimensions=(2, 2), window_strides=(1, 1),
+                padding=((0, 0), (0, 0)), base_dilation=(1, 1), window_dilation=(1, 1))
+    base.update(kw)
+    return lambda t, x: wr._select_and_gather_add(t, x, select_prim, **base)
+
+
+@rule("select_and_gather_add", dtypes="floating",
+      cases=[
+          case.custom("ties keep the first", _sga(lax.ge_p, window_strides=(1, 2)),
+                      lambda rng, dt: [rng.standard_normal((4, 5)).astype(dt),
+                                       rng.integers(0, 2, (4, 5)).astype(dt)]),
+          case.random(_sga(lax.ge_p, window_strides=(2, 1), padding=((1, 0), (0, 2))),
+                      shapes=[(4, 5), (4, 5)], name="padding"),
+          case.custom("le with dilations", _sga(lax.le_p, base_dilation=(2, 1),
+                                                window_dilation=(1, 2)),
+                      lambda rng, dt: [rng.standard_normal((3, 6)).astype(dt),
+                                       rng.standard_normal((3, 6)).astype(dt)]),
+          case.custom("NaN in the window", _sga(lax.ge_p, window_dimensions=(2,),
+                                                window_strides=(1,), padding=((0, 1),),
+                                                base_dilation=(1,), window_dilation=(1,)),
+                      lambda rng, dt: [np.arange(5).astype(dt),
+                                       np.array([0, np.nan, 2, np.nan, 1], dt)]),
+      ])
+def select_and_gather_add(ctx, tangents, operand, *, select_prim, window_dimensions,
+                          window_strides, padding, base_dilation, window_dilation, **_):
+    """JAX's CPU lowering: a two-operand reduce_window over (operand, tangent) pairs from
+    (-inf or +inf, 0), keeping the accumulated pair when ``select(acc, element)``.
+    Ties go to the first element row-major; XLA agrees except in windows of a padded
+    reduction, where its order differs (ties are unspecified in XLA's semantics)."""
+    aval = ctx.avals_in[1]
+    name, select = _selects(select_prim, aval.dtype)
+    init = ctx.constant(np.array(-np.inf if name == "ge" else np.inf, aval.dtype), aval.dtype)
+    zero = ctx.constant(np.zeros((), aval.dtype), aval.dtype)
+
+    def combine(acc, el):
+        keep = select(acc[0], el[0])
+        return [tf.where(keep, acc[0], el[0]), tf.where(keep, acc[1], el[1])]
+    _, out = _fold([operand, tangents], [init, zero], [init, zero], combine,
+                   [int(d) for d in ctx.aval_out.shape],
+                   window_dimensions=window_dimensions, window_strides=window_strides,
+                   padding=padding, base_dilation=base_dilation,
+                   window_dilation=window_dilation, in_shape=[int(d) for d in aval.shape],
+                   skip_padding=True)
+    return out
