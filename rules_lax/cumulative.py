@@ -1,0 +1,176 @@
+"""Cumulative reductions along one axis: cumsum, cumprod, cummax, cummin, cumlogsumexp
+(params ``axis`` and ``reverse``).
+
+JAX lowers them as reduce_window ops that XLA's CPU backend evaluates window by window,
+after rewriting long scans into chunks of 16 (ReduceWindowRewriter). Float sums, products
+and logaddexps are rounded in that order, so inexact scans follow it exactly here
+(O(16 n) work, slices + concat: exports to TFLite). Integer cumsum is TF's Cumsum;
+integer cumprod, cummax and cummin are Hillis–Steele scans (ceil(log2 n) steps of
+shift + combine), exact in any order, with JAX's binary ops: NaN-propagating max/min and
+lexicographic complex max/min. cumlogsumexp uses JAX's logaddexp.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from jax import lax
+from jax import numpy as jnp
+
+from core.rule import case, rule
+from rules_lax.reductions import in_f32, is_float, minmax
+
+_NAN = float("nan")
+_INF = float("inf")
+
+
+def _take(x, axis: int, start, stop):
+    return x[(slice(None),) * axis + (slice(start, stop),)]
+
+
+def scan(x, n: int, axis: int, reverse: bool, op):
+    """Inclusive scan of ``op`` along ``axis`` (length n): out[i] = x[0] op ... op x[i],
+    or x[i] op ... op x[n-1] when ``reverse``. ``op(earlier, later)``."""
+    s = 1
+    while s < n:
+        if reverse:
+            x = tf.concat([op(_take(x, axis, 0, n - s), _take(x, axis, s, n)),
+                           _take(x, axis, n - s, n)], axis)
+        else:
+            x = tf.concat([_take(x, axis, 0, s),
+                           op(_take(x, axis, 0, n - s), _take(x, axis, s, n))], axis)
+        s *= 2
+    return x
+
+
+#: XLA's CPU backend folds each window of a cumulative reduce_window left to right; scans
+#: longer than this are first rewritten by XLA's ReduceWindowRewriter into chunks of this
+#: length (scan in chunks, exclusive scan of the chunk totals, combine). Float results are
+#: rounded in that order, so inexact scans are computed the same way here.
+_BASE = 16
+
+
+def window_scan(x, n: int, reverse: bool, op):
+    """Along the last axis, out[i] = x[0] op ... op x[i] folded left to right, or
+    x[i] op ... op x[n-1] when ``reverse`` (n-1 steps on shrinking slices)."""
+    if not reverse:
+        acc = x[..., :1]
+        outs = [acc]
+        for i in range(1, n):
+            acc = op(acc, x[..., i:i + 1])
+            outs.append(acc)
+        return tf.concat(outs, -1)
+    acc = x
+    for k in range(1, n):
+        acc = tf.concat([op(acc[..., :n - k], x[..., k:]), acc[..., n - k:]], -1)
+    return acc
+
+
+def xla_scan(x, batch: list, n: int, reverse: bool, op, init):
+    """XLA's order of evaluation of a scan along the last axis (``batch`` = static leading
+    shape, ``init`` = the monoid's identity as a TF scalar), O(n * _BASE) work."""
+    if n <= _BASE:
+        return window_scan(x, n, reverse, op) if n > 1 else x
+    c = -(-n // _BASE)
+    x = tf.concat([x, tf.fill(batch + [c * _BASE - n], init)], -1) if c * _BASE > n else x
+    inner = window_scan(tf.reshape(x, batch + [c, _BASE]), _BASE, reverse, op)
+    totals = inner[..., 0] if reverse else inner[..., -1]
+    done = xla_scan(totals, batch, c, reverse, op, init)
+    edge = tf.fill(batch + [1], init)
+    before = tf.concat([done[..., 1:], edge], -1) if reverse else tf.concat([edge, done[..., :-1]], -1)
+    out = tf.reshape(op(inner, before[..., None]), batch + [c * _BASE])
+    return out[..., :n]
+
+
+def _inexact_scan(ctx, x, axis, reverse, op, init):
+    """Move ``axis`` last, run :func:`xla_scan` (half floats in f32 per op, like XLA's CPU
+    backend), move it back."""
+    aval = ctx.avals_in[0]
+    shape = [int(d) for d in aval.shape]
+    axis, rank = int(axis), len(shape)
+    perm = list(range(rank))
+    perm[axis], perm[-1] = perm[-1], perm[axis]
+    y = tf.transpose(x, perm) if axis != rank - 1 else x
+    if _half(aval.dtype):
+        op = in_f32(op, aval.dtype)
+    batch = [shape[p] for p in perm[:-1]]
+    y = xla_scan(y, batch, shape[axis], bool(reverse), op, ctx.constant(init, aval.dtype))
+    return tf.transpose(y, perm) if axis != rank - 1 else y
+
+
+def _logaddexp(x1, x2):
+    """jax.lax logaddexp for real floats: NaN (or same-sign infinities) make delta NaN,
+    and then the result is x1 + x2."""
+    amax = minmax(x1, x2, True, np.float32)
+    delta = x1 - x2
+    return tf.where(tf.math.is_nan(delta), x1 + x2,
+                    amax + tf.math.log1p(tf.exp(-tf.abs(delta))))
+
+
+def is_inexact(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.inexact)
+
+
+def _half(dtype) -> bool:
+    return np.dtype(dtype).itemsize == 2 and is_float(dtype)
+
+
+def _cases(fn, extra=()):
+    return [case.random(lambda x: fn(x, axis=0), shapes=[(8, 3)], name="axis 0"),
+            case.random(lambda x: fn(x, axis=1, reverse=True), shapes=[(2, 13)],
+                        name="axis 1 reverse"),
+            case.random(lambda x: fn(x, axis=0), shapes=[(1,)], name="length 1"),
+            case.random(lambda x: fn(x, axis=1), shapes=[(2, 40)], name="long"),
+            case.random(lambda x: fn(x, axis=0, reverse=True), shapes=[(300, 2)],
+                        name="chunks of chunks"),
+            case.random(lambda x: fn(x, axis=1), shapes=[(2, 0)], name="empty"),
+            *extra]
+
+
+_NAN_CASE = case("NaN and infinities", lambda x: lax.cummax(x, 0) + lax.cummin(x, 0, reverse=True),
+                 [1.0, -_INF, _NAN, 2.0, _INF, -3.0], dtypes="floating")
+
+
+@rule("cumsum", dtypes="numeric", cases=_cases(lax.cumsum, [
+    case("negatives", lambda x: lax.cumsum(x, 0, reverse=True), [3, -5, 7, -1, 0, 2],
+         dtypes=["signed", "floating", "complex"])]))
+def cumsum(ctx, x, *, axis, reverse, **_):
+    """Integers: TF's Cumsum (wrapping like XLA). Floats: XLA's order of additions."""
+    if is_inexact(ctx.avals_in[0].dtype):
+        return _inexact_scan(ctx, x, axis, reverse, tf.add, 0)
+    return tf.math.cumsum(x, axis=int(axis), reverse=bool(reverse))
+
+
+@rule("cumprod", dtypes="numeric", cases=_cases(lax.cumprod, [
+    case("negatives", lambda x: lax.cumprod(x, 0), [2, -1, 3, -2, 1, -1],
+         dtypes=["signed", "inexact"])]))
+def cumprod(ctx, x, *, axis, reverse, **_):
+    """Integers: a Hillis–Steele scan (exact, wrapping). Floats: XLA's order of products."""
+    if is_inexact(ctx.avals_in[0].dtype):
+        return _inexact_scan(ctx, x, axis, reverse, tf.multiply, 1)
+    return scan(x, int(ctx.avals_in[0].shape[int(axis)]), int(axis), bool(reverse), tf.multiply)
+
+
+def _extreme_rule(prim_name, is_max):
+    def lower(ctx, x, *, axis, reverse, **_):
+        aval = ctx.avals_in[0]
+        op = lambda a, b: minmax(a, b, is_max, np.dtype(aval.dtype))  # noqa: E731
+        return scan(x, int(aval.shape[int(axis)]), int(axis), bool(reverse), op)
+
+    lower.__name__ = lower.__qualname__ = prim_name
+    lower.__doc__ = (f"{prim_name}: a Hillis–Steele scan of lax.{prim_name[3:]} (exact in "
+                     "any order; NaN propagates, complex compares lexicographically)")
+    return rule(prim_name, dtypes="numeric",
+                cases=_cases(getattr(lax, prim_name), [_NAN_CASE]))(lower)
+
+
+cummax = _extreme_rule("cummax", True)
+cummin = _extreme_rule("cummin", False)
+
+
+@rule("cumlogsumexp", dtypes="floating", cases=_cases(lax.cumlogsumexp, [
+    case("NaN and infinities", lambda x: lax.cumlogsumexp(x, 0),
+         [-_INF, 1.0, -_INF, _INF, 2.0, _NAN, 0.0]),
+    case("all -inf", lambda x: lax.cumlogsumexp(x, 0, reverse=True), [-_INF, -_INF, 1.0])]))
+def cumlogsumexp(ctx, x, *, axis, reverse, **_):
+    """JAX's logaddexp, scanned in XLA's order (its reduce_window of logaddexp)."""
+    return _inexact_scan(ctx, x, axis, reverse, _logaddexp, -np.inf)

@@ -1,0 +1,353 @@
+"""Reductions over axes: reduce_{sum,prod,max,min,and,or,xor}, argmin/argmax and the
+generic (variadic) ``reduce`` that carries its own computation jaxpr.
+
+JAX/XLA semantics kept here that TF does not give by itself: max/min propagate NaN,
+empty reductions give the monoid's identity (-inf/+inf for floats, not TF's lowest()),
+complex max/min compare (real, imag) lexicographically, argmin/argmax pick the first NaN
+(else the first extreme value, -0.0 == 0.0), and bitwise reductions of integers.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import jax
+import jax.numpy as jnp
+from jax.extend import core as jex
+from jax import lax
+
+from core.rule import case, rule
+
+_NAN = float("nan")
+_INF = float("inf")
+
+
+# -- helpers shared with cumulative.py -------------------------------------------------
+def is_float(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.floating)
+
+
+def is_complex(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.complexfloating)
+
+
+def identity(kind: str, dtype) -> np.ndarray:
+    """The identity JAX uses for each monoid (lax._get_*_identity)."""
+    dtype = np.dtype(dtype)
+    if kind in ("add", "or", "xor"):
+        return np.array(False if dtype == np.bool_ else 0, dtype)
+    if kind == "mul":
+        return np.array(1, dtype)
+    if kind == "and":
+        return np.array(True if dtype == np.bool_ else -1).astype(dtype)
+    if dtype == np.bool_:
+        return np.array(kind == "min", dtype)
+    if jnp.issubdtype(dtype, jnp.inexact):
+        return np.array(-np.inf if kind == "max" else np.inf, dtype)
+    info = jnp.iinfo(dtype)
+    return np.array(info.min if kind == "max" else info.max, dtype)
+
+
+def minmax(x, y, is_max: bool, dtype):
+    """lax.max / lax.min of two TF tensors: NaN wins for floats, complex numbers compare
+    as (real, imag) pairs (mlir.max_hlo), bool max/min are or/and."""
+    if dtype == np.bool_:
+        return tf.logical_or(x, y) if is_max else tf.logical_and(x, y)
+    if is_complex(dtype):
+        cmp = tf.greater if is_max else tf.less
+        rx, ry = tf.math.real(x), tf.math.real(y)
+        pick_x = tf.where(tf.equal(rx, ry), cmp(tf.math.imag(x), tf.math.imag(y)), cmp(rx, ry))
+        return tf.where(pick_x, x, y)
+    out = tf.maximum(x, y) if is_max else tf.minimum(x, y)
+    if is_float(dtype):
+        out = tf.where(tf.math.is_nan(x), x, tf.where(tf.math.is_nan(y), y, out))
+    return out
+
+
+def monoid_op(kind: str, dtype):
+    """The binary TF op of a monoid, with JAX's semantics for ``dtype``."""
+    if kind in ("max", "min"):
+        return lambda x, y: minmax(x, y, kind == "max", dtype)
+    if kind == "add":
+        return tf.logical_or if dtype == np.bool_ else tf.add  # bool add is or in XLA
+    if kind == "mul":
+        return tf.logical_and if dtype == np.bool_ else tf.multiply
+    if dtype == np.bool_:
+        return {"and": tf.logical_and, "or": tf.logical_or, "xor": tf.math.logical_xor}[kind]
+    return {"and": tf.bitwise.bitwise_and, "or": tf.bitwise.bitwise_or,
+            "xor": tf.bitwise.bitwise_xor}[kind]
+
+
+def _to_last(x, shape, axes):
+    """Move ``axes`` to the end and flatten them: (kept..., n). Static shapes only."""
+    keep = [i for i in range(len(shape)) if i not in axes]
+    n = _n_of(shape, axes)
+    y = tf.transpose(x, keep + list(axes)) if keep + list(axes) != list(range(len(shape))) else x
+    return tf.reshape(y, [shape[i] for i in keep] + [n]), n
+
+
+def tree_reduce(xs, n: int, combine):
+    """Pairwise halving along the last axis: ceil(log2 n) steps of ``combine`` on lists of
+    tensors; returns the tensors with the last axis removed (n >= 1)."""
+    while n > 1:
+        h = n // 2
+        a = [x[..., :h] for x in xs]
+        b = [x[..., h:2 * h] for x in xs]
+        c = combine(a, b, h)
+        xs = [tf.concat([ci, x[..., 2 * h:]], -1) for ci, x in zip(c, xs)] if n % 2 else c
+        n -= h
+    return [x[..., 0] for x in xs]
+
+
+def _axes(axes):
+    return tuple(sorted(int(a) for a in axes))
+
+
+#: Up to this many reduced elements, half-float sums/products are folded one element at a
+#: time like XLA's CPU loop (its rounding differs visibly from a tree at 8-bit mantissas).
+_SEQ_MAX = 64
+#: The same for the generic reduce, whose computation is lowered once per element.
+_SEQ_GENERIC_MAX = 16
+
+
+def _is_half(dtype) -> bool:
+    return np.dtype(dtype) in (np.dtype(jnp.bfloat16), np.dtype(np.float16))
+
+
+def _n_of(shape, axes) -> int:
+    return int(np.prod([shape[a] for a in axes], dtype=np.int64))
+
+
+def in_f32(op, dtype):
+    """``op`` computed in f32 and rounded back to the half type after each call, as XLA's
+    CPU backend does; this also keeps grappler from fusing a chain of half-precision adds
+    into one AddN (whose different order and rounding give other numbers)."""
+    tdt = tf.as_dtype(np.dtype(dtype))
+    return lambda a, b: tf.cast(op(tf.cast(a, tf.float32), tf.cast(b, tf.float32)), tdt)
+
+
+def sequential_fold(flat, n: int, op, init=None):
+    """acc = init (or the first element); acc = op(acc, x_i) along the last axis."""
+    acc = flat[..., 0] if init is None else op(init, flat[..., 0])
+    for i in range(1, n):
+        acc = op(acc, flat[..., i])
+    return acc
+
+
+def _fill(ctx, value, aval):
+    return tf.fill([int(d) for d in aval.shape], ctx.constant(value, aval.dtype))
+
+
+def reduce_monoid(ctx, x, aval_in, aval_out, axes, kind):
+    """Reduce ``x`` over ``axes`` with one of the monoids add/mul/max/min/and/or/xor."""
+    dtype = np.dtype(aval_in.dtype)
+    shape = tuple(int(d) for d in aval_in.shape)
+    axes = _axes(axes)
+    if not axes:
+        return x
+    if any(shape[a] == 0 for a in axes):
+        return _fill(ctx, identity(kind, dtype), aval_out)
+    if kind in ("add", "mul") and dtype != np.bool_:
+        if _is_half(dtype) and _n_of(shape, axes) <= _SEQ_MAX:
+            # XLA's CPU loop rounds to the half type after every step, in element order
+            flat, n = _to_last(x, shape, axes)
+            return sequential_fold(flat, n, in_f32(monoid_op(kind, dtype), dtype))
+        return tf.reduce_sum(x, axes) if kind == "add" else tf.reduce_prod(x, axes)
+    if kind in ("max", "min") and dtype != np.bool_ and not is_complex(dtype):
+        y = tf.reduce_max(x, axes) if kind == "max" else tf.reduce_min(x, axes)
+        if is_float(dtype):  # TF's Eigen reducers may drop NaN; XLA's max/min keep it
+            y = tf.where(tf.reduce_any(tf.math.is_nan(x), axes), tf.constant(_NAN, x.dtype), y)
+        return y
+    if dtype == np.bool_:
+        if kind in ("max", "or", "add"):
+            return tf.reduce_any(x, axes)
+        if kind in ("min", "and", "mul"):
+            return tf.reduce_all(x, axes)
+        count = tf.reduce_sum(tf.cast(x, tf.int32), axes)
+        return tf.equal(count % 2, 1)
+    # bitwise reductions of integers and complex max/min: no TF reducer, reduce by halving
+    flat, n = _to_last(x, shape, axes)
+    op = monoid_op(kind, dtype)
+    out, = tree_reduce([flat], n, lambda a, b, _: [op(a[0], b[0])])
+    return out
+
+
+# -- reduce_sum / prod / max / min / and / or / xor --------------------------------------
+def _rand_with_nan(rng, dtype):
+    x = (rng.standard_normal((4, 5)) * 3).astype(dtype)
+    x[1, 2] = np.nan
+    x[3, 0] = np.nan
+    return [x]
+
+
+def _simple(prim_name, kind, dtypes, extra=()):
+    prim = getattr(lax, prim_name)
+
+    def lower(ctx, x, *, axes, **_):
+        return reduce_monoid(ctx, x, ctx.avals_in[0], ctx.aval_out, axes, kind)
+
+    lower.__name__ = lower.__qualname__ = prim_name
+    lower.__doc__ = f"{prim_name} with XLA's identity for empty axes" + (
+        " and NaN propagation" if kind in ("max", "min") else "")
+    return rule(prim_name, dtypes=dtypes, cases=[
+        case.random(lambda x: prim(x, (0,)), shapes=[(4, 6)], name="axis 0"),
+        case.random(lambda x: prim(x, (0, 2)), shapes=[(3, 4, 5)], name="axes 0 2"),
+        case.random(lambda x: prim(x, (1,)), shapes=[(3, 0)], name="empty -> identity"),
+        case.random(lambda x: prim(x, ()), shapes=[(2, 3)], name="no axes"),
+        *extra])(lower)
+
+
+_NAN_CASES = (case.custom("NaN wins", lambda x: (lax.reduce_max(x, (1,)), lax.reduce_min(x, (0,))),
+                          _rand_with_nan, dtypes="floating"),
+              case("infinities", lambda x: (lax.reduce_max(x, (0,)), lax.reduce_min(x, (1,))),
+                   [[-_INF, -_INF], [-1.0, _INF]], dtypes="floating"))
+
+reduce_sum = _simple("reduce_sum", "add", "numeric")
+reduce_prod = _simple("reduce_prod", "mul", "numeric")
+reduce_max = _simple("reduce_max", "max", "all", _NAN_CASES)
+reduce_min = _simple("reduce_min", "min", "all", _NAN_CASES)
+reduce_and = _simple("reduce_and", "and", ["bool", "integer"])
+reduce_or = _simple("reduce_or", "or", ["bool", "integer"])
+reduce_xor = _simple("reduce_xor", "xor", ["bool", "integer"])
+
+
+# -- argmin / argmax --------------------------------------------------------------------
+def _argminmax(ctx, x, axes, index_dtype, is_max):
+    """JAX's reducer: a NaN beats everything and the first NaN wins; otherwise the first
+    index holding the extreme value (ties, and -0.0 == 0.0, go to the lower index)."""
+    aval = ctx.avals_in[0]
+    axis, = _axes(axes)
+    n = int(aval.shape[axis])
+    if aval.dtype == np.bool_:
+        x = tf.cast(x, tf.int32)
+    best = (tf.reduce_max if is_max else tf.reduce_min)(x, [axis], keepdims=True)
+    hit = tf.equal(x, best)
+    if is_float(aval.dtype):
+        nan = tf.math.is_nan(x)
+        hit = tf.where(tf.reduce_any(nan, [axis], keepdims=True), nan, hit)
+    itype = tf.int64 if n >= 2 ** 31 - 1 else tf.int32
+    iota = tf.reshape(tf.range(n, dtype=itype), [n if i == axis else 1 for i in range(len(aval.shape))])
+    idx = tf.reduce_min(tf.where(hit, iota, tf.constant(n, itype)), [axis])
+    return tf.cast(idx, ctx.tf_dtype(index_dtype))
+
+
+def _argcases(fn):
+    return [case.random(lambda x: fn(x, 0, np.int32), shapes=[(7, 3)]),
+            case.random(lambda x: fn(x, 1, np.uint8), shapes=[(3, 9)], name="axis 1 uint8 index"),
+            case("ties go to the first index", lambda x: fn(x, 0, np.int32), [3, 1, 3, 1, 0, 3]),
+            case("NaN: first NaN wins", lambda x: fn(x, 0, np.int32),
+                 [1.0, _NAN, _INF, _NAN, -_INF], dtypes="floating"),
+            case("signed zeros tie", lambda x: fn(x, 0, np.int32), [-0.0, 0.0, -1.0],
+                 dtypes="floating")]
+
+
+@rule("argmax", dtypes=["bool", "integer", "floating"], cases=_argcases(lax.argmax))
+def argmax(ctx, x, *, axes, index_dtype, **_):
+    """argmax: first NaN, else the first maximal element."""
+    return _argminmax(ctx, x, axes, index_dtype, True)
+
+
+@rule("argmin", dtypes=["bool", "integer", "floating"], cases=_argcases(lax.argmin))
+def argmin(ctx, x, *, axes, index_dtype, **_):
+    """argmin: first NaN, else the first minimal element."""
+    return _argminmax(ctx, x, axes, index_dtype, False)
+
+
+# -- generic reduce ---------------------------------------------------------------------
+_MONOID_PRIMS = {"add": "add", "mul": "mul", "max": "max", "min": "min",
+                 "and": "and", "or": "or", "xor": "xor"}
+
+
+def _recognize_monoids(closed):
+    """['add', 'max', ...] when the computation pairs operand i of each side with one
+    elementwise monoid op and nothing else; None otherwise."""
+    j = closed.jaxpr
+    k = len(j.outvars)
+    if len(j.invars) != 2 * k or len(j.eqns) != k:
+        return None
+    kinds = []
+    for i, out in enumerate(j.outvars):
+        eqn = next((e for e in j.eqns if e.outvars[0] is out), None)
+        if eqn is None or eqn.primitive.name not in _MONOID_PRIMS or len(eqn.invars) != 2:
+            return None
+        ids = [id(v) for v in eqn.invars]
+        if sorted(ids) != sorted([id(j.invars[i]), id(j.invars[k + i])]):
+            return None
+        kinds.append(_MONOID_PRIMS[eqn.primitive.name])
+    return kinds
+
+
+def _argmax_pair(xs, ys):
+    x, i = xs
+    y, j = ys
+    pick = (x > y) | (x != x)
+    return (lax.select(pick, x, y),
+            lax.select(pick | ((x == y) & (i < j)), i, j))
+
+
+def _complex_max_arg(rng, dtype):
+    return [np.array([[1 + 2j, 1 + 3j, -4 + 9j], [1 + 5j, 0j, 2 - 1j]], dtype)]
+
+
+@rule("reduce", cases=[
+    case.random(lambda x: lax.reduce(x, np.array(3, x.dtype), lambda a, b: a + b, (0,)),
+                shapes=[(4, 6)], name="add from 3", dtypes="numeric"),
+    case.random(lambda x, y: lax.reduce((x, y), (np.array(0, x.dtype), np.array(5, y.dtype)),
+                                        lambda a, b: (lax.max(a[0], b[0]), lax.min(a[1], b[1])),
+                                        (1,)),
+                shapes=[(3, 5), (3, 5)], name="max and min", dtypes=["bool", "integer", "floating"]),
+    case.custom("complex max", lambda x: lax.reduce(x, np.array(1 + 4j, x.dtype), lax.max, (1,)),
+                _complex_max_arg, dtypes="complex"),
+    case.random(lambda x: lax.reduce(x, np.array(0, x.dtype), lambda a, b: a + b, (0,)),
+                shapes=[(0, 3)], name="empty -> init", dtypes="numeric"),
+    case.custom("argmax pair (general path)",
+                lambda x: lax.reduce((x, lax.broadcasted_iota(np.int32, x.shape, 1)),
+                                     (np.array(-np.inf, x.dtype), np.array(0, np.int32)),
+                                     _argmax_pair, (1,)),
+                lambda rng, dt: [(rng.integers(-3, 3, (4, 11))).astype(dt)], dtypes="floating"),
+    case.custom("argmax pair, long axis (tree)",
+                lambda x: lax.reduce((x, lax.broadcasted_iota(np.int32, x.shape, 0)),
+                                     (np.array(-np.inf, x.dtype), np.array(0, np.int32)),
+                                     _argmax_pair, (0,)),
+                lambda rng, dt: [(rng.integers(-9, 9, (45, 2))).astype(dt)], dtypes="floating"),
+])
+def reduce(ctx, *args, computation=None, jaxpr, dimensions, **_):
+    """Variadic reduce: known monoids reduce natively; any other computation is folded in
+    XLA's order over a few elements, else applied by pairwise halving over the reduced axes
+    (ceil(log2 n) steps). The init values are combined once, first, as XLA's CPU loop does
+    (it may combine them more often on long axes: they must be identities anyway)."""
+    k = len(args) // 2
+    operands, inits = args[:k], args[k:]
+    avals, avals_out = ctx.avals_in[:k], ctx.avals_out
+    axes = _axes(dimensions)
+    kinds = _recognize_monoids(jaxpr)
+    if kinds is not None:
+        outs = []
+        for x, init, aval, aout, kind in zip(operands, inits, avals, avals_out, kinds):
+            shape, op = tuple(int(d) for d in aval.shape), monoid_op(kind, np.dtype(aval.dtype))
+            n = _n_of(shape, axes)
+            if _is_half(aval.dtype) and kind in ("add", "mul") and 0 < n <= _SEQ_MAX:
+                outs.append(sequential_fold(_to_last(x, shape, axes)[0], n,
+                                            in_f32(op, aval.dtype), init))
+            else:
+                outs.append(op(init, reduce_monoid(ctx, x, aval, aout, axes, kind)))
+        return outs
+    shape = tuple(int(d) for d in avals[0].shape)
+    out_shape = [int(d) for d in avals_out[0].shape]
+    p, n = _n_of(out_shape, range(len(out_shape))), _n_of(shape, axes)
+    if n == 0 or p == 0:
+        return [tf.broadcast_to(init, out_shape) for init in inits]
+    flat = [tf.reshape(_to_last(x, shape, axes)[0], [p, n]) for x in operands]
+    fn = jax.vmap(jex.jaxpr_as_fun(jaxpr))
+
+    def apply(a, b, m):  # the computation on (p * m)-vectors
+        vec = [jax.core.ShapedArray((p * m,), av.dtype) for av in avals]
+        outs = ctx.lower_fun(fn, *[tf.reshape(t, [p * m]) for t in a + b], avals=vec + vec)
+        return [tf.reshape(o, [p, m]) for o in outs]
+
+    acc = [tf.broadcast_to(tf.reshape(i, [1, 1]), [p, 1]) for i in inits]
+    if n <= _SEQ_GENERIC_MAX:  # XLA's CPU loop: acc = init, then acc = f(acc, x_i) in order
+        for i in range(n):
+            acc = apply(acc, [x[:, i:i + 1] for x in flat], 1)
+    else:
+        acc = apply(acc, [t[:, None] for t in tree_reduce(flat, n, apply)], 1)
+    return [tf.reshape(o, out_shape) for o in acc]

@@ -1,0 +1,206 @@
+"""Sorting: sort (several operands, lexicographic on the first num_keys), top_k and
+approx_top_k, with plain TF ops only.
+
+Every order is reduced to integer keys that ascend in JAX's order, then to TF's TopKV2,
+which returns ties lower index first, i.e. it is a stable sort (descending on ``~key``
+gives an ascending stable sort). Several keys: successive stable sorts from the last key
+to the first, composing the permutation; every operand is then gathered with it.
+
+Float orders (bitcast to same-width ints, sign-magnitude flipped to two's complement):
+- sort (lax.sort's comparator): -0.0 == 0.0 and every NaN (either sign) is one value,
+  greater than +inf: -inf < ... < 0 < ... < inf < NaN. Complex: (real, imag) lexicographic.
+- top_k (XLA's TopK): the total order of the bits: -NaN < -inf < ... < -0.0 < 0.0 < ...
+  < inf < NaN (NaNs by payload).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import jax.numpy as jnp
+from jax import lax
+
+from core.rule import case, rule
+
+_NAN = float("nan")
+_INF = float("inf")
+
+
+def _float_key(x, dtype, total: bool):
+    """An int32/int64 key of a real float tensor, ascending in sort's order, or in the
+    total order of the bits when ``total`` (top_k)."""
+    bits_dt = {2: tf.int16, 4: tf.int32, 8: tf.int64}[np.dtype(dtype).itemsize]
+    info = np.iinfo(bits_dt.as_numpy_dtype)
+    bits = tf.bitcast(x, bits_dt)
+    key_dt = tf.int32 if bits_dt == tf.int16 else bits_dt  # 16-bit: sign-extend, then work
+    bits = tf.cast(bits, key_dt) if key_dt != bits_dt else bits
+    key = tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, tf.constant(info.max, key_dt)), bits)
+    if not total:
+        key = tf.where(tf.equal(x, tf.zeros_like(x)), tf.constant(0, key_dt), key)  # -0.0 == 0.0
+        key = tf.where(tf.math.is_nan(x), tf.constant(info.max, key_dt), key)  # NaN == NaN, top
+    return key
+
+
+def _descending(key):
+    """~key: TopKV2 on it gives an ascending stable order (xor -1, which exports)."""
+    return tf.bitwise.bitwise_xor(key, tf.constant(-1, key.dtype))
+
+
+def order_keys(x, dtype, total: bool = False) -> list:
+    """Integer keys (int32 or int64), most significant first, that sort like JAX."""
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_ or (jnp.issubdtype(dtype, jnp.integer) and dtype.itemsize <= 2):
+        return [tf.cast(x, tf.int32)]
+    if dtype in (np.dtype(np.int32), np.dtype(np.int64)):
+        return [x]
+    if dtype == np.dtype(np.uint32):
+        return [tf.cast(x, tf.int64)]
+    if dtype == np.dtype(np.uint64):  # flip the sign bit: unsigned order as signed ints
+        return [tf.bitwise.bitwise_xor(tf.bitcast(x, tf.int64), tf.constant(-2 ** 63, tf.int64))]
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        part = np.float32 if dtype == np.complex64 else np.float64
+        return [_float_key(tf.math.real(x), part, total),
+                _float_key(tf.math.imag(x), part, total)]
+    return [_float_key(x, dtype, total)]
+
+
+def stable_argsort(keys: list, n: int, rank: int):
+    """Indices that sort the last axis ascending, lexicographically on ``keys`` and stably:
+    one TopKV2 per key, least significant key first."""
+    perm = None
+    for key in reversed(keys):
+        if perm is not None:
+            key = tf.gather(key, perm, batch_dims=rank - 1)
+        idx = tf.math.top_k(_descending(key), n).indices
+        perm = idx if perm is None else tf.gather(perm, idx, batch_dims=rank - 1)
+    return perm
+
+
+def _swap_last(x, axis: int, rank: int):
+    if axis == rank - 1:
+        return x
+    perm = list(range(rank))
+    perm[axis], perm[-1] = perm[-1], perm[axis]
+    return tf.transpose(x, perm)
+
+
+def _multi(rng, dtype):
+    k = rng.integers(0, 2, (2, 30)).astype(dtype)
+    return [k, rng.integers(0, 3, (2, 30)).astype(dtype), rng.standard_normal((2, 30)).astype(np.float32)]
+
+
+def _sort_edge(rng, dtype):
+    x = np.array([_INF, _NAN, -_NAN, -_INF, 2.0, -0.0, 0.0, -0.0, 1.0, _NAN], dtype)
+    return [x, np.arange(10, dtype=np.int32)]
+
+
+def _complex_edge(rng, dtype):
+    x = np.array([1 + 2j, 1 - 1j, -0.0 + 1j, 0.0 + 1j, complex(_NAN, 0), 1 + 2j, -3 + 0j], dtype)
+    return [x, np.arange(7, dtype=np.int32)]
+
+
+@rule("sort", cases=[
+    case.random(lambda x: lax.sort(x, dimension=0), shapes=[(5, 7)], name="axis 0"),
+    case.random(lambda x: lax.sort(x, dimension=1), shapes=[(3, 4, 6)], name="axis 1 of 3"),
+    case.custom("key + payload, stable", lambda k, v: lax.sort((k, v), num_keys=1),
+                lambda rng, dt: [rng.integers(0, 3, (40,)).astype(dt), np.arange(40, dtype=np.int32)]),
+    case.custom("3 operands, 2 keys", lambda a, b, c: lax.sort((a, b, c), dimension=1, num_keys=2),
+                _multi, dtypes=["bool", "integer", "floating"]),
+    case.custom("NaN, inf, signed zeros", lambda x, i: lax.sort((x, i), num_keys=1),
+                _sort_edge, dtypes="floating"),
+    case.custom("complex lexicographic", lambda x, i: lax.sort((x, i), num_keys=1),
+                _complex_edge, dtypes="complex"),
+    case("extremes", lambda x: lax.sort(x), [3, 0, 127, 1, 100, 2], dtypes="integer"),
+    case.custom("unsigned wide", lambda x: lax.sort(x),
+                lambda rng, dt: [np.array([2**31, 5, 2**32 - 1, 0, 2**31 - 1], dt)],
+                dtypes=["uint32"]),
+    case.custom("uint64 top bit", lambda x: lax.sort(x),
+                lambda rng, dt: [np.array([2**63, 5, 2**64 - 1, 0, 2**63 - 1], dt)],
+                dtypes=["uint64"]),
+    case.custom("int64 extremes", lambda x: lax.sort(x),
+                lambda rng, dt: [np.array([2**63 - 1, -5, -2**63, 0, 7], dt)], dtypes=["int64"]),
+])
+def sort(ctx, *operands, dimension, is_stable, num_keys, **_):
+    """Stable lexicographic sort of all operands by the first ``num_keys`` (is_stable=False
+    is sorted stably as well: a valid order, though XLA's CPU sort may order ties
+    differently)."""
+    aval = ctx.avals_in[0]
+    shape = [int(d) for d in aval.shape]
+    rank, dim = len(shape), int(dimension)
+    n = shape[dim]
+    if n <= 1 or 0 in shape:
+        return list(operands)
+    moved = [_swap_last(x, dim, rank) for x in operands]
+    keys = [k for x, a in zip(moved[:num_keys], ctx.avals_in) for k in order_keys(x, a.dtype)]
+    perm = stable_argsort(keys, n, rank)
+    return [_swap_last(tf.gather(x, perm, batch_dims=rank - 1), dim, rank) for x in moved]
+
+
+def _top_k_edge(rng, dtype):
+    return [np.array([_INF, _NAN, -_NAN, -_INF, 3.0, -0.0, 0.0, _NAN, -_NAN, -0.0, 0.0], dtype)]
+
+
+@rule("top_k", dtypes=["bool", "integer", "floating"], cases=[
+    case.random(lambda x: lax.top_k(x, 2), shapes=[(5, 3)]),
+    case.random(lambda x: lax.top_k(x, 3), shapes=[(2, 9)], name="k=3"),
+    case("ties: lower index first", lambda x: lax.top_k(x, 4), [5, 7, 5, 8, 8, 5]),
+    case.custom("NaN keeps its sign, -0.0 < 0.0", lambda x: lax.top_k(x, 11), _top_k_edge,
+                dtypes="floating"),
+    case.random(lambda x: lax.top_k(x, 2, axis=0), shapes=[(4, 3)], name="axis 0"),
+    case.random(lambda x: lax.top_k(x, 0), shapes=[(2, 3)], name="k=0"),
+])
+def top_k(ctx, x, *, k, axis=-1, **_):
+    """TopKV2 on order keys (ties lower index first), then a gather of the values."""
+    aval = ctx.avals_in[0]
+    rank = len(aval.shape)
+    axis = int(axis) % rank
+    y = _swap_last(x, axis, rank)
+    key, = order_keys(y, aval.dtype, total=True)
+    idx = tf.math.top_k(key, int(k)).indices
+    values = tf.gather(y, idx, batch_dims=rank - 1)
+    return [_swap_last(values, axis, rank), _swap_last(idx, axis, rank)]
+
+
+def _approx(k, dim=-1, is_max=True, agg=True):
+    fn = lax.approx_max_k if is_max else lax.approx_min_k
+    return lambda x: fn(x, k, reduction_dimension=dim, aggregate_to_topk=agg)
+
+
+def _distinct(shape):
+    """Distinct values: XLA's CPU sort is not stable beyond a few elements, so the order
+    of ties in large inputs is unspecified."""
+    def make(rng, dtype):
+        n = int(np.prod(shape))
+        if np.dtype(dtype).itemsize == 2:  # consecutive bit patterns from 1.0 upwards
+            one = np.array(1.0, dtype).view(np.uint16)
+            x = (one + np.arange(n, dtype=np.uint16)).view(dtype)
+        else:
+            x = rng.standard_normal(n).astype(dtype)
+        return [rng.permutation(x).reshape(shape)]
+    return make
+
+
+@rule("approx_top_k", dtypes="floating", cases=[
+    case.random(_approx(4), shapes=[(3, 40)], name="max k=4"),
+    case.random(_approx(4, is_max=False), shapes=[(3, 40)], name="min k=4"),
+    case.random(_approx(3, dim=0), shapes=[(20, 3)], name="reduction dim 0"),
+    case.custom("large", _approx(5, is_max=False), _distinct((2048,))),
+    case.custom("no aggregation", _approx(4, agg=False), _distinct((2, 2048))),
+    case("ties: lower index first", _approx(2), [3.0, 1.0, 3.0, 2.0, 3.0, 1.0]),
+    case("ties (min), signed zeros", _approx(3, is_max=False), [3.0, 0.0, -0.0, 2.0, 0.0, 1.0]),
+])
+def approx_top_k(ctx, x, *, k, reduction_dimension, is_max_k, aggregate_to_topk,
+                 recall_target=None, reduction_input_size_override=None, **_):
+    """On CPU, XLA evaluates ApproxTopK exactly: a sort by value (descending for max,
+    ascending for min, ties lower index first) sliced to the output length, which is k or,
+    without aggregation, the approximate reduction size JAX computed (read from the
+    result's shape). NaN inputs: XLA compares with plain < / >, so its order is undefined;
+    here NaN counts as the largest value."""
+    aval = ctx.avals_in[0]
+    rank = len(aval.shape)
+    dim = int(reduction_dimension) % rank
+    out_len = int(ctx.aval_out.shape[dim])
+    y = _swap_last(x, dim, rank)
+    key, = order_keys(y, aval.dtype)
+    idx = tf.math.top_k(key if is_max_k else _descending(key), out_len).indices
+    values = tf.gather(y, idx, batch_dims=rank - 1)
+    return [_swap_last(values, dim, rank), _swap_last(idx, dim, rank)]
