@@ -117,27 +117,43 @@ def platform_index_for_device(ctx, *, platforms, **_):
 
 
 @rule("while", dtypes=ANY, polymorphic=True, cases=[
-    case.random(lambda x: lax.fori_loop(0, 5, lambda i, c: c * 2 + i, x), shapes=[(3,)],
-                dtypes=["signed", "floating"], name="fori_loop"),
     case.random(lambda x: lax.while_loop(lambda c: c[0] < 10, lambda c: (c[0] + 1, c[1] * 1.5),
                                          (0, x))[1], shapes=[(2,)], dtypes="floating",
-                name="while with a counter")])
+                name="while with a counter"),
+    case.random(jax.vmap(lambda x: lax.while_loop(lambda c: c < 100, lambda c: c * 2 + 1, x)),
+                shapes=[(5,)], dtypes=["int32", "int64"], name="vmapped: batched predicate")])
 def while_loop(ctx, *args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts, **_):
     cond_consts = args[:cond_nconsts]
     body_consts = args[cond_nconsts:cond_nconsts + body_nconsts]
     init = list(args[cond_nconsts + body_nconsts:])
     shapes = [_static_shape(ctx, a) for a in ctx.avals_in[cond_nconsts + body_nconsts:]]
 
+    # vmap of a while loop gives a batched predicate: JAX loops while any element still
+    # runs, and an element whose predicate is false keeps its carry unchanged
+    batched = bool(cond_jaxpr.out_avals[0].shape)
+
     def cond(*carry):
-        return ctx.lower_jaxpr(cond_jaxpr, *cond_consts, *carry)[0]
+        pred = ctx.lower_jaxpr(cond_jaxpr, *cond_consts, *carry)[0]
+        return tf.reduce_any(pred) if batched else pred
 
     def body(*carry):
         outs = ctx.lower_jaxpr(body_jaxpr, *body_consts, *carry)
+        if batched:
+            pred = ctx.lower_jaxpr(cond_jaxpr, *cond_consts, *carry)[0]
+            outs = [tf.where(_trailing_ones(pred, len(s)), o, c)
+                    for o, c, s in zip(outs, carry, shapes)]
         return [tf.ensure_shape(o, s) if not s.is_fully_defined() else o
                 for o, s in zip(outs, shapes)]
     if not init:
         raise UnsupportedError("while loop with no carried values has no effect to lower")
     return list(tf.while_loop(cond, body, init, shape_invariants=shapes))
+
+
+def _trailing_ones(pred: tf.Tensor, rank: int) -> tf.Tensor:
+    """``pred`` reshaped to broadcast against a value of ``rank`` dims (batch dims first)."""
+    extra = rank - len(pred.shape)
+    return tf.reshape(pred, tf.concat([tf.shape(pred), tf.ones([extra], tf.int32)], 0)) \
+        if extra else pred
 
 
 def _static_shape(ctx, aval) -> tf.TensorShape:

@@ -331,3 +331,21 @@ def _sink(x):
 def dce_sink(ctx, *_, **__):
     """Only keeps JAX from dropping a value; a TF graph needs no such mark."""
     return []
+
+
+# -- stack / unstack --------------------------------------------------------------------------
+# Key arrays carry their key data in trailing dimensions, so stacking along a logical axis
+# is stacking the key data along the same axis.
+
+@rule("stack", dtypes=("all", "key"), polymorphic=True, cases=[
+    case.random(lambda x, y: jnp.stack([x, y], axis=0), shapes=[(2, 3), (2, 3)]),
+    case.random(lambda x, y: jnp.stack([x, y, x], axis=2), shapes=[(2, 3), (2, 3)],
+                name="last axis")])
+def stack(ctx, *xs, axis, **_):
+    return tf.stack(xs, axis=int(axis))
+
+
+@rule("unstack", dtypes=("all", "key"), polymorphic=True, cases=[
+    case.random(lambda x: _lax_internal.unstack_p.bind(x, axis=1), shapes=[(2, 3, 4)])])
+def unstack(ctx, x, *, axis, **_):
+    return tf.unstack(x, num=len(ctx.avals_out), axis=int(axis))
