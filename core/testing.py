@@ -322,3 +322,18 @@ def first_divergence(fn: Callable, args: Sequence[Any], registry=None) -> str:
                 env[v] = w
         return None
     return walk(closed.jaxpr, closed.consts, flat) or "no divergence"
+
+
+def rule_package(name: str, *rules):
+    """A throwaway rule package (a module with a ``register_rules`` hook) holding ``rules``:
+    for tests that build a registry from chosen rules."""
+    import types
+    from core.hookspecs import hookimpl
+    mod = types.ModuleType(name)
+    mod.RULES = list(rules)
+
+    @hookimpl
+    def register_rules(register):
+        register.module(mod)
+    mod.register_rules = register_rules
+    return mod

@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     p.add_argument("-k", dest="pattern", help="regex on the case's full name")
     p.add_argument("-v", action="store_true", help="print each failing case and why")
     p.add_argument("--limit", type=int, default=0, help="at most N cases per group")
+    p.add_argument("--sample", type=int, default=1, help="every N-th case of each group")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 on any wrong number, Xla op, or failure not listed as known")
     args = p.parse_args(argv)
     import jax
     from core.testing import run_harness
@@ -48,7 +51,12 @@ def main(argv=None) -> int:
     per_group: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     t0 = time.time()
     seen: collections.Counter = collections.Counter()
+    n_in_group: collections.Counter = collections.Counter()
+    unexpected = []
     for h in hs:
+        n_in_group[h.group_name] += 1
+        if (n_in_group[h.group_name] - 1) % args.sample:
+            continue
         if args.limit and seen[h.group_name] >= args.limit:
             continue
         seen[h.group_name] += 1
@@ -56,6 +64,8 @@ def main(argv=None) -> int:
         xf = expected_failure(h)
         status = out.status if not (xf and not out.ok) else "xfail"
         per_group[h.group_name][status] += 1
+        if status not in ("pass", "xfail"):
+            unexpected.append(f"{status}: {h.fullname}: {out.detail[:300]}")
         if args.v and not out.ok:
             print(f"{status.upper():10} {h.fullname}: {out.detail[:600]}"
                   + (f"  [known: {xf}]" if xf else ""), flush=True)
@@ -73,6 +83,9 @@ def main(argv=None) -> int:
           f"({100 * total['pass'] / max(n, 1):.1f}%), {total['mismatch']} wrong numbers, "
           f"{total['xla']} with Xla ops, {total['xfail']} known failures, breakdown "
           f"{dict(total)}; {time.time() - t0:.0f}s")
+    if args.strict and unexpected:
+        print("\nUNEXPECTED:\n" + "\n".join(unexpected))
+        return 1
     return 0
 
 

@@ -11,10 +11,9 @@ from jax import lax
 
 from core import convert
 from core.errors import ConversionError, InputError, JaxtfError, NoRuleError
-from core.hookspecs import hookimpl
 from core.registry import build_registry
 from core.rule import make_rule
-from core.testing import graph_op_types
+from core.testing import graph_op_types, rule_package
 
 
 def _nest(depth, f):
@@ -123,17 +122,7 @@ def test_pre_flight_error_reports_before_building_ops():
         built.append(1)
         return x * y
 
-    class Pkg:
-        RULES = [make_rule("mul", spy, dtypes="floating")]
-
-    import types
-    mod = types.ModuleType("spy_pkg")
-    mod.RULES = Pkg.RULES
-
-    @hookimpl
-    def register_rules(register):
-        register.module(mod)
-    mod.register_rules = register_rules
+    mod = rule_package("spy_pkg", make_rule("mul", spy, dtypes="floating"))
     reg = build_registry([mod], entry_points=False)
     with pytest.raises(NoRuleError, match="exp"):
         convert(lambda x: jnp.exp(x * x), registry=reg)(np.ones(2, np.float32))
@@ -143,15 +132,8 @@ def test_pre_flight_error_reports_before_building_ops():
 def test_rule_failure_names_the_equation():
     def boom(ctx, x, y, **_):
         raise ValueError("kaboom")
-    import types
-    mod = types.ModuleType("boom_pkg")
-    mod.RULES = [make_rule("mul", boom, dtypes="all")]
-
-    @hookimpl
-    def register_rules(register):
-        register.module(mod)
-    mod.register_rules = register_rules
-    reg = build_registry([mod], entry_points=False)
+    reg = build_registry([rule_package("boom_pkg", make_rule("mul", boom, dtypes="all"))],
+                         entry_points=False)
     with pytest.raises(ConversionError, match=r"boom .*failed on mul float32\[2\].*"
                                               r"test_interpreter.py.*ValueError: kaboom"):
         convert(lambda x: x * x, registry=reg)(np.ones(2, np.float32))

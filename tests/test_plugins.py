@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import types
 
 import jax
 import jax.numpy as jnp
@@ -15,9 +14,9 @@ import pytest
 
 from core import convert
 from core.errors import RegistryError
-from core.hookspecs import hookimpl
 from core.registry import build_registry
 from core.rule import make_rule
+from core.testing import rule_package
 
 jaxtf_rmsnorm = pytest.importorskip(
     "jaxtf_rmsnorm", reason="plugins_example is not installed: pip install -e plugins_example")
@@ -83,23 +82,12 @@ def test_cli_keeps_working_with_a_broken_plugin(tmp_path):
     assert [r["primitive"] for r in rows] == ["rms_norm"] and rows[0]["status"] == "covered"
 
 
-def _pkg(name, *rules):
-    mod = types.ModuleType(name)
-    mod.RULES = list(rules)
-
-    @hookimpl
-    def register_rules(register):
-        register.module(mod)
-    mod.register_rules = register_rules
-    return mod
-
-
 def _double(ctx, x, scale, **_):
     return x * 2
 
 
 def test_plugin_that_clashes_with_a_builtin_is_left_out():
-    clash = _pkg("clash", make_rule("jit", _double, dtypes="all", name="my_jit"))
+    clash = rule_package("clash", make_rule("jit", _double, dtypes="all", name="my_jit"))
     reg = build_registry(plugins=[clash], entry_points=False)
     assert "ambiguous rules for 'jit'" in {p.name: p for p in reg.plugins}["clash"].error
     assert [r.package for r in reg.rules("jit")] == ["rules_lax"]
@@ -107,13 +95,13 @@ def test_plugin_that_clashes_with_a_builtin_is_left_out():
 
 def test_explicit_replacement_and_priority_shadowing():
     from core.coverage import coverage
-    repl = _pkg("repl", make_rule("jit", _double, replaces="rules_lax.control_flow:inline_jit",
+    repl = rule_package("repl", make_rule("jit", _double, replaces="rules_lax.control_flow:inline_jit",
                                   name="my_jit"))
     reg = build_registry(plugins=[repl], entry_points=False)
     assert [r.id for r in reg.rules("jit")] == [f"{__name__}:my_jit"]
     row = next(r for r in coverage(reg) if r["primitive"] == "jit")
     assert row["status"] == "overridden"
-    loud = _pkg("loud", make_rule("jit", _double, priority=10, name="loud_jit"))
+    loud = rule_package("loud", make_rule("jit", _double, priority=10, name="loud_jit"))
     reg = build_registry(plugins=[loud], entry_points=False)
     row = next(r for r in coverage(reg) if r["primitive"] == "jit")
     assert row["status"] == "shadowed" and row["plugin"] == "loud, rules_lax"
@@ -122,7 +110,7 @@ def test_explicit_replacement_and_priority_shadowing():
 def test_two_primitives_with_one_name_are_detected():
     from jax.extend.core import Primitive
     other = Primitive("rms_norm")           # another library's primitive, same name
-    impostor = _pkg("impostor", make_rule(other, _double, dtypes="floating", name="imp"))
+    impostor = rule_package("impostor", make_rule(other, _double, dtypes="floating", name="imp"))
     reg = build_registry(plugins=[impostor], strict=False)
     # packages given as arguments load before entry points, so the entry point is refused
     err = {p.name: p for p in reg.plugins}["rmsnorm"].error

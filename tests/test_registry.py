@@ -18,21 +18,11 @@ from core.hookspecs import hookimpl
 from core.coverage import coverage
 from core.registry import Registry, build_registry
 from core.rule import case, make_rule, rule, rules_of
+from core.testing import rule_package
 
 
 def _fn(ctx, x, y, **_):
     return tf.math.add(x, y)
-
-
-def _module(name, *rules_):
-    mod = types.ModuleType(name)
-    mod.RULES = list(rules_)
-
-    @hookimpl
-    def register_rules(register):
-        register.module(mod)
-    mod.register_rules = register_rules
-    return mod
 
 
 def _eqn(f, *args):
@@ -60,7 +50,7 @@ def test_selection_by_dtype_priority_and_specificity():
     general = make_rule("add", _fn, dtypes="all", name="general")
     floats = make_rule("add", _fn, dtypes="floating", name="floats")
     favoured = make_rule("add", _fn, dtypes="integer", priority=5, name="favoured")
-    reg = build_registry([_module("pkg", general, floats, favoured)], entry_points=False)
+    reg = build_registry([rule_package("pkg", general, floats, favoured)], entry_points=False)
     f32 = _eqn(jnp.add, np.float32(1), np.float32(2))
     i32 = _eqn(jnp.add, np.int32(1), np.int32(2))
     b = _eqn(jnp.logical_or, True, False)
@@ -73,7 +63,7 @@ def test_conditional_rule_and_xla_rule():
     cond = make_rule("add", _fn, dtypes="floating", name="only_scalars",
                      when=lambda e: None if not e.invars[0].aval.shape else "not a scalar")
     xla = make_rule("add", _fn, dtypes="floating", needs_xla=True, priority=9, name="xla")
-    reg = build_registry([_module("pkg", cond, xla)], entry_points=False)
+    reg = build_registry([rule_package("pkg", cond, xla)], entry_points=False)
     vec = _eqn(jnp.add, np.ones(3, np.float32), np.ones(3, np.float32))
     with pytest.raises(NoRuleError) as err:
         reg.select(vec)
@@ -87,24 +77,24 @@ def test_equal_rank_overlap_is_an_error_at_build_time():
     a = make_rule("add", _fn, dtypes="floating", name="a")
     b = make_rule("add", _fn, dtypes=["float32", "float64", "bfloat16", "float16"], name="b")
     with pytest.raises(RegistryError, match="ambiguous rules for 'add'.*:a.*:b"):
-        build_registry([_module("pkg", a, b)], entry_points=False)
+        build_registry([rule_package("pkg", a, b)], entry_points=False)
     # same rank but disjoint devices is fine
     c = make_rule("add", _fn, dtypes="floating", devices=("gpu",), name="c")
     d = make_rule("add", _fn, dtypes="floating", devices=("cpu",), name="d")
-    build_registry([_module("pkg", c, d)], entry_points=False)
+    build_registry([rule_package("pkg", c, d)], entry_points=False)
 
 
 def test_replaces_removes_the_target_and_unknown_target_is_an_error():
     base = make_rule("add", _fn, dtypes="floating", name="base")
     new = make_rule("add", _fn, dtypes="floating", name="new",
                     replaces=f"{__name__}:base")
-    reg = build_registry([_module("pkg", base, new)], entry_points=False)
+    reg = build_registry([rule_package("pkg", base, new)], entry_points=False)
     assert [r.id for r in reg.rules("add")] == [f"{__name__}:new"]
     assert coverage(reg)[[r["primitive"] for r in coverage(reg)].index("add")]["status"] \
         == "overridden"
     bad = make_rule("add", _fn, replaces="nowhere:nothing", name="bad")
     with pytest.raises(RegistryError, match="replaces='nowhere:nothing'"):
-        build_registry([_module("pkg", bad)], entry_points=False)
+        build_registry([rule_package("pkg", bad)], entry_points=False)
 
 
 def test_failing_package_is_recorded_unless_strict():
@@ -114,7 +104,7 @@ def test_failing_package_is_recorded_unless_strict():
     def register_rules(register):
         raise ImportError("needs a library that is not installed")
     broken.register_rules = register_rules
-    ok = _module("ok", make_rule("add", _fn, name="fine"))
+    ok = rule_package("ok", make_rule("add", _fn, name="fine"))
     reg = build_registry([ok], plugins=[broken], entry_points=False, strict=False)
     rec = {p.name: p for p in reg.plugins}
     assert "ImportError: needs a library" in rec["broken"].error
@@ -127,7 +117,7 @@ def test_failing_package_is_recorded_unless_strict():
 
 def test_no_rule_error_lists_every_gap_with_location_and_candidates():
     floats_only = make_rule("add", _fn, dtypes="floating", name="floats_only")
-    reg = build_registry([_module("pkg", floats_only)], entry_points=False)
+    reg = build_registry([rule_package("pkg", floats_only)], entry_points=False)
 
     def program(x, i):
         y = x + x
@@ -181,8 +171,8 @@ def test_cli_explain_and_plugins():
 
 def test_cli_list_filters_and_markdown():
     out = _cli("list", "--json", "--primitive", "custom_*_call")
-    assert {r["primitive"] for r in json.loads(out.stdout)} == {"custom_jvp_call",
-                                                               "custom_vjp_call"}
+    assert {r["primitive"] for r in json.loads(out.stdout)} == {
+        "custom_jvp_call", "custom_vjp_call", "custom_vmap_call"}
     out = _cli("list", "--json", "--status", "missing")
     assert out.returncode == 0 and all(r["status"] == "missing" for r in json.loads(out.stdout))
     out = _cli("list", "--markdown", "--primitive", "jit")
