@@ -79,12 +79,12 @@ def _complex_cases(prim):
                  [complex(1, _NAN), 1j, 2 - 1j], dtypes="complex")]
 
 
-@rule("eq", dtypes=["numeric", "bool"], cases=_cmp_cases("eq") + _complex_cases("eq"))
-@rule("ne", dtypes=["numeric", "bool"], cases=_cmp_cases("ne") + _complex_cases("ne"))
-@rule("lt", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("lt"))
-@rule("le", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("le"))
-@rule("gt", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("gt"))
-@rule("ge", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("ge"))
+@rule("eq", dtypes=["numeric", "bool"], cases=_cmp_cases("eq") + _complex_cases("eq"), polymorphic=True)
+@rule("ne", dtypes=["numeric", "bool"], cases=_cmp_cases("ne") + _complex_cases("ne"), polymorphic=True)
+@rule("lt", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("lt"), polymorphic=True)
+@rule("le", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("le"), polymorphic=True)
+@rule("gt", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("gt"), polymorphic=True)
+@rule("ge", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("ge"), polymorphic=True)
 def compare(ctx, x, y, **_):
     """Elementwise comparison: IEEE semantics for floats (NaN unordered) in JAX and TF."""
     dtype = _np(ctx.avals_in[0])
@@ -120,9 +120,9 @@ def _to_cases(prim):
                  dtypes="floating")]
 
 
-@rule("eq_to", dtypes=["integer", "floating", "bool"], cases=_to_cases("eq_to"))
-@rule("lt_to", dtypes=["integer", "floating", "bool"], cases=_to_cases("lt_to"))
-@rule("le_to", dtypes=["integer", "floating", "bool"], cases=_to_cases("le_to"))
+@rule("eq_to", dtypes=["integer", "floating", "bool"], cases=_to_cases("eq_to"), polymorphic=True)
+@rule("lt_to", dtypes=["integer", "floating", "bool"], cases=_to_cases("lt_to"), polymorphic=True)
+@rule("le_to", dtypes=["integer", "floating", "bool"], cases=_to_cases("le_to"), polymorphic=True)
 def compare_total_order(ctx, x, y, **_):
     """Total-order comparison (used by sort): compare monotone integer keys of the bits."""
     dtype = _np(ctx.avals_in[0])
@@ -146,9 +146,9 @@ _BITWISE = {"and": tf.bitwise.bitwise_and, "or": tf.bitwise.bitwise_or,
             "xor": tf.bitwise.bitwise_xor}
 
 
-@rule("and", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_and, 2))
-@rule("or", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_or, 2))
-@rule("xor", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_xor, 2))
+@rule("and", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_and, 2), polymorphic=True)
+@rule("or", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_or, 2), polymorphic=True)
+@rule("xor", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_xor, 2), polymorphic=True)
 def bitwise_binary(ctx, x, y, **_):
     """Logical ops on bool (TF's bitwise ops have no bool kernel), bitwise ops on ints."""
     name = ctx.eqn.primitive.name
@@ -157,7 +157,7 @@ def bitwise_binary(ctx, x, y, **_):
     return _BITWISE[name](x, y)
 
 
-@rule("not", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_not, 1))
+@rule("not", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_not, 1), polymorphic=True)
 def bitwise_not(ctx, x, **_):
     """Logical not on bool, bitwise complement on ints."""
     if _np(ctx.avals_in[0]) == np.bool_:
@@ -199,7 +199,7 @@ def _select_keys(p, k1, k2):
     return jax.random.key_data(keys)
 
 
-@rule("select_n", dtypes=["all", "key"], cases=_select_cases())
+@rule("select_n", dtypes=["all", "key"], cases=_select_cases(), polymorphic=True)
 def select_n(ctx, which, *cases, **_):
     """``cases[which]``: a bool predicate picks between two; an integer one is resolved by
     the same binary tree of ``which < mid`` selects that JAX emits, so out-of-range values
@@ -210,7 +210,7 @@ def select_n(ctx, which, *cases, **_):
     # Key arrays carry trailing key-data dims that the predicate must broadcast over.
     phys_ndim = len(_jcore.physical_aval(ctx.aval_out).shape)
     if w_aval.ndim and phys_ndim > w_aval.ndim:
-        which = tf.reshape(which, list(w_aval.shape) + [1] * (phys_ndim - w_aval.ndim))
+        which = tf.reshape(which, ctx.shape(w_aval) + [1] * (phys_ndim - w_aval.ndim))
     if np.dtype(w_aval.dtype) == np.bool_:
         return tf.where(which, cases[1], cases[0])
     w_dtype = np.dtype(w_aval.dtype)
@@ -253,11 +253,11 @@ def _shift_amount_ok(ctx, s):
 
 
 def _bcast(ctx, x, s):
-    shape = list(ctx.aval_out.shape)
+    shape = ctx.shape(ctx.aval_out)
     return tf.broadcast_to(x, shape), tf.broadcast_to(s, shape)
 
 
-@rule("shift_left", dtypes="integer", cases=_shift_cases(lax.shift_left))
+@rule("shift_left", dtypes="integer", cases=_shift_cases(lax.shift_left), polymorphic=True)
 def shift_left(ctx, x, s, **_):
     """x << s, and 0 where s is outside [0, bit width)."""
     x, s = _bcast(ctx, x, s)
@@ -265,7 +265,7 @@ def shift_left(ctx, x, s, **_):
     return tf.where(in_range, tf.bitwise.left_shift(x, s), tf.zeros_like(x))
 
 
-@rule("shift_right_logical", dtypes="integer", cases=_shift_cases(lax.shift_right_logical))
+@rule("shift_right_logical", dtypes="integer", cases=_shift_cases(lax.shift_right_logical), polymorphic=True)
 def shift_right_logical(ctx, x, s, **_):
     """Zero-filling right shift whatever the signedness; 0 for amounts out of range."""
     x, s = _bcast(ctx, x, s)
@@ -280,7 +280,7 @@ def shift_right_logical(ctx, x, s, **_):
 
 
 @rule("shift_right_arithmetic", dtypes="integer",
-      cases=_shift_cases(lax.shift_right_arithmetic))
+      cases=_shift_cases(lax.shift_right_arithmetic), polymorphic=True)
 def shift_right_arithmetic(ctx, x, s, **_):
     """Sign-filling right shift of the bit pattern (also for unsigned dtypes); amounts out
     of range fill with the sign bit."""
@@ -303,13 +303,13 @@ def _count_cases(f):
                  np.iinfo(dt).max // 2 + 1], dt)], dtypes="integer")]
 
 
-@rule("population_count", dtypes="integer", cases=_count_cases(lax.population_count))
+@rule("population_count", dtypes="integer", cases=_count_cases(lax.population_count), polymorphic=True)
 def population_count(ctx, x, **_):
     """TF's PopulationCount returns uint8; JAX keeps the operand's dtype."""
     return tf.cast(tf.raw_ops.PopulationCount(x=x), x.dtype)
 
 
-@rule("clz", dtypes="integer", cases=_count_cases(lax.clz))
+@rule("clz", dtypes="integer", cases=_count_cases(lax.clz), polymorphic=True)
 def count_leading_zeros(ctx, x, **_):
     """No TF op: binary search on the unsigned bit pattern (halve the window each step)."""
     dtype = _np(ctx.avals_in[0])

@@ -86,7 +86,7 @@ def _complex_edges(rng, dt):
         x, jnp.float32 if x.dtype != jnp.float32 else jnp.int32), shapes=[(3, 4)],
         name="random to float32 (float32 to int32)"),
     case.random(lambda x: x * 1.5, shapes=[(3,)], name="weak-typed result (int * 1.5)",
-                dtypes="integer")])
+                dtypes="integer")], polymorphic=True)
 def convert_element_type(ctx, x, *, new_dtype, **_):
     """Cast, with XLA's real-part rule for complex sources and saturating float -> int."""
     src = np.dtype(ctx.avals_in[0].dtype)
@@ -158,7 +158,7 @@ def _float_to_int(x, src: np.dtype, dst: np.dtype):
                 dtypes="uint16"),
     case.random(lambda x: lax.bitcast_convert_type(x, x.dtype), shapes=[(3,)],
                 name="same dtype"),
-])
+], polymorphic=True)
 def bitcast_convert_type(ctx, x, *, new_dtype, **_):
     """tf.bitcast has XLA's shape rule: a narrower type adds a trailing dim, a wider one
     consumes it; both are little-endian."""
@@ -197,7 +197,7 @@ def _rp_edges(rng, dt):
         _rp(3, 2)(x), _rp(1, 0)(x), _rp(2, 0)(x)], _rp_edges),
     case.custom("wider than the source: identity", _rp(11, 52), _rp_edges),
     case.random(_rp(8, 7), shapes=[(4, 5)]),
-])
+], polymorphic=True)
 def reduce_precision(ctx, x, *, exponent_bits, mantissa_bits, **_):
     """XLA's ReducePrecision on the bits: round the mantissa to nearest-even by adding a
     bias and masking, then flush exponents out of range to signed zero / inf (subnormals of
@@ -254,13 +254,13 @@ def reduce_precision(ctx, x, *, exponent_bits, mantissa_bits, **_):
                                  np.array([_INF, 0.0, -_INF, 0.0], dt)]),
     case.random(lax.nextafter, shapes=[(4, 5), (4, 5)]),
     case.random(lax.nextafter, shapes=[(4, 5), (1, 5)], name="broadcast"),
-])
+], polymorphic=True)
 def nextafter(ctx, x, y, **_):
     """XLA's (CHLO's) decomposition on the bits: +-1 on the sign-magnitude pattern, towards
     zero when the signs differ or |x| > |y|; from +-0 the smallest subnormal signed like y;
     y when x == y (a float compare, so denormals-are-zero like XLA) or both are zero; the
     canonical NaN when either is NaN."""
-    shape = list(ctx.aval_out.shape)
+    shape = ctx.shape(ctx.aval_out)
     x, y = tf.broadcast_to(x, shape), tf.broadcast_to(y, shape)
     nbits = np.dtype(ctx.avals_in[0].dtype).itemsize * 8
     it = _sint(nbits)

@@ -94,7 +94,7 @@ def _special_inputs():
 
 @rule("erf", dtypes="floating",
       cases=[case("edges and tails", lax.erf, _special_inputs()),
-             case.random(lax.erf, shapes=[(4, 5)])])
+             case.random(lax.erf, shapes=[(4, 5)])], polymorphic=True)
 def erf(ctx, x, **_):
     """XLA's erf approximation (f32 and narrower); TF's Erf for f64, fixed at +-inf."""
     return _in_f32(_erf)(x)
@@ -127,7 +127,7 @@ def _erfc(x):
 
 @rule("erfc", dtypes="floating",
       cases=[case("edges and tails", lax.erfc, _special_inputs() + [9.0, 10.5, -10.0]),
-             case.random(lax.erfc, shapes=[(4, 5)])])
+             case.random(lax.erfc, shapes=[(4, 5)])], polymorphic=True)
 def erfc(ctx, x, **_):
     """XLA's erfc approximation (f32 and narrower); TF's Erfc (same Cephes form) for f64."""
     return _in_f32(_erfc)(x)
@@ -199,7 +199,7 @@ def _erf_inv(x):
                   [-1.0, -0.999999, -0.9997, -0.5, 0.0, 1e-20, 0.25, 0.9, 0.99993, 0.99999994,
                    1.0, 1.5, -2.0, np.inf, np.nan]),
              case.custom("uniform in (-1, 1)", lax.erf_inv,
-                         lambda rng, dt: [rng.uniform(-1, 1, (50,)).astype(dt)])])
+                         lambda rng, dt: [rng.uniform(-1, 1, (50,)).astype(dt)])], polymorphic=True)
 def erf_inv(ctx, x, **_):
     """Giles' polynomials as XLA evaluates them (TF's Erfinv uses another method)."""
     return _in_f32(_erf_inv)(x)
@@ -267,7 +267,7 @@ _GAMMA_INPUTS = [-np.inf, -3.0, -2.5, -2.4570247, -1e-7, 0.0, 1e-30, 0.5, 0.9999
 
 @rule("lgamma", dtypes="floating",
       cases=[case("poles, zeros and tails", lax.lgamma, _GAMMA_INPUTS),
-             case.random(lax.lgamma, shapes=[(4, 5)])])
+             case.random(lax.lgamma, shapes=[(4, 5)])], polymorphic=True)
 def lgamma(ctx, x, **_):
     """XLA's Lanczos lgamma; TF's Lgamma kernel differs beyond 1e-6 near lgamma's zeros."""
     return _in_f32(_lgamma)(x)
@@ -275,7 +275,7 @@ def lgamma(ctx, x, **_):
 
 @rule("digamma", dtypes="floating",
       cases=[case("poles and tails", lax.digamma, _GAMMA_INPUTS),
-             case.random(lax.digamma, shapes=[(4, 5)])])
+             case.random(lax.digamma, shapes=[(4, 5)])], polymorphic=True)
 def digamma(ctx, x, **_):
     """XLA's Lanczos digamma (NaN at the poles 0, -1, -2, ...)."""
     return _in_f32(_digamma)(x)
@@ -326,7 +326,7 @@ def _zeta(s, q):
                   [1.0, 2.0, 2.0, 3.0, 4.0, 0.5, 2.5, 3.0, np.nan, 2.0],
                   [1.0, 0.0, -2.0, -2.0, 1.5, 1.0, -1.5, 1e-3, 1.0, np.inf]),
              case.custom("s > 1", lax.zeta, lambda rng, dt: [
-                 rng.uniform(1, 20, (30,)).astype(dt), rng.uniform(-4, 30, (30,)).astype(dt)])])
+                 rng.uniform(1, 20, (30,)).astype(dt), rng.uniform(-4, 30, (30,)).astype(dt)])], polymorphic=True)
 def zeta(ctx, s, q, **_):
     """XLA's Euler-Maclaurin expansion, written with TF arithmetic."""
     return _in_f32(_zeta)(s, q)
@@ -348,7 +348,7 @@ def _polygamma(n, x):
                   [0.0, 1.0, 1.0, 2.0, 3.0, 5.0, 1.5, -1.0, 2.0, 1.0, np.nan],
                   [0.5, 0.0, -2.0, 3.5, -2.5, 10.0, 1.0, 1.0, -6.53, 1e-3, 1.0]),
              case.custom("random orders", lax.polygamma, lambda rng, dt: [
-                 rng.integers(0, 6, (30,)).astype(dt), rng.uniform(-10, 30, (30,)).astype(dt)])])
+                 rng.integers(0, 6, (30,)).astype(dt), rng.uniform(-10, 30, (30,)).astype(dt)])], polymorphic=True)
 def polygamma(ctx, n, x, **_):
     """XLA's expansion: sign * n! * zeta(n+1, x), digamma for n = 0, NaN unless n is a
     natural number. TF's Polygamma differs at negative x."""
@@ -364,7 +364,7 @@ _BESSEL_INPUTS = [-np.inf, -100.0, -8.0, -7.9, -1.0, -1e-30, 0.0, 1e-8, 0.5, 8.0
 
 @rule("bessel_i0e", dtypes="floating",
       cases=[case("edges", lax.bessel_i0e, _BESSEL_INPUTS),
-             case.random(lax.bessel_i0e, shapes=[(4, 5)])])
+             case.random(lax.bessel_i0e, shapes=[(4, 5)])], polymorphic=True)
 def bessel_i0e(ctx, x, **_):
     """JAX's own lowering (Cephes Chebyshev series in plain arithmetic)."""
     return ctx.lower_fun(_jax_special.bessel_i0e_impl, x)[0]
@@ -372,7 +372,7 @@ def bessel_i0e(ctx, x, **_):
 
 @rule("bessel_i1e", dtypes="floating",
       cases=[case("edges", lax.bessel_i1e, _BESSEL_INPUTS),
-             case.random(lax.bessel_i1e, shapes=[(4, 5)])])
+             case.random(lax.bessel_i1e, shapes=[(4, 5)])], polymorphic=True)
 def bessel_i1e(ctx, x, **_):
     """TF's BesselI1e kernel: the Cephes series XLA's expansion also uses."""
     return _in_f32(tf.math.special.bessel_i1e)(x)
@@ -398,7 +398,7 @@ def _igamma_rule(prim_name, impl, doc):
     return rule(prim_name, dtypes="floating",
                 cases=[case("domain edges", getattr(lax, prim_name), _IGAMMA_A, _IGAMMA_X),
                        case.custom("positive", getattr(lax, prim_name),
-                                   lambda rng, dt: [_positive(rng, dt), _positive(rng, dt)])])(lower)
+                                   lambda rng, dt: [_positive(rng, dt), _positive(rng, dt)])], polymorphic=True)(lower)
 
 
 igamma = _igamma_rule("igamma", _jax_special.igamma_impl,
@@ -417,7 +417,7 @@ igamma_grad_a = _igamma_rule("igamma_grad_a", _jax_special.igamma_grad_a_impl,
                   [1.0, -1.0, 2.0, 1.0, 0.3, 0.3, -1.0, 2.4, 1.6, 0.5, 0.5, 0.5]),
              case.custom("positive", lax.betainc, lambda rng, dt: [
                  _positive(rng, dt, (20,)), _positive(rng, dt, (20,)),
-                 rng.uniform(0, 1, (20,)).astype(dt)])])
+                 rng.uniform(0, 1, (20,)).astype(dt)])], polymorphic=True)
 def regularized_incomplete_beta(ctx, a, b, x, **_):
     """JAX's continued fraction (Lentz); TF's Betainc differs beyond the f32 tolerance."""
     return ctx.lower_fun(_jax_special._up_and_broadcast(
