@@ -2,7 +2,20 @@
 from core.hookspecs import hookimpl
 
 FAMILIES = (
+    "special",
+    "elementwise",
+    "structural",
+    "slicing",
+    "dot",
+    "linalg",
+    "fft",
     "control_flow",
+    "shape_poly",
+    "reductions",
+    "cumulative",
+    "sorting",
+    "comparison",
+    "conversion",
 )
 
 
