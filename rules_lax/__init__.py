@@ -3,6 +3,7 @@ from core.hookspecs import hookimpl
 
 FAMILIES = (
     "special",
+    "indexing",
     "elementwise",
     "structural",
     "slicing",

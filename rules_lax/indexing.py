@@ -1,0 +1,465 @@
+"""Gather and the scatter family: gather, scatter, scatter-add, scatter-sub, scatter-mul,
+scatter-min, scatter-max.
+
+Every form of XLA's dimension numbers (offset/window dims, collapsed/inserted dims,
+start_index_map, operand/indices batching dims, any slice sizes) goes through one idea:
+compute, in plain TF integer ops, the *linear* position in the flattened operand of every
+gathered element or every update element, then use ``tf.gather`` (gather) or segment ops
+(scatter). Out-of-bounds handling follows what JAX's CPU lowering does:
+
+* gather, CLIP and PROMISE_IN_BOUNDS: XLA clamps each start index so the whole window is in
+  bounds. FILL_OR_DROP: JAX first converts the indices to int32 (int64 for huge operands,
+  wrapping like a C cast), then fills every window with any start index out of bounds.
+* scatter, CLIP: indices are clamped like gather's. FILL_OR_DROP and PROMISE_IN_BOUNDS: XLA
+  drops every window with any start index out of bounds.
+
+Scatter combiners: add/sub/mul/min/max are order-free (up to float rounding) and use
+unsorted segment ops; XLA propagates NaN through min/max. Plain ``scatter`` on XLA:CPU runs
+the scatter positions in row-major order, so for overlapping targets the last scatter
+position wins; we pick it with a segment max over update numbers. Complex min/max (whose
+NaN behaviour depends on order) and ``scatter_apply`` run XLA's order in a ``tf.while_loop``.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import tensorflow as tf
+import jax
+from jax import lax
+from jax._src.lax.slicing import GatherScatterMode
+
+from core.errors import UnsupportedError
+from core.rule import case, rule
+
+_I64_MAX = np.iinfo(np.int64).max
+_I32_MAX = np.iinfo(np.int32).max
+
+
+# -- index arithmetic shared by gather and scatter --------------------------------------------
+
+def _ints(xs):
+    return [int(x) for x in xs]
+
+
+def _as_int64(idx, dtype):
+    """Indices as int64 with the same order as in their own dtype (uint64 beyond int64
+    saturates: it is out of bounds either way)."""
+    x = tf.cast(idx, tf.int64)
+    if np.dtype(dtype) == np.uint64:
+        x = tf.where(x < 0, tf.constant(_I64_MAX, tf.int64), x)
+    return x
+
+
+def _iota(n, axis, rank):
+    shape = [1] * rank
+    shape[axis] = n
+    return tf.reshape(tf.range(n, dtype=tf.int64), shape)
+
+
+def _linear_positions(starts, batch_shape, operand_shape, window, start_map,
+                      operand_batching, indices_batching, window_dims):
+    """Linear positions in the flattened operand, shape ``batch_shape + window sizes``.
+
+    ``starts``: int64 start indices, shape batch_shape + [len(start_map)], already in bounds.
+    ``window``: the window size of every operand dim; ``window_dims``: the operand dims
+    that carry a window offset, in the order of the trailing result axes."""
+    nb = len(batch_shape)
+    full = list(batch_shape) + [window[d] for d in window_dims]
+    rank = len(full)
+    strides = [int(np.prod(operand_shape[d + 1:], dtype=np.int64)) for d in range(len(operand_shape))]
+    pos = tf.zeros([1] * rank, tf.int64)
+    for d, stride in enumerate(strides):
+        comp = None
+        if d in start_map:
+            comp = tf.reshape(starts[..., start_map.index(d)], list(batch_shape) + [1] * (rank - nb))
+        if d in operand_batching:
+            comp = _iota(batch_shape[indices_batching[operand_batching.index(d)]],
+                         indices_batching[operand_batching.index(d)], rank)
+        if d in window_dims:
+            off = _iota(window[d], nb + window_dims.index(d), rank)
+            comp = off if comp is None else comp + off
+        if comp is not None and stride:
+            pos = pos + comp * stride
+    return tf.broadcast_to(pos, full)
+
+
+def _starts_and_bounds(idx64, operand_shape, window, start_map):
+    """(clamped start indices, per-batch-element "window in bounds" mask)."""
+    upper = tf.constant([operand_shape[d] - window[d] for d in start_map], tf.int64)
+    in_bounds = tf.reduce_all(tf.logical_and(idx64 >= 0, idx64 <= upper), axis=-1)
+    clamped = tf.minimum(tf.maximum(idx64, tf.constant(0, tf.int64)), upper)
+    return clamped, in_bounds
+
+
+def _mode(mode):
+    mode = GatherScatterMode.from_any(mode)
+    if mode not in (GatherScatterMode.CLIP, GatherScatterMode.FILL_OR_DROP,
+                    GatherScatterMode.PROMISE_IN_BOUNDS):
+        raise UnsupportedError(f"gather/scatter mode={mode} has no XLA lowering in JAX "
+                               "either; use mode='clip', 'fill' or 'promise_in_bounds'.")
+    return mode
+
+
+def _physical(ctx, aval):
+    """Shape of the TF tensor holding ``aval`` and the trailing element shape (PRNG keys
+    are stored as their key data, with extra trailing dims)."""
+    from jax._src import core as jcore
+    if jax.dtypes.issubdtype(aval.dtype, jax.dtypes.extended):
+        elt = _ints(jcore.physical_element_aval(aval.dtype).shape)
+        return _ints(aval.shape) + elt, elt
+    return _ints(aval.shape), []
+
+
+# -- gather -------------------------------------------------------------------------------------
+
+def _default_fill(dtype):
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
+        return np.iinfo(np.uint32).max
+    dtype = np.dtype(dtype)
+    if jax.dtypes.issubdtype(dtype, np.inexact):
+        return np.nan
+    if jax.dtypes.issubdtype(dtype, np.signedinteger):
+        return np.iinfo(dtype).min
+    if jax.dtypes.issubdtype(dtype, np.unsignedinteger):
+        return np.iinfo(dtype).max
+    return True
+
+
+_G2 = lax.GatherDimensionNumbers(offset_dims=(1,), collapsed_slice_dims=(0,),
+                                 start_index_map=(0, 1))
+_GB = lax.GatherDimensionNumbers(offset_dims=(2,), collapsed_slice_dims=(),
+                                 start_index_map=(2,), operand_batching_dims=(0, 1),
+                                 start_indices_batching_dims=(1, 0))
+_G_IDX = np.array([[0, 1], [3, 2], [-1, 4], [2, 9], [7, -8]], np.int32)
+
+
+def _g(mode, dnums=_G2, sizes=(1, 3), fill_value=None):
+    return lambda x, i: lax.gather(x, i, dnums, sizes, mode=mode, fill_value=fill_value)
+
+
+def _rand_with(shape, *idx):
+    from core.rule import _rand
+    return lambda rng, dtype: [_rand(rng, shape, dtype), *idx]
+
+
+_GATHER_CASES = [
+    case.custom("2-D start, window 3, clip (out-of-range starts clamp)", _g("clip"),
+                _rand_with((4, 6), _G_IDX)),
+    case.custom("promise_in_bounds clamps like XLA", _g("promise_in_bounds"),
+                _rand_with((4, 6), _G_IDX)),
+    case.custom("fill: whole window filled if any start is out of bounds", _g("fill"),
+                _rand_with((4, 6), _G_IDX)),
+    case.custom("fill with explicit fill_value", _g("fill", fill_value=1),
+                _rand_with((4, 6), _G_IDX)),
+    case.custom("uint32 indices, fill",
+                _g("fill"), _rand_with((4, 6), np.array([[0, 2], [3, 4], [4, 0],
+                                                         [1, 4000000000]], np.uint32))),
+    case.custom("operand and indices batching dims (vmapped take), permuted",
+                _g("clip", _GB, (1, 1, 3)),
+                _rand_with((2, 3, 10), np.array([[[0], [1]], [[2], [8]], [[-4], [5]]],
+                                                np.int32))),
+    case.custom("take along axis 1 (offset dims around the batch dims), fill",
+                _g("fill", lax.GatherDimensionNumbers((0, 3), (1,), (1,)), (3, 1, 2)),
+                _rand_with((3, 5, 2), np.array([[[0], [4]], [[5], [-1]]], np.int32))),
+    case.custom("scalar index, no batch dims", lambda x, i: lax.gather(
+        x, i, lax.GatherDimensionNumbers((0, 1), (), (0,)), (2, 3),
+        mode="promise_in_bounds"), _rand_with((5, 3), np.array([4], np.int8))),
+]
+
+
+@rule("gather", dtypes=["all", "key"], cases=_GATHER_CASES)
+def gather(ctx, operand, indices, *, dimension_numbers, slice_sizes, mode, fill_value=None,
+           **_):
+    """XLA gather as one tf.gather over linear positions in the flattened operand."""
+    dn = dimension_numbers
+    mode = _mode(mode)
+    op_aval, idx_aval = ctx.avals_in
+    op_shape, elt = _physical(ctx, op_aval)
+    out_shape, _ = _physical(ctx, ctx.aval_out)
+    idx_shape = _ints(idx_aval.shape)
+    offset_dims = _ints(dn.offset_dims) + [len(out_shape) - len(elt) + k for k in range(len(elt))]
+    sizes = _ints(slice_sizes) + elt
+    start_map = _ints(dn.start_index_map)
+    operand_batching = _ints(dn.operand_batching_dims)
+    indices_batching = _ints(dn.start_indices_batching_dims)
+    collapsed = _ints(dn.collapsed_slice_dims)
+    window_dims = [d for d in range(len(op_shape))
+                   if d not in collapsed and d not in operand_batching]
+    out_dtype = ctx.tf_dtype(ctx.aval_out)
+    if 0 in out_shape:
+        return tf.zeros(out_shape, out_dtype)
+    idx = indices
+    if mode == GatherScatterMode.FILL_OR_DROP:
+        # JAX's FILL_OR_DROP lowering casts the indices to a signed index type first (a
+        # wrapping cast), then masks; mimic it so huge indices land where JAX's do.
+        wide = any(d > _I32_MAX for d in op_shape)
+        idx = tf.cast(idx, tf.int64 if wide else tf.int32)
+        idx64 = tf.cast(idx, tf.int64)
+    else:
+        idx64 = _as_int64(idx, idx_aval.dtype)
+    batch_shape = idx_shape[:-1]
+    starts, in_bounds = _starts_and_bounds(idx64, op_shape, sizes, start_map)
+    pos = _linear_positions(starts, batch_shape, op_shape, sizes, start_map,
+                            operand_batching, indices_batching, window_dims)
+    if int(np.prod(op_shape, dtype=np.int64)) <= _I32_MAX:
+        pos = tf.cast(pos, tf.int32)
+    out = tf.gather(tf.reshape(operand, [-1]), pos)
+    if mode == GatherScatterMode.FILL_OR_DROP:
+        if fill_value is None:
+            fill_value = _default_fill(op_aval.dtype)
+        np_dtype = out_dtype.as_numpy_dtype
+        fill = tf.constant(np.array(fill_value).astype(np_dtype), out_dtype)
+        nb = len(batch_shape)
+        mask = tf.reshape(in_bounds, batch_shape + [1] * (len(out_shape) - nb))
+        out = tf.where(mask, out, fill)
+    # `out` has the batch dims first, then the offset dims; move them to their places.
+    batch_out = [d for d in range(len(out_shape)) if d not in offset_dims]
+    perm = [batch_out.index(d) if d in batch_out else len(batch_out) + offset_dims.index(d)
+            for d in range(len(out_shape))]
+    if perm != sorted(perm):
+        out = tf.transpose(out, perm)
+    return out
+
+
+# -- scatter ------------------------------------------------------------------------------------
+
+def _scatter_positions(ctx, indices, dn, mode):
+    """For every update element (updates transposed to scatter dims first, then window dims,
+    then flattened): its linear position in the flattened operand, or M (one past the end)
+    when XLA drops its window. Returns (positions, transposition of the updates, M)."""
+    op_aval, idx_aval, upd_aval = ctx.avals_in
+    op_shape, elt = _physical(ctx, op_aval)
+    upd_shape, _ = _physical(ctx, upd_aval)
+    idx_shape = _ints(idx_aval.shape)
+    update_window_dims = _ints(dn.update_window_dims) + [
+        len(upd_shape) - len(elt) + k for k in range(len(elt))]
+    inserted = _ints(dn.inserted_window_dims)
+    operand_batching = _ints(dn.operand_batching_dims)
+    indices_batching = _ints(dn.scatter_indices_batching_dims)
+    start_map = _ints(dn.scatter_dims_to_operand_dims)
+    window_dims = [d for d in range(len(op_shape))
+                   if d not in inserted and d not in operand_batching]
+    window = [1] * len(op_shape)
+    for d, u in zip(window_dims, update_window_dims):
+        window[d] = upd_shape[u]
+    batch_shape = idx_shape[:-1]
+    idx64 = _as_int64(indices, idx_aval.dtype)
+    starts, in_bounds = _starts_and_bounds(idx64, op_shape, window, start_map)
+    pos = _linear_positions(starts, batch_shape, op_shape, window, start_map,
+                            operand_batching, indices_batching, window_dims)
+    m = int(np.prod(op_shape, dtype=np.int64))
+    if mode != GatherScatterMode.CLIP:
+        nb = len(batch_shape)
+        mask = tf.reshape(in_bounds, batch_shape + [1] * (len(pos.shape) - nb))
+        pos = tf.where(mask, pos, tf.constant(m, tf.int64))
+    pos = tf.reshape(pos, [-1])
+    if m < _I32_MAX:
+        pos = tf.cast(pos, tf.int32)
+    scatter_dims = [d for d in range(len(upd_shape)) if d not in update_window_dims]
+    return pos, scatter_dims + update_window_dims, m, op_shape, upd_shape
+
+
+def _is_overwrite(update_jaxpr):
+    """The combiner of plain lax.scatter (None, or ``lambda x, y: y``)."""
+    if update_jaxpr is None:
+        return True
+    jaxpr = getattr(update_jaxpr, "jaxpr", update_jaxpr)
+    return (not jaxpr.eqns and len(jaxpr.outvars) == 1 and len(jaxpr.invars) == 2
+            and jaxpr.outvars[0] is jaxpr.invars[1])
+
+
+def _segment_reduce(kind, values, pos, m):
+    seg = {"sum": tf.math.unsorted_segment_sum, "prod": tf.math.unsorted_segment_prod,
+           "max": tf.math.unsorted_segment_max, "min": tf.math.unsorted_segment_min}[kind]
+    return seg(values, pos, m + 1)[:m]
+
+
+def _hits(pos, m):
+    """How many update elements land on each operand element."""
+    return _segment_reduce("sum", tf.ones_like(pos), pos, m)
+
+
+def _widen(x):
+    """f16/bf16 have segment kernels, but accumulate in f32 as XLA does per step."""
+    return tf.cast(x, tf.float32) if x.dtype in (tf.float16, tf.bfloat16) else x
+
+
+def _combine_ordered(ctx, kind, op_flat, upd_flat, pos, m, n_scatter, window,
+                     update_jaxpr=None, update_consts=()):
+    """XLA:CPU's own order: scatter positions one after another (each one's window
+    elements land on distinct operand elements). Used where order changes the numbers."""
+    upd2 = tf.reshape(upd_flat, [n_scatter, window])
+    pos2 = tf.reshape(pos, [n_scatter, window])
+    acc0 = tf.concat([op_flat, tf.zeros([1], op_flat.dtype)], 0)
+
+    def combine(x, y):
+        if kind in ("min", "max"):
+            rx, ry = tf.math.real(x), tf.math.real(y)
+            ix, iy = tf.math.imag(x), tf.math.imag(y)
+            lt = tf.less if kind == "min" else tf.greater
+            pick_x = tf.where(tf.equal(rx, ry), lt(ix, iy), lt(rx, ry))
+            return tf.where(pick_x, x, y)
+        out, = ctx.lower_jaxpr(update_jaxpr, x, y, consts=list(update_consts))
+        return tf.broadcast_to(tf.cast(out, x.dtype), tf.shape(x))
+
+    def body(i, acc):
+        p = pos2[i]
+        new = combine(tf.gather(acc, p), upd2[i])
+        return i + 1, tf.tensor_scatter_nd_update(acc, p[:, None], new)
+
+    _, acc = tf.while_loop(lambda i, _: i < n_scatter, body, (tf.constant(0), acc0))
+    return acc[:m]
+
+
+def _scatter_impl(kind, ctx, operand, indices, updates, *, dimension_numbers, mode,
+                  update_jaxpr=None, update_consts=(), **_):
+    mode = _mode(mode)
+    if kind == "scatter" and not _is_overwrite(update_jaxpr):
+        kind = "apply"
+    pos, perm, m, op_shape, upd_shape = _scatter_positions(ctx, indices, dimension_numbers,
+                                                           mode)
+    n = int(np.prod(upd_shape, dtype=np.int64))
+    if m == 0 or n == 0:
+        return operand
+    if perm != sorted(perm):
+        updates = tf.transpose(updates, perm)
+    upd = tf.reshape(updates, [-1])
+    op = tf.reshape(operand, [-1])
+    dtype = op.dtype
+    if kind == "scatter":
+        # The last scatter position wins: updates are now numbered in XLA's order.
+        order = tf.range(n, dtype=pos.dtype)
+        winner = _segment_reduce("max", order, pos, m)
+        out = tf.where(winner >= 0, tf.gather(upd, tf.maximum(winner, 0)), op)
+    elif kind == "apply" or (kind in ("min", "max") and dtype.is_complex):
+        idx_aval = ctx.avals_in[1]
+        n_scatter = int(np.prod(idx_aval.shape[:-1], dtype=np.int64))
+        out = _combine_ordered(ctx, kind, op, upd, pos, m, n_scatter, n // n_scatter,
+                               update_jaxpr, update_consts)
+    elif kind in ("add", "sub", "mul"):
+        red = _segment_reduce("prod" if kind == "mul" else "sum", _widen(upd), pos, m)
+        wide = _widen(op)
+        out = {"add": wide + red, "sub": wide - red, "mul": wide * red}[kind]
+        out = tf.cast(out, dtype)
+    elif dtype == tf.bool:   # min is AND, max is OR
+        red = _segment_reduce(kind, tf.cast(upd, tf.int32), pos, m)
+        hit = _hits(pos, m) > 0
+        red = tf.cast(red, tf.bool)
+        out = tf.where(hit, tf.logical_and(op, red) if kind == "min" else
+                       tf.logical_or(op, red), op)
+    else:
+        wide_u, wide_o = _widen(upd), _widen(op)
+        hit = _hits(pos, m) > 0
+        if dtype.is_floating:
+            # XLA's min/max propagate NaN from either side; segment min/max do not.
+            inf = np.inf if kind == "min" else -np.inf
+            is_nan = tf.math.is_nan(wide_u)
+            red = _segment_reduce(kind, tf.where(is_nan, tf.constant(inf, wide_u.dtype),
+                                                 wide_u), pos, m)
+            nan_hit = _segment_reduce("max", tf.cast(is_nan, tf.int32), pos, m) > 0
+            both = tf.minimum(wide_o, red) if kind == "min" else tf.maximum(wide_o, red)
+            both = tf.where(tf.logical_or(nan_hit, tf.math.is_nan(wide_o)),
+                            tf.constant(np.nan, wide_o.dtype), both)
+        else:
+            red = _segment_reduce(kind, wide_u, pos, m)
+            both = tf.minimum(wide_o, red) if kind == "min" else tf.maximum(wide_o, red)
+        out = tf.cast(tf.where(hit, both, wide_o), dtype)
+    return tf.reshape(out, op_shape)
+
+
+def _dn(w, i, s, ob=(), ib=()):
+    return lax.ScatterDimensionNumbers(update_window_dims=w, inserted_window_dims=i,
+                                       scatter_dims_to_operand_dims=s,
+                                       operand_batching_dims=ob,
+                                       scatter_indices_batching_dims=ib)
+
+
+_D1 = _dn((), (0,), (0,))
+_DW = _dn((1,), (), (0,))          # overlapping windows of 3 along dim 0
+_DWF = _dn((0,), (), (0,))         # the same with the window dim before the scatter dim
+_DB = _dn((2,), (), (2,), (0, 1), (1, 0))
+_DUP = np.array([[1], [1], [3], [0], [1]], np.int32)
+_OOB = np.array([[3], [-1], [1], [2], [9]], np.int32)
+
+
+def _s(fn, dn, mode, **kw):
+    return lambda x, i, u: fn(x, i, u, dn, mode=mode, **kw)
+
+
+def _scatter_cases(fn, dtypes=None, nan=True):
+    cases = [
+        case.custom("duplicate indices, drop", _s(fn, _D1, "drop"),
+                    lambda rng, dt: [_rand(rng, (5,), dt), _DUP, _rand(rng, (5,), dt)],
+                    dtypes=dtypes),
+        case.custom("windows of 3, partly out of bounds, drop", _s(fn, _DW, "drop"),
+                    lambda rng, dt: [_rand(rng, (5,), dt), _OOB, _rand(rng, (5, 3), dt)],
+                    dtypes=dtypes),
+        case.custom("out of bounds, promise_in_bounds drops too",
+                    _s(fn, _DW, "promise_in_bounds"),
+                    lambda rng, dt: [_rand(rng, (5,), dt), _OOB, _rand(rng, (5, 3), dt)],
+                    dtypes=dtypes),
+        case.custom("window dim first, clip", _s(fn, _DWF, "clip"),
+                    lambda rng, dt: [_rand(rng, (5,), dt), _OOB, _rand(rng, (3, 5), dt)],
+                    dtypes=dtypes),
+        case.custom("operand and indices batching dims", _s(fn, _DB, "clip"),
+                    lambda rng, dt: [_rand(rng, (2, 3, 10), dt),
+                                     np.array([[[0], [1]], [[2], [9]], [[4], [-5]]], np.int32),
+                                     _rand(rng, (3, 2, 3), dt)], dtypes=dtypes),
+        case.custom("uint8 indices, sorted, unique", _s(fn, _D1, "drop", indices_are_sorted=True,
+                                                      unique_indices=True),
+                    lambda rng, dt: [_rand(rng, (5,), dt),
+                                     np.array([[0], [2], [4], [200]], np.uint8),
+                                     _rand(rng, (4,), dt)], dtypes=dtypes),
+    ]
+    if nan:
+        cases.append(case("NaN in operand and updates", _s(fn, _D1, "drop"),
+                          [1.0, np.nan, 3.0, 4.0, 5.0], np.array([[0], [0], [1], [2], [2]],
+                                                                 np.int32),
+                          [np.nan, 2.0, 0.0, 7.0, np.nan], dtypes="inexact"))
+    return cases
+
+
+def _rand(rng, shape, dtype):
+    from core.rule import _rand as rand
+    return rand(rng, shape, dtype)
+
+
+@rule("scatter", dtypes=["all", "key"], cases=_scatter_cases(lax.scatter, nan=False) + [
+    case.custom("scatter_apply (custom combiner, applied once per hit)",
+                lambda x, i: lax.scatter_apply(x, i, lambda v: v * 2 + 1, _D1,
+                                               update_shape=(5,)),
+                lambda rng, dt: [_rand(rng, (5,), dt), _DUP], dtypes="numeric")])
+def scatter(ctx, operand, indices, updates, **params):
+    """Overwrite; with overlaps the last scatter position wins, as on XLA:CPU."""
+    return _scatter_impl("scatter", ctx, operand, indices, updates, **params)
+
+
+@rule("scatter-add", dtypes="numeric", cases=_scatter_cases(lax.scatter_add, nan=False))
+def scatter_add(ctx, operand, indices, updates, **params):
+    """operand + segment sum of the updates (modular for integers, like XLA)."""
+    return _scatter_impl("add", ctx, operand, indices, updates, **params)
+
+
+@rule("scatter-sub", dtypes="numeric", cases=_scatter_cases(lax.scatter_sub, nan=False))
+def scatter_sub(ctx, operand, indices, updates, **params):
+    """operand - segment sum of the updates."""
+    return _scatter_impl("sub", ctx, operand, indices, updates, **params)
+
+
+@rule("scatter-mul", dtypes="numeric", cases=_scatter_cases(lax.scatter_mul, nan=False))
+def scatter_mul(ctx, operand, indices, updates, **params):
+    """operand * segment product of the updates (no logs, so signs and zeros are exact)."""
+    return _scatter_impl("mul", ctx, operand, indices, updates, **params)
+
+
+@rule("scatter-min", dtypes="all", cases=_scatter_cases(lax.scatter_min))
+def scatter_min(ctx, operand, indices, updates, **params):
+    """Segment min with XLA's NaN propagation; complex: lexicographic, in XLA's order."""
+    return _scatter_impl("min", ctx, operand, indices, updates, **params)
+
+
+@rule("scatter-max", dtypes="all", cases=_scatter_cases(lax.scatter_max))
+def scatter_max(ctx, operand, indices, updates, **params):
+    """Segment max with XLA's NaN propagation; complex: lexicographic, in XLA's order."""
+    return _scatter_impl("max", ctx, operand, indices, updates, **params)
