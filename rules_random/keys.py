@@ -109,9 +109,9 @@ def random_bits(ctx, keys, *, bit_width, shape):
 
 # -- shape ops on key arrays ---------------------------------------------------------------
 
-_KEY_SHAPE_OPS = ("slice", "squeeze", "expand_dims", "reshape", "broadcast_in_dim",
+_KEY_SHAPE_OPS = ("slice", "squeeze", "reshape", "broadcast_in_dim",
                   "concatenate", "transpose", "rev", "select_n", "dynamic_slice",
-                  "dynamic_update_slice", "gather", "scatter", "copy", "copy_p", "pad",
+                  "dynamic_update_slice", "gather", "scatter", "copy", "pad",
                   "split", "device_put", "optimization_barrier", "sharding_constraint")
 
 

@@ -20,6 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def in_sample(name: str, every: int) -> bool:
+    """A deterministic 1-in-``every`` sample by case name (stable across processes)."""
+    import zlib
+    return every <= 1 or zlib.crc32(name.encode()) % every == 0
+
+
 def cpu_harnesses(groups=None, pattern=None):
     from jax._src.internal_test_util import test_harnesses as th
     out = []
@@ -51,11 +57,9 @@ def main(argv=None) -> int:
     per_group: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     t0 = time.time()
     seen: collections.Counter = collections.Counter()
-    n_in_group: collections.Counter = collections.Counter()
     unexpected = []
     for h in hs:
-        n_in_group[h.group_name] += 1
-        if (n_in_group[h.group_name] - 1) % args.sample:
+        if not in_sample(h.fullname, args.sample):
             continue
         if args.limit and seen[h.group_name] >= args.limit:
             continue

@@ -17,7 +17,7 @@ import pytest
 
 from core.registry import default_registry
 from core.testing import harness_primitives, run_harness
-from tests.conformance import cpu_harnesses
+from tests.conformance import cpu_harnesses, in_sample
 from tests.known_failures import expected_failure
 
 pytestmark = pytest.mark.conformance
@@ -33,14 +33,11 @@ def _covered() -> frozenset[str]:
 
 
 def _params():
-    seen: dict[str, int] = {}
-    out = []
-    for h in cpu_harnesses():
-        n = seen[h.group_name] = seen.get(h.group_name, -1) + 1
-        if n % SAMPLE:
-            continue
-        out.append(pytest.param(h, id=h.fullname))
-    return out
+    # JAX builds some harness lists by iterating over sets, so their order changes from
+    # process to process: sort, and sample by name, so every pytest-xdist worker collects
+    # the same cases.
+    hs = sorted(cpu_harnesses(), key=lambda h: h.fullname)
+    return [pytest.param(h, id=h.fullname) for h in hs if in_sample(h.fullname, SAMPLE)]
 
 
 @pytest.mark.parametrize("harness", _params())
