@@ -248,11 +248,45 @@ def minmax_integer(ctx, x, y, **_):
 @rule(["max", "min"], dtypes="floating",
       cases=[case("NaN wins, -0 < +0", lax.max, *_NAN_GRID),
              case("NaN wins, -0 < +0", lax.min, *_NAN_GRID),
-             _random_pair(lax.max), _random_pair(lax.min), _broadcast_pair(lax.min)], polymorphic=True)
+             _random_pair(lax.max), _random_pair(lax.min), _broadcast_pair(lax.min),
+             *[case(f"{op.__name__} with constant {k!r}", (lambda op, k: lambda x: op(x, k))(op, k),
+                    [nan, -0.0, 0.0, -inf, inf, 1.5, -1.5, 2.0], dtypes="floating")
+               for op in (jnp.maximum, jnp.minimum) for k in (0.0, -0.0, 1.5, -inf, inf)],
+             case("constant on the left", lambda x: jnp.minimum(-0.0, x), [nan, -0.0, 0.0, -1.0, 1.0],
+                  dtypes="floating")], polymorphic=True)
 def minmax_floating(ctx, x, y, **_):
     """XLA propagates NaN from either side and orders -0 below +0; tf.maximum/minimum
     promise neither (they return the first operand on ties)."""
-    return (_fmax if ctx.eqn.primitive.name == "max" else _fmin)(x, y)
+    is_max = ctx.eqn.primitive.name == "max"
+    # Fast path (e.g. relu = max(x, 0.0)): a scalar constant operand that is not NaN
+    # needs no NaN check (max/min are commutative in XLA's semantics, so either side).
+    for var, c in ((y, x), (x, y)):
+        k = _scalar_constant(var)
+        if k is not None:
+            return _fminmax_const(c, var, k, is_max)
+    return (_fmax if is_max else _fmin)(x, y)
+
+
+def _scalar_constant(t):
+    """The value of a rank-0, non-NaN constant tensor, else None."""
+    if t.shape.rank != 0:
+        return None
+    v = tf.get_static_value(t)
+    return None if v is None or np.isnan(v) else np.asarray(v)
+
+
+def _fminmax_const(x, c, k, is_max):
+    # max(x, c) = where(x < c, c, x): a NaN x fails the comparison and is kept. Only the
+    # zero pair needs care: max(-0, +0) = +0 picks c when c is +0 (so <=), while
+    # max(+0, -0) = +0 keeps x when c is -0 (so <). Mirrored for min.
+    if np.isinf(k) and (k < 0) == is_max:
+        return x  # max(x, -inf) = x and min(x, +inf) = x, NaN and -0 included
+    neg = bool(np.signbit(k))
+    if is_max:
+        take_c = tf.math.less(x, c) if neg else tf.math.less_equal(x, c)
+    else:
+        take_c = tf.math.greater_equal(x, c) if neg else tf.math.greater(x, c)
+    return tf.where(take_c, c, x)
 
 
 def _fmax(x, y):

@@ -85,9 +85,10 @@ def _matmul_conv(x, w, shape, kernel, strides, dilation, groups, out, o):
     return tf.reshape(tf.transpose(y, [1, 0, 2]), [n, *out, groups * og])
 
 
-def _tf_conv(x, w, shape, kernel, strides, dilation, out, o):
-    """VALID conv with TF's Conv2D/Conv3D (floating point); Conv2D infers the feature
-    groups from the channel counts of ``x`` and ``w``."""
+def _tf_conv(x, w, shape, kernel, strides, dilation, out, o, padding="VALID"):
+    """VALID (or, when the caller checked it is the same padding, SAME) conv with TF's
+    Conv2D/Conv3D (floating point); Conv2D infers the feature groups from the channel
+    counts of ``x`` and ``w``."""
     nsp = len(kernel)
     # TF CPU convs refuse strides > 1 together with dilations > 1: stride afterwards.
     post = None
@@ -97,9 +98,9 @@ def _tf_conv(x, w, shape, kernel, strides, dilation, out, o):
         x, w = tf.expand_dims(x, 1), tf.expand_dims(w, 0)
         strides, dilation = (1, *strides), (1, *dilation)
     if len(strides) == 2:
-        y = tf.nn.conv2d(x, w, [1, *strides, 1], "VALID", dilations=[1, *dilation, 1])
+        y = tf.nn.conv2d(x, w, [1, *strides, 1], padding, dilations=[1, *dilation, 1])
     else:
-        y = tf.nn.conv3d(x, w, [1, *strides, 1], "VALID", dilations=[1, *dilation, 1])
+        y = tf.nn.conv3d(x, w, [1, *strides, 1], padding, dilations=[1, *dilation, 1])
     if nsp == 1:
         y = tf.squeeze(y, 1)
     if post is not None:
@@ -188,7 +189,9 @@ def conv_general_dilated(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation
         return tf.zeros([int(d) for d in out_aval.shape], out_tf)
 
     compute, first = _compute_dtype(lhs_aval.dtype, out_aval.dtype)
-    x, w = tf.transpose(lhs, lperm), tf.transpose(rhs, rperm)
+    # Already NHWC / HWIO (flax's layout): no Transpose ops in the graph.
+    x = lhs if list(lperm) == list(range(nsp + 2)) else tf.transpose(lhs, lperm)
+    w = rhs if list(rperm) == list(range(nsp + 2)) else tf.transpose(rhs, rperm)
     if np.dtype(first) != np.dtype(lhs_aval.dtype):
         x, w = tf.cast(x, ctx.tf_dtype(first)), tf.cast(w, ctx.tf_dtype(first))
     x, w = tf.cast(x, compute), tf.cast(w, compute)
@@ -206,13 +209,35 @@ def conv_general_dilated(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation
 
     for i, d in enumerate(lhs_dil):
         x, shape = _dilate(x, shape, i + 1, d)
-    x, shape = _pad_or_slice(x, shape, [(0, 0), *pads, (0, 0)])
     out = out_shape[1:-1]
-
     floating = compute in (tf.float32, tf.float64)
     # TF's CPU Conv3D takes neither groups nor dilations.
-    if floating and (nsp in (1, 2) or (nsp == 3 and groups == 1 and set(rhs_dil) == {1})):
-        y = _tf_conv(x, w, shape, kernel, strides, rhs_dil, out, out_features)
+    tf_conv = floating and (nsp in (1, 2) or (nsp == 3 and groups == 1
+                                                and set(rhs_dil) == {1}))
+    tf_pad = "VALID"
+    if (tf_conv and any(p != (0, 0) for p in pads)
+            and not (any(s > 1 for s in strides) and any(d > 1 for d in rhs_dil))
+            and pads == _same_pads(shape[1:-1], kernel, strides, rhs_dil)):
+        # The padding is TF's SAME padding: let Conv2D pad (with zeros, as tf.pad would)
+        # instead of a separate Pad op that copies the whole input. (Not when _tf_conv
+        # strides afterwards: SAME would then pad for stride 1.)
+        tf_pad = "SAME"
+    else:
+        x, shape = _pad_or_slice(x, shape, [(0, 0), *pads, (0, 0)])
+
+    if tf_conv:
+        y = _tf_conv(x, w, shape, kernel, strides, rhs_dil, out, out_features, tf_pad)
     else:
         y = _matmul_conv(x, w, shape, kernel, strides, rhs_dil, groups, out, out_features)
-    return tf.transpose(tf.cast(y, out_tf), operm)
+    y = tf.cast(y, out_tf)
+    return y if list(operm) == list(range(nsp + 2)) else tf.transpose(y, operm)
+
+
+def _same_pads(in_sizes, kernel, strides, dilation):
+    """TF's SAME padding per spatial axis: total = max((ceil(n/s)-1)*s + (k-1)*d + 1 - n, 0),
+    the odd element at the end."""
+    pads = []
+    for n, k, s, d in zip(in_sizes, kernel, strides, dilation):
+        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        pads.append((total // 2, total - total // 2))
+    return pads
