@@ -91,7 +91,6 @@ class _Converted:
         self.conv = conv
         self._cache: dict[Any, tuple] = {}
         self._lock = threading.Lock()
-        self._vjp: _Converted | None = None     # the converted VJP, made on first use
 
     def __call__(self, *args, **kwargs):
         import jax
@@ -109,11 +108,10 @@ class _Converted:
             entry = self._cache.get(key)
             if entry is None:
                 entry = self._cache[key] = self._trace(in_tree, avals)
-        closed, out_tree = entry
         tensors = [tf.cast(t, _dtypes.to_tf(a.dtype)) if t.dtype != _dtypes.to_tf(a.dtype)
                    else t for t, a in zip(tensors, avals)]
-        outs = self._run(closed, tensors, in_tree)
-        return jax.tree_util.tree_unflatten(out_tree, outs)
+        outs = self._run(entry, tensors, in_tree)
+        return jax.tree_util.tree_unflatten(entry.out_tree, outs)
 
     def _trace(self, in_tree, avals):
         import jax
@@ -132,7 +130,7 @@ class _Converted:
             raise
         self.conv.registry.require(closed, self.conv.device, self.conv.allow_xla,
                                    self.conv.prefer, what=_fun_name(self.fun_jax))
-        return closed, out_tree_box[-1]
+        return _Traced(closed, out_tree_box[-1], flat_fun)
 
     def _lower(self, closed, xs, in_tree) -> list[tf.Tensor]:
         dims = DimEnv.solve(closed.in_avals, xs, in_tree)
@@ -142,7 +140,8 @@ class _Converted:
                 xs = [tf.identity(x) for x in xs]
         return lower_jaxpr(conv, closed, xs)
 
-    def _run(self, closed, tensors: Sequence[tf.Tensor], in_tree) -> list[tf.Tensor]:
+    def _run(self, entry: "_Traced", tensors: Sequence[tf.Tensor], in_tree) -> list[tf.Tensor]:
+        closed = entry.closed
         if not tensors:
             return lower_jaxpr(self.conv, closed, tensors)
         name = _fun_name(self.fun_jax)
@@ -157,22 +156,21 @@ class _Converted:
                         f"{name} was converted with with_gradient=False, so it has no "
                         "gradient; convert it with with_gradient=True (the default) to "
                         "differentiate it in TensorFlow.")
-                return self._gradient(closed, xs, dys, outs)
+                return self._gradient(entry, xs, dys, outs)
             return outs, grad
 
         return list(with_grad(*tensors))
 
-    def _gradient(self, closed, xs: Sequence[tf.Tensor], dys: Sequence[tf.Tensor | None],
-                  outs: Sequence[tf.Tensor]):
-        """The TF gradient: JAX's VJP of the very jaxpr we lowered, converted by the same
-        machinery (and itself differentiable, for higher orders)."""
+    def _gradient(self, entry: "_Traced", xs: Sequence[tf.Tensor],
+                  dys: Sequence[tf.Tensor | None], outs: Sequence[tf.Tensor]):
+        """The TF gradient: JAX's VJP of the same function at the same signature, converted
+        by the same machinery (and itself differentiable, for higher orders)."""
         import jax
-        from jax.extend.core import jaxpr_as_fun
-        in_avals, out_avals = closed.in_avals, closed.out_avals
+        in_avals, out_avals = entry.closed.in_avals, entry.closed.out_avals
         diff_in = [_differentiable(a.dtype) for a in in_avals]
         diff_out = [_differentiable(a.dtype) for a in out_avals]
-        if self._vjp is None:
-            fun = jaxpr_as_fun(closed)
+        if entry.vjp is None:
+            fun = entry.flat_fun    # re-traced, so symbolic dims live in the VJP's own scope
 
             def vjp(primals, cts):
                 _, pullback = jax.vjp(fun, *primals)
@@ -186,11 +184,21 @@ class _Converted:
             if self.polymorphic_shapes is not None:
                 poly = ([_spec(a) for a in in_avals],
                         [_spec(a) for a, d in zip(out_avals, diff_out) if d])
-            self._vjp = _Converted(vjp, self.with_gradient, self.conv, poly)
+            entry.vjp = _Converted(vjp, self.with_gradient, self.conv, poly)
         cts = [tf.zeros_like(y) if dy is None else tf.cast(dy, y.dtype)
                for dy, y, d in zip(dys, outs, diff_out) if d]
-        grads = iter(self._vjp(list(xs), cts))
+        grads = iter(entry.vjp(list(xs), cts))
         return [next(grads) if d else None for d in diff_in]
+
+@dataclasses.dataclass
+class _Traced:
+    """What is cached per input signature: the jaxpr, the output tree, the flat function
+    that was traced, and its converted VJP (made on the first gradient request)."""
+    closed: Any
+    out_tree: Any
+    flat_fun: Callable
+    vjp: Any = None
+
 
 def _spec(aval) -> str:
     """A polymorphic_shapes spec that re-creates ``aval``'s (symbolic) shape."""

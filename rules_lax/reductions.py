@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax.extend import core as jex
 from jax import lax
 
+from core.errors import UnsupportedError
 from core.rule import case, rule
 
 _NAN = float("nan")
@@ -134,20 +135,21 @@ def sequential_fold(flat, n: int, op, init=None):
 
 
 def _fill(ctx, value, aval):
-    return tf.fill([int(d) for d in aval.shape], ctx.constant(value, aval.dtype))
+    return tf.fill(ctx.shape(aval), ctx.constant(value, aval.dtype))
 
 
 def reduce_monoid(ctx, x, aval_in, aval_out, axes, kind):
     """Reduce ``x`` over ``axes`` with one of the monoids add/mul/max/min/and/or/xor."""
     dtype = np.dtype(aval_in.dtype)
-    shape = tuple(int(d) for d in aval_in.shape)
+    shape = ctx.shape(aval_in)        # ints, or TF scalars for symbolic dimensions
     axes = _axes(axes)
     if not axes:
         return x
-    if any(shape[a] == 0 for a in axes):
+    static = all(isinstance(shape[a], int) for a in axes)
+    if any(isinstance(shape[a], int) and shape[a] == 0 for a in axes):
         return _fill(ctx, identity(kind, dtype), aval_out)
     if kind in ("add", "mul") and dtype != np.bool_:
-        if _is_half(dtype) and _n_of(shape, axes) <= _SEQ_MAX:
+        if _is_half(dtype) and static and _n_of(shape, axes) <= _SEQ_MAX:
             # XLA's CPU loop rounds to the half type after every step, in element order
             flat, n = _to_last(x, shape, axes)
             return sequential_fold(flat, n, in_f32(monoid_op(kind, dtype), dtype))
@@ -165,6 +167,9 @@ def reduce_monoid(ctx, x, aval_in, aval_out, axes, kind):
         count = tf.reduce_sum(tf.cast(x, tf.int32), axes)
         return tf.equal(count % 2, 1)
     # bitwise reductions of integers and complex max/min: no TF reducer, reduce by halving
+    if not static:
+        raise UnsupportedError(f"reduce ({kind}) of {dtype} over a symbolic dimension is not "
+                               "supported; convert with a concrete size for that axis")
     flat, n = _to_last(x, shape, axes)
     op = monoid_op(kind, dtype)
     out, = tree_reduce([flat], n, lambda a, b, _: [op(a[0], b[0])])
@@ -188,7 +193,7 @@ def _simple(prim_name, kind, dtypes, extra=()):
     lower.__name__ = lower.__qualname__ = prim_name
     lower.__doc__ = f"{prim_name} with XLA's identity for empty axes" + (
         " and NaN propagation" if kind in ("max", "min") else "")
-    return rule(prim_name, dtypes=dtypes, cases=[
+    return rule(prim_name, dtypes=dtypes, polymorphic=True, cases=[
         case.random(lambda x: prim(x, (0,)), shapes=[(4, 6)], name="axis 0"),
         case.random(lambda x: prim(x, (0, 2)), shapes=[(3, 4, 5)], name="axes 0 2"),
         case.random(lambda x: prim(x, (1,)), shapes=[(3, 0)], name="empty -> identity"),
