@@ -22,27 +22,7 @@ import tensorflow as tf
 from jax import lax
 
 from core.rule import case, rule
-
-
-def _ints(xs):
-    return tuple(int(x) for x in xs)
-
-
-def _dilate(x, shape, axis, factor):
-    """Insert ``factor - 1`` zeros between consecutive elements along ``axis``."""
-    n = shape[axis]
-    if factor == 1 or n == 0:
-        return x, shape
-    x = tf.expand_dims(x, axis + 1)
-    pads = [[0, 0]] * (len(shape) + 1)
-    pads[axis + 1] = [0, factor - 1]
-    x = tf.pad(x, pads)
-    new = list(shape)
-    new[axis] = n * factor
-    x = tf.reshape(x, new)
-    new[axis] = (n - 1) * factor + 1
-    x = tf.slice(x, [0] * len(shape), new)
-    return x, new
+from rules_nn._shared import dilate as _dilate, ints as _ints
 
 
 def _pad_or_slice(x, shape, pads):

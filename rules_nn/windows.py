@@ -25,26 +25,7 @@ from jax import lax
 from core.dtypes import to_tf
 from core.errors import UnsupportedError
 from core.rule import case, rule
-
-
-def _ints(xs):
-    return tuple(int(x) for x in xs)
-
-
-def _dilate(x, shape, axis, factor, fill):
-    """Insert ``factor - 1`` copies of ``fill`` between consecutive elements on ``axis``."""
-    n = shape[axis]
-    if factor == 1 or n == 0:
-        return x, shape
-    x = tf.expand_dims(x, axis + 1)
-    pads = [[0, 0]] * (len(shape) + 1)
-    pads[axis + 1] = [0, factor - 1]
-    x = tf.pad(x, pads, constant_values=fill)
-    new = list(shape)
-    new[axis] = n * factor
-    x = tf.reshape(x, new)
-    new[axis] = (n - 1) * factor + 1
-    return tf.slice(x, [0] * len(shape), new), new
+from rules_nn._shared import dilate as _dilate, ints as _ints
 
 
 def _prepare(x, shape, padding, base_dilation, fill):
