@@ -31,6 +31,7 @@ class Case:
     fn: Callable
     make_args: Callable[[np.random.Generator, np.dtype], list]
     dtypes: frozenset[str] | None = None
+    convert_kw: dict = dataclasses.field(default_factory=dict)   # e.g. polymorphic_shapes
 
     def applies_to(self, dtype_name: str) -> bool:
         return self.dtypes is None or dtype_name in self.dtypes
@@ -60,11 +61,12 @@ class _CaseFactory:
         return Case(name, fn, make_args, _dtypes.expand(dtypes) if dtypes else None)
 
     def random(self, fn: Callable, *, shapes: Sequence[tuple], name: str | None = None,
-               dtypes=None) -> Case:
+               dtypes=None, convert_kw: dict | None = None) -> Case:
         def make_args(rng, dtype):
             return [_rand(rng, s, dtype) for s in shapes]
         label = name or "random " + " ".join("x".join(map(str, s)) or "scalar" for s in shapes)
-        return Case(label, fn, make_args, _dtypes.expand(dtypes) if dtypes else None)
+        return Case(label, fn, make_args, _dtypes.expand(dtypes) if dtypes else None,
+                    dict(convert_kw or {}))
 
     def custom(self, name: str, fn: Callable, make_args: Callable, *, dtypes=None) -> Case:
         return Case(name, fn, make_args, _dtypes.expand(dtypes) if dtypes else None)

@@ -270,7 +270,7 @@ def run_rule_case(rule, case, dtype_name: str, registry=None) -> Outcome:
     from core.registry import default_registry
     args = case.make_args(np.random.default_rng(0), np.dtype(_np_dtype(dtype_name)))
     return run_function(case.fn, args, registry=registry or default_registry(),
-                        prefer={rule.primitive: rule.id}, must_use=rule.id)
+                        prefer={rule.primitive: rule.id}, must_use=rule.id, **case.convert_kw)
 
 
 def _np_dtype(name: str):

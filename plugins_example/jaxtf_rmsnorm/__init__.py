@@ -42,7 +42,7 @@ def _abstract_eval(x, scale, *, eps):
 def _batch(args, dims, *, eps):
     x, scale = args
     xd, sd = dims
-    if sd is not batching.not_mapped:
+    if sd is not None:                       # None: this operand is not batched
         # a batched scale: fall back to the reference computation
         return jax.vmap(lambda a, b: _reference(a, b, eps=eps), (xd, sd))(x, scale), 0
     x = jnp.moveaxis(x, xd, 0)
