@@ -152,10 +152,14 @@ class _Converted:
 
             def grad(*dys, **_):
                 if not self.with_gradient:
-                    raise ValueError(
+                    # An assertion that fails when the gradient runs (at once when eager):
+                    # saving a SavedModel traces gradient functions, and must still work.
+                    fail = tf.debugging.Assert(tf.constant(False), [
                         f"{name} was converted with with_gradient=False, so it has no "
                         "gradient; convert it with with_gradient=True (the default) to "
-                        "differentiate it in TensorFlow.")
+                        "differentiate it in TensorFlow."])
+                    with tf.control_dependencies([fail]):
+                        return [tf.zeros_like(x) for x in xs]
                 return self._gradient(entry, xs, dys, outs)
             return outs, grad
 

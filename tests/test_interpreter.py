@@ -199,8 +199,13 @@ def test_second_order_gradient():
 
 def test_without_gradient_asking_for_one_is_a_clear_error():
     f = convert(lambda x: jnp.sin(x) * x, with_gradient=False)
-    with pytest.raises(ValueError, match="converted with with_gradient=False"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="converted with with_gradient=False"):
         _grads(f, np.ones(2, np.float32))
+    # ... but a SavedModel of it still saves (TF traces gradient functions when saving)
+    import tempfile
+    m = tf.Module()
+    m.f = tf.function(f, autograph=False, input_signature=[tf.TensorSpec([2], tf.float32)])
+    tf.saved_model.save(m, tempfile.mkdtemp())
 
 
 def test_polymorphic_batch_any_size_and_inconsistent_inputs_raise():
