@@ -228,18 +228,13 @@ def _name_stack(eqn) -> str:
 
 def _short_params(eqn) -> str:
     from jax.extend.core import jaxprs_in_params
-    skip = set()
     out = []
     for k, v in eqn.params.items():
         if list(jaxprs_in_params({k: v})):
             continue
         s = str(v)
         out.append(f"{k}={s if len(s) < 60 else s[:57] + '...'}")
-    return " ".join(o for o in out if o not in skip)
-
-
-def _aval_str(eqn) -> str:
-    return " ".join(str(v.aval).replace(" ", "") for v in eqn.invars) or "()"
+    return " ".join(out)
 
 
 def format_gaps(gaps: list[Gap], device: str, allow_xla: bool, what: str = "the program",
@@ -259,9 +254,8 @@ def format_gaps(gaps: list[Gap], device: str, allow_xla: bool, what: str = "the 
         lines.append(f"    at {g.where}" + (f"   (JAX name stack: {g.name_stack})"
                                              if g.name_stack else ""))
         if not g.candidates:
-            lines.append(f"    no rule for {prim!r} in any loaded package"
-                         + ("; custom primitives need a rule package (entry-point group "
-                            f"'{ENTRY_POINT_GROUP}')" if True else ""))
+            lines.append(f"    no rule for {prim!r} in any loaded package; custom primitives "
+                         f"need a rule package (entry-point group '{ENTRY_POINT_GROUP}')")
         for c in g.candidates:
             lines.append(f"    {c.rule.id} ({c.rule.package}) prio {c.rule.priority}: "
                          f"rejected: {c.reason}")
