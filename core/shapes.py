@@ -89,6 +89,7 @@ class DimEnv:
 
     def __init__(self, values: dict[str, Any] | None = None):
         self.values = values or {}
+        self.assertions: list = []      # TF assertions of the constraints between dims
 
     def evaluate(self, d):
         """A dimension as a Python int (known) or a TF int32 scalar (symbolic)."""
@@ -122,5 +123,3 @@ class DimEnv:
             checks.append(tf.debugging.Assert(ok, [text]))
         env.assertions = checks
         return env
-
-    assertions: list = []

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from core.errors import UnsupportedError
-from core.rule import case, rule
+from core.rule import _rand, case, rule
 
 
 #: Control flow moves values without looking at them: every dtype, PRNG keys included.
@@ -62,19 +62,14 @@ def _switch3(i, x):
 
 
 def _int_index(rng, dtype):
-    return [np.int32(5), _rand_like(rng, (3,), dtype)]
-
-
-def _rand_like(rng, shape, dtype):
-    from core.rule import _rand
-    return _rand(rng, shape, dtype)
+    return [np.int32(5), _rand(rng, (3,), dtype)]
 
 
 @rule("cond", dtypes=ANY, polymorphic=True, cases=[
     case.custom("switch clamps index", _switch3, _int_index, dtypes="floating"),
     case.custom("cond on a predicate",
                 lambda p, x: lax.cond(p, lambda a: a + 1, lambda a: a - 1, x),
-                lambda rng, dt: [np.bool_(True), _rand_like(rng, (2, 2), dt)],
+                lambda rng, dt: [np.bool_(True), _rand(rng, (2, 2), dt)],
                 dtypes=["signed", "floating"])])
 def cond_by_switch(ctx, index, *operands, branches, **_):
     """``cond``/``switch``: JAX clamps the branch index into range, so we do too."""
