@@ -55,10 +55,12 @@ class _CaseFactory:
     is already a numpy array with its own dtype. ``case.random(fn, shapes=[...])``: random
     inputs of the dtype under test. ``case.custom(name, fn, make_args)``: anything else."""
 
-    def __call__(self, name: str, fn: Callable, *args: Any, dtypes=None) -> Case:
+    def __call__(self, name: str, fn: Callable, *args: Any, dtypes=None,
+                 convert_kw: dict | None = None) -> Case:
         def make_args(rng, dtype):
             return [a if isinstance(a, np.ndarray) else np.asarray(a, dtype) for a in args]
-        return Case(name, fn, make_args, _dtypes.expand(dtypes) if dtypes else None)
+        return Case(name, fn, make_args, _dtypes.expand(dtypes) if dtypes else None,
+                    dict(convert_kw or {}))
 
     def random(self, fn: Callable, *, shapes: Sequence[tuple], name: str | None = None,
                dtypes=None, convert_kw: dict | None = None) -> Case:
@@ -68,8 +70,10 @@ class _CaseFactory:
         return Case(label, fn, make_args, _dtypes.expand(dtypes) if dtypes else None,
                     dict(convert_kw or {}))
 
-    def custom(self, name: str, fn: Callable, make_args: Callable, *, dtypes=None) -> Case:
-        return Case(name, fn, make_args, _dtypes.expand(dtypes) if dtypes else None)
+    def custom(self, name: str, fn: Callable, make_args: Callable, *, dtypes=None,
+               convert_kw: dict | None = None) -> Case:
+        return Case(name, fn, make_args, _dtypes.expand(dtypes) if dtypes else None,
+                    dict(convert_kw or {}))
 
 
 case = _CaseFactory()

@@ -96,8 +96,10 @@ def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None 
     want_leaves = jax.tree_util.tree_leaves(want)
     try:
         converted = convert(fn, **convert_kw)
-        f_tf = tf.function(converted, autograph=False)
         tf_args = [tf.constant(np.asarray(a)) for a in args]
+        f_tf = tf.function(converted, autograph=False,
+                           input_signature=_symbolic_signature(
+                               args, tf_args, convert_kw.get("polymorphic_shapes")))
         concrete = f_tf.get_concrete_function(*tf_args)
         got = f_tf(*tf_args)
     except NoRuleError as exc:
@@ -131,6 +133,25 @@ def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None 
     if bad and not convert_kw.get("allow_xla"):
         return Outcome("xla", f"graph contains {bad}")
     return Outcome("pass")
+
+
+def _symbolic_signature(args, tf_args, polymorphic_shapes):
+    """With ``polymorphic_shapes``, trace with ``None`` for every symbolic dimension, so
+    rules really meet shapes that are unknown until the graph runs (static TF shapes
+    would let shape inference hide a rule that needs them)."""
+    if polymorphic_shapes is None:
+        return None
+    import jax
+    import tensorflow as tf
+    from jax import export
+    from core.shapes import is_symbolic
+    spec = polymorphic_shapes
+    if isinstance(spec, list):
+        spec = tuple(spec)
+    structs = tuple(jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype) for a in args)
+    sym = jax.tree_util.tree_leaves(export.symbolic_args_specs(structs, spec))
+    return [tf.TensorSpec([None if is_symbolic(d) else int(d) for d in s.shape], t.dtype)
+            for s, t in zip(sym, tf_args)]
 
 
 def harness_primitives(harness) -> set[str]:
