@@ -92,6 +92,7 @@ class _Converted:
         self._cache: dict[Any, tuple] = {}
         self._lock = threading.Lock()
 
+    @tf.autograph.experimental.do_not_convert   # our Python is not for AutoGraph to rewrite
     def __call__(self, *args, **kwargs):
         import jax
         leaves, in_tree = jax.tree_util.tree_flatten((args, kwargs))

@@ -106,16 +106,18 @@ class DimEnv:
         if not any(has_symbolic(a.shape) for a in in_avals):
             return cls()
         solution, constraints, synthetic = shape_poly.solve_dim_vars(tuple(in_avals), in_tree)
-        synth_env = {name: tf.shape(tensors[i], out_type=tf.int32)[j]
+        synth_env = {name: _TFDim(tf.shape(tensors[i], out_type=tf.int32)[j])
                      for name, i, j in synthetic}
         synth_eval = shape_poly.ShapeEvaluator(synth_env)
-        env = cls({v: synth_eval.evaluate(e) for v, e in solution.items()})
+        evaluate = lambda e: _val(synth_eval.evaluate(e))
+        env = cls({v: evaluate(e) for v, e in solution.items()})
         checks = []
         for c in constraints.constraints:
-            left, right = synth_eval.evaluate(c.left), synth_eval.evaluate(c.right)
+            left, right = evaluate(c.left), evaluate(c.right)
             ok = tf.equal(left, right) if c.comp == shape_poly.Comparator.EQ else \
                 tf.greater_equal(left, right)
             msg, inputs = c.error_message_and_inputs(synth_eval)
+            inputs = [_val(i) for i in inputs]
             # JAX numbers its placeholders ({0}, {1}, reused); tf.strings.format wants {}
             order = [int(m) for m in re.findall(r"\{(\d+)\}", msg)]
             text = tf.strings.format(re.sub(r"\{\d+\}", "{}", msg.replace("%", "%%")),

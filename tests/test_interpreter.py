@@ -220,6 +220,18 @@ def test_polymorphic_batch_any_size_and_inconsistent_inputs_raise():
         g(np.ones((2, 3), np.float32), np.ones((4, 3), np.float32))
 
 
+def test_polymorphic_multiple_of_a_dim_is_solved_and_checked_at_run_time():
+    # "(2*b,)": b is solved by floor division of a runtime shape, under AutoGraph too
+    f = lambda x: (x.reshape(-1, 2) * 2).sum(0)
+    g = tf.function(convert(f, polymorphic_shapes=["(2*b,)"]),
+                    input_signature=[tf.TensorSpec([None], tf.float32)])
+    for n in (2, 6):
+        x = np.arange(n, dtype=np.float32)
+        np.testing.assert_array_equal(g(x).numpy(), np.asarray(f(x)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Division had remainder 1"):
+        g(np.arange(5, dtype=np.float32))
+
+
 def test_graph_has_no_xla_ops():
     f = lambda x: lax.fori_loop(0, 4, lambda i, c: jnp.tanh(c) * 2, x)
     cf = tf.function(convert(f), autograph=False).get_concrete_function(
