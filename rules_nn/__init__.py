@@ -1,7 +1,7 @@
 """rules_nn: see FAMILIES."""
 from core.hookspecs import hookimpl
 
-FAMILIES: tuple[str, ...] = ("conv", "windows")
+FAMILIES: tuple[str, ...] = ("conv", "windows", "activations")
 
 
 @hookimpl
