@@ -4,8 +4,9 @@ scatter-min, scatter-max.
 Every form of XLA's dimension numbers (offset/window dims, collapsed/inserted dims,
 start_index_map, operand/indices batching dims, any slice sizes) goes through one idea:
 compute, in plain TF integer ops, the *linear* position in the flattened operand of every
-gathered element or every update element, then use ``tf.gather`` (gather) or segment ops
-(scatter). Out-of-bounds handling follows what JAX's CPU lowering does:
+gathered element or every update element (one ``_IndexGrid`` serves both), then use
+``tf.gather`` (gather) or segment ops (scatter). Out-of-bounds handling follows what JAX's
+CPU lowering does:
 
 * gather, CLIP and PROMISE_IN_BOUNDS: XLA clamps each start index so the whole window is in
   bounds. FILL_OR_DROP: JAX first converts the indices to int32 (int64 for huge operands,
@@ -21,7 +22,7 @@ NaN behaviour depends on order) and ``scatter_apply`` run XLA's order in a ``tf.
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 
 import numpy as np
 import tensorflow as tf
@@ -36,10 +37,36 @@ _I64_MAX = np.iinfo(np.int64).max
 _I32_MAX = np.iinfo(np.int32).max
 
 
-# -- index arithmetic shared by gather and scatter --------------------------------------------
+# -- the index grid shared by gather and scatter -----------------------------------------------
+# Sizes are Python ints where known and TF int32 scalars where symbolic (polymorphic_shapes);
+# products of sizes and positions are int64, so they cannot overflow.
 
 def _ints(xs):
     return [int(x) for x in xs]
+
+
+def _known_zero(d) -> bool:
+    return isinstance(d, int) and d == 0
+
+
+def _i64(d):
+    return d if isinstance(d, int) else tf.cast(d, tf.int64)
+
+
+def _prod(dims):
+    """Product of sizes: a Python int if all are known (or one is a known 0), else int64."""
+    if any(_known_zero(d) for d in dims):
+        return 0
+    out = 1
+    for d in dims:
+        out = out * _i64(d)
+    return out
+
+
+def _int64_vector(dims):
+    if all(isinstance(d, int) for d in dims):
+        return tf.constant(dims, tf.int64, shape=[len(dims)])
+    return tf.stack([tf.cast(d, tf.int64) for d in dims])
 
 
 def _as_int64(idx, dtype):
@@ -57,39 +84,109 @@ def _iota(n, axis, rank):
     return tf.reshape(tf.range(n, dtype=tf.int64), shape)
 
 
-def _linear_positions(starts, batch_shape, operand_shape, window, start_map,
-                      operand_batching, indices_batching, window_dims):
-    """Linear positions in the flattened operand, shape ``batch_shape + window sizes``.
-
-    ``starts``: int64 start indices, shape batch_shape + [len(start_map)], already in bounds.
-    ``window``: the window size of every operand dim; ``window_dims``: the operand dims
-    that carry a window offset, in the order of the trailing result axes."""
-    nb = len(batch_shape)
-    full = list(batch_shape) + [window[d] for d in window_dims]
-    rank = len(full)
-    strides = [int(np.prod(operand_shape[d + 1:], dtype=np.int64)) for d in range(len(operand_shape))]
-    pos = tf.zeros([1] * rank, tf.int64)
-    for d, stride in enumerate(strides):
-        comp = None
-        if d in start_map:
-            comp = tf.reshape(starts[..., start_map.index(d)], list(batch_shape) + [1] * (rank - nb))
-        if d in operand_batching:
-            comp = _iota(batch_shape[indices_batching[operand_batching.index(d)]],
-                         indices_batching[operand_batching.index(d)], rank)
-        if d in window_dims:
-            off = _iota(window[d], nb + window_dims.index(d), rank)
-            comp = off if comp is None else comp + off
-        if comp is not None and stride:
-            pos = pos + comp * stride
-    return tf.broadcast_to(pos, full)
+def _narrow(pos, limit):
+    """int32 positions when all of them are known to be below ``limit`` <= 2**31 - 1."""
+    return tf.cast(pos, tf.int32) if isinstance(limit, int) and limit <= _I32_MAX else pos
 
 
-def _starts_and_bounds(idx64, operand_shape, window, start_map):
-    """(clamped start indices, per-batch-element "window in bounds" mask)."""
-    upper = tf.constant([operand_shape[d] - window[d] for d in start_map], tf.int64)
-    in_bounds = tf.reduce_all(tf.logical_and(idx64 >= 0, idx64 <= upper), axis=-1)
-    clamped = tf.minimum(tf.maximum(idx64, tf.constant(0, tf.int64)), upper)
-    return clamped, in_bounds
+@dataclasses.dataclass(frozen=True)
+class _IndexGrid:
+    """Where a gather reads or a scatter writes: one point for every batch element of the
+    indices and every offset in its window. Grid layout: the indices' batch dims, then the
+    window dims; ``to_grid`` lists the axes of the *result* (gather's output, scatter's
+    updates) in that order."""
+    operand_shape: list     # physical: key arrays carry their key data in trailing dims
+    window: list            # window size of every operand dim (1 where collapsed/batching)
+    window_dims: list       # operand dims with a window offset, in result order
+    start_map: list         # operand dim of each component of a start index
+    operand_batching: list
+    indices_batching: list  # the indices dim paired with each operand batching dim
+    batch_shape: list       # the indices' shape without the index vector dim
+    to_grid: list
+
+    @property
+    def shape(self) -> list:
+        return self.batch_shape + [self.window[d] for d in self.window_dims]
+
+    @property
+    def operand_size(self):
+        return _prod(self.operand_shape)
+
+    def clamp(self, idx64):
+        """(start indices clamped so the whole window is in bounds, and for every batch
+        element whether it was in bounds already). The bounds are run-time values when
+        dims are symbolic."""
+        upper = _int64_vector([self.operand_shape[d] - self.window[d] for d in self.start_map])
+        in_bounds = tf.reduce_all(tf.logical_and(idx64 >= 0, idx64 <= upper), axis=-1)
+        clamped = tf.minimum(tf.maximum(idx64, tf.constant(0, tf.int64)), upper)
+        return clamped, in_bounds
+
+    def positions(self, starts):
+        """Linear position in the flattened operand of every grid point (``starts``: the
+        clamped start indices)."""
+        nb, rank, n = len(self.batch_shape), len(self.shape), len(self.operand_shape)
+        strides = [1] * n
+        for d in reversed(range(n - 1)):
+            strides[d] = strides[d + 1] * _i64(self.operand_shape[d + 1])
+        pos = tf.zeros([1] * rank, tf.int64)
+        for d, stride in enumerate(strides):
+            comp = None
+            if d in self.start_map:
+                comp = tf.reshape(starts[..., self.start_map.index(d)],
+                                  self.batch_shape + [1] * (rank - nb))
+            if d in self.operand_batching:
+                axis = self.indices_batching[self.operand_batching.index(d)]
+                comp = _iota(self.batch_shape[axis], axis, rank)
+            if d in self.window_dims:
+                off = _iota(self.window[d], nb + self.window_dims.index(d), rank)
+                comp = off if comp is None else comp + off
+            if comp is not None and not _known_zero(stride):
+                pos = pos + comp * stride
+        return tf.broadcast_to(pos, self.shape)
+
+    def where_in_bounds(self, in_bounds, x, other):
+        """``x`` at the grid points whose window is in bounds, ``other`` elsewhere."""
+        mask = tf.reshape(in_bounds, self.batch_shape + [1] * len(self.window_dims))
+        return tf.where(mask, x, other)
+
+    def from_grid(self, x):
+        """A grid-shaped tensor in the result's layout."""
+        perm = np.argsort(self.to_grid).tolist()
+        return x if perm == sorted(perm) else tf.transpose(x, perm)
+
+    def to_grid_layout(self, x):
+        """A result-shaped tensor in the grid's layout."""
+        return x if self.to_grid == sorted(self.to_grid) else tf.transpose(x, self.to_grid)
+
+
+def _index_grid(ctx, dn, result_aval) -> _IndexGrid:
+    """The grid of a gather (``result_aval`` its output) or a scatter (its updates).
+    Gather's and scatter's dimension numbers name the same things: the result dims that
+    hold window offsets (offset dims / update window dims), the operand dims without a
+    window (collapsed / inserted), the start index map and the batching dims. A window's
+    sizes are those of the result's window dims."""
+    if isinstance(dn, lax.GatherDimensionNumbers):
+        result_window, dropped, start_map, indices_batching = (
+            dn.offset_dims, dn.collapsed_slice_dims, dn.start_index_map,
+            dn.start_indices_batching_dims)
+    else:
+        result_window, dropped, start_map, indices_batching = (
+            dn.update_window_dims, dn.inserted_window_dims, dn.scatter_dims_to_operand_dims,
+            dn.scatter_indices_batching_dims)
+    operand_shape, result_shape = ctx.shape(ctx.avals_in[0]), ctx.shape(result_aval)
+    rank = len(result_shape)
+    n_key = rank - len(result_aval.shape)    # key data dims trail operand and result alike
+    result_window = _ints(result_window) + list(range(rank - n_key, rank))
+    dropped, operand_batching = _ints(dropped), _ints(dn.operand_batching_dims)
+    window_dims = [d for d in range(len(operand_shape))
+                   if d not in dropped and d not in operand_batching]
+    window = [1] * len(operand_shape)
+    for d, r in zip(window_dims, result_window):
+        window[d] = result_shape[r]
+    batch_axes = [r for r in range(rank) if r not in result_window]
+    return _IndexGrid(operand_shape, window, window_dims, _ints(start_map), operand_batching,
+                      _ints(indices_batching), ctx.shape(ctx.avals_in[1])[:-1],
+                      batch_axes + result_window)
 
 
 def _mode(mode):
@@ -99,16 +196,6 @@ def _mode(mode):
         raise UnsupportedError(f"gather/scatter mode={mode} has no XLA lowering in JAX "
                                "either; use mode='clip', 'fill' or 'promise_in_bounds'.")
     return mode
-
-
-def _physical(ctx, aval):
-    """Shape of the TF tensor holding ``aval`` and the trailing element shape (PRNG keys
-    are stored as their key data, with extra trailing dims)."""
-    from jax._src import core as jcore
-    if jax.dtypes.issubdtype(aval.dtype, jax.dtypes.extended):
-        elt = _ints(jcore.physical_element_aval(aval.dtype).shape)
-        return _ints(aval.shape) + elt, elt
-    return _ints(aval.shape), []
 
 
 # -- gather -------------------------------------------------------------------------------------
@@ -169,95 +256,46 @@ _GATHER_CASES = [
 
 
 @rule("gather", dtypes=["all", "key"], cases=_GATHER_CASES)
-def gather(ctx, operand, indices, *, dimension_numbers, slice_sizes, mode, fill_value=None,
-           **_):
+def gather(ctx, operand, indices, *, dimension_numbers, mode, fill_value=None, **_):
     """XLA gather as one tf.gather over linear positions in the flattened operand."""
-    dn = dimension_numbers
     mode = _mode(mode)
     op_aval, idx_aval = ctx.avals_in
-    op_shape, elt = _physical(ctx, op_aval)
-    out_shape, _ = _physical(ctx, ctx.aval_out)
-    idx_shape = _ints(idx_aval.shape)
-    offset_dims = _ints(dn.offset_dims) + [len(out_shape) - len(elt) + k for k in range(len(elt))]
-    sizes = _ints(slice_sizes) + elt
-    start_map = _ints(dn.start_index_map)
-    operand_batching = _ints(dn.operand_batching_dims)
-    indices_batching = _ints(dn.start_indices_batching_dims)
-    collapsed = _ints(dn.collapsed_slice_dims)
-    window_dims = [d for d in range(len(op_shape))
-                   if d not in collapsed and d not in operand_batching]
+    grid = _index_grid(ctx, dimension_numbers, ctx.aval_out)
     out_dtype = ctx.tf_dtype(ctx.aval_out)
-    if 0 in out_shape:
-        return tf.zeros(out_shape, out_dtype)
-    idx = indices
+    if any(_known_zero(d) for d in grid.shape):
+        return tf.zeros(ctx.shape(ctx.aval_out), out_dtype)
     if mode == GatherScatterMode.FILL_OR_DROP:
         # JAX's FILL_OR_DROP lowering casts the indices to a signed index type first (a
-        # wrapping cast), then masks; mimic it so huge indices land where JAX's do.
-        wide = any(d > _I32_MAX for d in op_shape)
-        idx = tf.cast(idx, tf.int64 if wide else tf.int32)
-        idx64 = tf.cast(idx, tf.int64)
+        # wrapping cast), then masks; mimic it so huge indices land where JAX's do. The
+        # type is int64 only for a dim past 2**31 - 1: as jax.jit on the actual shapes, so
+        # symbolic dims (whose values are int32 here) count as small. (JAX's own symbolic
+        # lowering would use the default int type, int64 under x64.)
+        wide = any(isinstance(d, int) and d > _I32_MAX for d in grid.operand_shape)
+        idx64 = tf.cast(tf.cast(indices, tf.int64 if wide else tf.int32), tf.int64)
     else:
-        idx64 = _as_int64(idx, idx_aval.dtype)
-    batch_shape = idx_shape[:-1]
-    starts, in_bounds = _starts_and_bounds(idx64, op_shape, sizes, start_map)
-    pos = _linear_positions(starts, batch_shape, op_shape, sizes, start_map,
-                            operand_batching, indices_batching, window_dims)
-    if int(np.prod(op_shape, dtype=np.int64)) <= _I32_MAX:
-        pos = tf.cast(pos, tf.int32)
+        idx64 = _as_int64(indices, idx_aval.dtype)
+    starts, in_bounds = grid.clamp(idx64)
+    pos = _narrow(grid.positions(starts), grid.operand_size)
     out = tf.gather(tf.reshape(operand, [-1]), pos)
     if mode == GatherScatterMode.FILL_OR_DROP:
         if fill_value is None:
             fill_value = _default_fill(op_aval.dtype)
-        np_dtype = out_dtype.as_numpy_dtype
-        fill = tf.constant(np.array(fill_value).astype(np_dtype), out_dtype)
-        nb = len(batch_shape)
-        mask = tf.reshape(in_bounds, batch_shape + [1] * (len(out_shape) - nb))
-        out = tf.where(mask, out, fill)
-    # `out` has the batch dims first, then the offset dims; move them to their places.
-    batch_out = [d for d in range(len(out_shape)) if d not in offset_dims]
-    perm = [batch_out.index(d) if d in batch_out else len(batch_out) + offset_dims.index(d)
-            for d in range(len(out_shape))]
-    if perm != sorted(perm):
-        out = tf.transpose(out, perm)
-    return out
+        fill = tf.constant(np.array(fill_value).astype(out_dtype.as_numpy_dtype), out_dtype)
+        out = grid.where_in_bounds(in_bounds, out, fill)
+    return grid.from_grid(out)
 
 
 # -- scatter ------------------------------------------------------------------------------------
 
-def _scatter_positions(ctx, indices, dn, mode):
-    """For every update element (updates transposed to scatter dims first, then window dims,
-    then flattened): its linear position in the flattened operand, or M (one past the end)
-    when XLA drops its window. Returns (positions, transposition of the updates, M)."""
-    op_aval, idx_aval, upd_aval = ctx.avals_in
-    op_shape, elt = _physical(ctx, op_aval)
-    upd_shape, _ = _physical(ctx, upd_aval)
-    idx_shape = _ints(idx_aval.shape)
-    update_window_dims = _ints(dn.update_window_dims) + [
-        len(upd_shape) - len(elt) + k for k in range(len(elt))]
-    inserted = _ints(dn.inserted_window_dims)
-    operand_batching = _ints(dn.operand_batching_dims)
-    indices_batching = _ints(dn.scatter_indices_batching_dims)
-    start_map = _ints(dn.scatter_dims_to_operand_dims)
-    window_dims = [d for d in range(len(op_shape))
-                   if d not in inserted and d not in operand_batching]
-    window = [1] * len(op_shape)
-    for d, u in zip(window_dims, update_window_dims):
-        window[d] = upd_shape[u]
-    batch_shape = idx_shape[:-1]
-    idx64 = _as_int64(indices, idx_aval.dtype)
-    starts, in_bounds = _starts_and_bounds(idx64, op_shape, window, start_map)
-    pos = _linear_positions(starts, batch_shape, op_shape, window, start_map,
-                            operand_batching, indices_batching, window_dims)
-    m = int(np.prod(op_shape, dtype=np.int64))
+def _scatter_positions(ctx, grid, indices, mode):
+    """For every update element, in grid order (flattened): its linear position in the
+    flattened operand, or M, one past the end, where XLA drops its window."""
+    starts, in_bounds = grid.clamp(_as_int64(indices, ctx.avals_in[1].dtype))
+    pos = grid.positions(starts)
+    m = grid.operand_size
     if mode != GatherScatterMode.CLIP:
-        nb = len(batch_shape)
-        mask = tf.reshape(in_bounds, batch_shape + [1] * (len(pos.shape) - nb))
-        pos = tf.where(mask, pos, tf.constant(m, tf.int64))
-    pos = tf.reshape(pos, [-1])
-    if m < _I32_MAX:
-        pos = tf.cast(pos, tf.int32)
-    scatter_dims = [d for d in range(len(upd_shape)) if d not in update_window_dims]
-    return pos, scatter_dims + update_window_dims, m, op_shape, upd_shape
+        pos = grid.where_in_bounds(in_bounds, pos, tf.cast(m, tf.int64))
+    return _narrow(tf.reshape(pos, [-1]), m + 1)   # the segment ops count M + 1 segments
 
 
 def _is_overwrite(update_jaxpr):
@@ -289,8 +327,8 @@ def _combine_ordered(ctx, kind, op_flat, upd_flat, pos, m, n_scatter, window,
                      update_jaxpr=None, update_consts=()):
     """XLA:CPU's own order: scatter positions one after another (each one's window
     elements land on distinct operand elements). Used where order changes the numbers."""
-    upd2 = tf.reshape(upd_flat, [n_scatter, window])
-    pos2 = tf.reshape(pos, [n_scatter, window])
+    upd2 = tf.reshape(upd_flat, _int64_vector([n_scatter, window]))
+    pos2 = tf.reshape(pos, _int64_vector([n_scatter, window]))
     acc0 = tf.concat([op_flat, tf.zeros([1], op_flat.dtype)], 0)
 
     def combine(x, y):
@@ -308,7 +346,7 @@ def _combine_ordered(ctx, kind, op_flat, upd_flat, pos, m, n_scatter, window,
         new = combine(tf.gather(acc, p), upd2[i])
         return i + 1, tf.tensor_scatter_nd_update(acc, p[:, None], new)
 
-    _, acc = tf.while_loop(lambda i, _: i < n_scatter, body, (tf.constant(0), acc0))
+    _, acc = tf.while_loop(lambda i, _: i < n_scatter, body, (tf.constant(0, tf.int64), acc0))
     return acc[:m]
 
 
@@ -317,14 +355,15 @@ def _scatter_impl(kind, ctx, operand, indices, updates, *, dimension_numbers, mo
     mode = _mode(mode)
     if kind == "scatter" and not _is_overwrite(update_jaxpr):
         kind = "apply"
-    pos, perm, m, op_shape, upd_shape = _scatter_positions(ctx, indices, dimension_numbers,
-                                                           mode)
-    n = int(np.prod(upd_shape, dtype=np.int64))
-    if m == 0 or n == 0:
+    grid = _index_grid(ctx, dimension_numbers, ctx.avals_in[2])
+    m = grid.operand_size
+    n_scatter = _prod(grid.batch_shape)
+    window = _prod(grid.shape[len(grid.batch_shape):])
+    n = _prod([n_scatter, window])
+    if _known_zero(m) or _known_zero(n):
         return operand
-    if perm != sorted(perm):
-        updates = tf.transpose(updates, perm)
-    upd = tf.reshape(updates, [-1])
+    pos = _scatter_positions(ctx, grid, indices, mode)
+    upd = tf.reshape(grid.to_grid_layout(updates), [-1])
     op = tf.reshape(operand, [-1])
     dtype = op.dtype
     if kind == "scatter":
@@ -333,9 +372,7 @@ def _scatter_impl(kind, ctx, operand, indices, updates, *, dimension_numbers, mo
         winner = _segment_reduce("max", order, pos, m)
         out = tf.where(winner >= 0, tf.gather(upd, tf.maximum(winner, 0)), op)
     elif kind == "apply" or (kind in ("min", "max") and dtype.is_complex):
-        idx_aval = ctx.avals_in[1]
-        n_scatter = int(np.prod(idx_aval.shape[:-1], dtype=np.int64))
-        out = _combine_ordered(ctx, kind, op, upd, pos, m, n_scatter, n // n_scatter,
+        out = _combine_ordered(ctx, kind, op, upd, pos, m, n_scatter, window,
                                update_jaxpr, update_consts)
     elif kind in ("add", "sub", "mul"):
         red = _segment_reduce("prod" if kind == "mul" else "sum", _widen(upd), pos, m)
@@ -365,7 +402,7 @@ def _scatter_impl(kind, ctx, operand, indices, updates, *, dimension_numbers, mo
             red = _segment_reduce(kind, wide_u, pos, m)
             both = tf.minimum(wide_o, red) if kind == "min" else tf.maximum(wide_o, red)
         out = tf.cast(tf.where(hit, both, wide_o), dtype)
-    return tf.reshape(out, op_shape)
+    return tf.reshape(out, grid.operand_shape)
 
 
 def _dn(w, i, s, ob=(), ib=()):
