@@ -5,8 +5,9 @@ Every form of XLA's dimension numbers (offset/window dims, collapsed/inserted di
 start_index_map, operand/indices batching dims, any slice sizes) goes through one idea:
 compute, in plain TF integer ops, the *linear* position in the flattened operand of every
 gathered element or every update element (one ``_IndexGrid`` serves both), then use
-``tf.gather`` (gather) or segment ops (scatter). Out-of-bounds handling follows what JAX's
-CPU lowering does:
+``tf.gather`` (gather) or segment ops (scatter). Sizes come from ``ctx.shape``, so symbolic
+dimensions (``polymorphic_shapes``) work: sizes, bounds and positions are then run-time
+values. Out-of-bounds handling follows what JAX's CPU lowering does:
 
 * gather, CLIP and PROMISE_IN_BOUNDS: XLA clamps each start index so the whole window is in
   bounds. FILL_OR_DROP: JAX first converts the indices to int32 (int64 for huge operands,
@@ -27,6 +28,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 import jax
+import jax.numpy as jnp
 from jax import lax
 from jax._src.lax.slicing import GatherScatterMode
 
@@ -254,8 +256,42 @@ _GATHER_CASES = [
         mode="promise_in_bounds"), _rand_with((5, 3), np.array([4], np.int8))),
 ]
 
+# Symbolic dims (polymorphic_shapes): the bounds that clamp, fill or drop are run-time values.
+# float64 runs with x64 on, where JAX's index arithmetic is 64-bit.
+_POLY_DTYPES = ("float32", "int32", "float64")
+_ROWS = np.array([0, 4, -2, 7, -9, 4], np.int32)     # after jnp's wrap: 4 and 7 clamp, -4 too
 
-@rule("gather", dtypes=["all", "key"], cases=_GATHER_CASES)
+
+def _poly(name, fn, make_args, *specs, dtypes=_POLY_DTYPES):
+    return case.custom("polymorphic: " + name, fn, make_args, dtypes=dtypes,
+                       convert_kw={"polymorphic_shapes": list(specs)})
+
+
+_GATHER_CASES += [
+    _poly("x[idx], n rows, b indices, out of range clamps", lambda x, i: x[i],
+          _rand_with((5, 4), _ROWS), "(n, 4)", "(b,)"),
+    _poly("x[:, idx], symbolic slice size", lambda x, i: x[:, i],
+          _rand_with((3, 5), _ROWS), "(m, n)", "(b,)"),
+    _poly("embedding lookup table[ids], ids (b, t)", lambda t, ids: t[ids],
+          _rand_with((10, 8), np.array([[1, 9, 0], [3, 3, -1]], np.int32)),
+          "(v, 8)", "(b, t)"),
+    _poly("take_along_axis, leading dim b, fills out of bounds",
+          lambda x, i: jnp.take_along_axis(x, i, axis=1),
+          _rand_with((3, 5), np.array([[0, 4, 5, -1], [-6, 2, 9, 1], [3, 3, 0, -5]],
+                                      np.int32)), "(b, n)", "(b, k)"),
+    *[_poly(f"lax.gather {mode}, window 3, operand (r, c + 2), indices (b, 2)", _g(mode),
+            _rand_with((4, 6), _G_IDX), "(r, c + 2)", "(b, 2)")
+      for mode in ("clip", "fill", "promise_in_bounds")],
+    _poly("fill: int64 indices wrap to int32 as under jax.jit", _g("fill"),
+          _rand_with((4, 6), np.array([[0, 2], [2**32 + 1, 0], [1, 2**31]], np.int64)),
+          "(r, c + 2)", "(b, 2)", dtypes="float64"),
+    _poly("vmap of dynamic_slice (batching dims, clip)",
+          jax.vmap(lambda x, s: lax.dynamic_slice(x, (s,), (2,))),
+          _rand_with((4, 6), np.array([0, 5, -3, 2], np.int32)), "(b, 6)", "(b,)"),
+]
+
+
+@rule("gather", dtypes=["all", "key"], polymorphic=True, cases=_GATHER_CASES)
 def gather(ctx, operand, indices, *, dimension_numbers, mode, fill_value=None, **_):
     """XLA gather as one tf.gather over linear positions in the flattened operand."""
     mode = _mode(mode)
