@@ -454,42 +454,59 @@ _DWF = _dn((0,), (), (0,))         # the same with the window dim before the sca
 _DB = _dn((2,), (), (2,), (0, 1), (1, 0))
 _DUP = np.array([[1], [1], [3], [0], [1]], np.int32)
 _OOB = np.array([[3], [-1], [1], [2], [9]], np.int32)
+_AT_IDX = np.array([1, 9, -2, 1, -7, 0], np.int32)   # after jnp's wrap: 9 and -2 dropped
 
 
 def _s(fn, dn, mode, **kw):
     return lambda x, i, u: fn(x, i, u, dn, mode=mode, **kw)
 
 
-def _scatter_cases(fn, dtypes=None, nan=True):
+def _upd_args(operand_shape, indices, updates_shape):
+    return lambda rng, dt: [_rand(rng, operand_shape, dt), indices,
+                            _rand(rng, updates_shape, dt)]
+
+
+_SCATTER_FNS = {  # kind: (the lax function, the x.at[i] method that binds its primitive)
+    "scatter": (lax.scatter, "set"), "add": (lax.scatter_add, "add"),
+    "sub": (lax.scatter_sub, None), "mul": (lax.scatter_mul, "multiply"),
+    "min": (lax.scatter_min, "min"), "max": (lax.scatter_max, "max")}
+
+
+def _scatter_cases(kind):
+    fn, at = _SCATTER_FNS[kind]
+    windows, windows_first = _upd_args((5,), _OOB, (5, 3)), _upd_args((5,), _OOB, (3, 5))
+    batched = _upd_args((2, 3, 10), np.array([[[0], [1]], [[2], [9]], [[4], [-5]]], np.int32),
+                        (3, 2, 3))
     cases = [
-        case.custom("duplicate indices, drop", _s(fn, _D1, "drop"),
-                    lambda rng, dt: [_rand(rng, (5,), dt), _DUP, _rand(rng, (5,), dt)],
-                    dtypes=dtypes),
-        case.custom("windows of 3, partly out of bounds, drop", _s(fn, _DW, "drop"),
-                    lambda rng, dt: [_rand(rng, (5,), dt), _OOB, _rand(rng, (5, 3), dt)],
-                    dtypes=dtypes),
+        case.custom("duplicate indices, drop", _s(fn, _D1, "drop"), _upd_args((5,), _DUP, (5,))),
+        case.custom("windows of 3, partly out of bounds, drop", _s(fn, _DW, "drop"), windows),
         case.custom("out of bounds, promise_in_bounds drops too",
-                    _s(fn, _DW, "promise_in_bounds"),
-                    lambda rng, dt: [_rand(rng, (5,), dt), _OOB, _rand(rng, (5, 3), dt)],
-                    dtypes=dtypes),
-        case.custom("window dim first, clip", _s(fn, _DWF, "clip"),
-                    lambda rng, dt: [_rand(rng, (5,), dt), _OOB, _rand(rng, (3, 5), dt)],
-                    dtypes=dtypes),
-        case.custom("operand and indices batching dims", _s(fn, _DB, "clip"),
-                    lambda rng, dt: [_rand(rng, (2, 3, 10), dt),
-                                     np.array([[[0], [1]], [[2], [9]], [[4], [-5]]], np.int32),
-                                     _rand(rng, (3, 2, 3), dt)], dtypes=dtypes),
+                    _s(fn, _DW, "promise_in_bounds"), windows),
+        case.custom("window dim first, clip", _s(fn, _DWF, "clip"), windows_first),
+        case.custom("operand and indices batching dims", _s(fn, _DB, "clip"), batched),
         case.custom("uint8 indices, sorted, unique", _s(fn, _D1, "drop", indices_are_sorted=True,
                                                       unique_indices=True),
-                    lambda rng, dt: [_rand(rng, (5,), dt),
-                                     np.array([[0], [2], [4], [200]], np.uint8),
-                                     _rand(rng, (4,), dt)], dtypes=dtypes),
+                    _upd_args((5,), np.array([[0], [2], [4], [200]], np.uint8), (4,))),
     ]
-    if nan:
+    if kind in ("min", "max"):
         cases.append(case("NaN in operand and updates", _s(fn, _D1, "drop"),
                           [1.0, np.nan, 3.0, 4.0, 5.0], np.array([[0], [0], [1], [2], [2]],
                                                                  np.int32),
                           [np.nan, 2.0, 0.0, 7.0, np.nan], dtypes="inexact"))
+    # complex min/max run in XLA's order, in a while loop over the (symbolic) scatter count
+    poly_dtypes = _POLY_DTYPES + (("complex64",) if kind in ("min", "max") else ())
+    cases += [
+        _poly("windows of 3 partly out of bounds, drop", _s(fn, _DW, "drop"), windows,
+              "(n + 2,)", "(b, 1)", "(b, 3)", dtypes=poly_dtypes),
+        _poly("window dim first, clip", _s(fn, _DWF, "clip"), windows_first,
+              "(n + 2,)", "(b, 1)", "(3, b)", dtypes=poly_dtypes),
+        _poly("operand and indices batching dims", _s(fn, _DB, "clip"), batched,
+              "(a, b, n + 2)", "(b, a, 1)", "(b, a, 3)", dtypes=poly_dtypes)]
+    if at:
+        cases.append(_poly(f"x.at[idx].{at}(u), duplicates, out of bounds dropped",
+                           lambda x, i, u: getattr(x.at[i], at)(u),
+                           _upd_args((5, 4), _AT_IDX, (6, 4)), "(n, 4)", "(b,)", "(b, 4)",
+                           dtypes=poly_dtypes))
     return cases
 
 
@@ -498,41 +515,43 @@ def _rand(rng, shape, dtype):
     return rand(rng, shape, dtype)
 
 
-@rule("scatter", dtypes=["all", "key"], cases=_scatter_cases(lax.scatter, nan=False) + [
+@rule("scatter", dtypes=["all", "key"], polymorphic=True, cases=_scatter_cases("scatter") + [
     case.custom("scatter_apply (custom combiner, applied once per hit)",
                 lambda x, i: lax.scatter_apply(x, i, lambda v: v * 2 + 1, _D1,
                                                update_shape=(5,)),
-                lambda rng, dt: [_rand(rng, (5,), dt), _DUP], dtypes="numeric")])
+                lambda rng, dt: [_rand(rng, (5,), dt), _DUP], dtypes="numeric"),
+    _poly("x.at[idx].apply(f)", lambda x, i: x.at[i].apply(lambda v: v * 2 + 1),
+          lambda rng, dt: [_rand(rng, (5,), dt), _AT_IDX], "(n,)", "(b,)")])
 def scatter(ctx, operand, indices, updates, **params):
     """Overwrite; with overlaps the last scatter position wins, as on XLA:CPU."""
     return _scatter_impl("scatter", ctx, operand, indices, updates, **params)
 
 
-@rule("scatter-add", dtypes="numeric", cases=_scatter_cases(lax.scatter_add, nan=False))
+@rule("scatter-add", dtypes="numeric", polymorphic=True, cases=_scatter_cases("add"))
 def scatter_add(ctx, operand, indices, updates, **params):
     """operand + segment sum of the updates (modular for integers, like XLA)."""
     return _scatter_impl("add", ctx, operand, indices, updates, **params)
 
 
-@rule("scatter-sub", dtypes="numeric", cases=_scatter_cases(lax.scatter_sub, nan=False))
+@rule("scatter-sub", dtypes="numeric", polymorphic=True, cases=_scatter_cases("sub"))
 def scatter_sub(ctx, operand, indices, updates, **params):
     """operand - segment sum of the updates."""
     return _scatter_impl("sub", ctx, operand, indices, updates, **params)
 
 
-@rule("scatter-mul", dtypes="numeric", cases=_scatter_cases(lax.scatter_mul, nan=False))
+@rule("scatter-mul", dtypes="numeric", polymorphic=True, cases=_scatter_cases("mul"))
 def scatter_mul(ctx, operand, indices, updates, **params):
     """operand * segment product of the updates (no logs, so signs and zeros are exact)."""
     return _scatter_impl("mul", ctx, operand, indices, updates, **params)
 
 
-@rule("scatter-min", dtypes="all", cases=_scatter_cases(lax.scatter_min))
+@rule("scatter-min", dtypes="all", polymorphic=True, cases=_scatter_cases("min"))
 def scatter_min(ctx, operand, indices, updates, **params):
     """Segment min with XLA's NaN propagation; complex: lexicographic, in XLA's order."""
     return _scatter_impl("min", ctx, operand, indices, updates, **params)
 
 
-@rule("scatter-max", dtypes="all", cases=_scatter_cases(lax.scatter_max))
+@rule("scatter-max", dtypes="all", polymorphic=True, cases=_scatter_cases("max"))
 def scatter_max(ctx, operand, indices, updates, **params):
     """Segment max with XLA's NaN propagation; complex: lexicographic, in XLA's order."""
     return _scatter_impl("max", ctx, operand, indices, updates, **params)
