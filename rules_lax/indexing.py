@@ -33,7 +33,7 @@ from jax import lax
 from jax._src.lax.slicing import GatherScatterMode
 
 from core.errors import UnsupportedError
-from core.rule import case, rule
+from core.rule import _rand, case, rule
 
 _I64_MAX = np.iinfo(np.int64).max
 _I32_MAX = np.iinfo(np.int32).max
@@ -228,7 +228,6 @@ def _g(mode, dnums=_G2, sizes=(1, 3), fill_value=None):
 
 
 def _rand_with(shape, *idx):
-    from core.rule import _rand
     return lambda rng, dtype: [_rand(rng, shape, dtype), *idx]
 
 
@@ -508,11 +507,6 @@ def _scatter_cases(kind):
                            _upd_args((5, 4), _AT_IDX, (6, 4)), "(n, 4)", "(b,)", "(b, 4)",
                            dtypes=poly_dtypes))
     return cases
-
-
-def _rand(rng, shape, dtype):
-    from core.rule import _rand as rand
-    return rand(rng, shape, dtype)
 
 
 @rule("scatter", dtypes=["all", "key"], polymorphic=True, cases=_scatter_cases("scatter") + [
