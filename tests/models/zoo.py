@@ -55,15 +55,20 @@ class NnxMLP(nnx.Module):
         return self.l2(nnx.silu(self.l1(x)))
 
 
-def mlp_nnx():
-    model = NnxMLP(nnx.Rngs(0))
+def _nnx_apply(model):
+    """``apply(state_leaves, *inputs, **kw)`` calling ``model`` rebuilt from its state's
+    leaves: tf.function only passes dicts, lists and tuples through, not nnx.State."""
     graphdef, state = nnx.split(model)
-    # tf.function only passes dicts, lists and tuples through: hand it the state's leaves
     leaves, treedef = jax.tree_util.tree_flatten(state)
 
-    def apply(leaves, x):
-        return nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, leaves))(x)
-    return apply, ([np.asarray(v) for v in leaves], _x(4, 16))
+    def apply(leaves, *inputs, **kw):
+        return nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, leaves))(*inputs, **kw)
+    return apply, [np.asarray(v) for v in leaves]
+
+
+def mlp_nnx():
+    apply, leaves = _nnx_apply(NnxMLP(nnx.Rngs(0)))
+    return apply, (leaves, _x(4, 16))
 
 
 # -- CNN with BatchNorm and Dropout -------------------------------------------------------------
@@ -234,6 +239,56 @@ def kv_cache_decode():
     return step, (wq, wk, wv, k_cache, v_cache, x, np.int32(3))
 
 
+# -- jax.nn.dot_product_attention, XLA implementation ---------------------------------------------
+# q: [batch, T, heads, dim], k/v: [batch, S, kv_heads, dim]; fewer kv heads is GQA (1: MQA).
+def _dpa(**kw):
+    return functools.partial(jax.nn.dot_product_attention, implementation="xla", **kw)
+
+
+def _qkv(kv_heads, t=5, s=7, heads=4, dim=8):
+    return _x(2, t, heads, dim), _x(2, s, kv_heads, dim), _x(2, s, kv_heads, dim)
+
+
+def attention_plain():
+    return _dpa(), _qkv(kv_heads=4)
+
+
+def attention_gqa_causal():
+    return _dpa(is_causal=True, scale=0.2), _qkv(kv_heads=2, t=6, s=6)
+
+
+def attention_bias_mask():
+    """Bias per head, a boolean mask broadcast over heads, one query row fully masked."""
+    mask = RNG.random((2, 1, 5, 7)) < 0.7
+    mask[0, 0, 1] = False
+    return _dpa(), (*_qkv(kv_heads=2), _x(2, 4, 5, 7), mask)
+
+
+def attention_seq_lengths_window():
+    """Padding by sequence lengths and a local window, one kv head (MQA), no batch axis
+    in the bias."""
+    def f(q, k, v, bias, q_len, kv_len):
+        return _dpa(local_window_size=(2, 1))(q, k, v, bias, query_seq_lengths=q_len,
+                                               key_value_seq_lengths=kv_len)
+    return f, (*_qkv(kv_heads=1), _x(5, 7), np.array([3, 5], np.int32), np.array([7, 2], np.int32))
+
+
+def attention_nnx():
+    """flax.nnx.MultiHeadAttention without dropout calls jax.nn.dot_product_attention."""
+    model = nnx.MultiHeadAttention(num_heads=4, in_features=16, qkv_features=32, decode=False,
+                                   rngs=nnx.Rngs(0))
+    apply, leaves = _nnx_apply(model)
+    mask = np.asarray(nnx.make_causal_mask(np.ones((2, 6))))
+    return (lambda leaves, q, kv, mask: apply(leaves, q, kv, mask=mask)), (
+        leaves, _x(2, 6, 16), _x(2, 6, 16), mask)
+
+
+def attention_bfloat16():
+    """bfloat16 attention: the logits' dot_general asks for DotAlgorithmPreset.BF16_BF16_F32.
+    Not in MODELS (float32 model tolerance); used by tests/test_models.py."""
+    return _dpa(is_causal=True), tuple(a.astype(jnp.bfloat16) for a in _qkv(kv_heads=2, t=6, s=6))
+
+
 # -- recurrent ------------------------------------------------------------------------------------
 def _rnn(cell):
     x = _x(2, 5, 4)
@@ -333,4 +388,5 @@ def random_sampling():
 MODELS = {f.__name__: f for f in [
     mlp_linen, mlp_nnx, cnn_eval, cnn_train, resnet_eval, resnet_train_sgd, transformer_train,
     gpt_train_adamw, kv_cache_decode, lstm, gru, scan_remat_grad, unet, per_example_grads,
-    top_p_sampling, random_sampling]}
+    top_p_sampling, random_sampling, attention_plain, attention_gqa_causal, attention_bias_mask,
+    attention_seq_lengths_window, attention_nnx]}
