@@ -7,7 +7,8 @@ and logaddexps are rounded in that order, so inexact scans follow it exactly her
 (O(16 n) work, slices + concat: exports to TFLite). Integer cumsum is TF's Cumsum;
 integer cumprod, cummax and cummin are Hillis–Steele scans (ceil(log2 n) steps of
 shift + combine), exact in any order, with JAX's binary ops: NaN-propagating max/min and
-lexicographic complex max/min. cumlogsumexp uses JAX's logaddexp.
+lexicographic complex max/min. cumlogsumexp uses JAX's logaddexp. A symbolic length
+(``polymorphic_shapes``) takes the same steps, with their number chosen when the graph runs.
 """
 from __future__ import annotations
 
@@ -27,17 +28,26 @@ def _take(x, axis: int, start, stop):
     return x[(slice(None),) * axis + (slice(start, stop),)]
 
 
-def scan(x, n: int, axis: int, reverse: bool, op):
-    """Inclusive scan of ``op`` along ``axis`` (length n): out[i] = x[0] op ... op x[i],
-    or x[i] op ... op x[n-1] when ``reverse``. ``op(earlier, later)``."""
-    s = 1
-    while s < n:
+def scan(x, n, axis: int, reverse: bool, op):
+    """Inclusive scan of ``op`` along ``axis`` (length n: an int, or a TF scalar for a
+    symbolic dimension): out[i] = x[0] op ... op x[i], or x[i] op ... op x[n-1] when
+    ``reverse``. ``op(earlier, later)``."""
+    def step(s, x):
         if reverse:
-            x = tf.concat([op(_take(x, axis, 0, n - s), _take(x, axis, s, n)),
+            y = tf.concat([op(_take(x, axis, 0, n - s), _take(x, axis, s, n)),
                            _take(x, axis, n - s, n)], axis)
         else:
-            x = tf.concat([_take(x, axis, 0, s),
+            y = tf.concat([_take(x, axis, 0, s),
                            op(_take(x, axis, 0, n - s), _take(x, axis, s, n))], axis)
+        y.set_shape(x.shape)  # the same shape; slicing at run-time bounds hides it from TF
+        return y
+
+    if not isinstance(n, int):
+        return tf.while_loop(lambda s, _: s < n, lambda s, x: (s * 2, step(s, x)),
+                             (tf.constant(1), x))[1]
+    s = 1
+    while s < n:
+        x = step(s, x)
         s *= 2
     return x
 
@@ -65,27 +75,59 @@ def window_scan(x, n: int, reverse: bool, op):
     return acc
 
 
-def xla_scan(x, batch: list, n: int, reverse: bool, op, init):
-    """XLA's order of evaluation of a scan along the last axis (``batch`` = static leading
-    shape, ``init`` = the monoid's identity as a TF scalar), O(n * _BASE) work."""
+#: Levels of chunks a symbolic scan length can need: ceil(n / _BASE**7) <= _BASE for any
+#: int32 n.
+_MAX_LEVELS = 7
+
+
+def xla_scan(x, batch: list, n, reverse: bool, op, init, levels: int = _MAX_LEVELS):
+    """XLA's order of evaluation of a scan along the last axis (``batch`` = leading shape,
+    ``init`` = the monoid's identity as a TF scalar), O(n * _BASE) work. ``n`` is an int,
+    or a TF scalar for a symbolic length."""
+    if not isinstance(n, int):
+        return _symbolic_scan(x, batch, n, reverse, op, init, levels)
     if n <= _BASE:
         return window_scan(x, n, reverse, op) if n > 1 else x
     c = -(-n // _BASE)
     x = tf.concat([x, tf.fill(batch + [c * _BASE - n], init)], -1) if c * _BASE > n else x
     inner = window_scan(tf.reshape(x, batch + [c, _BASE]), _BASE, reverse, op)
+    return _across_chunks(inner, batch, n, c, reverse, op, init, levels)
+
+
+def _across_chunks(inner, batch, n, c, reverse, op, init, levels):
+    """The rest of XLA's rewrite, given the scans ``inner`` of the c chunks of a length-n
+    scan: scan the chunk totals, fold each chunk's scan with the total before it."""
     totals = inner[..., 0] if reverse else inner[..., -1]
-    done = xla_scan(totals, batch, c, reverse, op, init)
+    done = xla_scan(totals, batch, c, reverse, op, init, levels)
     edge = tf.fill(batch + [1], init)
     before = tf.concat([done[..., 1:], edge], -1) if reverse else tf.concat([edge, done[..., :-1]], -1)
     out = tf.reshape(op(inner, before[..., None]), batch + [c * _BASE])
     return out[..., :n]
 
 
+def _symbolic_scan(x, batch, n, reverse, op, init, levels):
+    """:func:`xla_scan` of a length known when the graph runs: both of its forms (one
+    window, or chunks) are built from one set of chunk scans, and picked at run time. A
+    lone window is padded with ``init`` where no output reads it (after its end, or before
+    its start when ``reverse``), so either form gives the static one's numbers."""
+    c = tf.maximum(-(-n // _BASE), 1)
+    short = n <= _BASE
+    x = tf.concat([x, tf.fill(batch + [c * _BASE - n], init)], -1)
+    if reverse:
+        x = tf.roll(x, tf.where(short, c * _BASE - n, 0), -1)
+    inner = window_scan(tf.reshape(x, batch + [c, _BASE]), _BASE, reverse, op)
+    flat = tf.reshape(inner, batch + [c * _BASE])
+    alone = flat[..., c * _BASE - n:] if reverse else flat[..., :n]
+    if levels == 0:     # only reached with n <= _BASE
+        return alone
+    return tf.where(short, alone, _across_chunks(inner, batch, n, c, reverse, op, init, levels - 1))
+
+
 def _inexact_scan(ctx, x, axis, reverse, op, init):
     """Move ``axis`` last, run :func:`xla_scan` (half floats in f32 per op, like XLA's CPU
     backend), move it back."""
     aval = ctx.avals_in[0]
-    shape = [int(d) for d in aval.shape]
+    shape = ctx.shape(aval)           # ints, or TF scalars for symbolic dimensions
     axis, rank = int(axis), len(shape)
     perm = list(range(rank))
     perm[axis], perm[-1] = perm[-1], perm[axis]
@@ -123,6 +165,13 @@ def _cases(fn, extra=()):
             case.random(lambda x: fn(x, axis=0, reverse=True), shapes=[(300, 2)],
                         name="chunks of chunks"),
             case.random(lambda x: fn(x, axis=1), shapes=[(2, 0)], name="empty"),
+            case.random(lambda x: fn(x, axis=1, reverse=True), shapes=[(3, 13)],
+                        name="symbolic batch", convert_kw={"polymorphic_shapes": ["(b, 13)"]}),
+            case.random(lambda x: fn(x, axis=1), shapes=[(2, 7)], name="symbolic length",
+                        convert_kw={"polymorphic_shapes": ["(2, n)"]}),
+            case.random(lambda x: fn(x, axis=0, reverse=True), shapes=[(300, 2)],
+                        name="symbolic length, chunks of chunks",
+                        convert_kw={"polymorphic_shapes": ["(n, b)"]}),
             *extra]
 
 
@@ -130,7 +179,7 @@ _NAN_CASE = case("NaN and infinities", lambda x: lax.cummax(x, 0) + lax.cummin(x
                  [1.0, -_INF, _NAN, 2.0, _INF, -3.0], dtypes="floating")
 
 
-@rule("cumsum", dtypes="numeric", cases=_cases(lax.cumsum, [
+@rule("cumsum", dtypes="numeric", polymorphic=True, cases=_cases(lax.cumsum, [
     case("negatives", lambda x: lax.cumsum(x, 0, reverse=True), [3, -5, 7, -1, 0, 2],
          dtypes=["signed", "floating", "complex"])]))
 def cumsum(ctx, x, *, axis, reverse, **_):
@@ -140,26 +189,26 @@ def cumsum(ctx, x, *, axis, reverse, **_):
     return tf.math.cumsum(x, axis=int(axis), reverse=bool(reverse))
 
 
-@rule("cumprod", dtypes="numeric", cases=_cases(lax.cumprod, [
+@rule("cumprod", dtypes="numeric", polymorphic=True, cases=_cases(lax.cumprod, [
     case("negatives", lambda x: lax.cumprod(x, 0), [2, -1, 3, -2, 1, -1],
          dtypes=["signed", "inexact"])]))
 def cumprod(ctx, x, *, axis, reverse, **_):
     """Integers: a Hillis–Steele scan (exact, wrapping). Floats: XLA's order of products."""
     if is_inexact(ctx.avals_in[0].dtype):
         return _inexact_scan(ctx, x, axis, reverse, tf.multiply, 1)
-    return scan(x, int(ctx.avals_in[0].shape[int(axis)]), int(axis), bool(reverse), tf.multiply)
+    return scan(x, ctx.shape(ctx.avals_in[0])[int(axis)], int(axis), bool(reverse), tf.multiply)
 
 
 def _extreme_rule(prim_name, is_max):
     def lower(ctx, x, *, axis, reverse, **_):
         aval = ctx.avals_in[0]
         op = lambda a, b: minmax(a, b, is_max, np.dtype(aval.dtype))  # noqa: E731
-        return scan(x, int(aval.shape[int(axis)]), int(axis), bool(reverse), op)
+        return scan(x, ctx.shape(aval)[int(axis)], int(axis), bool(reverse), op)
 
     lower.__name__ = lower.__qualname__ = prim_name
     lower.__doc__ = (f"{prim_name}: a Hillis–Steele scan of lax.{prim_name[3:]} (exact in "
                      "any order; NaN propagates, complex compares lexicographically)")
-    return rule(prim_name, dtypes="numeric",
+    return rule(prim_name, dtypes="numeric", polymorphic=True,
                 cases=_cases(getattr(lax, prim_name), [_NAN_CASE]))(lower)
 
 
@@ -167,7 +216,7 @@ cummax = _extreme_rule("cummax", True)
 cummin = _extreme_rule("cummin", False)
 
 
-@rule("cumlogsumexp", dtypes="floating", cases=_cases(lax.cumlogsumexp, [
+@rule("cumlogsumexp", dtypes="floating", polymorphic=True, cases=_cases(lax.cumlogsumexp, [
     case("NaN and infinities", lambda x: lax.cumlogsumexp(x, 0),
          [-_INF, 1.0, -_INF, _INF, 2.0, _NAN, 0.0]),
     case("all -inf", lambda x: lax.cumlogsumexp(x, 0, reverse=True), [-_INF, -_INF, 1.0])]))
