@@ -98,7 +98,10 @@ def _complex_edge(rng, dtype):
     return [x, np.arange(7, dtype=np.int32)]
 
 
-@rule("sort", cases=[
+_SYM_LEN = ["(b, n)"] * 3  # every operand: symbolic batch and symbolic sorted length
+
+
+@rule("sort", polymorphic=True, cases=[
     case.random(lambda x: lax.sort(x, dimension=0), shapes=[(5, 7)], name="axis 0"),
     case.random(lambda x: lax.sort(x, dimension=1), shapes=[(3, 4, 6)], name="axis 1 of 3"),
     case.custom("key + payload, stable", lambda k, v: lax.sort((k, v), num_keys=1),
@@ -118,16 +121,22 @@ def _complex_edge(rng, dtype):
                 dtypes=["uint64"]),
     case.custom("int64 extremes", lambda x: lax.sort(x),
                 lambda rng, dt: [np.array([2**63 - 1, -5, -2**63, 0, 7], dt)], dtypes=["int64"]),
+    case.random(lambda x: lax.sort(x, dimension=1), shapes=[(3, 6)], name="symbolic batch",
+                convert_kw={"polymorphic_shapes": ["(b, 6)"]}),
+    case.custom("3 operands, 2 keys, symbolic length",
+                lambda a, b, c: lax.sort((a, b, c), dimension=1, num_keys=2),
+                _multi, dtypes=["bool", "integer", "floating"],
+                convert_kw={"polymorphic_shapes": _SYM_LEN}),
 ])
 def sort(ctx, *operands, dimension, is_stable, num_keys, **_):
     """Stable lexicographic sort of all operands by the first ``num_keys`` (is_stable=False
     is sorted stably as well: a valid order, though XLA's CPU sort may order ties
     differently)."""
     aval = ctx.avals_in[0]
-    shape = [int(d) for d in aval.shape]
+    shape = ctx.shape(aval)           # ints, or TF scalars for symbolic dimensions
     rank, dim = len(shape), int(dimension)
     n = shape[dim]
-    if n <= 1 or 0 in shape:
+    if (isinstance(n, int) and n <= 1) or 0 in [d for d in shape if isinstance(d, int)]:
         return list(operands)
     moved = [_swap_last(x, dim, rank) for x in operands]
     keys = [k for x, a in zip(moved[:num_keys], ctx.avals_in) for k in order_keys(x, a.dtype)]
@@ -139,7 +148,7 @@ def _top_k_edge(rng, dtype):
     return [np.array([_INF, _NAN, -_NAN, -_INF, 3.0, -0.0, 0.0, _NAN, -_NAN, -0.0, 0.0], dtype)]
 
 
-@rule("top_k", dtypes=["bool", "integer", "floating"], cases=[
+@rule("top_k", dtypes=["bool", "integer", "floating"], polymorphic=True, cases=[
     case.random(lambda x: lax.top_k(x, 2), shapes=[(5, 3)]),
     case.random(lambda x: lax.top_k(x, 3), shapes=[(2, 9)], name="k=3"),
     case("ties: lower index first", lambda x: lax.top_k(x, 4), [5, 7, 5, 8, 8, 5]),
@@ -147,9 +156,17 @@ def _top_k_edge(rng, dtype):
                 dtypes="floating"),
     case.random(lambda x: lax.top_k(x, 2, axis=0), shapes=[(4, 3)], name="axis 0"),
     case.random(lambda x: lax.top_k(x, 0), shapes=[(2, 3)], name="k=0"),
+    case.random(lambda x: lax.top_k(x, 2), shapes=[(5, 3)], name="symbolic batch",
+                convert_kw={"polymorphic_shapes": ["(b, 3)"]}),
+    # JAX takes k=3 only where it proves n >= 3: here from n = m + 2 and m >= 1
+    case.random(lambda x: lax.top_k(x, 3), shapes=[(2, 9)], name="symbolic length",
+                convert_kw={"polymorphic_shapes": ["(b, m + 2)"]}),
 ])
 def top_k(ctx, x, *, k, axis=-1, **_):
-    """TopKV2 on order keys (ties lower index first), then a gather of the values."""
+    """TopKV2 on order keys (ties lower index first), then a gather of the values. With
+    a symbolic last dimension n, JAX accepted k only if it proved k <= n from the
+    dimension variables' constraints, which the converted graph asserts on its inputs
+    (and TopKV2 refuses k > n as well): too short an input raises, never computes."""
     aval = ctx.avals_in[0]
     rank = len(aval.shape)
     axis = int(axis) % rank
@@ -179,7 +196,7 @@ def _distinct(shape):
     return make
 
 
-@rule("approx_top_k", dtypes="floating", cases=[
+@rule("approx_top_k", dtypes="floating", polymorphic=True, cases=[
     case.random(_approx(4), shapes=[(3, 40)], name="max k=4"),
     case.random(_approx(4, is_max=False), shapes=[(3, 40)], name="min k=4"),
     case.random(_approx(3, dim=0), shapes=[(20, 3)], name="reduction dim 0"),
@@ -187,6 +204,10 @@ def _distinct(shape):
     case.custom("no aggregation", _approx(4, agg=False), _distinct((2, 2048))),
     case("ties: lower index first", _approx(2), [3.0, 1.0, 3.0, 2.0, 3.0, 1.0]),
     case("ties (min), signed zeros", _approx(3, is_max=False), [3.0, 0.0, -0.0, 2.0, 0.0, 1.0]),
+    case.custom("no aggregation, symbolic batch", _approx(4, agg=False), _distinct((2, 2048)),
+                convert_kw={"polymorphic_shapes": ["(b, 2048)"]}),
+    case.random(_approx(3, is_max=False), shapes=[(2, 40)], name="symbolic length",
+                convert_kw={"polymorphic_shapes": ["(b, m + 2)"]}),
 ])
 def approx_top_k(ctx, x, *, k, reduction_dimension, is_max_k, aggregate_to_topk,
                  recall_target=None, reduction_input_size_override=None, **_):
@@ -198,7 +219,7 @@ def approx_top_k(ctx, x, *, k, reduction_dimension, is_max_k, aggregate_to_topk,
     aval = ctx.avals_in[0]
     rank = len(aval.shape)
     dim = int(reduction_dimension) % rank
-    out_len = int(ctx.aval_out.shape[dim])
+    out_len = ctx.dim(ctx.aval_out.shape[dim])
     y = _swap_last(x, dim, rank)
     key, = order_keys(y, aval.dtype)
     idx = tf.math.top_k(key if is_max_k else _descending(key), out_len).indices
