@@ -5,8 +5,9 @@ by its ``name`` parameter): with nested ``jit`` calls inlined, its equations mus
 op, those of a reference body written here and traced on the same input avals (same
 primitives, parameters, literals by dtype and bits, same data flow). Anything else, or a
 dtype a rule does not claim, falls back to the generic rule (``rules_lax.control_flow``),
-which lowers the primal jaxpr. Gradients never see these rules' choices: the converted
-function's gradient is JAX's VJP, converted separately.
+which lowers the primal jaxpr. Gradients stay JAX's: the converted function's gradient
+is JAX's VJP jaxpr (the derivative terms of relu's own JVP rule), converted separately;
+primal relus inside it are lowered by these rules like any other.
 
 What jax 0.10.2 emits as ``custom_jvp_call`` from jax.nn, and what we do with it
 (measured on TF 2.21, CPU, against ``jax.jit``):
