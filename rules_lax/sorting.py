@@ -98,9 +98,6 @@ def _complex_edge(rng, dtype):
     return [x, np.arange(7, dtype=np.int32)]
 
 
-_SYM_LEN = ["(b, n)"] * 3  # every operand: symbolic batch and symbolic sorted length
-
-
 @rule("sort", polymorphic=True, cases=[
     case.random(lambda x: lax.sort(x, dimension=0), shapes=[(5, 7)], name="axis 0"),
     case.random(lambda x: lax.sort(x, dimension=1), shapes=[(3, 4, 6)], name="axis 1 of 3"),
@@ -126,7 +123,7 @@ _SYM_LEN = ["(b, n)"] * 3  # every operand: symbolic batch and symbolic sorted l
     case.custom("3 operands, 2 keys, symbolic length",
                 lambda a, b, c: lax.sort((a, b, c), dimension=1, num_keys=2),
                 _multi, dtypes=["bool", "integer", "floating"],
-                convert_kw={"polymorphic_shapes": _SYM_LEN}),
+                convert_kw={"polymorphic_shapes": ["(b, n)"] * 3}),
 ])
 def sort(ctx, *operands, dimension, is_stable, num_keys, **_):
     """Stable lexicographic sort of all operands by the first ``num_keys`` (is_stable=False
