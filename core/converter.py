@@ -178,11 +178,17 @@ class _Converted:
             fun = entry.flat_fun    # re-traced, so symbolic dims live in the VJP's own scope
 
             def vjp(primals, cts):
-                _, pullback = jax.vjp(fun, *primals)
+                # differentiate with respect to the float inputs only: integer and bool
+                # inputs would get float0 cotangents, which TF has no type for
+                def fun_of_diff(*diff_primals):
+                    it = iter(diff_primals)
+                    return fun(*[next(it) if d else p for p, d in zip(primals, diff_in)])
+                _, pullback = jax.vjp(fun_of_diff,
+                                      *[p for p, d in zip(primals, diff_in) if d])
                 cts = iter(cts)
                 full = [next(cts) if d else np.zeros(a.shape, jax.dtypes.float0)
                         for a, d in zip(out_avals, diff_out)]
-                return [g for g, d in zip(pullback(full), diff_in) if d]
+                return list(pullback(full))
             # the VJP takes (primals, cotangents): the same dimension variables apply to
             # the primals, and the cotangents have the outputs' shapes
             poly = None

@@ -27,7 +27,8 @@ _COMPUTE = {"bfloat16": tf.float32, "float16": tf.float32, "bool": tf.int32,
             "uint32": tf.int64, "uint64": tf.int64}
 
 # Algorithm presets the CPU backend runs: JAX converts the operands to these types.
-_PRESET_INPUT = {"DEFAULT": None, "F32_F32_F32": tf.float32, "F64_F64_F64": tf.float64}
+_PRESET_INPUT = {"DEFAULT": None, "F32_F32_F32": tf.float32, "F64_F64_F64": tf.float64,
+                 "BF16_BF16_F32": tf.bfloat16}
 
 
 def _preset_input_type(precision):
@@ -149,6 +150,9 @@ def _ints(dtype_l, dtype_r):
                          dtypes=["bfloat16", "float16", "int8", "int16", "int32", "uint8"]),
              case.random(_dg(_MATMUL, precision=lax.DotAlgorithmPreset.F32_F32_F32),
                          shapes=[(3, 4), (4, 2)], name="preset F32_F32_F32",
+                         dtypes=["float16", "bfloat16", "float32"]),
+             case.random(_dg(_MATMUL, precision=lax.DotAlgorithmPreset.BF16_BF16_F32),
+                         shapes=[(3, 40), (40, 2)], name="preset BF16_BF16_F32",
                          dtypes=["float16", "bfloat16", "float32"])], polymorphic=True)
 def dot_general_by_matmul(ctx, lhs, rhs, *, dimension_numbers, precision=None,
                           preferred_element_type=None, **_):
@@ -158,7 +162,18 @@ def dot_general_by_matmul(ctx, lhs, rhs, *, dimension_numbers, precision=None,
     # XLA on CPU converts mixed operands to the result dtype (a preset: to its own
     # input type) before the dot.
     preset = _preset_input_type(precision)
-    compute = preset or _COMPUTE.get(np.dtype(ctx.aval_out.dtype).name, out_dtype)
+    if preset == tf.bfloat16:
+        # measured on CPU: float32 operands make a plain float32 dot; f16 operands are
+        # rounded to bfloat16, then summed in float32
+        if tf.float64 in (lhs.dtype, rhs.dtype):
+            raise UnsupportedError(
+                "dot_general with precision=BF16_BF16_F32 on float64 operands: XLA's "
+                "float32 sums are not reproduced to float64 tolerance; cast the operands "
+                "to float32 or use Precision.HIGHEST")
+        if lhs.dtype == rhs.dtype == tf.float32:
+            preset = None
+    compute = (_COMPUTE.get(preset.name, preset) if preset is not None
+               else _COMPUTE.get(np.dtype(ctx.aval_out.dtype).name, out_dtype))
     lhs, rhs = _to(lhs, preset or out_dtype), _to(rhs, preset or out_dtype)
     lhs, rhs = _to(lhs, compute), _to(rhs, compute)
     return _from(_dot(ctx, lhs, rhs, dimension_numbers), out_dtype)

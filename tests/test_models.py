@@ -13,7 +13,6 @@ import pytest
 import tensorflow as tf
 
 from core import convert
-from core.errors import NoRuleError, UnsupportedError
 from core.testing import assert_same, xla_ops
 from tests.models.zoo import MODELS, attention_bfloat16
 
@@ -73,9 +72,6 @@ def test_attention_gradient_matches_jax(name):
         np.testing.assert_allclose(g.numpy(), np.asarray(w), err_msg=f"d/d input {i}", **MODEL_TOL)
 
 
-@pytest.mark.xfail(raises=NoRuleError, strict=True,
-                   reason="core/converter.py differentiates JAX's VJP with respect to integer "
-                          "and bool inputs too; their float0 cotangents have no TF rule")
 def test_gradient_with_integer_input():
     fn, args = MODELS["attention_seq_lengths_window"]()
     q, k, v, bias, q_len, kv_len = (tf.constant(a) for a in args)
@@ -86,9 +82,6 @@ def test_gradient_with_integer_input():
     np.testing.assert_allclose(tape.gradient(total, q).numpy(), want, **MODEL_TOL)
 
 
-@pytest.mark.xfail(raises=UnsupportedError, strict=True,
-                   reason="rules_lax/dot.py refuses DotAlgorithmPreset.BF16_BF16_F32, which "
-                          "JAX's CPU backend runs (bf16 operands, f32 sums)")
 def test_attention_bfloat16():
     fn, args = attention_bfloat16()
     want = jax.jit(fn)(*args)
