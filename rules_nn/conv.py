@@ -12,6 +12,8 @@ as ``Conv2D``/``Conv3D`` (they export); everything else (integers, complex, >3 s
 dims) as one (batched) matmul over the stacked window slices, which is exact for integers
 (wrap-around arithmetic, as XLA) and for complex numbers.
 Like XLA (and TF), JAX's convolution is a cross-correlation: the kernel is not flipped.
+Sizes and padding may be symbolic (``polymorphic_shapes``): batch, spatial sizes and input
+features (a weight gradient contracts over the batch) are evaluated when the graph runs.
 """
 from __future__ import annotations
 
@@ -20,26 +22,15 @@ import math
 import numpy as np
 import tensorflow as tf
 from jax import lax
+from jax._src import core as _jcore
 
+from core.errors import UnsupportedError
 from core.rule import case, rule
-from rules_nn._shared import dilate as _dilate, ints as _ints
+from rules_nn._shared import (dilate as _dilate, dims as _dims, evaluator, ints as _ints,
+                              is_static, is_zero, pad_or_slice, same)
 
 
-def _pad_or_slice(x, shape, pads):
-    """``lax.pad`` with zeros and no interior padding: negative amounts slice."""
-    pos = [[max(lo, 0), max(hi, 0)] for lo, hi in pads]
-    if any(p != [0, 0] for p in pos):
-        x = tf.pad(x, pos)
-        shape = [s + lo + hi for s, (lo, hi) in zip(shape, pos)]
-    if any(lo < 0 or hi < 0 for lo, hi in pads):
-        begin = [-min(lo, 0) for lo, _ in pads]
-        size = [s + min(lo, 0) + min(hi, 0) for s, (lo, hi) in zip(shape, pads)]
-        x = tf.slice(x, begin, size)
-        shape = size
-    return x, list(shape)
-
-
-def _window_slices(x, shape, kernel, strides, dilation, out):
+def _window_slices(x, shape, kernel, strides, dilation, out, ev):
     """For each kernel offset (row-major), the strided slice of ``x`` (``N, S..., C``) that
     it multiplies: one StridedSlice per offset."""
     nsp = len(kernel)
@@ -47,29 +38,30 @@ def _window_slices(x, shape, kernel, strides, dilation, out):
         begin = [0] + [int(o) * d for o, d in zip(offset, dilation)] + [0]
         end = [shape[0]] + [b + (p - 1) * s + 1 for b, p, s in
                             zip(begin[1:], out, strides)] + [shape[-1]]
-        yield tf.strided_slice(x, begin, end, [1, *strides, 1]) if nsp else x
+        yield tf.strided_slice(x, begin, ev(end), [1, *strides, 1]) if nsp else x
 
 
-def _matmul_conv(x, w, shape, kernel, strides, dilation, groups, out, o):
+def _matmul_conv(x, w, shape, kernel, strides, dilation, groups, out, o, ev):
     """VALID grouped conv as one batched matmul of the stacked window slices (im2col)."""
     n, c = shape[0], shape[-1]
     cg = c // groups
     ktot, ptot = math.prod(kernel), math.prod(out)
     og = o // groups
-    cols = tf.stack(list(_window_slices(x, shape, kernel, strides, dilation, out)), axis=-2)
-    cols = tf.reshape(cols, [n * ptot, ktot, groups, cg])
-    cols = tf.reshape(tf.transpose(cols, [2, 0, 1, 3]), [groups, n * ptot, ktot * cg])
-    w = tf.reshape(w, [ktot, cg, groups, og])
-    w = tf.reshape(tf.transpose(w, [2, 0, 1, 3]), [groups, ktot * cg, og])
+    cols = tf.stack(list(_window_slices(x, shape, kernel, strides, dilation, out, ev)),
+                    axis=-2)
+    cols = tf.reshape(cols, ev([n * ptot, ktot, groups, cg]))
+    cols = tf.reshape(tf.transpose(cols, [2, 0, 1, 3]), ev([groups, n * ptot, ktot * cg]))
+    w = tf.reshape(w, ev([ktot, cg, groups, og]))
+    w = tf.reshape(tf.transpose(w, [2, 0, 1, 3]), ev([groups, ktot * cg, og]))
     y = tf.matmul(cols, w)                                   # groups, n*ptot, og
-    return tf.reshape(tf.transpose(y, [1, 0, 2]), [n, *out, groups * og])
+    return tf.reshape(tf.transpose(y, [1, 0, 2]), ev([n, *out, groups * og]))
 
 
-def _tf_conv(x, w, shape, kernel, strides, dilation, out, o, padding="VALID"):
+def _tf_conv(x, w, shape, strides, dilation, out, o, ev, padding="VALID"):
     """VALID (or, when the caller checked it is the same padding, SAME) conv with TF's
     Conv2D/Conv3D (floating point); Conv2D infers the feature groups from the channel
     counts of ``x`` and ``w``."""
-    nsp = len(kernel)
+    nsp = len(strides)
     # TF CPU convs refuse strides > 1 together with dilations > 1: stride afterwards.
     post = None
     if any(s > 1 for s in strides) and any(d > 1 for d in dilation):
@@ -85,7 +77,7 @@ def _tf_conv(x, w, shape, kernel, strides, dilation, out, o, padding="VALID"):
         y = tf.squeeze(y, 1)
     if post is not None:
         end = [shape[0], *[(p - 1) * s + 1 for p, s in zip(out, post)], o]
-        y = tf.strided_slice(y, [0] * (nsp + 2), end, [1, *post, 1])
+        y = tf.strided_slice(y, [0] * (nsp + 2), ev(end), [1, *post, 1])
     return y
 
 
@@ -111,6 +103,9 @@ def _conv_cases():
             return lax.conv_general_dilated(x, w, **kw)
         return f
     nhwc = ("NHWC", "HWIO", "NHWC")
+
+    def poly(*specs):   # symbolic sizes, solved from the inputs when the graph runs
+        return {"polymorphic_shapes": list(specs)}
     return [
         case.random(conv(window_strides=(1, 1), padding="SAME"),
                     shapes=[(2, 3, 6, 5), (4, 3, 3, 3)], name="NCHW/OIHW SAME"),
@@ -138,35 +133,66 @@ def _conv_cases():
         case("inf and nan", conv(window_strides=(1,), padding="VALID"),
              [[[1.0, float("inf"), 2.0, float("nan"), 3.0]]], [[[1.0, -1.0]]],
              dtypes="floating"),
+        # The output sizes are floor-division expressions of h and w, and so is SAME's
+        # padding, which Conv2D's own SAME reproduces.
+        case.random(conv(window_strides=(2, 2), padding="SAME", dimension_numbers=nhwc),
+                    shapes=[(2, 9, 10, 3), (3, 3, 3, 4)],
+                    name="symbolic batch and spatial, SAME with strides",
+                    convert_kw=poly("(b, h, w, _)", None)),
+        # Stride with dilation: Conv2D cannot take SAME, the symbolic padding is a Pad.
+        case.random(conv(window_strides=(2, 1), padding="SAME", rhs_dilation=(1, 2),
+                         dimension_numbers=("NCHW", "OIHW", "NCHW")),
+                    shapes=[(2, 3, 7, 8), (4, 3, 2, 3)],
+                    name="symbolic spatial, SAME with strides and dilation",
+                    convert_kw=poly("(b, _, h, w)", None)),
+        case.random(conv(window_strides=(2, 1), padding=((1, -1), (0, 2)),
+                         lhs_dilation=(2, 1), rhs_dilation=(1, 2),
+                         dimension_numbers=nhwc),
+                    shapes=[(1, 7, 8, 2), (3, 2, 2, 4)],
+                    name="symbolic spatial, negative padding, lhs+rhs dilation",
+                    convert_kw=poly("(b, h, w, _)", None)),
+        # The weight gradient of a conv contracts over the batch: symbolic input features.
+        case.random(conv(window_strides=(1, 1), padding=((1, 1), (1, 1)),
+                         dimension_numbers=("CHWN", "HWIO", "NHWC")),
+                    shapes=[(3, 5, 5, 2), (3, 3, 3, 4)], name="symbolic input features",
+                    convert_kw=poly("(b, _, _, _)", "(_, _, b, _)")),
+        case.random(conv(window_strides=(1,), padding=((0, 0),), batch_group_count=2,
+                         dimension_numbers=("NCH", "OIH", "NCH")),
+                    shapes=[(4, 3, 7), (6, 3, 2)], name="batch groups, symbolic batch 2*b",
+                    convert_kw=poly("(2*b, _, h)", None)),
     ]
 
 
-@rule("conv_general_dilated", dtypes="numeric", cases=_conv_cases())
+@rule("conv_general_dilated", dtypes="numeric", polymorphic=True, cases=_conv_cases())
 def conv_general_dilated(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation,
                          rhs_dilation, dimension_numbers, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None,
                          **_):
     """Explicit layout, dilation and padding, then a VALID Conv2D/Conv3D or matmul.
-    ``precision`` changes nothing on CPU (no reduced-precision f32 passes there)."""
+    ``precision`` changes nothing on CPU (no reduced-precision f32 passes there).
+    Sizes and padding may be symbolic (``polymorphic_shapes``): they are evaluated when
+    the graph runs, and JAX's SAME padding is recognised symbolically."""
     lhs_aval, rhs_aval = ctx.avals_in
     out_aval = ctx.aval_out
+    ev = evaluator(ctx)
     lhs_spec, rhs_spec, out_spec = (_ints(s) for s in dimension_numbers)
     nsp = len(lhs_spec) - 2
     strides, rhs_dil, lhs_dil = _ints(window_strides), _ints(rhs_dilation), _ints(lhs_dilation)
-    pads = [_ints(p) for p in padding]
+    pads = [tuple(_dims(p)) for p in padding]
 
     lperm = (lhs_spec[0], *lhs_spec[2:], lhs_spec[1])
     rperm = (*rhs_spec[2:], rhs_spec[1], rhs_spec[0])
-    shape = [int(lhs_aval.shape[i]) for i in lperm]
-    kernel = [int(rhs_aval.shape[i]) for i in rhs_spec[2:]]
-    out_features = int(rhs_aval.shape[rhs_spec[0]])
+    lhs_shape, rhs_shape, res_shape = (_dims(a.shape) for a in (lhs_aval, rhs_aval, out_aval))
+    shape = [lhs_shape[i] for i in lperm]
+    kernel = [rhs_shape[i] for i in rhs_spec[2:]]
+    out_features = rhs_shape[rhs_spec[0]]
     # Our result has axes (N, spatial..., C); out_spec says where each goes.
     logical = [0, *range(2, nsp + 2), 1]
     operm = [logical.index(k) for k in np.argsort(out_spec)]
-    out_shape = [int(out_aval.shape[out_spec[k]]) for k in logical]
+    out_shape = [res_shape[out_spec[k]] for k in logical]
     out_tf = ctx.tf_dtype(out_aval)
-    if any(s == 0 for s in out_shape) or shape[-1] == 0 or any(k == 0 for k in kernel):
-        return tf.zeros([int(d) for d in out_aval.shape], out_tf)
+    if any(map(is_zero, out_shape)) or is_zero(shape[-1]) or any(map(is_zero, kernel)):
+        return tf.zeros(ctx.shape(out_aval), out_tf)
 
     compute, first = _compute_dtype(lhs_aval.dtype, out_aval.dtype)
     # Already NHWC / HWIO (flax's layout): no Transpose ops in the graph.
@@ -182,42 +208,48 @@ def conv_general_dilated(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation
         # g with output-feature group g: that is a feature-grouped conv over (groups*C).
         groups = int(batch_group_count)
         n, c = shape[0] // groups, shape[-1]
-        x = tf.reshape(x, [groups, n, *shape[1:]])
+        x = tf.reshape(x, ev([groups, n, *shape[1:]]))
         x = tf.transpose(x, [*range(1, nsp + 2), 0, nsp + 2])
         shape = [n, *shape[1:-1], groups * c]
-        x = tf.reshape(x, shape)
+        x = tf.reshape(x, ev(shape))
 
     for i, d in enumerate(lhs_dil):
-        x, shape = _dilate(x, shape, i + 1, d)
+        x, shape = _dilate(x, shape, i + 1, d, ev)
     out = out_shape[1:-1]
     floating = compute in (tf.float32, tf.float64)
     # TF's CPU Conv3D takes neither groups nor dilations.
     tf_conv = floating and (nsp in (1, 2) or (nsp == 3 and groups == 1
                                                 and set(rhs_dil) == {1}))
+    if not tf_conv and not all(map(is_static, kernel)):
+        raise UnsupportedError(f"conv_general_dilated with a symbolic kernel size {kernel} "
+                               "needs a floating-point 1-D/2-D conv (Conv2D)")
     tf_pad = "VALID"
-    if (tf_conv and any(p != (0, 0) for p in pads)
+    if (tf_conv and not all(is_zero(lo) and is_zero(hi) for lo, hi in pads)
             and not (any(s > 1 for s in strides) and any(d > 1 for d in rhs_dil))
-            and pads == _same_pads(shape[1:-1], kernel, strides, rhs_dil)):
+            and all(same(a, b) for p, q in zip(pads, _same_pads(shape[1:-1], kernel,
+                                                                strides, rhs_dil))
+                    for a, b in zip(p, q))):
         # The padding is TF's SAME padding: let Conv2D pad (with zeros, as tf.pad would)
         # instead of a separate Pad op that copies the whole input. (Not when _tf_conv
         # strides afterwards: SAME would then pad for stride 1.)
         tf_pad = "SAME"
     else:
-        x, shape = _pad_or_slice(x, shape, [(0, 0), *pads, (0, 0)])
+        x, shape = pad_or_slice(x, shape, [(0, 0), *pads, (0, 0)], ev)
 
     if tf_conv:
-        y = _tf_conv(x, w, shape, kernel, strides, rhs_dil, out, out_features, tf_pad)
+        y = _tf_conv(x, w, shape, strides, rhs_dil, out, out_features, ev, tf_pad)
     else:
-        y = _matmul_conv(x, w, shape, kernel, strides, rhs_dil, groups, out, out_features)
+        y = _matmul_conv(x, w, shape, kernel, strides, rhs_dil, groups, out, out_features,
+                         ev)
     y = tf.cast(y, out_tf)
     return y if list(operm) == list(range(nsp + 2)) else tf.transpose(y, operm)
 
 
 def _same_pads(in_sizes, kernel, strides, dilation):
     """TF's SAME padding per spatial axis: total = max((ceil(n/s)-1)*s + (k-1)*d + 1 - n, 0),
-    the odd element at the end."""
+    the odd element at the end (symbolic expressions for symbolic sizes)."""
     pads = []
     for n, k, s, d in zip(in_sizes, kernel, strides, dilation):
-        total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+        total = _jcore.max_dim((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
         pads.append((total // 2, total - total // 2))
     return pads

@@ -13,6 +13,8 @@ which drops NaN and tops out at -FLT_MAX for all -inf windows, plus (only when n
 pools of masks that restore NaN and -inf.
 Known difference: XLA's f16/bf16 window *sums* round after every add in an order that
 changes with the padding; unpadded windows match it, padded ones may differ by an ulp.
+Sizes and padding may be symbolic (``polymorphic_shapes``): the slices' bounds are
+evaluated when the graph runs, and so are the padding masks of the generic reducers.
 """
 from __future__ import annotations
 
@@ -25,26 +27,20 @@ from jax import lax
 from core.dtypes import to_tf
 from core.errors import UnsupportedError
 from core.rule import case, rule
-from rules_nn._shared import dilate as _dilate, ints as _ints
+from rules_nn._shared import (dilate as _dilate, dims as _dims, evaluator, ints as _ints,
+                              grow_and_cut, is_static, is_zero, nonnegative, pad_or_slice,
+                              same)
 
 
-def _prepare(x, shape, padding, base_dilation, fill):
+def _prepare(x, shape, padding, base_dilation, fill, ev):
     """Base dilation then edge padding (negative amounts slice), both with ``fill``."""
     shape = list(shape)
     for axis, d in enumerate(base_dilation):
-        x, shape = _dilate(x, shape, axis, d, fill)
-    pos = [[max(lo, 0), max(hi, 0)] for lo, hi in padding]
-    if any(p != [0, 0] for p in pos):
-        x = tf.pad(x, pos, constant_values=fill)
-        shape = [s + lo + hi for s, (lo, hi) in zip(shape, pos)]
-    if any(lo < 0 or hi < 0 for lo, hi in padding):
-        begin = [-min(lo, 0) for lo, _ in padding]
-        size = [s + min(lo, 0) + min(hi, 0) for s, (lo, hi) in zip(shape, padding)]
-        x, shape = tf.slice(x, begin, size), size
-    return x, shape
+        x, shape = _dilate(x, shape, axis, d, ev, fill)
+    return pad_or_slice(x, shape, padding, ev, fill)
 
 
-def _window_elements(x, window, strides, window_dilation, out, shape=None):
+def _window_elements(x, window, strides, window_dilation, out, ev, shape=None):
     """One strided slice of ``x`` per window offset, row-major: element ``offset`` of
     every window."""
     if shape is not None and math.prod(window) > 1 and all(
@@ -54,57 +50,84 @@ def _window_elements(x, window, strides, window_dilation, out, shape=None):
         # elements come from one reshape + transpose + unstack, several times faster on
         # CPU than a StridedSlice per offset. Pure data movement, so exact.
         rank = len(window)
-        if any(n != o * s for n, o, s in zip(shape, out, strides)):
-            x = tf.slice(x, [0] * rank, [o * s for o, s in zip(out, strides)])
-        x = tf.reshape(x, [d for o, w in zip(out, window) for d in (o, w)])
+        if not all(same(n, o * s) for n, o, s in zip(shape, out, strides)):
+            x = tf.slice(x, [0] * rank, ev([o * s for o, s in zip(out, strides)]))
+        x = tf.reshape(x, ev([d for o, w in zip(out, window) for d in (o, w)]))
         x = tf.transpose(x, [*range(1, 2 * rank, 2), *range(0, 2 * rank, 2)])
-        x = tf.reshape(x, [math.prod(window), *out])
+        x = tf.reshape(x, ev([math.prod(window), *out]))
         yield from zip(np.ndindex(*window), tf.unstack(x, math.prod(window)))
         return
     for offset in np.ndindex(*window):
         begin = [int(o) * d for o, d in zip(offset, window_dilation)]
         end = [b + (n - 1) * s + 1 for b, n, s in zip(begin, out, strides)]
-        yield offset, tf.strided_slice(x, begin, end, strides)
+        yield offset, tf.strided_slice(x, begin, ev(end), strides)
 
 
 def _valid_masks(in_shape, out_shape, window, strides, padding, base_dilation,
-                 window_dilation):
-    """Per window offset, a static bool array over the output: does that window element
-    fall on a real operand element (not on padding or a base-dilation hole)? XLA skips
-    the others, which matters when the init value is not the reducer's identity."""
+                 window_dilation, ev):
+    """Per window offset, a bool mask over the output: does that window element fall on
+    a real operand element (not on padding or a base-dilation hole)? XLA skips the
+    others, which matters when the init value is not the reducer's identity. The mask is
+    a numpy array when every size is known; with symbolic sizes, a TF one (broadcasting
+    over the output), or None when every element is real."""
     for offset in np.ndindex(*window):
-        mask = np.ones((), bool)
+        axes = []       # per axis: a 1-D numpy mask, a 1-D TF one, or None (all real)
         for n, o, w_out, s, (lo, _), bd, wd in zip(in_shape, offset, out_shape, strides,
                                                    padding, base_dilation, window_dilation):
-            q = np.arange(w_out) * s + o * wd - lo
-            ok = (q >= 0) & (q <= (n - 1) * bd) & (q % bd == 0)
-            mask = np.logical_and.outer(mask, ok)
+            if is_static(n) and is_static(w_out) and is_static(lo):
+                q = np.arange(w_out) * s + o * wd - lo
+                axes.append((q >= 0) & (q <= (n - 1) * bd) & (q % bd == 0))
+            elif o * wd == 0 and s == 1 and bd == 1 and same(lo, 0) and same(w_out, n):
+                axes.append(None)           # q = 0 .. n-1: every element is real
+            else:
+                n, w_out, lo = ev([n, w_out, lo])
+                q = tf.range(w_out) * s + (o * wd - lo)
+                axes.append((q >= 0) & (q <= (n - 1) * bd) & tf.equal(q % bd, 0))
+        if all(isinstance(a, np.ndarray) for a in axes):
+            mask = np.ones((), bool)
+            for ok in axes:
+                mask = np.logical_and.outer(mask, ok)
+            yield mask
+            continue
+        if any(isinstance(a, np.ndarray) and not a.any() for a in axes):
+            yield np.zeros((), bool)
+            continue
+        mask = None
+        for axis, ok in enumerate(axes):
+            if ok is None or (isinstance(ok, np.ndarray) and ok.all()):
+                continue
+            at = [1] * len(axes)
+            at[axis] = -1
+            ok = tf.reshape(ok, at)
+            mask = ok if mask is None else tf.logical_and(mask, ok)
         yield mask
 
 
-def _fold(operands, fills, inits, combine, out_shape, *, window_dimensions, window_strides,
-          padding, base_dilation, window_dilation, in_shape, skip_padding=False):
+def _fold(operands, fills, inits, combine, out_shape, ev, *, window_dimensions,
+          window_strides, padding, base_dilation, window_dilation, in_shape,
+          skip_padding=False):
     """XLA's reduce_window on lists of operands: acc = init; acc = combine(acc, element)
     for each window element in row-major order. Padding and holes hold ``fills``; with
     ``skip_padding`` they are skipped instead (needed unless the fill is an identity)."""
     window, strides = _ints(window_dimensions), _ints(window_strides)
-    pads = [_ints(p) for p in padding]
+    pads = [_dims(p) for p in padding]
     bdil, wdil = _ints(base_dilation), _ints(window_dilation)
-    acc = [tf.broadcast_to(i, out_shape) for i in inits]
-    if math.prod(out_shape) == 0 or math.prod(window) == 0:
+    acc = [tf.broadcast_to(i, ev(out_shape)) for i in inits]
+    if any(map(is_zero, out_shape)) or math.prod(window) == 0:
         return acc
-    prepared = [_prepare(x, in_shape, pads, bdil, f) for x, f in zip(operands, fills)]
-    slices = [list(_window_elements(p, window, strides, wdil, out_shape, shape))
+    prepared = [_prepare(x, in_shape, pads, bdil, f, ev) for x, f in zip(operands, fills)]
+    slices = [list(_window_elements(p, window, strides, wdil, out_shape, ev, shape))
               for p, shape in prepared]
-    masks = (_valid_masks(in_shape, out_shape, window, strides, pads, bdil, wdil)
+    masks = (_valid_masks(in_shape, out_shape, window, strides, pads, bdil, wdil, ev)
              if skip_padding else iter(lambda: None, 0))
     for elems, mask in zip(zip(*slices), masks):
-        if mask is not None and not mask.any():
-            continue
+        if isinstance(mask, np.ndarray):
+            if not mask.any():
+                continue
+            mask = None if mask.all() else tf.constant(mask)
         new = combine(acc, [e for _, e in elems])
-        if mask is not None and not mask.all():
-            keep = tf.constant(mask)
-            new = [tf.where(keep, n, a) for n, a in zip(new, acc)]
+        if mask is not None:
+            new = [tf.where(mask, n, a) for n, a in zip(new, acc)]
         acc = new
     return acc
 
@@ -157,18 +180,19 @@ def _identity(kind, dtype):
 
 
 def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, base_dilation,
-              window_dilation):
+              window_dilation, ev):
     """max/min pooling with TF's MaxPool (it exports) when the form allows: float32 (or
     f16/bf16, widened exactly), no dilation, at most 2 axes with a window, stride or
     padding (TFLite has no 3-D pool); the other axes go to the batch or the channels.
     MaxPool drops NaN, so a second pool of the NaN mask (run only when there is a NaN)
     puts NaN back where XLA's max propagates it."""
-    active = [a for a, (w, s, p) in enumerate(zip(window, strides, padding))
-              if w != 1 or s != 1 or p != (0, 0)]
+    active = [a for a, (w, s, (lo, hi)) in enumerate(zip(window, strides, padding))
+              if w != 1 or s != 1 or not (is_zero(lo) and is_zero(hi))]
     if (np.dtype(dtype).name not in ("float32", "float16", "bfloat16")
             or set(base_dilation) - {1} or set(window_dilation) - {1}
-            or not 1 <= len(active) <= 2 or math.prod(out_shape) == 0
-            or any(lo < 0 or hi < 0 for lo, hi in padding)):
+            or not 1 <= len(active) <= 2 or any(map(is_zero, out_shape))
+            # negative padding, or symbolic padding of unknown sign, goes the general way
+            or not all(nonnegative(p) for pads in padding for p in pads)):
         return None
     # Axes before the first pooled one form the batch, the others the channels: NHWC
     # pooling needs no transpose, and MaxPool is ~10x faster with C channels than with
@@ -183,9 +207,9 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
         y = tf.transpose(y, perm)
     batch = math.prod(in_shape[a] for a in lead)
     chans = math.prod(in_shape[a] for a in rest)
-    y = tf.reshape(y, [batch, *[in_shape[a] for a in active], chans])
-    pads = [[0, 0], *[list(padding[a]) for a in active], [0, 0]]
-    if any(p != [0, 0] for p in pads):
+    y = tf.reshape(y, ev([batch, *[in_shape[a] for a in active], chans]))
+    pads = [[0, 0], *[ev(padding[a]) for a in active], [0, 0]]
+    if not all(is_zero(p) for pair in pads for p in pair):
         y = tf.pad(y, pads, constant_values=-np.inf)
     ksize = [1, *[window[a] for a in active], 1]
     kstrides = [1, *[strides[a] for a in active], 1]
@@ -208,8 +232,8 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
                   fix, lambda: out)
     if kind == "min":
         out = -out
-    out = tf.reshape(out, [*[in_shape[a] for a in lead], *[out_shape[a] for a in active],
-                           *[in_shape[a] for a in rest]])
+    out = tf.reshape(out, ev([*[in_shape[a] for a in lead], *[out_shape[a] for a in active],
+                              *[in_shape[a] for a in rest]]))
     if perm != list(range(len(in_shape))):
         out = tf.transpose(out, np.argsort(perm).tolist())
     return tf.cast(out, to_tf(dtype))
@@ -218,28 +242,36 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
 def _monoid_window(ctx, operand, kind, *, window_dimensions, window_strides, padding,
                    base_dilation, window_dilation, **_):
     aval = ctx.avals_in[0]
-    in_shape, out_shape = [int(d) for d in aval.shape], [int(d) for d in ctx.aval_out.shape]
+    ev = evaluator(ctx)
+    in_shape, out_shape = _dims(aval.shape), _dims(ctx.aval_out.shape)
     if kind in ("max", "min"):
         pooled = _max_pool(operand, kind, aval.dtype, in_shape, out_shape,
                            _ints(window_dimensions), _ints(window_strides),
-                           [_ints(p) for p in padding], _ints(base_dilation),
-                           _ints(window_dilation))
+                           [_dims(p) for p in padding], _ints(base_dilation),
+                           _ints(window_dilation), ev)
         if pooled is not None:
             return pooled
     init = ctx.constant(_identity(kind, aval.dtype), aval.dtype)
     combine = _MONOIDS[kind]
     out, = _fold([operand], [init], [init], lambda acc, el: [combine(acc[0], el[0])],
-                 [int(d) for d in ctx.aval_out.shape],
-                 window_dimensions=window_dimensions, window_strides=window_strides,
-                 padding=padding, base_dilation=base_dilation,
-                 window_dilation=window_dilation, in_shape=[int(d) for d in aval.shape])
+                 out_shape, ev, window_dimensions=window_dimensions,
+                 window_strides=window_strides, padding=padding,
+                 base_dilation=base_dilation, window_dilation=window_dilation,
+                 in_shape=in_shape)
     return out
 
 
 def _rw(fn, **kw):
     base = dict(window_dimensions=(2, 3), window_strides=(1, 2), padding=((1, 0), (2, 1)))
     base.update(kw)
-    return lambda x: fn(x, **base)
+
+    def f(x):
+        pads = base["padding"]
+        if isinstance(pads, str):   # "SAME": JAX's pads for x's (maybe symbolic) shape
+            pads = lax.padtype_to_pads(x.shape, base["window_dimensions"],
+                                       base["window_strides"], pads)
+        return fn(x, **{**base, "padding": pads})
+    return f
 
 
 def _pool_cases(fn, exact_order=False):
@@ -270,6 +302,20 @@ def _pool_cases(fn, exact_order=False):
                                          padding=((0, 0),)),
              [-float("inf"), -float("inf"), 1.0, ln, float("inf"), float("inf")],
              dtypes="floating"),
+        case.random(_rw(fn, window_dimensions=(1, 2, 2, 1), window_strides=(1, 2, 2, 1),
+                        padding=((0, 0),) * 4),
+                    shapes=[(3, 4, 6, 2)], name="symbolic batch, 2x2 pooling",
+                    convert_kw={"polymorphic_shapes": ["(b, _, _, _)"]}),
+        # Output sizes and SAME's padding are floor-division expressions of h and w.
+        case.random(_rw(fn, window_dimensions=(1, 3, 3, 1), window_strides=(1, 2, 2, 1),
+                        padding="SAME"),
+                    shapes=[(2, 7, 6, 3)], name="symbolic batch and spatial, SAME",
+                    dtypes=narrow, convert_kw={"polymorphic_shapes": ["(b, h, w, _)"]}),
+        case.random(_rw(fn, window_dimensions=(1, 2, 2, 1), window_strides=(1, 2, 1, 1),
+                        padding=((0, 0), (0, -1), (1, 1), (0, 0)),
+                        base_dilation=(1, 2, 1, 1), window_dilation=(1, 1, 2, 1)),
+                    shapes=[(2, 5, 6, 3)], name="symbolic spatial, dilations, negative padding",
+                    convert_kw={"polymorphic_shapes": ["(b, h, w, _)"]}),
     ]
 
 
@@ -285,21 +331,21 @@ def _bind(prim_name):
     return call
 
 
-@rule("reduce_window_sum", dtypes="numeric",
+@rule("reduce_window_sum", dtypes="numeric", polymorphic=True,
       cases=_pool_cases(_bind("sum"), exact_order=True))
 def reduce_window_sum(ctx, operand, **params):
     """Sum of the strided window slices, from 0 (padding and holes are 0)."""
     return _monoid_window(ctx, operand, "add", **params)
 
 
-@rule("reduce_window_max", dtypes="all",
+@rule("reduce_window_max", dtypes="all", polymorphic=True,
       cases=_pool_cases(_bind("max")))
 def reduce_window_max(ctx, operand, **params):
     """Max of the strided window slices; padding and holes are -inf / the dtype minimum."""
     return _monoid_window(ctx, operand, "max", **params)
 
 
-@rule("reduce_window_min", dtypes="all",
+@rule("reduce_window_min", dtypes="all", polymorphic=True,
       cases=_pool_cases(_bind("min")))
 def reduce_window_min(ctx, operand, **params):
     """Min of the strided window slices; padding and holes are +inf / the dtype maximum."""
@@ -341,10 +387,20 @@ def _generic_cases():
                     lambda rng, dt: [rng.integers(-3, 3, (4, 5)).astype(dt),
                                      np.arange(20, dtype=np.int32).reshape(4, 5)],
                     dtypes="floating"),
+        # Symbolic sizes: which window elements are padding is only known at run time.
+        case.random(lambda x: lax.reduce_window(x, np.array(2, x.dtype), lax.mul, (2, 2),
+                                                (1, 1), ((1, 0), (0, 1)), (2, 1), (1, 1)),
+                    shapes=[(3, 4)], name="mul from 2, base dilation, symbolic sizes",
+                    dtypes="numeric", convert_kw={"polymorphic_shapes": ["(b, w)"]}),
+        case.custom("two operands (argmax), symbolic sizes", argmax_like,
+                    lambda rng, dt: [rng.integers(-3, 3, (4, 5)).astype(dt),
+                                     np.arange(20, dtype=np.int32).reshape(4, 5)],
+                    dtypes="floating",
+                    convert_kw={"polymorphic_shapes": ["(b, w)", "(b, w)"]}),
     ]
 
 
-@rule("reduce_window", dtypes="all", cases=_generic_cases())
+@rule("reduce_window", dtypes="all", polymorphic=True, cases=_generic_cases())
 def reduce_window(ctx, *args, jaxpr, consts=(), window_dimensions, window_strides, padding,
                   base_dilation, window_dilation, **_):
     """Fold the strided window slices with the reducer jaxpr (or its monoid when it is a
@@ -360,11 +416,11 @@ def reduce_window(ctx, *args, jaxpr, consts=(), window_dimensions, window_stride
     else:
         def combine(acc, el):
             return ctx.lower_jaxpr(inner, *acc, *el, consts=list(consts))
-    return _fold(operands, inits, inits, combine, [int(d) for d in ctx.aval_out.shape],
+    return _fold(operands, inits, inits, combine, _dims(ctx.aval_out.shape), evaluator(ctx),
                  window_dimensions=window_dimensions, window_strides=window_strides,
                  padding=padding, base_dilation=base_dilation,
-                 window_dilation=window_dilation,
-                 in_shape=[int(d) for d in ctx.avals_in[0].shape], skip_padding=True)
+                 window_dilation=window_dilation, in_shape=_dims(ctx.avals_in[0].shape),
+                 skip_padding=True)
 
 
 # -- max-pooling gradients ---------------------------------------------------------------
@@ -382,14 +438,14 @@ def _selects(select_prim, dtype):
     return name, select
 
 
-def _scatter_back(contrib, offset, strides, shape):
-    """Place ``contrib`` (one value per window) at element ``offset`` of each window in a
-    zero tensor of the padded operand's ``shape``: the inverse of the strided slice."""
-    cshape = [int(d) for d in contrib.shape]
+def _scatter_back(contrib, cshape, offset, strides, shape, ev):
+    """Place ``contrib`` (one value per window, of shape ``cshape``) at element ``offset``
+    of each window in a zero tensor of the padded operand's ``shape``: the inverse of the
+    strided slice."""
     for axis, s in enumerate(strides):
-        contrib, cshape = _dilate(contrib, cshape, axis, s, 0)
-    pads = [[int(o), n - int(o) - c] for o, n, c in zip(offset, shape, cshape)]
-    return tf.pad(contrib, pads)
+        contrib, cshape = _dilate(contrib, cshape, axis, s, ev, 0)
+    highs = ev([n - int(o) - c for o, n, c in zip(offset, shape, cshape)])
+    return tf.pad(contrib, [[int(o), h] for o, h in zip(offset, highs)])
 
 
 def _ssa(select_prim, window, strides, padding):
@@ -397,7 +453,17 @@ def _ssa(select_prim, window, strides, padding):
     return lambda s, x: wr._select_and_scatter_add(s, x, select_prim, window, strides, padding)
 
 
-@rule("select_and_scatter_add", dtypes=["bool", "integer", "floating"],
+def _max_pool_grad_same(x):
+    """Scatter a 3x3/2 SAME max pool's values back: the source's (symbolic) shape and the
+    padding both follow from x's."""
+    from jax._src.lax import windowed_reductions as wr
+    window, strides = (1, 3, 3, 1), (1, 2, 2, 1)
+    pads = lax.padtype_to_pads(x.shape, window, strides, "SAME")
+    source = wr._reduce_window_max(x, window, strides, pads, None, None)
+    return wr._select_and_scatter_add(source, x, lax.ge_p, window, strides, pads)
+
+
+@rule("select_and_scatter_add", dtypes=["bool", "integer", "floating"], polymorphic=True,
       cases=[
           case.custom("ties pick the first, padding",
                       _ssa(lax.ge_p, (2, 2), (1, 2), ((1, 0), (0, 1))),
@@ -414,6 +480,12 @@ def _ssa(select_prim, window, strides, padding):
                       dtypes="floating"),
           case.random(_ssa(lax.ge_p, (2, 2), (2, 2), ((0, 0), (0, 0))),
                       shapes=[(2, 2), (4, 4)], name="bool", dtypes="bool"),
+          case.random(_ssa(lax.ge_p, (1, 2, 2, 1), (1, 2, 2, 1), ((0, 0),) * 4),
+                      shapes=[(3, 2, 3, 2), (3, 4, 6, 2)], name="symbolic batch, 2x2 pooling",
+                      convert_kw={"polymorphic_shapes": ["(b, _, _, _)", "(b, _, _, _)"]}),
+          case.random(_max_pool_grad_same, shapes=[(2, 7, 6, 3)],
+                      name="symbolic batch and spatial, SAME (a max-pool gradient)",
+                      convert_kw={"polymorphic_shapes": ["(b, h, w, _)"]}),
       ])
 def select_and_scatter_add(ctx, source, operand, *, select_prim, window_dimensions,
                            window_strides, padding, **_):
@@ -422,24 +494,25 @@ def select_and_scatter_add(ctx, source, operand, *, select_prim, window_dimensio
     ``select(current, candidate)`` rejects the current for), and add the source there, in
     XLA's order of accumulation; the padding is sliced off at the end."""
     aval = ctx.avals_in[1]
+    ev = evaluator(ctx)
     name, select = _selects(select_prim, aval.dtype)
     window, strides = _ints(window_dimensions), _ints(window_strides)
-    pads = [_ints(p) for p in padding]
-    in_shape = [int(d) for d in aval.shape]
-    out_shape = [int(d) for d in ctx.avals_in[0].shape]
+    pads = [_dims(p) for p in padding]
+    in_shape = _dims(aval.shape)
+    out_shape = _dims(ctx.avals_in[0].shape)
     ident = ctx.constant(_identity("max" if name == "ge" else "min", aval.dtype), aval.dtype)
-    x, pshape = _prepare(operand, in_shape, pads, (1,) * len(window), ident)
+    x, pshape = _prepare(operand, in_shape, pads, (1,) * len(window), ident, ev)
     zero = ctx.constant(np.zeros((), aval.dtype), aval.dtype)
-    if math.prod(out_shape) == 0 or math.prod(window) == 0:
-        return tf.zeros(in_shape, ctx.tf_dtype(aval))
+    if any(map(is_zero, out_shape)) or math.prod(window) == 0:
+        return tf.zeros(ev(in_shape), ctx.tf_dtype(aval))
     best, best_k = None, None
     offsets = []
     for k, (offset, elem) in enumerate(_window_elements(x, window, strides,
-                                                        (1,) * len(window), out_shape,
+                                                        (1,) * len(window), out_shape, ev,
                                                         pshape)):
         offsets.append(offset)
         if best is None:
-            best, best_k = elem, tf.zeros(out_shape, tf.int32)
+            best, best_k = elem, tf.zeros(ev(out_shape), tf.int32)
             continue
         # where(keep, ...), not logical_not: grappler turns not(a >= b) into a < b,
         # which is wrong for NaN.
@@ -448,12 +521,13 @@ def select_and_scatter_add(ctx, source, operand, *, select_prim, window_dimensio
         best_k = tf.where(keep, best_k, tf.constant(k, tf.int32))
     # XLA adds the sources into each element in row-major source order, i.e. in
     # decreasing window offset: accumulate the offsets in that order.
-    out = tf.zeros(pshape, ctx.tf_dtype(aval))
+    out = tf.zeros(ev(pshape), ctx.tf_dtype(aval))
     for k in reversed(range(len(offsets))):
         contrib = tf.where(tf.equal(best_k, k), source, zero)
-        out = _add(out, _scatter_back(contrib, offsets[k], strides, pshape))
-    lo = [max(p[0], 0) for p in pads]
-    return tf.slice(out, lo, in_shape) if pshape != in_shape else out
+        out = _add(out, _scatter_back(contrib, out_shape, offsets[k], strides, pshape, ev))
+    if all(same(p, n) for p, n in zip(pshape, in_shape)):
+        return out
+    return tf.slice(out, [grow_and_cut(lo, ev)[0] for lo, _ in pads], ev(in_shape))
 
 
 def _sga(select_prim, **kw):
@@ -464,7 +538,7 @@ def _sga(select_prim, **kw):
     return lambda t, x: wr._select_and_gather_add(t, x, select_prim, **base)
 
 
-@rule("select_and_gather_add", dtypes="floating",
+@rule("select_and_gather_add", dtypes="floating", polymorphic=True,
       cases=[
           case.custom("ties keep the first", _sga(lax.ge_p, window_strides=(1, 2)),
                       lambda rng, dt: [rng.standard_normal((4, 5)).astype(dt),
@@ -480,6 +554,9 @@ def _sga(select_prim, **kw):
                                                 base_dilation=(1,), window_dilation=(1,)),
                       lambda rng, dt: [np.arange(5).astype(dt),
                                        np.array([0, np.nan, 2, np.nan, 1], dt)]),
+          case.random(_sga(lax.ge_p, window_strides=(2, 1), padding=((1, 0), (0, 2))),
+                      shapes=[(4, 5), (4, 5)], name="padding, symbolic sizes",
+                      convert_kw={"polymorphic_shapes": ["(b, w)", "(b, w)"]}),
       ])
 def select_and_gather_add(ctx, tangents, operand, *, select_prim, window_dimensions,
                           window_strides, padding, base_dilation, window_dilation, **_):
@@ -496,9 +573,9 @@ def select_and_gather_add(ctx, tangents, operand, *, select_prim, window_dimensi
         keep = select(acc[0], el[0])
         return [tf.where(keep, acc[0], el[0]), tf.where(keep, acc[1], el[1])]
     _, out = _fold([operand, tangents], [init, zero], [init, zero], combine,
-                   [int(d) for d in ctx.aval_out.shape],
+                   _dims(ctx.aval_out.shape), evaluator(ctx),
                    window_dimensions=window_dimensions, window_strides=window_strides,
                    padding=padding, base_dilation=base_dilation,
-                   window_dilation=window_dilation, in_shape=[int(d) for d in aval.shape],
+                   window_dilation=window_dilation, in_shape=_dims(aval.shape),
                    skip_padding=True)
     return out
