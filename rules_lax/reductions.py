@@ -8,6 +8,8 @@ complex max/min compare (real, imag) lexicographically, argmin/argmax pick the f
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 import jax
@@ -15,7 +17,6 @@ import jax.numpy as jnp
 from jax.extend import core as jex
 from jax import lax
 
-from core.errors import UnsupportedError
 from core.rule import case, rule
 
 _NAN = float("nan")
@@ -79,23 +80,31 @@ def monoid_op(kind: str, dtype):
 
 
 def _to_last(x, shape, axes):
-    """Move ``axes`` to the end and flatten them: (kept..., n). Static shapes only."""
+    """Move ``axes`` to the end and flatten them: (kept..., n). ``shape`` holds ints, or
+    TF scalars for symbolic dimensions."""
     keep = [i for i in range(len(shape)) if i not in axes]
     n = _n_of(shape, axes)
     y = tf.transpose(x, keep + list(axes)) if keep + list(axes) != list(range(len(shape))) else x
     return tf.reshape(y, [shape[i] for i in keep] + [n]), n
 
 
-def tree_reduce(xs, n: int, combine):
+def tree_reduce(xs, n, combine):
     """Pairwise halving along the last axis: ceil(log2 n) steps of ``combine`` on lists of
-    tensors; returns the tensors with the last axis removed (n >= 1)."""
-    while n > 1:
+    tensors; returns the tensors with the last axis removed (n >= 1: an int, or a TF
+    scalar for a symbolic length, then the steps run in a tf.while_loop)."""
+    def step(n, xs):
         h = n // 2
-        a = [x[..., :h] for x in xs]
-        b = [x[..., h:2 * h] for x in xs]
-        c = combine(a, b, h)
-        xs = [tf.concat([ci, x[..., 2 * h:]], -1) for ci, x in zip(c, xs)] if n % 2 else c
-        n -= h
+        c = combine([x[..., :h] for x in xs], [x[..., h:2 * h] for x in xs], h)
+        odd = not isinstance(n, int) or n % 2   # an even n leaves nothing to carry
+        return n - h, [tf.concat([ci, x[..., 2 * h:]], -1) for ci, x in zip(c, xs)] if odd else c
+
+    if isinstance(n, int):
+        while n > 1:
+            n, xs = step(n, xs)
+    else:
+        shapes = [x.shape[:-1].concatenate([None]) for x in xs]
+        xs = tf.while_loop(lambda n, _: n > 1, step, (n, xs),
+                           shape_invariants=(n.shape, shapes))[1]
     return [x[..., 0] for x in xs]
 
 
@@ -114,8 +123,9 @@ def _is_half(dtype) -> bool:
     return np.dtype(dtype) in (np.dtype(jnp.bfloat16), np.dtype(np.float16))
 
 
-def _n_of(shape, axes) -> int:
-    return int(np.prod([shape[a] for a in axes], dtype=np.int64))
+def _n_of(shape, axes):
+    """How many elements ``axes`` hold: an int, or a TF scalar if one is symbolic."""
+    return math.prod(shape[a] for a in axes)
 
 
 def in_f32(op, dtype):
@@ -126,54 +136,66 @@ def in_f32(op, dtype):
     return lambda a, b: tf.cast(op(tf.cast(a, tf.float32), tf.cast(b, tf.float32)), tdt)
 
 
-def sequential_fold(flat, n: int, op, init=None):
-    """acc = init (or the first element); acc = op(acc, x_i) along the last axis."""
+def fold_range(start: int, n, body, carry):
+    """carry = body(i, carry) for i in range(start, n): unrolled for an int n, in a
+    tf.while_loop for a TF scalar (a symbolic length)."""
+    if isinstance(n, int):
+        for i in range(start, n):
+            carry = body(i, carry)
+        return carry
+    return tf.while_loop(lambda i, _: i < n, lambda i, c: (i + 1, body(i, c)),
+                         (tf.constant(start), carry))[1]
+
+
+def sequential_fold(flat, n, op, init=None):
+    """acc = init (or the first element); acc = op(acc, x_i) along the last axis (n >= 1)."""
     acc = flat[..., 0] if init is None else op(init, flat[..., 0])
-    for i in range(1, n):
-        acc = op(acc, flat[..., i])
-    return acc
+    return fold_range(1, n, lambda i, acc: op(acc, flat[..., i]), acc)
 
 
 def _fill(ctx, value, aval):
     return tf.fill(ctx.shape(aval), ctx.constant(value, aval.dtype))
 
 
-def reduce_monoid(ctx, x, aval_in, aval_out, axes, kind):
-    """Reduce ``x`` over ``axes`` with one of the monoids add/mul/max/min/and/or/xor."""
+def reduce_monoid(ctx, x, aval_in, aval_out, axes, kind, init=None):
+    """Reduce ``x`` over ``axes`` with one of the monoids add/mul/max/min/and/or/xor;
+    ``init`` (a TF scalar, optional) is combined in first, as XLA's CPU loop does."""
     dtype = np.dtype(aval_in.dtype)
+    op = monoid_op(kind, dtype)
+    with_init = (lambda y: y) if init is None else (lambda y: op(init, y))
     shape = ctx.shape(aval_in)        # ints, or TF scalars for symbolic dimensions
     axes = _axes(axes)
     if not axes:
-        return x
-    static = all(isinstance(shape[a], int) for a in axes)
+        return with_init(x)
     if any(isinstance(shape[a], int) and shape[a] == 0 for a in axes):
-        return _fill(ctx, identity(kind, dtype), aval_out)
+        return with_init(_fill(ctx, identity(kind, dtype), aval_out))
+    n = _n_of(shape, axes)
     if kind in ("add", "mul") and dtype != np.bool_:
-        if _is_half(dtype) and static and _n_of(shape, axes) <= _SEQ_MAX:
-            # XLA's CPU loop rounds to the half type after every step, in element order
-            flat, n = _to_last(x, shape, axes)
-            return sequential_fold(flat, n, in_f32(monoid_op(kind, dtype), dtype))
-        return tf.reduce_sum(x, axes) if kind == "add" else tf.reduce_prod(x, axes)
+        def native():
+            return with_init(tf.reduce_sum(x, axes) if kind == "add" else tf.reduce_prod(x, axes))
+        if not _is_half(dtype):
+            return native()
+
+        def fold():  # XLA's CPU loop rounds to the half type after every step, in element order
+            return sequential_fold(*_to_last(x, shape, axes), in_f32(op, dtype), init)
+        if isinstance(n, int):
+            return fold() if n <= _SEQ_MAX else native()
+        return tf.cond(n <= _SEQ_MAX, fold, native)
     if kind in ("max", "min") and dtype != np.bool_ and not is_complex(dtype):
         y = tf.reduce_max(x, axes) if kind == "max" else tf.reduce_min(x, axes)
         if is_float(dtype):  # TF's Eigen reducers may drop NaN; XLA's max/min keep it
             y = tf.where(tf.reduce_any(tf.math.is_nan(x), axes), tf.constant(_NAN, x.dtype), y)
-        return y
+        return with_init(y)
     if dtype == np.bool_:
         if kind in ("max", "or", "add"):
-            return tf.reduce_any(x, axes)
+            return with_init(tf.reduce_any(x, axes))
         if kind in ("min", "and", "mul"):
-            return tf.reduce_all(x, axes)
+            return with_init(tf.reduce_all(x, axes))
         count = tf.reduce_sum(tf.cast(x, tf.int32), axes)
-        return tf.equal(count % 2, 1)
+        return with_init(tf.equal(count % 2, 1))
     # bitwise reductions of integers and complex max/min: no TF reducer, reduce by halving
-    if not static:
-        raise UnsupportedError(f"reduce ({kind}) of {dtype} over a symbolic dimension is not "
-                               "supported; convert with a concrete size for that axis")
-    flat, n = _to_last(x, shape, axes)
-    op = monoid_op(kind, dtype)
-    out, = tree_reduce([flat], n, lambda a, b, _: [op(a[0], b[0])])
-    return out
+    out, = tree_reduce([_to_last(x, shape, axes)[0]], n, lambda a, b, _: [op(a[0], b[0])])
+    return with_init(out)
 
 
 # -- reduce_sum / prod / max / min / and / or / xor --------------------------------------
@@ -198,6 +220,8 @@ def _simple(prim_name, kind, dtypes, extra=()):
         case.random(lambda x: prim(x, (0, 2)), shapes=[(3, 4, 5)], name="axes 0 2"),
         case.random(lambda x: prim(x, (1,)), shapes=[(3, 0)], name="empty -> identity"),
         case.random(lambda x: prim(x, ()), shapes=[(2, 3)], name="no axes"),
+        case.random(lambda x: prim(x, (1,)), shapes=[(3, 20)], name="symbolic",
+                    convert_kw={"polymorphic_shapes": ["(b, n)"]}),
         *extra])(lower)
 
 
@@ -221,7 +245,7 @@ def _argminmax(ctx, x, axes, index_dtype, is_max):
     index holding the extreme value (ties, and -0.0 == 0.0, go to the lower index)."""
     aval = ctx.avals_in[0]
     axis, = _axes(axes)
-    n = int(aval.shape[axis])
+    n = ctx.shape(aval)[axis]         # an int, or a TF int32 scalar if symbolic
     if aval.dtype == np.bool_:
         x = tf.cast(x, tf.int32)
     best = (tf.reduce_max if is_max else tf.reduce_min)(x, [axis], keepdims=True)
@@ -229,29 +253,37 @@ def _argminmax(ctx, x, axes, index_dtype, is_max):
     if is_float(aval.dtype):
         nan = tf.math.is_nan(x)
         hit = tf.where(tf.reduce_any(nan, [axis], keepdims=True), nan, hit)
-    itype = tf.int64 if n >= 2 ** 31 - 1 else tf.int32
+    itype = tf.int64 if isinstance(n, int) and n >= 2 ** 31 - 1 else tf.int32
     iota = tf.reshape(tf.range(n, dtype=itype), [n if i == axis else 1 for i in range(len(aval.shape))])
-    idx = tf.reduce_min(tf.where(hit, iota, tf.constant(n, itype)), [axis])
+    idx = tf.reduce_min(tf.where(hit, iota, tf.cast(n, itype)), [axis])
     return tf.cast(idx, ctx.tf_dtype(index_dtype))
 
 
 def _argcases(fn):
+    poly = {"polymorphic_shapes": ["(b, n)"]}
     return [case.random(lambda x: fn(x, 0, np.int32), shapes=[(7, 3)]),
             case.random(lambda x: fn(x, 1, np.uint8), shapes=[(3, 9)], name="axis 1 uint8 index"),
             case("ties go to the first index", lambda x: fn(x, 0, np.int32), [3, 1, 3, 1, 0, 3]),
             case("NaN: first NaN wins", lambda x: fn(x, 0, np.int32),
                  [1.0, _NAN, _INF, _NAN, -_INF], dtypes="floating"),
             case("signed zeros tie", lambda x: fn(x, 0, np.int32), [-0.0, 0.0, -1.0],
-                 dtypes="floating")]
+                 dtypes="floating"),
+            case.random(lambda x: fn(x, 1, np.uint8), shapes=[(3, 9)],
+                        name="symbolic batch and axis", convert_kw=poly),
+            case.random(lambda x: fn(x, 0, np.int32), shapes=[(7, 3)],
+                        name="symbolic batch", convert_kw={"polymorphic_shapes": ["(7, b)"]}),
+            case("NaN: first NaN wins, symbolic length", lambda x: fn(x, 1, np.int32),
+                 [[1.0, _NAN, _INF, _NAN, -_INF], [0.0, -_INF, 2.0, 2.0, -0.0]],
+                 dtypes="floating", convert_kw=poly)]
 
 
-@rule("argmax", dtypes=["bool", "integer", "floating"], cases=_argcases(lax.argmax))
+@rule("argmax", dtypes=["bool", "integer", "floating"], polymorphic=True, cases=_argcases(lax.argmax))
 def argmax(ctx, x, *, axes, index_dtype, **_):
     """argmax: first NaN, else the first maximal element."""
     return _argminmax(ctx, x, axes, index_dtype, True)
 
 
-@rule("argmin", dtypes=["bool", "integer", "floating"], cases=_argcases(lax.argmin))
+@rule("argmin", dtypes=["bool", "integer", "floating"], polymorphic=True, cases=_argcases(lax.argmin))
 def argmin(ctx, x, *, axes, index_dtype, **_):
     """argmin: first NaN, else the first minimal element."""
     return _argminmax(ctx, x, axes, index_dtype, False)
@@ -293,7 +325,7 @@ def _complex_max_arg(rng, dtype):
     return [np.array([[1 + 2j, 1 + 3j, -4 + 9j], [1 + 5j, 0j, 2 - 1j]], dtype)]
 
 
-@rule("reduce", cases=[
+@rule("reduce", polymorphic=True, cases=[
     case.random(lambda x: lax.reduce(x, np.array(3, x.dtype), lambda a, b: a + b, (0,)),
                 shapes=[(4, 6)], name="add from 3", dtypes="numeric"),
     case.random(lambda x, y: lax.reduce((x, y), (np.array(0, x.dtype), np.array(5, y.dtype)),
@@ -314,6 +346,27 @@ def _complex_max_arg(rng, dtype):
                                      (np.array(-np.inf, x.dtype), np.array(0, np.int32)),
                                      _argmax_pair, (0,)),
                 lambda rng, dt: [(rng.integers(-9, 9, (45, 2))).astype(dt)], dtypes="floating"),
+    case.random(lambda x: lax.reduce(x, np.array(3, x.dtype), lambda a, b: a + b, (0,)),
+                shapes=[(20, 6)], name="add from 3, symbolic", dtypes="numeric",
+                convert_kw={"polymorphic_shapes": ["(n, b)"]}),
+    case.random(lambda x, y: lax.reduce((x, y), (np.array(0, x.dtype), np.array(5, y.dtype)),
+                                        lambda a, b: (lax.max(a[0], b[0]), lax.min(a[1], b[1])),
+                                        (1,)),
+                shapes=[(3, 5), (3, 5)], name="max and min, symbolic batch",
+                dtypes=["bool", "integer", "floating"],
+                convert_kw={"polymorphic_shapes": ["(b, 5)", "(b, 5)"]}),
+    case.random(lambda x: lax.reduce(x, np.array(1 + 4j, x.dtype), lax.max, (1,)),
+                shapes=[(3, 7)], name="complex max, symbolic", dtypes="complex",
+                convert_kw={"polymorphic_shapes": ["(b, n)"]}),
+    case.custom("argmax pair, symbolic batch (tree)",
+                lambda x: lax.reduce((x, lax.broadcasted_iota(np.int32, x.shape, 1)),
+                                     (np.array(-np.inf, x.dtype), np.array(0, np.int32)),
+                                     _argmax_pair, (1,)),
+                lambda rng, dt: [(rng.integers(-9, 9, (3, 45))).astype(dt)], dtypes="floating",
+                convert_kw={"polymorphic_shapes": ["(b, 45)"]}),
+    case.random(lambda x: lax.reduce(x, np.array(0, x.dtype), lambda a, b: a * 0.5 + b, (1,)),
+                shapes=[(3, 11)], name="an order-dependent computation, symbolic length",
+                dtypes="floating", convert_kw={"polymorphic_shapes": ["(b, n)"]}),
 ])
 def reduce(ctx, *args, computation=None, jaxpr, dimensions, **_):
     """Variadic reduce: known monoids reduce natively; any other computation is folded in
@@ -326,33 +379,26 @@ def reduce(ctx, *args, computation=None, jaxpr, dimensions, **_):
     axes = _axes(dimensions)
     kinds = _recognize_monoids(jaxpr)
     if kinds is not None:
-        outs = []
-        for x, init, aval, aout, kind in zip(operands, inits, avals, avals_out, kinds):
-            shape, op = tuple(int(d) for d in aval.shape), monoid_op(kind, np.dtype(aval.dtype))
-            n = _n_of(shape, axes)
-            if _is_half(aval.dtype) and kind in ("add", "mul") and 0 < n <= _SEQ_MAX:
-                outs.append(sequential_fold(_to_last(x, shape, axes)[0], n,
-                                            in_f32(op, aval.dtype), init))
-            else:
-                outs.append(op(init, reduce_monoid(ctx, x, aval, aout, axes, kind)))
-        return outs
-    shape = tuple(int(d) for d in avals[0].shape)
-    out_shape = [int(d) for d in avals_out[0].shape]
-    p, n = _n_of(out_shape, range(len(out_shape))), _n_of(shape, axes)
-    if n == 0 or p == 0:
+        return [reduce_monoid(ctx, x, aval, aout, axes, kind, init)
+                for x, init, aval, aout, kind in zip(operands, inits, avals, avals_out, kinds)]
+    shape, out_shape = ctx.shape(avals[0]), ctx.shape(avals_out[0])
+    if 0 in [d for d in shape if isinstance(d, int)]:
         return [tf.broadcast_to(init, out_shape) for init in inits]
+    p, n = math.prod(out_shape), _n_of(shape, axes)
     flat = [tf.reshape(_to_last(x, shape, axes)[0], [p, n]) for x in operands]
     fn = jax.vmap(jex.jaxpr_as_fun(jaxpr))
+    p_jax = math.prod(avals_out[0].shape)   # p as JAX's dimension expression
 
     def apply(a, b, m):  # the computation on (p * m)-vectors
-        vec = [jax.core.ShapedArray((p * m,), av.dtype) for av in avals]
+        vec = [jax.core.ShapedArray((p_jax * m,), av.dtype) for av in avals]
         outs = ctx.lower_fun(fn, *[tf.reshape(t, [p * m]) for t in a + b], avals=vec + vec)
         return [tf.reshape(o, [p, m]) for o in outs]
 
     acc = [tf.broadcast_to(tf.reshape(i, [1, 1]), [p, 1]) for i in inits]
-    if n <= _SEQ_GENERIC_MAX:  # XLA's CPU loop: acc = init, then acc = f(acc, x_i) in order
-        for i in range(n):
-            acc = apply(acc, [x[:, i:i + 1] for x in flat], 1)
+    if not isinstance(n, int) or n <= _SEQ_GENERIC_MAX:
+        # XLA's CPU loop: acc = init, then acc = f(acc, x_i) in order. A symbolic n takes it
+        # too (a tree needs the computation at lengths no dimension expression names).
+        acc = fold_range(0, n, lambda i, acc: apply(acc, [x[:, i:i + 1] for x in flat], 1), acc)
     else:
         acc = apply(acc, [t[:, None] for t in tree_reduce(flat, n, apply)], 1)
     return [tf.reshape(o, out_shape) for o in acc]
