@@ -12,6 +12,9 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 from jax._src import core as _jcore
+from jax._src.export.shape_poly import InconclusiveDimensionOperation
+
+from core.shapes import is_symbolic
 
 Evaluate = Callable[[Sequence], list]
 
@@ -22,16 +25,12 @@ def ints(xs) -> tuple[int, ...]:
 
 def dims(xs) -> list:
     """Dimensions as ints where known, symbolic expressions where not."""
-    return [int(x) if _jcore.is_constant_dim(x) else x for x in xs]
+    return [x if is_symbolic(x) else int(x) for x in xs]
 
 
 def evaluator(ctx) -> Evaluate:
     """``ev(dims)``: the dimensions as ints or TF int32 scalars (solved at run time)."""
     return lambda ds: [ctx.dim(d) for d in ds]
-
-
-def is_static(d) -> bool:
-    return _jcore.is_constant_dim(d)
 
 
 def is_zero(d) -> bool:
@@ -46,7 +45,6 @@ def same(a, b) -> bool:
 
 def nonnegative(d) -> bool | None:
     """Whether ``d >= 0``; None when it depends on the values of the symbols."""
-    from jax._src.export.shape_poly import InconclusiveDimensionOperation
     try:
         return bool(d >= 0)
     except InconclusiveDimensionOperation:

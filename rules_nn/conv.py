@@ -26,8 +26,9 @@ from jax._src import core as _jcore
 
 from core.errors import UnsupportedError
 from core.rule import case, rule
+from core.shapes import is_symbolic
 from rules_nn._shared import (dilate as _dilate, dims as _dims, evaluator, ints as _ints,
-                              is_static, is_zero, pad_or_slice, same)
+                              is_zero, pad_or_slice, same)
 
 
 def _window_slices(x, shape, kernel, strides, dilation, out, ev):
@@ -220,7 +221,7 @@ def conv_general_dilated(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation
     # TF's CPU Conv3D takes neither groups nor dilations.
     tf_conv = floating and (nsp in (1, 2) or (nsp == 3 and groups == 1
                                                 and set(rhs_dil) == {1}))
-    if not tf_conv and not all(map(is_static, kernel)):
+    if not tf_conv and any(map(is_symbolic, kernel)):
         raise UnsupportedError(f"conv_general_dilated with a symbolic kernel size {kernel} "
                                "needs a floating-point 1-D/2-D conv (Conv2D)")
     tf_pad = "VALID"

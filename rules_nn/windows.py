@@ -27,9 +27,9 @@ from jax import lax
 from core.dtypes import to_tf
 from core.errors import UnsupportedError
 from core.rule import case, rule
-from rules_nn._shared import (dilate as _dilate, dims as _dims, evaluator, ints as _ints,
-                              grow_and_cut, is_static, is_zero, nonnegative, pad_or_slice,
-                              same)
+from core.shapes import is_symbolic
+from rules_nn._shared import (dilate as _dilate, dims as _dims, evaluator, grow_and_cut,
+                              ints as _ints, is_zero, nonnegative, pad_or_slice, same)
 
 
 def _prepare(x, shape, padding, base_dilation, fill, ev):
@@ -74,7 +74,7 @@ def _valid_masks(in_shape, out_shape, window, strides, padding, base_dilation,
         axes = []       # per axis: a 1-D numpy mask, a 1-D TF one, or None (all real)
         for n, o, w_out, s, (lo, _), bd, wd in zip(in_shape, offset, out_shape, strides,
                                                    padding, base_dilation, window_dilation):
-            if is_static(n) and is_static(w_out) and is_static(lo):
+            if not any(map(is_symbolic, (n, w_out, lo))):
                 q = np.arange(w_out) * s + o * wd - lo
                 axes.append((q >= 0) & (q <= (n - 1) * bd) & (q % bd == 0))
             elif o * wd == 0 and s == 1 and bd == 1 and same(lo, 0) and same(w_out, n):
