@@ -7,7 +7,9 @@ NaN for failed factorizations, LAPACK's pivot conventions. LU is written out (a 
 rank-1 updates) because TF's Lu gives no LAPACK pivot sequence and takes only square
 matrices; geqrf and householder_product are LAPACK's compact QR written as Householder
 loops (TF has no equivalent). Decompositions that are unique only up to signs, phases or order (eigh, eig,
-svd, qr) follow TF's choice where it differs from LAPACK's.
+svd, qr) follow TF's choice where it differs from LAPACK's. Batch and matrix dimensions
+may be symbolic (``polymorphic_shapes``): every TF op used here takes sizes known only when
+the graph runs, and the Householder and LU loops run to a run-time bound.
 """
 from __future__ import annotations
 
@@ -22,6 +24,10 @@ from core.rule import case, rule
 _LAPACK = ["float32", "float64", "complex64", "complex128"]
 
 
+def _poly(*specs):
+    return {"polymorphic_shapes": list(specs)}
+
+
 def _pd(shape):
     def make(rng, dtype):
         a = rng.standard_normal(shape).astype(dtype)
@@ -31,20 +37,23 @@ def _pd(shape):
     return make
 
 
-def _shape(aval):
-    return [int(d) for d in aval.shape]
+def _min(a, b):
+    """The smaller of two dimensions (ints, or TF scalars when symbolic)."""
+    return min(a, b) if isinstance(a, int) and isinstance(b, int) else tf.minimum(a, b)
 
 
 # -- cholesky --------------------------------------------------------------------------
 
-@rule("cholesky", dtypes=_LAPACK,
+@rule("cholesky", dtypes=_LAPACK, polymorphic=True,
       cases=[case.custom("positive definite, batch", lax.linalg.cholesky_p.bind, _pd((2, 4, 4))),
              case("upper triangle is kept from the input", lax.linalg.cholesky_p.bind,
                   [[4.0, 7.0, 9.0], [2.0, 5.0, 8.0], [1.0, 3.0, 6.0]]),
              case("not positive definite gives NaN", lax.linalg.cholesky_p.bind,
                   [[[1.0, 2.0], [2.0, 1.0]], [[4.0, 0.0], [2.0, 5.0]]]),
              case("zero pivot gives NaN", lax.linalg.cholesky_p.bind, [[1.0, 0.0], [0.0, 0.0]]),
-             case.custom("empty", lax.linalg.cholesky_p.bind, _pd((3, 0, 0)))])
+             case.custom("empty", lax.linalg.cholesky_p.bind, _pd((3, 0, 0))),
+             case.custom("symbolic batch and size", lax.linalg.cholesky_p.bind, _pd((3, 4, 4)),
+                         convert_kw=_poly("(b, n, n)"))])
 def cholesky_lower(ctx, x, **_):
     """L in the lower triangle, the input's strict upper triangle above it (LAPACK's potrf
     leaves it untouched); a matrix that is not positive definite becomes all NaN."""
@@ -95,19 +104,23 @@ def _eigh_abs_vectors(x):
     return jnp.abs(v), w
 
 
-@rule("eigh", dtypes=_LAPACK,
+@rule("eigh", dtypes=_LAPACK, polymorphic=True,
       cases=[case.custom("eigenvalues from the lower triangle", _eigh_values(True), _sym((2, 5, 5))),
              case.custom("eigenvalues from the upper triangle", _eigh_values(False), _sym((5, 5))),
              case.custom("|eigenvectors|", _eigh_abs_vectors, _sym((4, 4))),
-             case.custom("empty", _eigh_values(True), _sym((0, 0)))])
+             case.custom("empty", _eigh_values(True), _sym((0, 0))),
+             case.custom("symbolic batch and size", _eigh_values(False), _sym((3, 5, 5)),
+                         convert_kw=_poly("(b, n, n)")),
+             case.custom("|eigenvectors|, symbolic batch", _eigh_abs_vectors, _sym((2, 4, 4)),
+                         convert_kw=_poly("(b, 4, 4)"))])
 def eigh_from_one_triangle(ctx, x, *, lower=True, sort_eigenvalues=True,
                            subset_by_index=None, **_):
     """(eigenvectors, ascending eigenvalues) of the Hermitian matrix held in one triangle;
     LAPACK's syevd returns them ascending whether or not sorting was asked for."""
     w, v = tf.linalg.eigh(_hermitian_from(x, lower))
     w = tf.math.real(w)  # TF keeps the complex dtype for Hermitian eigenvalues
-    if subset_by_index is not None and tuple(subset_by_index) != (0, _shape(ctx.avals_in[0])[-1]):
-        lo, hi = (int(i) for i in subset_by_index)
+    if subset_by_index is not None:
+        lo, hi = (ctx.dim(i) for i in subset_by_index)
         w, v = w[..., lo:hi], v[..., lo:hi]
     return [v, w]
 
@@ -142,24 +155,27 @@ def _eig_residual(x):
     w, vl, vr = lax.linalg.eig(x, compute_left_eigenvectors=True,
                                compute_right_eigenvectors=True)
     a = x.astype(w.dtype)
+    ul = jnp.conj(jnp.swapaxes(vl, -1, -2))
     right = jnp.abs(a @ vr - vr * w[..., None, :]).max() < 1e-3
-    left = jnp.abs(jnp.conj(vl).T @ a - w[:, None] * jnp.conj(vl).T).max() < 1e-3
+    left = jnp.abs(ul @ a - w[..., :, None] * ul).max() < 1e-3
     return right & left
 
 
-@rule("eig", dtypes=_LAPACK,
+@rule("eig", dtypes=_LAPACK, polymorphic=True,
       cases=[case("eigenvalues of a triangular matrix", _eig_fn(False, False),
                   [[1.0, 5.0, 2.0], [0.0, 2.0, 4.0], [0.0, 0.0, 3.0]]),
              case("eigenvectors are residual-free", _eig_residual,
                   [[2.0, 1.0, 0.5], [0.3, -1.0, 0.2], [0.0, 0.4, 3.0]]),
-             case.custom("empty", _eig_fn(True, True), _sym((0, 0)))])
+             case.custom("empty", _eig_fn(True, True), _sym((0, 0))),
+             case.custom("residual-free, symbolic batch and size", _eig_residual,
+                         _sym((3, 4, 4)), convert_kw=_poly("(b, n, n)"))])
 def eig_general(ctx, x, *, compute_left_eigenvectors=True, compute_right_eigenvectors=True,
                 **_):
     """Eigenvalues and right/left eigenvectors (columns) of a general square matrix.
     Left eigenvectors are the columns of inv(V)^H; the eigenvalue order is TF's and may
     differ from LAPACK's (an order freedom)."""
     w, v = tf.linalg.eig(x)
-    if _shape(ctx.avals_in[0])[-1] == 0:
+    if ctx.avals_in[0].shape[-1] == 0:     # never true of a symbolic dimension (>= 1)
         return [w] + [v] * (compute_left_eigenvectors + compute_right_eigenvectors)
     outs = [w]
     if compute_left_eigenvectors:
@@ -182,21 +198,24 @@ def _svd_fn(full_matrices, compute_uv, subset=None):
     return f
 
 
-@rule("svd", dtypes=_LAPACK,
+@rule("svd", dtypes=_LAPACK, polymorphic=True,
       cases=[case.random(_svd_fn(False, False), shapes=[(2, 4, 3)], name="singular values"),
              case.random(_svd_fn(False, True), shapes=[(3, 5)], name="U S Vt rebuilds"),
-             case.random(_svd_fn(True, False), shapes=[(5, 3)], name="full")])
+             case.random(_svd_fn(True, False), shapes=[(5, 3)], name="full"),
+             case.random(_svd_fn(False, True), shapes=[(2, 3, 5)], name="symbolic batch",
+                         convert_kw=_poly("(b, 3, 5)")),
+             case.random(_svd_fn(True, False), shapes=[(2, 6, 4)],
+                         name="symbolic batch and size", convert_kw=_poly("(b, m, n)"))])
 def svd_by_tf(ctx, x, *, full_matrices, compute_uv, subset_by_index=None, algorithm=None, **_):
     """(s, U, Vt) in JAX's order; TF returns V, not its adjoint. The choice of algorithm
     changes only rounding; singular vectors are unique up to sign/phase."""
-    m, n = _shape(ctx.avals_in[0])[-2:]
     if compute_uv:
         s, u, v = tf.linalg.svd(x, full_matrices=full_matrices, compute_uv=True)
         vt = tf.linalg.adjoint(v)
     else:
         s = tf.linalg.svd(x, compute_uv=False)
-    if subset_by_index is not None and tuple(subset_by_index) != (0, min(m, n)):
-        lo, hi = (int(i) for i in subset_by_index)
+    if subset_by_index is not None:
+        lo, hi = (ctx.dim(i) for i in subset_by_index)
         s = s[..., lo:hi]
         if compute_uv:
             u, vt = u[..., :, lo:hi], vt[..., lo:hi, :]
@@ -205,7 +224,7 @@ def svd_by_tf(ctx, x, *, full_matrices, compute_uv, subset_by_index=None, algori
 
 # -- qr --------------------------------------------------------------------------------
 
-@rule("qr", dtypes=_LAPACK,
+@rule("qr", dtypes=_LAPACK, polymorphic=True,
       when=lambda eqn: ("column pivoting (pivoting=True) has no TF equivalent"
                         if eqn.params.get("pivoting") else None),
       cases=[case.random(lambda x: lax.linalg.qr(x, full_matrices=False), shapes=[(2, 5, 3)],
@@ -213,7 +232,11 @@ def svd_by_tf(ctx, x, *, full_matrices, compute_uv, subset_by_index=None, algori
              case.random(lambda x: lax.linalg.qr(x, full_matrices=True), shapes=[(5, 3)],
                          name="full"),
              case.random(lambda x: lax.linalg.qr(x, full_matrices=True), shapes=[(3, 5)],
-                         name="wide")])
+                         name="wide"),
+             case.random(lambda x: lax.linalg.qr(x, full_matrices=False), shapes=[(2, 5, 3)],
+                         name="symbolic batch", convert_kw=_poly("(b, 5, 3)")),
+             case.random(lambda x: lax.linalg.qr(x, full_matrices=True), shapes=[(2, 5, 3)],
+                         name="full, symbolic batch and size", convert_kw=_poly("(b, m, n)"))])
 def qr_householder(ctx, x, *, full_matrices, pivoting=False, **_):
     """Householder QR; TF (Eigen) and LAPACK use the same reflector sign convention."""
     q, r = tf.linalg.qr(x, full_matrices=full_matrices)
@@ -226,21 +249,25 @@ def _col(x, j, nb):
     return tf.gather(x, j, axis=nb + 1)
 
 
-@rule("geqrf", dtypes=_LAPACK,
+@rule("geqrf", dtypes=_LAPACK, polymorphic=True,
       cases=[case.random(_lax_linalg.geqrf, shapes=[(5, 3)], name="tall"),
              case.random(_lax_linalg.geqrf, shapes=[(2, 3, 4)], name="wide, batch"),
              case("zero column below the diagonal", _lax_linalg.geqrf,
-                  [[2.0, 1.0], [0.0, 3.0], [0.0, 4.0]])])
+                  [[2.0, 1.0], [0.0, 3.0], [0.0, 4.0]]),
+             case.random(_lax_linalg.geqrf, shapes=[(2, 5, 3)], name="symbolic batch",
+                         convert_kw=_poly("(b, 5, 3)")),
+             case.random(_lax_linalg.geqrf, shapes=[(2, 4, 4)],
+                         name="symbolic batch and size", convert_kw=_poly("(b, n, n)"))])
 def geqrf_householder(ctx, a, **_):
     """LAPACK's compact QR: R on and above the diagonal, the Householder vectors (unit
     leading entry implied) below it, and taus; reflector H = I - tau v v^H with
     beta = -sign(re(alpha)) * norm, and tau = 0 when there is nothing to reflect."""
-    shape = _shape(ctx.avals_in[0])
+    shape = ctx.shape(ctx.avals_in[0])   # ints, or TF scalars for symbolic dimensions
     m, n = shape[-2:]
-    nb, k = len(shape) - 2, min(shape[-2:])
+    nb, k = len(shape) - 2, _min(m, n)
     rows, cols = tf.range(m, dtype=tf.int32), tf.range(n, dtype=tf.int32)
     taus0 = tf.zeros([*shape[:-2], k], a.dtype)
-    if k == 0:
+    if 0 in ctx.avals_in[0].shape[-2:]:
         return [a, taus0]
 
     def body(j, a, taus):
@@ -278,19 +305,23 @@ def _qr_from_geqrf(x):
     return lax.linalg.householder_product(a, taus)
 
 
-@rule("householder_product", dtypes=_LAPACK,
+@rule("householder_product", dtypes=_LAPACK, polymorphic=True,
       cases=[case.random(_qr_from_geqrf, shapes=[(5, 3)], name="Q of a QR"),
              case.random(lax.linalg.householder_product, shapes=[(2, 4, 3), (2, 2)],
-                         name="arbitrary taus, batch")])
+                         name="arbitrary taus, batch"),
+             # JAX takes only shapes it proves m >= n >= k for
+             case.random(lax.linalg.householder_product, shapes=[(2, 5, 3), (2, 3)],
+                         name="symbolic batch and sizes",
+                         convert_kw=_poly("(b, n + 2, n)", "(b, n)"))])
 def householder_product_accumulated(ctx, a, taus, **_):
     """The first n columns of H(0) H(1) ... H(k-1), H(i) = I - tau_i v_i v_i^H, with v_i
     read below the diagonal of column i (unit entry implied), as LAPACK's orgqr/ungqr."""
-    shape = _shape(ctx.avals_in[0])
+    shape = ctx.shape(ctx.avals_in[0])
     m, n = shape[-2:]
-    nb, k = len(shape) - 2, _shape(ctx.avals_in[1])[-1]
+    nb, k = len(shape) - 2, ctx.shape(ctx.avals_in[1])[-1]
     rows = tf.range(m, dtype=tf.int32)
     q = tf.broadcast_to(tf.eye(m, n, dtype=a.dtype), [*shape[:-2], m, n])
-    if k == 0:
+    if ctx.avals_in[1].shape[-1] == 0:
         return q
 
     def body(i, q):
@@ -301,7 +332,7 @@ def householder_product_accumulated(ctx, a, taus, **_):
         w = tf.linalg.matvec(q, tf.math.conj(v), transpose_a=True)  # v^H Q
         return i - 1, q - tau[..., None, None] * v[..., :, None] * w[..., None, :]
 
-    return tf.while_loop(lambda i, _: i >= 0, body, (tf.constant(k - 1), q))[1]
+    return tf.while_loop(lambda i, _: i >= 0, body, (tf.convert_to_tensor(k - 1), q))[1]
 
 
 # -- lu --------------------------------------------------------------------------------
@@ -322,22 +353,26 @@ def _swap_rows(x, i, p, rows, nb):
     return tf.where(is_i, row_p[..., None, :], tf.where(is_p, row_i[..., None, :], x))
 
 
-@rule("lu", dtypes=_LAPACK,
+@rule("lu", dtypes=_LAPACK, polymorphic=True,
       cases=[case.random(lax.linalg.lu, shapes=[(5, 5)], name="square"),
              case.random(lax.linalg.lu, shapes=[(2, 4, 4)], name="batch"),
              case.random(lax.linalg.lu, shapes=[(3, 5)], name="wide"),
              case.random(lax.linalg.lu, shapes=[(5, 3)], name="tall"),
              case("singular: zero column is skipped", lax.linalg.lu,
                   [[0.0, 1.0, 2.0], [0.0, 3.0, 4.0], [0.0, 5.0, 7.0]]),
-             case("ties pick the first row", lax.linalg.lu, [[1.0, 2.0], [-1.0, 3.0]])])
+             case("ties pick the first row", lax.linalg.lu, [[1.0, 2.0], [-1.0, 3.0]]),
+             case.random(lax.linalg.lu, shapes=[(2, 4, 4)], name="symbolic batch and size",
+                         convert_kw=_poly("(b, n, n)")),
+             case.random(lax.linalg.lu, shapes=[(2, 3, 5)], name="wide, symbolic batch",
+                         convert_kw=_poly("(b, 3, 5)"))])
 def lu_partial_pivoting(ctx, a, **_):
     """getrf: partial pivoting (first largest |re|+|im| in the column), unit-lower L and
     U packed in one matrix, 0-based pivots and the resulting row permutation. A zero
     pivot leaves its column unscaled, as LAPACK does."""
-    shape = _shape(ctx.avals_in[0])
+    shape = ctx.shape(ctx.avals_in[0])
     m, n = shape[-2:]
     nb = len(shape) - 2
-    k = min(m, n)
+    k = _min(m, n)
     rows, cols = tf.range(m, dtype=tf.int32), tf.range(n, dtype=tf.int32)
     batch = shape[:-2]
     perm0 = tf.broadcast_to(rows, [*batch, m])
@@ -362,19 +397,20 @@ def lu_partial_pivoting(ctx, a, **_):
         a = tf.where(below, l[..., :, None], a)
         return j + 1, a, perm, piv
 
-    if k == 0:
+    if 0 in ctx.avals_in[0].shape[-2:]:
         return [a, piv0, perm0]
     _, lu, perm, piv = tf.while_loop(lambda j, *_: j < k, body,
                                      (tf.constant(0, tf.int32), a, perm0, piv0))
     return [lu, piv, perm]
 
 
-def _pivots_to_perm(pivots, size: int, batch: list[int]):
-    k = int(pivots.shape[-1])
+def _pivots_to_perm(pivots, size: int, shape: list):
+    """``shape``: the pivots' shape (ints, or TF scalars for symbolic dimensions)."""
+    *batch, k = shape
     nb = len(batch)
     rows = tf.range(size, dtype=tf.int32)
     perm0 = tf.broadcast_to(rows, [*batch, size])
-    if k == 0 or size == 0:
+    if (isinstance(k, int) and k == 0) or size == 0:
         return perm0
 
     def body(i, perm):
@@ -384,14 +420,16 @@ def _pivots_to_perm(pivots, size: int, batch: list[int]):
     return tf.while_loop(lambda i, _: i < k, body, (tf.constant(0, tf.int32), perm0))[1]
 
 
-@rule("lu_pivots_to_permutation", dtypes="int32",
+@rule("lu_pivots_to_permutation", dtypes="int32", polymorphic=True,
       cases=[case("swaps in order", lambda p: lax.linalg.lu_pivots_to_permutation(p, 5),
                   [3, 3, 4, 3]),
              case("batch", lambda p: lax.linalg.lu_pivots_to_permutation(p, 3),
-                  [[2, 1, 2], [0, 2, 2]])])
+                  [[2, 1, 2], [0, 2, 2]]),
+             case("symbolic batch", lambda p: lax.linalg.lu_pivots_to_permutation(p, 3),
+                  [[2, 1, 2], [0, 2, 2], [1, 1, 2]], convert_kw=_poly("(b, 3)"))])
 def lu_pivots_to_permutation_by_swaps(ctx, pivots, *, permutation_size, **_):
     """Apply the row swaps i <-> pivots[i], in order, to the identity permutation."""
-    return _pivots_to_perm(pivots, int(permutation_size), _shape(ctx.avals_in[0])[:-1])
+    return _pivots_to_perm(pivots, int(permutation_size), ctx.shape(ctx.avals_in[0]))
 
 
 # -- triangular_solve ------------------------------------------------------------------
@@ -415,7 +453,7 @@ def _tri_args(a_shape, b_shape):
     return make
 
 
-@rule("triangular_solve", dtypes="inexact",
+@rule("triangular_solve", dtypes="inexact", polymorphic=True,
       cases=[case.custom(f"{side} lower={lo} transpose={tr} conjugate={cj}",
                          _tri_solve_fn(left_side=side == "left", lower=lo, transpose_a=tr,
                                        conjugate_a=cj),
@@ -424,7 +462,11 @@ def _tri_args(a_shape, b_shape):
              for cj in (False, True)]
       + [case.custom("unit diagonal", _tri_solve_fn(left_side=True, lower=True,
                                                     unit_diagonal=True),
-                     _tri_args((4, 4), (4, 2)))])
+                     _tri_args((4, 4), (4, 2))),
+         case.custom("left, symbolic batch and sizes", _tri_solve_fn(left_side=True, lower=True),
+                     _tri_args((2, 4, 4), (2, 4, 3)), convert_kw=_poly("(b, n, n)", "(b, n, k)")),
+         case.custom("right transposed, symbolic batch", _tri_solve_fn(transpose_a=True),
+                     _tri_args((2, 4, 4), (2, 3, 4)), convert_kw=_poly("(b, 4, 4)", "(b, 3, 4)"))])
 def triangular_solve_by_tf(ctx, a, b, *, left_side, lower, transpose_a, conjugate_a,
                            unit_diagonal, **_):
     """op(A) X = B or X op(A) = B with op one of A, A^T, conj(A), A^H; only the named
@@ -463,10 +505,13 @@ def _tridiag_args(n, k, singular=False):
 
 
 @rule("tridiagonal_solve", dtypes=["float32", "float64", "complex64", "complex128"],
+      polymorphic=True,
       cases=[case.custom("random", lambda *a: lax.linalg.tridiagonal_solve(*a),
                          _tridiag_args(6, 2)),
              case.custom("singular gives NaN", lambda *a: lax.linalg.tridiagonal_solve(*a),
-                         _tridiag_args(3, 1, singular=True), dtypes=["float32", "float64"])])
+                         _tridiag_args(3, 1, singular=True), dtypes=["float32", "float64"]),
+             case.custom("symbolic sizes", lambda *a: lax.linalg.tridiagonal_solve(*a),
+                         _tridiag_args(6, 2), convert_kw=_poly("(n,)", "(n,)", "(n,)", "(n, k)"))])
 def tridiagonal_solve_by_tf(ctx, dl, d, du, b, *, perturb_singular=False, **_):
     """Gaussian elimination with partial pivoting, as LAPACK's gtsv (a singular system
     gives NaN); perturb_singular follows the same dgtsvx-style perturbation in both."""
@@ -483,7 +528,7 @@ def _diagonal_solve(d, b):
                                    lambda _, y: y / d)
 
 
-@rule("custom_linear_solve",
+@rule("custom_linear_solve", polymorphic=True,
       cases=[case.custom("jnp.linalg.solve", jnp.linalg.solve,
                          lambda rng, dt: [(rng.standard_normal((3, 3)) + 3 * np.eye(3)).astype(dt),
                                           rng.standard_normal((3,)).astype(dt)],
@@ -491,7 +536,17 @@ def _diagonal_solve(d, b):
              case.custom("user solver", _diagonal_solve,
                          lambda rng, dt: [(rng.random(4) + 1).astype(dt),
                                           rng.standard_normal(4).astype(dt)],
-                         dtypes=["float32", "float64"])])
+                         dtypes=["float32", "float64"]),
+             case.custom("user solver, symbolic size", _diagonal_solve,
+                         lambda rng, dt: [(rng.random(4) + 1).astype(dt),
+                                          rng.standard_normal(4).astype(dt)],
+                         dtypes=["float32", "float64"], convert_kw=_poly("(n,)", "(n,)")),
+             case.custom("jnp.linalg.solve, symbolic batch and size", jnp.linalg.solve,
+                         lambda rng, dt: [(rng.standard_normal((2, 3, 3))
+                                           + 3 * np.eye(3)).astype(dt),
+                                          rng.standard_normal((2, 3, 2)).astype(dt)],
+                         dtypes=["float32", "float64"],
+                         convert_kw=_poly("(b, n, n)", "(b, n, k)"))])
 def custom_linear_solve_by_solve(ctx, *args, const_lengths, jaxprs, **_):
     """Run the ``solve`` jaxpr on its constants and b, as JAX's own impl does; matvec and
     the transpose solvers only matter for differentiation."""
