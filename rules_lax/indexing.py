@@ -509,43 +509,36 @@ def _scatter_cases(kind):
     return cases
 
 
-@rule("scatter", dtypes=["all", "key"], polymorphic=True, cases=_scatter_cases("scatter") + [
-    case.custom("scatter_apply (custom combiner, applied once per hit)",
-                lambda x, i: lax.scatter_apply(x, i, lambda v: v * 2 + 1, _D1,
-                                               update_shape=(5,)),
-                lambda rng, dt: [_rand(rng, (5,), dt), _DUP], dtypes="numeric"),
-    _poly("x.at[idx].apply(f)", lambda x, i: x.at[i].apply(lambda v: v * 2 + 1),
-          lambda rng, dt: [_rand(rng, (5,), dt), _AT_IDX], "(n,)", "(b,)")])
-def scatter(ctx, operand, indices, updates, **params):
-    """Overwrite; with overlaps the last scatter position wins, as on XLA:CPU."""
-    return _scatter_impl("scatter", ctx, operand, indices, updates, **params)
+def _scatter_rule(kind, dtypes, doc, extra_cases=()):
+    """The rule of one scatter primitive: ``_scatter_impl`` with its combiner ``kind``."""
+    primitive = "scatter" if kind == "scatter" else f"scatter-{kind}"
+
+    def lower(ctx, operand, indices, updates, **params):
+        return _scatter_impl(kind, ctx, operand, indices, updates, **params)
+    lower.__name__ = lower.__qualname__ = primitive.replace("-", "_")
+    lower.__doc__ = doc
+    return rule(primitive, dtypes=dtypes, polymorphic=True,
+                cases=_scatter_cases(kind) + list(extra_cases))(lower)
 
 
-@rule("scatter-add", dtypes="numeric", polymorphic=True, cases=_scatter_cases("add"))
-def scatter_add(ctx, operand, indices, updates, **params):
-    """operand + segment sum of the updates (modular for integers, like XLA)."""
-    return _scatter_impl("add", ctx, operand, indices, updates, **params)
-
-
-@rule("scatter-sub", dtypes="numeric", polymorphic=True, cases=_scatter_cases("sub"))
-def scatter_sub(ctx, operand, indices, updates, **params):
-    """operand - segment sum of the updates."""
-    return _scatter_impl("sub", ctx, operand, indices, updates, **params)
-
-
-@rule("scatter-mul", dtypes="numeric", polymorphic=True, cases=_scatter_cases("mul"))
-def scatter_mul(ctx, operand, indices, updates, **params):
-    """operand * segment product of the updates (no logs, so signs and zeros are exact)."""
-    return _scatter_impl("mul", ctx, operand, indices, updates, **params)
-
-
-@rule("scatter-min", dtypes="all", polymorphic=True, cases=_scatter_cases("min"))
-def scatter_min(ctx, operand, indices, updates, **params):
-    """Segment min with XLA's NaN propagation; complex: lexicographic, in XLA's order."""
-    return _scatter_impl("min", ctx, operand, indices, updates, **params)
-
-
-@rule("scatter-max", dtypes="all", polymorphic=True, cases=_scatter_cases("max"))
-def scatter_max(ctx, operand, indices, updates, **params):
-    """Segment max with XLA's NaN propagation; complex: lexicographic, in XLA's order."""
-    return _scatter_impl("max", ctx, operand, indices, updates, **params)
+scatter = _scatter_rule(
+    "scatter", ["all", "key"],
+    "Overwrite; with overlaps the last scatter position wins, as on XLA:CPU.", [
+        case.custom("scatter_apply (custom combiner, applied once per hit)",
+                    lambda x, i: lax.scatter_apply(x, i, lambda v: v * 2 + 1, _D1,
+                                                   update_shape=(5,)),
+                    lambda rng, dt: [_rand(rng, (5,), dt), _DUP], dtypes="numeric"),
+        _poly("x.at[idx].apply(f)", lambda x, i: x.at[i].apply(lambda v: v * 2 + 1),
+              lambda rng, dt: [_rand(rng, (5,), dt), _AT_IDX], "(n,)", "(b,)")])
+scatter_add = _scatter_rule(
+    "add", "numeric", "operand + segment sum of the updates (modular for integers, like XLA).")
+scatter_sub = _scatter_rule("sub", "numeric", "operand - segment sum of the updates.")
+scatter_mul = _scatter_rule(
+    "mul", "numeric",
+    "operand * segment product of the updates (no logs, so signs and zeros are exact).")
+scatter_min = _scatter_rule(
+    "min", "all",
+    "Segment min with XLA's NaN propagation; complex: lexicographic, in XLA's order.")
+scatter_max = _scatter_rule(
+    "max", "all",
+    "Segment max with XLA's NaN propagation; complex: lexicographic, in XLA's order.")
