@@ -167,7 +167,7 @@ def reduce_monoid(ctx, x, aval_in, aval_out, axes, kind, init=None):
     axes = _axes(axes)
     if not axes:
         return with_init(x)
-    if any(isinstance(shape[a], int) and shape[a] == 0 for a in axes):
+    if any(aval_in.shape[a] == 0 for a in axes):   # a symbolic dimension is >= 1
         return with_init(_fill(ctx, identity(kind, dtype), aval_out))
     n = _n_of(shape, axes)
     if kind in ("add", "mul") and dtype != np.bool_:
@@ -245,7 +245,7 @@ def _argminmax(ctx, x, axes, index_dtype, is_max):
     index holding the extreme value (ties, and -0.0 == 0.0, go to the lower index)."""
     aval = ctx.avals_in[0]
     axis, = _axes(axes)
-    n = ctx.shape(aval)[axis]         # an int, or a TF int32 scalar if symbolic
+    n = ctx.dim(aval.shape[axis])     # an int, or a TF int32 scalar if symbolic
     if aval.dtype == np.bool_:
         x = tf.cast(x, tf.int32)
     best = (tf.reduce_max if is_max else tf.reduce_min)(x, [axis], keepdims=True)
@@ -382,7 +382,7 @@ def reduce(ctx, *args, computation=None, jaxpr, dimensions, **_):
         return [reduce_monoid(ctx, x, aval, aout, axes, kind, init)
                 for x, init, aval, aout, kind in zip(operands, inits, avals, avals_out, kinds)]
     shape, out_shape = ctx.shape(avals[0]), ctx.shape(avals_out[0])
-    if 0 in [d for d in shape if isinstance(d, int)]:
+    if 0 in avals[0].shape:
         return [tf.broadcast_to(init, out_shape) for init in inits]
     p, n = math.prod(out_shape), _n_of(shape, axes)
     flat = [tf.reshape(_to_last(x, shape, axes)[0], [p, n]) for x in operands]

@@ -133,7 +133,7 @@ def sort(ctx, *operands, dimension, is_stable, num_keys, **_):
     shape = ctx.shape(aval)           # ints, or TF scalars for symbolic dimensions
     rank, dim = len(shape), int(dimension)
     n = shape[dim]
-    if (isinstance(n, int) and n <= 1) or 0 in [d for d in shape if isinstance(d, int)]:
+    if (isinstance(n, int) and n <= 1) or 0 in aval.shape:  # symbolic dimensions are >= 1
         return list(operands)
     moved = [_swap_last(x, dim, rank) for x in operands]
     keys = [k for x, a in zip(moved[:num_keys], ctx.avals_in) for k in order_keys(x, a.dtype)]
