@@ -84,6 +84,30 @@ class _TFDim:
                 _TFDim(tf.math.floormod(_val(o), self.t)))
 
 
+def _eval_expr(e, env: dict):
+    """A JAX dimension expression on TF int32 scalars. JAX's own evaluator sends min/max
+    through ``lax.min``/``lax.max``, which TF values cannot take, so this walks the
+    expression (a sum of terms, each a coefficient times powers of factors) itself."""
+    from jax._src.export import shape_poly
+    if not isinstance(e, shape_poly._DimExpr):
+        return int(e)
+    factor = shape_poly._DimFactor
+    ops = {factor.FLOORDIV: tf.math.floordiv, factor.MOD: tf.math.floormod,
+           factor.MAX: tf.maximum, factor.MIN: tf.minimum}
+    total = 0
+    for term, coeff in e._sorted_terms:
+        val = coeff
+        for f, exp in term._factors:
+            if f.var is not None:
+                v = env[f.var]
+            else:
+                v = ops[f.operation](*[_eval_expr(o, env) for o in f.operands])
+            for _ in range(exp):
+                val = val * v
+        total = total + val
+    return total
+
+
 class DimEnv:
     """Values of the dimension variables for one lowering: TF int32 scalars."""
 
@@ -95,8 +119,7 @@ class DimEnv:
         """A dimension as a Python int (known) or a TF int32 scalar (symbolic)."""
         if not is_symbolic(d):
             return int(d)
-        out = d._evaluate({k: _TFDim(v) for k, v in self.values.items()})
-        return out.t if isinstance(out, _TFDim) else int(out)
+        return _eval_expr(d, self.values)
 
     @classmethod
     def solve(cls, in_avals: Sequence, tensors: Sequence[tf.Tensor], in_tree) -> "DimEnv":

@@ -193,6 +193,11 @@ def rev(ctx, x, *, dimensions, **_):
 
 # -- pad ----------------------------------------------------------------------------------
 
+def _same_sum_pool_grad(x):
+    pool = lambda x: lax.reduce_window(x, 0., lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "SAME")
+    return jax.grad(lambda x: (pool(x) ** 2).sum())(x)
+
+
 def _pad_config_case(config):
     return case.custom(f"pad {config}", lambda x, v: lax.pad(x, v, config),
                        lambda rng, dt: [np.arange(1, 13).reshape(3, 4).astype(dt),
@@ -206,14 +211,19 @@ def _pad_config_case(config):
              _pad_config_case(((-2, 1, 1), (-3, -3, 3))),
              _pad_config_case(((-4, 5, 0), (0, 0, 0))),
              case.custom("pad empty operand", lambda x, v: lax.pad(x, v, ((1, 1, 3), (0, 1, 0))),
-                         lambda rng, dt: [np.zeros((0, 2), dt), np.asarray(1, dt)])], polymorphic=True)
+                         lambda rng, dt: [np.zeros((0, 2), dt), np.asarray(1, dt)]),
+             case.random(_same_sum_pool_grad, shapes=[(2, 7, 5, 3)], dtypes="float32",
+                         name="symbolic edge amounts (gradient of a SAME sum-pool)",
+                         convert_kw={"polymorphic_shapes": ["(b, h, w, c)"]})],
+      polymorphic=True)
 def pad(ctx, x, value, *, padding_config, **_):
     """Interior padding by reshape + pad + reshape, edges by PadV2, negative edges by Slice.
 
     XLA pads the interior first, then adds (or with negative amounts removes) edges; as the
     positive edge padding of a side never meets that side's negative amount, PadV2 on the
     positive parts followed by one Slice of the negative parts gives the same array."""
-    config = [tuple(_static(v, "pad amount") for v in c) for c in padding_config]
+    config = [(lo, hi, _static(interior, "interior padding"))
+              for lo, hi, interior in padding_config]
     shape = ctx.shape(ctx.avals_in[0])  # ints, or TF scalars for symbolic dimensions
     rank = len(shape)
     for d, (_, _, interior) in enumerate(config):
@@ -229,15 +239,30 @@ def pad(ctx, x, value, *, padding_config, **_):
         new = n + (n - 1) * interior
         shape[d] = new if isinstance(n, int) else tf.maximum(new, 0)
         x = tf.slice(x, [0] * rank, shape)  # drop the interior padding after the last element
-    widths = [[max(lo, 0), max(hi, 0)] for lo, hi, _ in config]
-    if any(a or b for a, b in widths):
+    # edge amounts may be symbolic (e.g. in the gradient of SAME pooling over symbolic
+    # sizes): each is split into a part to add and a part to cut when the graph runs
+    edges = [(_grow_cut(ctx, lo), _grow_cut(ctx, hi)) for lo, hi, _ in config]
+    widths = [[lo[0], hi[0]] for lo, hi in edges]
+    if not all(_is_zero(w) for pair in widths for w in pair):
         x = tf.pad(x, widths, constant_values=value)
         shape = [n + a + b for n, (a, b) in zip(shape, widths)]
-    cut_lo = [max(-lo, 0) for lo, _, _ in config]
-    cut_hi = [max(-hi, 0) for _, hi, _ in config]
-    if any(cut_lo) or any(cut_hi):
+    cut_lo, cut_hi = [lo[1] for lo, _ in edges], [hi[1] for _, hi in edges]
+    if not all(_is_zero(c) for c in cut_lo + cut_hi):
         x = tf.slice(x, cut_lo, [n - a - b for n, a, b in zip(shape, cut_lo, cut_hi)])
     return x
+
+
+def _is_zero(v) -> bool:
+    return isinstance(v, int) and v == 0
+
+
+def _grow_cut(ctx, p):
+    """A pad amount as (elements to add, elements to cut): ints, or TF scalars when the
+    amount is symbolic and its sign is only known when the graph runs."""
+    if _jax_core.is_constant_dim(p):
+        return max(int(p), 0), max(-int(p), 0)
+    t = ctx.dim(p)
+    return tf.maximum(t, 0), tf.maximum(-t, 0)
 
 
 # -- iota, empty ----------------------------------------------------------------------------
