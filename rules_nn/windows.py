@@ -11,8 +11,9 @@ and holes, and so do we (static masks). NaN propagates through max/min as in XLA
 (tf.maximum propagates it); float max/min pooling over at most two axes uses MaxPool,
 which drops NaN and tops out at -FLT_MAX for all -inf windows, plus (only when needed)
 pools of masks that restore NaN and -inf.
-Known difference: XLA's f16/bf16 window *sums* round after every add in an order that
-changes with the padding; unpadded windows match it, padded ones may differ by an ulp.
+Known difference: XLA's f16/bf16 window *sums* round after every add, in an order that
+depends on the window layout and the padding; ours may differ by one rounding step
+(within the f16/bf16 tolerances), padded or not.
 Sizes and padding may be symbolic (``polymorphic_shapes``): the slices' bounds are
 evaluated when the graph runs, and so are the padding masks of the generic reducers.
 """
