@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax.extend import core as jex
 from jax import lax
 
+from core.errors import UnsupportedError
 from core.rule import case, rule
 
 _NAN = float("nan")
@@ -112,10 +113,13 @@ def _axes(axes):
     return tuple(sorted(int(a) for a in axes))
 
 
-#: Up to this many reduced elements, half-float sums/products are folded one element at a
-#: time like XLA's CPU loop (its rounding differs visibly from a tree at 8-bit mantissas).
-_SEQ_MAX = 64
-#: The same for the generic reduce, whose computation is lowered once per element.
+#: XLA's CPU TreeReductionRewriter: a reduce with a reduced dimension longer than this is
+#: first reduced in windows of this size (per reduced dimension), repeatedly.
+_WINDOW = 32
+#: Up to this many steps a fold is unrolled; longer (or symbolic) ones run in a while loop.
+_UNROLL_MAX = 32
+#: The variadic generic reduce (which XLA does not rewrite) is folded in order up to this
+#: many elements, else applied by pairwise halving.
 _SEQ_GENERIC_MAX = 16
 
 
@@ -153,6 +157,105 @@ def sequential_fold(flat, n, op, init=None):
     return fold_range(1, n, lambda i, acc: op(acc, flat[..., i]), acc)
 
 
+def _reduced_layout(x, shape, axes):
+    """``x`` as [p] + [its reduced dims] (kept dims flattened in front, reduced ones after,
+    in their order); returns (y, p, dims). Entries are ints, or TF scalars if symbolic."""
+    keep = [i for i in range(len(shape)) if i not in axes]
+    perm = keep + list(axes)
+    y = tf.transpose(x, perm) if perm != list(range(len(shape))) else x
+    p, dims = math.prod(shape[i] for i in keep), [shape[a] for a in axes]
+    return tf.reshape(y, [p] + dims), p, dims
+
+
+def _fold_columns(z, count, op, acc, valid=None):
+    """acc = op(acc, z[:, :, j], m) for j in range(count), z of shape [p, m, count], where
+    ``valid`` (bool, like z, optional) holds: unrolled for a short static count, else in a
+    tf.while_loop."""
+    m = z.shape[1] if z.shape[1] is not None else tf.shape(z)[1]
+
+    def step(j, acc):
+        new = op(acc, tf.gather(z, j, axis=2), m)
+        return new if valid is None else tf.where(tf.gather(valid, j, axis=2), new, acc)
+    if isinstance(count, int) and count <= _UNROLL_MAX:
+        for j in range(count):
+            acc = step(j, acc)
+        return acc
+    return tf.while_loop(lambda j, _: j < count, lambda j, a: (j + 1, step(j, a)),
+                         (tf.constant(0), acc),
+                         shape_invariants=(tf.TensorShape([]), tf.TensorShape([None, None])))[1]
+
+
+def _window_pass(y, p, dims, init):
+    """One rewrite of XLA's CPU TreeReductionRewriter on ``y`` ([p] + dims): each reduced
+    dimension is cut into windows of min(d, 32), padded with ``init`` to a whole number of
+    windows (the padding split evenly, the odd element high; XLA skips padding, it never
+    combines it). Returns z ([p, M, W]: the M windows, each window's W elements in
+    row-major order), the mask of real elements (None without padding), the window counts."""
+    sym = lambda *v: any(not isinstance(t, int) for t in v)   # noqa: E731
+    ws = [tf.minimum(d, _WINDOW) if sym(d) else min(d, _WINDOW) for d in dims]
+    ms = [(d + w - 1) // w for d, w in zip(dims, ws)]
+    pads = [m * w - d for d, w, m in zip(dims, ws, ms)]
+    k = len(dims)
+
+    def windows(y):
+        z = tf.reshape(y, [p] + [v for m, w in zip(ms, ws) for v in (m, w)])
+        z = tf.transpose(z, [0] + [1 + 2 * i for i in range(k)] + [2 + 2 * i for i in range(k)])
+        return tf.reshape(z, [p, math.prod(ms), math.prod(ws)])
+    if not (sym(*pads) or any(pads)):
+        return windows(y), None, ms
+    paddings = [[0, 0]] + [[q // 2, q - q // 2] for q in pads]
+    valid = tf.pad(tf.ones_like(y, tf.bool), paddings, constant_values=False)
+    return windows(tf.pad(y, paddings, constant_values=init)), windows(valid), ms
+
+
+def xla_order_reduce(y, p, dims, op, init):
+    """Reduce ``y`` ([p] + dims, dims >= 1) over all its dims but the first, in the order
+    and grouping XLA's CPU backend uses: while some reduced dimension is longer than 32,
+    reduce windows (see ``_window_pass``), each folded from ``init``; then fold the rest,
+    row-major, from ``init``. ``op(a, b, m)`` combines two [p, m] tensors (m: an int, or a
+    TF scalar); ``init`` is a TF scalar of y's dtype. Returns a [p] tensor."""
+    def one_pass(y, dims):
+        z, valid, ms = _window_pass(y, p, dims, init)
+        acc = tf.fill([p, math.prod(ms)], init)
+        w = z.shape[2] if z.shape[2] is not None else tf.shape(z)[2]
+        acc = _fold_columns(z, w, op, acc, valid)
+        return tf.reshape(acc, [p] + ms), ms
+
+    if all(isinstance(d, int) for d in dims):
+        while max(dims) > _WINDOW:
+            y, dims = one_pass(y, dims)
+    else:
+        k = len(dims)
+
+        def body(y, dims_t):
+            y, ms = one_pass(y, tf.unstack(dims_t, k))
+            return y, tf.stack([tf.cast(m, tf.int32) for m in ms])
+
+        y, dims_t = tf.while_loop(
+            lambda y, d: tf.reduce_max(d) > _WINDOW, body,
+            (y, tf.stack([tf.cast(d, tf.int32) for d in dims])),
+            shape_invariants=(tf.TensorShape([None] * (k + 1)), tf.TensorShape([k])))
+        dims = tf.unstack(dims_t, k)
+    n = math.prod(dims)
+    z = tf.reshape(y, [p, 1, n])
+    return _fold_columns(z, n, op, tf.fill([p, 1], init))[:, 0]
+
+
+
+def _refuse_f16_multi_axis(aval, axes, kind):
+    """XLA's CPU backend keeps float16 reductions in float16, and over several reduced axes
+    it does not add in the row-major window order followed here (bfloat16, computed in f32,
+    does). Refuse rather than give other numbers."""
+    dims = [aval.shape[a] for a in axes]
+    long_dims = [d for d in dims if not isinstance(d, int) or d > 1]
+    n = math.prod(d for d in dims if isinstance(d, int))
+    if len(long_dims) > 1 and (n > _WINDOW or len(long_dims) != len([d for d in long_dims if isinstance(d, int)])):
+        raise UnsupportedError(
+            f"reduce {kind} of float16 over several axes {tuple(axes)} of shape {aval.shape}: "
+            "XLA's CPU order for this form is not reproduced (it would give other numbers); "
+            "reduce one axis at a time (e.g. reshape the reduced axes into one), or compute "
+            "in float32.")
+
 def _fill(ctx, value, aval):
     return tf.fill(ctx.shape(aval), ctx.constant(value, aval.dtype))
 
@@ -173,14 +276,19 @@ def reduce_monoid(ctx, x, aval_in, aval_out, axes, kind, init=None):
     if kind in ("add", "mul") and dtype != np.bool_:
         def native():
             return with_init(tf.reduce_sum(x, axes) if kind == "add" else tf.reduce_prod(x, axes))
-        if not _is_half(dtype):
+        if not _is_half(dtype) and init is None:
             return native()
+        # XLA's CPU backend folds in its own order (windows of 32 on long axes, each from the
+        # init value): follow it exactly for half floats (rounded after every step, in f32)
+        # and wherever an init value (which need not be the identity) is combined.
 
-        def fold():  # XLA's CPU loop rounds to the half type after every step, in element order
-            return sequential_fold(*_to_last(x, shape, axes), in_f32(op, dtype), init)
-        if isinstance(n, int):
-            return fold() if n <= _SEQ_MAX else native()
-        return tf.cond(n <= _SEQ_MAX, fold, native)
+        if np.dtype(dtype) == np.float16:
+            _refuse_f16_multi_axis(aval_in, axes, kind)
+        f = in_f32(op, dtype) if _is_half(dtype) else op
+        init_t = init if init is not None else ctx.constant(identity(kind, dtype), dtype)
+        y, p, dims = _reduced_layout(x, shape, axes)
+        out = xla_order_reduce(y, p, dims, lambda a, b, m: f(a, b), init_t)
+        return tf.reshape(out, ctx.shape(aval_out))
     if kind in ("max", "min") and dtype != np.bool_ and not is_complex(dtype):
         y = tf.reduce_max(x, axes) if kind == "max" else tf.reduce_min(x, axes)
         if is_float(dtype):  # TF's Eigen reducers may drop NaN; XLA's max/min keep it
@@ -222,6 +330,12 @@ def _simple(prim_name, kind, dtypes, extra=()):
         case.random(lambda x: prim(x, ()), shapes=[(2, 3)], name="no axes"),
         case.random(lambda x: prim(x, (1,)), shapes=[(3, 20)], name="symbolic",
                     convert_kw={"polymorphic_shapes": ["(b, n)"]}),
+        *[case.random(lambda x: prim(x, (1,)), shapes=[(2, n)], name=f"XLA's order, {n}",
+                      dtypes=["bfloat16", "float16"]) for n in (64, 100, 1100)],
+        case.random(lambda x: prim(x, (0,)), shapes=[(1100, 2)], name="XLA's order, symbolic",
+                    dtypes=["bfloat16", "float16"], convert_kw={"polymorphic_shapes": ["(n, b)"]}),
+        case.random(lambda x: prim(x, (0, 2)), shapes=[(40, 2, 40)], name="XLA's order, 2 axes",
+                    dtypes=["bfloat16"]),
         *extra])(lower)
 
 
@@ -367,6 +481,14 @@ def _complex_max_arg(rng, dtype):
     case.random(lambda x: lax.reduce(x, np.array(0, x.dtype), lambda a, b: a * 0.5 + b, (1,)),
                 shapes=[(3, 11)], name="an order-dependent computation, symbolic length",
                 dtypes="floating", convert_kw={"polymorphic_shapes": ["(b, n)"]}),
+    *[case.random(lambda x: lax.reduce(x, np.array(3, x.dtype), lambda a, b: a * 0.5 + b, (1,)),
+                  shapes=[(2, n)], name=f"an order-dependent computation, XLA's order, {n}",
+                  dtypes="floating") for n in (17, 33, 100, 1100)],
+    case.random(lambda x: lax.reduce(x, np.array(3, x.dtype), lambda a, b: a * 0.5 + b, (1,)),
+                shapes=[(2, 100)], name="an order-dependent computation, XLA's order, symbolic",
+                dtypes="floating", convert_kw={"polymorphic_shapes": ["(b, n)"]}),
+    case.random(lambda x: lax.reduce(x, np.array(3, x.dtype), lambda a, b: a + b, (1,)),
+                shapes=[(2, 100)], name="add from 3, long axis", dtypes="numeric"),
 ])
 def reduce(ctx, *args, computation=None, jaxpr, dimensions, **_):
     """Variadic reduce: known monoids reduce natively; any other computation is folded in
@@ -394,6 +516,17 @@ def reduce(ctx, *args, computation=None, jaxpr, dimensions, **_):
         outs = ctx.lower_fun(fn, *[tf.reshape(t, [p * m]) for t in a + b], avals=vec + vec)
         return [tf.reshape(o, [p, m]) for o in outs]
 
+    if k == 1:   # XLA's order: windows of 32 on long axes (see xla_order_reduce)
+        def op(a, b, m):
+            if isinstance(m, int):
+                return apply([a], [b], m)[0]
+            # m only known when the graph runs: one column of p elements at a time
+            return tf.transpose(tf.map_fn(lambda ab: apply([ab[0][:, None]], [ab[1][:, None]], 1)[0][:, 0],
+                                          (tf.transpose(a), tf.transpose(b)),
+                                          fn_output_signature=a.dtype))
+        y, p, dims = _reduced_layout(operands[0], shape, axes)
+        return [tf.reshape(xla_order_reduce(y, p, dims, op, inits[0]), out_shape)]
+    # XLA does not rewrite a variadic reduce: one loop over the elements, in order
     acc = [tf.broadcast_to(tf.reshape(i, [1, 1]), [p, 1]) for i in inits]
     if not isinstance(n, int) or n <= _SEQ_GENERIC_MAX:
         # XLA's CPU loop: acc = init, then acc = f(acc, x_i) in order. A symbolic n takes it
