@@ -118,9 +118,6 @@ def _axes(axes):
 _WINDOW = 32
 #: Up to this many steps a fold is unrolled; longer (or symbolic) ones run in a while loop.
 _UNROLL_MAX = 32
-#: The variadic generic reduce (which XLA does not rewrite) is folded in order up to this
-#: many elements, else applied by pairwise halving.
-_SEQ_GENERIC_MAX = 16
 
 
 def _is_half(dtype) -> bool:
@@ -455,7 +452,7 @@ def _complex_max_arg(rng, dtype):
                                      (np.array(-np.inf, x.dtype), np.array(0, np.int32)),
                                      _argmax_pair, (1,)),
                 lambda rng, dt: [(rng.integers(-3, 3, (4, 11))).astype(dt)], dtypes="floating"),
-    case.custom("argmax pair, long axis (tree)",
+    case.custom("argmax pair, long axis",
                 lambda x: lax.reduce((x, lax.broadcasted_iota(np.int32, x.shape, 0)),
                                      (np.array(-np.inf, x.dtype), np.array(0, np.int32)),
                                      _argmax_pair, (0,)),
@@ -472,7 +469,7 @@ def _complex_max_arg(rng, dtype):
     case.random(lambda x: lax.reduce(x, np.array(1 + 4j, x.dtype), lax.max, (1,)),
                 shapes=[(3, 7)], name="complex max, symbolic", dtypes="complex",
                 convert_kw={"polymorphic_shapes": ["(b, n)"]}),
-    case.custom("argmax pair, symbolic batch (tree)",
+    case.custom("argmax pair, symbolic batch",
                 lambda x: lax.reduce((x, lax.broadcasted_iota(np.int32, x.shape, 1)),
                                      (np.array(-np.inf, x.dtype), np.array(0, np.int32)),
                                      _argmax_pair, (1,)),
@@ -489,12 +486,16 @@ def _complex_max_arg(rng, dtype):
                 dtypes="floating", convert_kw={"polymorphic_shapes": ["(b, n)"]}),
     case.random(lambda x: lax.reduce(x, np.array(3, x.dtype), lambda a, b: a + b, (1,)),
                 shapes=[(2, 100)], name="add from 3, long axis", dtypes="numeric"),
+    case.random(lambda x, y: lax.reduce((x, y), (np.array(0, x.dtype), np.array(1, y.dtype)),
+                                        lambda a, b: (a[0] * 0.5 + b[0], a[1] - a[0] * b[1]),
+                                        (1,)),
+                shapes=[(2, 40), (2, 40)], name="two operands, order-dependent, long axis",
+                dtypes=["float32", "float64"]),
 ])
 def reduce(ctx, *args, computation=None, jaxpr, dimensions, **_):
-    """Variadic reduce: known monoids reduce natively; any other computation is folded in
-    XLA's order over a few elements, else applied by pairwise halving over the reduced axes
-    (ceil(log2 n) steps). The init values are combined once, first, as XLA's CPU loop does
-    (it may combine them more often on long axes: they must be identities anyway)."""
+    """Variadic reduce: known monoids reduce natively; any other computation is applied in
+    XLA's CPU order (one operand: windows of 32, see xla_order_reduce; several: one fold
+    over the elements in order)."""
     k = len(args) // 2
     operands, inits = args[:k], args[k:]
     avals, avals_out = ctx.avals_in[:k], ctx.avals_out
@@ -526,12 +527,9 @@ def reduce(ctx, *args, computation=None, jaxpr, dimensions, **_):
                                           fn_output_signature=a.dtype))
         y, p, dims = _reduced_layout(operands[0], shape, axes)
         return [tf.reshape(xla_order_reduce(y, p, dims, op, inits[0]), out_shape)]
-    # XLA does not rewrite a variadic reduce: one loop over the elements, in order
+    # XLA does not rewrite a variadic reduce: its CPU loop is acc = init, then
+    # acc = f(acc, x_i) in element order. Folded the same way (a while loop on long axes),
+    # so a computation whose result depends on the order still gives XLA's numbers.
     acc = [tf.broadcast_to(tf.reshape(i, [1, 1]), [p, 1]) for i in inits]
-    if not isinstance(n, int) or n <= _SEQ_GENERIC_MAX:
-        # XLA's CPU loop: acc = init, then acc = f(acc, x_i) in order. A symbolic n takes it
-        # too (a tree needs the computation at lengths no dimension expression names).
-        acc = fold_range(0, n, lambda i, acc: apply(acc, [x[:, i:i + 1] for x in flat], 1), acc)
-    else:
-        acc = apply(acc, [t[:, None] for t in tree_reduce(flat, n, apply)], 1)
+    acc = fold_range(0, n, lambda i, acc: apply(acc, [x[:, i:i + 1] for x in flat], 1), acc)
     return [tf.reshape(o, out_shape) for o in acc]
