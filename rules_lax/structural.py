@@ -25,6 +25,7 @@ from jax._src.lax import lax as _lax_internal
 
 from core.errors import UnsupportedError
 from core.rule import case, rule
+from rules_lax._dims import dilate, dims, evaluator, pad_or_slice
 
 SHAPE_DTYPES = ("all", "key")
 _same = _jax_core.definitely_equal  # also decides equality of symbolic dimensions
@@ -217,52 +218,17 @@ def _pad_config_case(config):
                          convert_kw={"polymorphic_shapes": ["(b, h, w, c)"]})],
       polymorphic=True)
 def pad(ctx, x, value, *, padding_config, **_):
-    """Interior padding by reshape + pad + reshape, edges by PadV2, negative edges by Slice.
-
-    XLA pads the interior first, then adds (or with negative amounts removes) edges; as the
-    positive edge padding of a side never meets that side's negative amount, PadV2 on the
-    positive parts followed by one Slice of the negative parts gives the same array."""
-    config = [(lo, hi, _static(interior, "interior padding"))
-              for lo, hi, interior in padding_config]
-    shape = ctx.shape(ctx.avals_in[0])  # ints, or TF scalars for symbolic dimensions
-    rank = len(shape)
-    for d, (_, _, interior) in enumerate(config):
-        n = shape[d]
-        if interior == 0 or (isinstance(n, int) and n <= 1):
-            continue
-        # [.., n, ..] -> [.., n, 1, ..] -> pad the new axis to 1+interior -> [.., n*(1+interior), ..]
-        x = tf.reshape(x, shape[:d + 1] + [1] + shape[d + 1:])
-        widths = [[0, 0]] * (rank + 1)
-        widths[d + 1] = [0, interior]
-        x = tf.pad(x, widths, constant_values=value)
-        x = tf.reshape(x, shape[:d] + [n * (1 + interior)] + shape[d + 1:])
-        new = n + (n - 1) * interior
-        shape[d] = new if isinstance(n, int) else tf.maximum(new, 0)
-        x = tf.slice(x, [0] * rank, shape)  # drop the interior padding after the last element
-    # edge amounts may be symbolic (e.g. in the gradient of SAME pooling over symbolic
-    # sizes): each is split into a part to add and a part to cut when the graph runs
-    edges = [(_grow_cut(ctx, lo), _grow_cut(ctx, hi)) for lo, hi, _ in config]
-    widths = [[lo[0], hi[0]] for lo, hi in edges]
-    if not all(_is_zero(w) for pair in widths for w in pair):
-        x = tf.pad(x, widths, constant_values=value)
-        shape = [n + a + b for n, (a, b) in zip(shape, widths)]
-    cut_lo, cut_hi = [lo[1] for lo, _ in edges], [hi[1] for _, hi in edges]
-    if not all(_is_zero(c) for c in cut_lo + cut_hi):
-        x = tf.slice(x, cut_lo, [n - a - b for n, a, b in zip(shape, cut_lo, cut_hi)])
-    return x
-
-
-def _is_zero(v) -> bool:
-    return isinstance(v, int) and v == 0
-
-
-def _grow_cut(ctx, p):
-    """A pad amount as (elements to add, elements to cut): ints, or TF scalars when the
-    amount is symbolic and its sign is only known when the graph runs."""
-    if _jax_core.is_constant_dim(p):
-        return max(int(p), 0), max(-int(p), 0)
-    t = ctx.dim(p)
-    return tf.maximum(t, 0), tf.maximum(-t, 0)
+    """Interior padding by dilation (reshape + pad + slice), then edges by PadV2 and, for
+    negative amounts, one Slice: XLA pads the interior first, then adds (or removes)
+    edges. Edge amounts may be symbolic (e.g. in the gradient of SAME pooling over
+    symbolic sizes); one of unknown sign is split into add and cut when the graph runs."""
+    ev = evaluator(ctx)
+    shape = dims(ctx.avals_in[0].shape)
+    for d, (_, _, interior) in enumerate(padding_config):
+        x, shape = dilate(x, shape, d, 1 + _static(interior, "interior padding"), ev,
+                          fill=value)
+    return pad_or_slice(x, shape, [(lo, hi) for lo, hi, _ in padding_config], ev,
+                        fill=value)[0]
 
 
 # -- iota, empty ----------------------------------------------------------------------------

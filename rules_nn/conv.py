@@ -27,7 +27,7 @@ from jax._src import core as _jcore
 from core.errors import UnsupportedError
 from core.rule import case, rule
 from core.shapes import is_symbolic
-from rules_nn._shared import (dilate as _dilate, dims as _dims, evaluator, ints as _ints,
+from rules_lax._dims import (dilate as _dilate, dims as _dims, evaluator, ints as _ints,
                               is_zero, pad_or_slice, same)
 
 

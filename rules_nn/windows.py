@@ -29,7 +29,7 @@ from core.dtypes import to_tf
 from core.errors import UnsupportedError
 from core.rule import case, rule
 from core.shapes import is_symbolic
-from rules_nn._shared import (dilate as _dilate, dims as _dims, evaluator, grow_and_cut,
+from rules_lax._dims import (dilate as _dilate, dims as _dims, evaluator, grow_and_cut,
                               ints as _ints, is_zero, nonnegative, pad_or_slice, same)
 
 

@@ -1,4 +1,5 @@
-"""Helpers shared by the conv and window families (no rules here).
+"""Dimension and padding helpers shared by ``pad`` and the conv and window families
+(rules_nn); no rules here.
 
 Shapes and padding amounts here are lists of *dimensions*: ints, or JAX's symbolic
 dimension expressions under ``polymorphic_shapes`` (``b``, ``floordiv(h - 3, 2) + 1``).
