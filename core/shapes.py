@@ -129,10 +129,11 @@ class DimEnv:
         if not any(has_symbolic(a.shape) for a in in_avals):
             return cls()
         solution, constraints, synthetic = shape_poly.solve_dim_vars(tuple(in_avals), in_tree)
-        synth_env = {name: _TFDim(tf.shape(tensors[i], out_type=tf.int32)[j])
+        synth_env = {name: tf.shape(tensors[i], out_type=tf.int32)[j]
                      for name, i, j in synthetic}
-        synth_eval = shape_poly.ShapeEvaluator(synth_env)
-        evaluate = lambda e: _val(synth_eval.evaluate(e))
+        evaluate = lambda e: _eval_expr(e, synth_env)
+        # JAX's evaluator, only to fill in its error messages
+        synth_eval = shape_poly.ShapeEvaluator({k: _TFDim(v) for k, v in synth_env.items()})
         env = cls({v: evaluate(e) for v, e in solution.items()})
         checks = []
         for c in constraints.constraints:
