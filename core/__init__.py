@@ -10,7 +10,8 @@ prints the coverage table.
 from __future__ import annotations
 
 __all__ = ["convert", "to_module", "hookimpl", "Registrar", "RuleContext",
-           "NoRuleError", "UnsupportedError", "ConversionError", "RegistryError"]
+           "NoRuleError", "TargetError", "UnsupportedError", "ConversionError",
+           "RegistryError"]
 __version__ = "0.1.0"
 
 
@@ -32,7 +33,8 @@ def __getattr__(name: str):
     if name == "RuleContext":
         from core.interpreter import RuleContext
         return RuleContext
-    if name in ("NoRuleError", "UnsupportedError", "ConversionError", "RegistryError"):
+    if name in ("NoRuleError", "TargetError", "UnsupportedError", "ConversionError",
+                "RegistryError"):
         from core import errors
         return getattr(errors, name)
     raise AttributeError(f"module 'core' has no attribute {name!r}")

@@ -20,7 +20,7 @@ _UNSET = object()
 def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constraints=(),
             with_gradient: bool = True, enable_xla=_UNSET, native_serialization=_UNSET,
             native_serialization_platforms=(), native_serialization_disabled_checks=(),
-            allow_xla: bool = False, device: str = "cpu",
+            allow_xla: bool = False, device: str = "cpu", target: str = "tf",
             registry: Registry | None = None, rules: Sequence = (),
             disable_rules: Sequence[str] = (), prefer: dict[str, str] | None = None) -> Callable:
     """Convert ``fun_jax`` into a TensorFlow function built from plain TF ops.
@@ -35,12 +35,20 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
         jax2tf's name for the same switch.
     :param device: the device the graph will run on ("cpu", "gpu" or "tpu"); it selects
         among rules with device constraints.
+    :param target: where the graph is exported to: ``"tf"`` (default; TensorFlow, TF
+        Serving) or ``"tflite"`` (LiteRT/TFLite with builtin ops only). Rules written for
+        the target are preferred, and before the first call on an input signature the
+        whole program is lowered once into a scratch graph and every op is checked
+        against what the target's runtime accepts (``core/target_ops``); refused ops
+        raise one :class:`~core.errors.TargetError` naming each equation, its source
+        line and the op.
     :param registry: the rule registry; default: built-in rules plus installed plugins.
     :param rules: extra rules (``@rule`` functions or Rule objects) for this conversion.
     :param disable_rules: ids (``module:function``) of rules not to use in this conversion.
     :param prefer: ``{primitive: rule id}``: try this rule first for that primitive (the
         others remain as fallbacks when it does not apply).
-    :param polymorphic_shapes: not yet supported (any non-None value raises).
+    :param polymorphic_shapes: jax2tf's shape specs (``"(b, 28, 28)"``): the program is
+        traced once with symbolic dimensions, solved from the inputs' shapes at run time.
     :param with_gradient: with True (default) the result carries a TF custom gradient
         computed from JAX's VJP of ``fun_jax`` (custom_jvp/custom_vjp rules included),
         converted by the same machinery. With False, asking for a gradient raises.
@@ -57,6 +65,8 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
         polymorphic_shapes = None
     if device not in ("cpu", "gpu", "tpu"):
         raise ValueError(f"device must be 'cpu', 'gpu' or 'tpu', got {device!r}")
+    from core import targets as _targets
+    _targets.get(target)                      # an unknown target fails here, by name
     registry = registry or default_registry()
     if rules or disable_rules:
         registry = registry.with_overrides(add=rules, disable=disable_rules)
@@ -65,7 +75,8 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
             raise ValueError(f"prefer: no rule {rid!r} lowers {prim!r}; candidates: "
                              f"{[r.id for r in registry.rules(prim)]}")
     conv = _Converted(fun_jax, with_gradient, ConversionContext(
-        registry, device, allow_xla, dict(prefer) if prefer else None), polymorphic_shapes)
+        registry, device, allow_xla, dict(prefer) if prefer else None, target),
+        polymorphic_shapes)
     # Copy the name and docs, but not __wrapped__: tf.function would follow it to
     # fun_jax's signature and pass its default arguments in as (string, ...) inputs.
     for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
@@ -130,12 +141,37 @@ class _Converted:
         except JaxtfError:
             raise
         self.conv.registry.require(closed, self.conv.device, self.conv.allow_xla,
-                                   self.conv.prefer, what=_fun_name(self.fun_jax))
+                                   self.conv.prefer, what=_fun_name(self.fun_jax),
+                                   target=self.conv.target)
+        self._preflight(closed, in_tree)
         return _Traced(closed, out_tree_box[-1], flat_fun)
 
-    def _lower(self, closed, xs, in_tree) -> list[tf.Tensor]:
+    def _preflight(self, closed, in_tree) -> None:
+        """For an export target with an op table: lower the program once into a scratch
+        graph, check every op the rules emit, and raise one TargetError for all refusals."""
+        from tensorflow.python.framework import func_graph
+        from core import targets as _targets
+        from core.errors import TargetError
+        target = _targets.get(self.conv.target)
+        if target.table is None or _targets.preflight_disabled():
+            return
+        checker = _targets.OpChecker(target)
+        graph = func_graph.FuncGraph(f"jaxtf_preflight_{target.name}")
+        with graph.as_default():
+            xs = [tf.compat.v1.placeholder(
+                _dtypes.to_tf(a.dtype), [d if isinstance(d, int) else None
+                                         for d in _dtypes.physical_shape(a)])
+                  for a in closed.in_avals]
+            self._lower(closed, xs, in_tree, dataclasses.replace(
+                self.conv, checker=checker, used=set()))
+        if checker.refusals:
+            raise TargetError(_targets.format_refusals(
+                checker.refusals, target, _fun_name(self.fun_jax)), checker.refusals)
+
+    def _lower(self, closed, xs, in_tree, conv=None) -> list[tf.Tensor]:
+        conv = conv or self.conv
         dims = DimEnv.solve(closed.in_avals, xs, in_tree)
-        conv = dataclasses.replace(self.conv, dims=dims) if dims.values else self.conv
+        conv = dataclasses.replace(conv, dims=dims) if dims.values else conv
         if dims.assertions:
             with tf.control_dependencies(dims.assertions):
                 xs = [tf.identity(x) for x in xs]

@@ -148,7 +148,7 @@ def check(target: str, argspecs: Sequence[str], device="cpu", allow_xla=False,
     """The whole-program pre-flight report of ``MODULE:FUNCTION`` on the given inputs:
     the primitives it needs (with counts), and the gaps."""
     import jax
-    from core.registry import _all_eqns
+    from core.registry import all_eqns
     mod_name, _, fn_name = target.partition(":")
     if not fn_name:
         raise SystemExit(f"check expects MODULE:FUNCTION, got {target!r}")
@@ -158,7 +158,7 @@ def check(target: str, argspecs: Sequence[str], device="cpu", allow_xla=False,
     reg = registry or default_registry()
     closed = jax.make_jaxpr(fn)(*[_parse_argspec(a) for a in argspecs])
     counts: dict[str, int] = {}
-    for eqn in _all_eqns(closed):
+    for eqn in all_eqns(closed):
         counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
     lines = [f"{name:28} x{n:<5} {_chosen(reg, name)}" for name, n in sorted(counts.items())]
     return lines, reg.check(closed, device, allow_xla)

@@ -20,6 +20,16 @@ class NoRuleError(JaxtfError, NotImplementedError):
         self.gaps = gaps or []
 
 
+class TargetError(JaxtfError, NotImplementedError):
+    """Some equations have rules, but the ops those rules emit are refused by the export
+    target's runtime (``convert(f, target="tflite")``). The message lists all of them,
+    grouped, with the source line, the op and the way out. Raised before any export."""
+
+    def __init__(self, message: str, refusals: list | None = None):
+        super().__init__(message)
+        self.refusals = refusals or []
+
+
 class UnsupportedError(JaxtfError, NotImplementedError):
     """A rule saw a parameter form or value it cannot lower with JAX's exact semantics.
     Raised instead of computing a number that could be wrong."""

@@ -24,11 +24,14 @@ from core.shapes import DimEnv, has_symbolic
 
 @dataclasses.dataclass
 class ConversionContext:
-    """What stays fixed for one conversion: the rules, the device and the XLA policy."""
+    """What stays fixed for one conversion: the rules, the device, the XLA policy and the
+    export target."""
     registry: Registry
     device: str = "cpu"
     allow_xla: bool = False
     prefer: dict[str, str] | None = None
+    target: str = "tf"
+    checker: Any = None          # a core.targets.OpChecker during a target's pre-flight
     used: set = dataclasses.field(default_factory=set)   # ids of the rules that ran
     dims: DimEnv = dataclasses.field(default_factory=DimEnv)  # symbolic dimension values
 
@@ -63,6 +66,12 @@ class RuleContext:
     @property
     def device(self) -> str:
         return self.conversion.device
+
+    @property
+    def target(self) -> str:
+        """The export target ("tf", "tflite"): a generic rule may pick, among exact forms,
+        the one that target's runtime accepts."""
+        return self.conversion.target
 
     # -- helpers ---------------------------------------------------------------------------
     def tf_dtype(self, aval_or_dtype) -> tf.DType:
@@ -114,7 +123,8 @@ class RuleContext:
         closed = jax.make_jaxpr(lambda *xs: fun(*xs, **static))(*specs)
         self.conversion.registry.require(closed, self.device, self.allow_xla,
                                          self.conversion.prefer,
-                                         what=f"the decomposition of {self.eqn.primitive}")
+                                         what=f"the decomposition of {self.eqn.primitive}",
+                                         target=self.target)
         return lower_jaxpr(self.conversion, closed, args)
 
 
@@ -163,20 +173,23 @@ def lower_jaxpr(conv: ConversionContext, jaxpr, args: Sequence[tf.Tensor],
                               f"got {len(args)}")
     for var, value in zip([*jaxpr.constvars, *jaxpr.invars], [*consts, *args]):
         write(var, value)
-    registry = conv.registry
+    registry, checker = conv.registry, conv.checker
     for eqn in jaxpr.eqns:
-        rule = registry.select(eqn, conv.device, conv.allow_xla, conv.prefer)
+        rule = registry.select(eqn, conv.device, conv.allow_xla, conv.prefer, conv.target)
         conv.used.add(rule.id)
         try:
+            mark = checker.start() if checker else None
             with tf.name_scope(scope_name(eqn)):
                 out = rule.fn(conv.rule_context(eqn), *map(read, eqn.invars), **eqn.params)
+            if checker:
+                checker.finish(mark, eqn, rule.id)
         except JaxtfError:
             raise
         except Exception as exc:
-            from core.registry import _where
+            from core.registry import where
             raise ConversionError(
                 f"rule {rule.id} ({rule.package}) failed on {eqn.primitive.name} "
-                f"{' '.join(str(v.aval) for v in eqn.invars)} at {_where(eqn)}: "
+                f"{' '.join(str(v.aval) for v in eqn.invars)} at {where(eqn)}: "
                 f"{type(exc).__name__}: {exc}") from exc
         outs = out if eqn.primitive.multiple_results else [out]
         if len(outs) != len(eqn.outvars):

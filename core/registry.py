@@ -118,11 +118,20 @@ class Registry:
     def primitives(self) -> list[str]:
         return sorted(self._index)
 
+    def ranked(self, primitive: str, target: str = "tf") -> tuple[Rule, ...]:
+        """The rules for ``primitive`` in the order they are tried for ``target``: rules
+        written for that target first, then the generic ones (each group by rank)."""
+        rules = self._index.get(primitive, ())
+        if not any(r.targets for r in rules):
+            return rules
+        return (tuple(r for r in rules if r.targets and target in r.targets)
+                + tuple(r for r in rules if not (r.targets and target in r.targets)))
+
     def candidates(self, primitive: str, dtypes: Iterable[str], device: str = "cpu",
-                   allow_xla: bool = False, eqn=None) -> list[Candidate]:
+                   allow_xla: bool = False, eqn=None, target: str = "tf") -> list[Candidate]:
         """Every rule for ``primitive``, best first, with why it does or does not apply."""
-        return [Candidate(r, r.reject_reason(dtypes, device, allow_xla, eqn))
-                for r in self._index.get(primitive, ())]
+        return [Candidate(r, r.reject_reason(dtypes, device, allow_xla, eqn, target))
+                for r in self.ranked(primitive, target)]
 
     def with_overrides(self, add: Sequence[Rule | Callable] = (),
                        disable: Sequence[str] = ()) -> "Registry":
@@ -141,40 +150,44 @@ class Registry:
         return Registry(kept, self.plugins, (*self.replaced, *replaced))
 
     def select(self, eqn, device: str = "cpu", allow_xla: bool = False,
-               prefer: dict[str, str] | None = None) -> Rule:
+               prefer: dict[str, str] | None = None, target: str = "tf") -> Rule:
         """The rule for one equation. Raises :class:`NoRuleError` when none applies."""
         prim = eqn.primitive.name
-        found = self._find(eqn, prim, eqn_dtypes(eqn), device, allow_xla, prefer)
+        found = self._find(eqn, prim, eqn_dtypes(eqn), device, allow_xla, prefer, target)
         if isinstance(found, Rule):
             return found
-        raise NoRuleError(format_gaps([found], device, allow_xla), [found])
+        raise NoRuleError(format_gaps([found], device, allow_xla, target=target), [found])
 
-    def _find(self, eqn, prim, dts, device, allow_xla, prefer) -> Rule | Gap:
-        rules = self._index.get(prim, ())
+    def _find(self, eqn, prim, dts, device, allow_xla, prefer, target="tf") -> Rule | Gap:
+        rules = self.ranked(prim, target)
         if prefer and prim in prefer:
             # a preferred rule goes first; the others stay as fallbacks
             rules = tuple(sorted(rules, key=lambda r: r.id != prefer[prim]))
         for r in rules:
-            if r.reject_reason(dts, device, allow_xla, eqn) is None:
+            if r.reject_reason(dts, device, allow_xla, eqn, target) is None:
                 return r
-        return Gap(prim, dts, _where(eqn), _name_stack(eqn), _short_params(eqn),
-                   [Candidate(r, r.reject_reason(dts, device, allow_xla, eqn)) for r in rules])
+        return Gap(prim, dts, where(eqn), _name_stack(eqn), _short_params(eqn),
+                   [Candidate(r, r.reject_reason(dts, device, allow_xla, eqn, target))
+                    for r in rules])
 
     def check(self, jaxpr, device: str = "cpu", allow_xla: bool = False,
-              prefer: dict[str, str] | None = None) -> list[Gap]:
+              prefer: dict[str, str] | None = None, target: str = "tf") -> list[Gap]:
         """Pre-flight: every equation of ``jaxpr`` and of its sub-jaxprs without a rule."""
         gaps: list[Gap] = []
-        for eqn in _all_eqns(jaxpr):
-            found = self._find(eqn, eqn.primitive.name, eqn_dtypes(eqn), device, allow_xla, prefer)
+        for eqn in all_eqns(jaxpr):
+            found = self._find(eqn, eqn.primitive.name, eqn_dtypes(eqn), device, allow_xla,
+                               prefer, target)
             if isinstance(found, Gap):
                 gaps.append(found)
         return gaps
 
     def require(self, jaxpr, device: str = "cpu", allow_xla: bool = False,
-                prefer: dict[str, str] | None = None, what: str = "the program") -> None:
-        gaps = self.check(jaxpr, device, allow_xla, prefer)
+                prefer: dict[str, str] | None = None, what: str = "the program",
+                target: str = "tf") -> None:
+        gaps = self.check(jaxpr, device, allow_xla, prefer, target)
         if gaps:
-            raise NoRuleError(format_gaps(gaps, device, allow_xla, what, self.plugins), gaps)
+            raise NoRuleError(format_gaps(gaps, device, allow_xla, what, self.plugins,
+                                          target=target), gaps)
 
 
 def _check_same_primitive(prim: str, rules: list[Rule]) -> None:
@@ -196,7 +209,9 @@ def _check_ties(prim: str, rules: list[Rule]) -> None:
         for b in rules[i + 1:]:
             if (a.priority, a.specificity) != (b.priority, b.specificity):
                 break
-            if a.dtypes & b.dtypes and a.devices & b.devices:
+            same_targets = (a.targets is None and b.targets is None) or \
+                bool(a.targets and b.targets and a.targets & b.targets)
+            if same_targets and a.dtypes & b.dtypes and a.devices & b.devices:
                 raise RegistryError(
                     f"ambiguous rules for {prim!r}: {a.id} ({a.package}) and {b.id} "
                     f"({b.package}) have the same priority {a.priority} and specificity and "
@@ -205,16 +220,18 @@ def _check_ties(prim: str, rules: list[Rule]) -> None:
                     f"its dtypes, or declare replaces='{a.id}'.")
 
 
-def _all_eqns(jaxpr):
+def all_eqns(jaxpr):
+    """Every equation of ``jaxpr`` (open or closed), sub-jaxprs included, in order."""
     from jax.extend.core import jaxprs_in_params
     jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
     for eqn in jaxpr.eqns:
         yield eqn
         for sub in jaxprs_in_params(eqn.params):
-            yield from _all_eqns(sub)
+            yield from all_eqns(sub)
 
 
-def _where(eqn) -> str:
+def where(eqn) -> str:
+    """The user's source line of an equation, for error messages."""
     try:
         from jax._src import source_info_util
         return source_info_util.summarize(eqn.source_info)
@@ -238,7 +255,7 @@ def _short_params(eqn) -> str:
 
 
 def format_gaps(gaps: list[Gap], device: str, allow_xla: bool, what: str = "the program",
-                plugins: Sequence[PluginRecord] = ()) -> str:
+                plugins: Sequence[PluginRecord] = (), target: str = "tf") -> str:
     """The NoRuleError text: gaps grouped by primitive and dtypes, counted, each with its
     first source line and every candidate with the reason it was rejected."""
     groups: dict[tuple, list[Gap]] = {}
@@ -246,7 +263,8 @@ def format_gaps(gaps: list[Gap], device: str, allow_xla: bool, what: str = "the 
         groups.setdefault((g.primitive, g.dtypes), []).append(g)
     lines = [f"{len(gaps)} equation{'s' if len(gaps) != 1 else ''} in {what} "
              f"{'have' if len(gaps) != 1 else 'has'} no usable rule "
-             f"(device {device}, allow_xla={allow_xla}):"]
+             f"(device {device}, allow_xla={allow_xla}"
+             + (f", target {target}" if target != "tf" else "") + "):"]
     for i, ((prim, dts), gs) in enumerate(groups.items(), 1):
         g = gs[0]
         count = f" ({len(gs)} equations)" if len(gs) > 1 else ""

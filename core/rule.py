@@ -19,6 +19,8 @@ import numpy as np
 from core import dtypes as _dtypes
 
 DEVICES = ("cpu", "gpu", "tpu")
+#: Export targets a rule may be written for (see core.targets for what each accepts).
+TARGETS = ("tf", "tflite")
 _MARK = "__jaxtf_rules__"
 
 
@@ -94,14 +96,18 @@ class Rule:
     when: Callable[[Any], str | None] | None = None
     replaces: str | None = None
     polymorphic: bool = False
+    targets: frozenset[str] | None = None     # None: a generic rule, for every target
     primitive_obj: Any = dataclasses.field(default=None, compare=False)
     doc: str = ""
     id: str = ""
     package: str = "?"
 
     def reject_reason(self, dtype_names: Iterable[str], device: str, allow_xla: bool,
-                      eqn=None) -> str | None:
+                      eqn=None, target: str = "tf") -> str | None:
         """Why this rule cannot lower an equation with these dtypes, or None if it can."""
+        if self.targets is not None and target not in self.targets:
+            return (f"written for target{'s' if len(self.targets) > 1 else ''} "
+                    f"{', '.join(sorted(self.targets))}, not {target}")
         bad = sorted({d for d in dtype_names if not _dtypes.matches(d, self.dtypes)})
         if bad:
             return f"{', '.join(bad)} not in {_fmt(self.dtype_spec)}"
@@ -151,7 +157,7 @@ def _fmt(spec: tuple[str, ...]) -> str:
 def make_rule(primitive: Any, fn: Callable, *, dtypes="all", devices=DEVICES,
               needs_xla: bool = False, priority: int = 0, cases: Sequence[Case] = (),
               when: Callable | None = None, replaces: str | None = None,
-              polymorphic: bool = False, name: str | None = None) -> Rule:
+              polymorphic: bool = False, targets=None, name: str | None = None) -> Rule:
     """Build a Rule (what ``@rule`` attaches). Checks the declaration eagerly.
 
     ``primitive`` is a primitive name, or a ``jax.extend.core.Primitive`` object: then the
@@ -167,19 +173,25 @@ def make_rule(primitive: Any, fn: Callable, *, dtypes="all", devices=DEVICES,
     if unknown or not devs:
         raise ValueError(f"rule for {primitive!r}: unknown devices {sorted(unknown)}; "
                          f"known devices are {list(DEVICES)}")
+    tgts = None
+    if targets is not None:
+        tgts = frozenset([targets] if isinstance(targets, str) else targets)
+        if not tgts or tgts - set(TARGETS):
+            raise ValueError(f"rule for {primitive!r}: unknown targets "
+                             f"{sorted(tgts - set(TARGETS))}; known targets are {list(TARGETS)}")
     spec = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
     rid = f"{getattr(fn, '__module__', '?')}:{name or getattr(fn, '__name__', '?')}"
     return Rule(primitive=primitive, fn=fn, dtypes=_dtypes.expand(spec), dtype_spec=spec,
                 devices=devs, needs_xla=bool(needs_xla), priority=int(priority),
                 cases=tuple(cases), when=when, replaces=replaces, polymorphic=bool(polymorphic),
-                primitive_obj=primitive_obj,
+                targets=tgts, primitive_obj=primitive_obj,
                 doc=(getattr(fn, "__doc__", None) or "").strip().split("\n")[0], id=rid)
 
 
 def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
          needs_xla: bool = False, priority: int = 0, cases: Sequence[Case] = (),
          when: Callable | None = None, replaces: str | None = None,
-         polymorphic: bool = False) -> Callable:
+         polymorphic: bool = False, targets=None) -> Callable:
     """Mark ``fn`` as the lowering of ``primitive`` (a name or a Primitive object, or a
     list of them for a function that lowers several primitives).
 
@@ -198,6 +210,9 @@ def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
     :param polymorphic: the rule reads shapes only through ``ctx.shape``/``ctx.dim`` (or
         not at all), so it handles symbolic dimensions (``polymorphic_shapes``). Rules
         without it are not selected for equations with symbolic dimensions.
+    :param targets: export targets (``"tf"``, ``"tflite"``) this lowering is written for;
+        it is then used only there, ahead of the generic rules. Default None: a generic
+        rule, used for every target whose runtime accepts the TF ops it emits.
     """
     prims = list(primitive) if isinstance(primitive, (list, tuple)) else [primitive]
 
@@ -206,7 +221,8 @@ def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
         for p in prims:
             records.append(make_rule(p, fn, dtypes=dtypes, devices=devices,
                                      needs_xla=needs_xla, priority=priority, cases=cases,
-                                     when=when, replaces=replaces, polymorphic=polymorphic))
+                                     when=when, replaces=replaces, polymorphic=polymorphic,
+                                     targets=targets))
         setattr(fn, _MARK, records)
         return fn
     return mark

@@ -84,55 +84,86 @@ class Outcome:
 def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None = None,
                  must_use: str | None = None, **convert_kw) -> Outcome:
     """Convert ``fn``, run it under ``tf.function`` on ``args`` and compare with
-    ``jax.jit(fn)(*args)``. Also checks that the traced graph has no Xla* op."""
+    ``jax.jit(fn)(*args)``. Also checks that the traced graph has no Xla* op.
+
+    With ``target="tflite"`` the converted function is exported with the TFLite converter
+    (builtin ops only) and run in the LiteRT interpreter, and *that* result is compared.
+    A refusal by the target's pre-flight is the status "refused"; a model the pre-flight
+    let through but the converter or interpreter rejects is "export_error"."""
     import jax
     import tensorflow as tf
     from core import convert
-    from core.errors import NoRuleError, UnsupportedError
+    from core.errors import NoRuleError, TargetError, UnsupportedError
+    target = convert_kw.get("target", "tf")
     try:
         want = jax.jit(fn)(*args)
     except Exception as exc:
         return Outcome("jax_error", f"{type(exc).__name__}: {exc}")
     want_leaves = jax.tree_util.tree_leaves(want)
+    known = {NoRuleError: "no_rule", TargetError: "refused", UnsupportedError: "unsupported"}
     try:
         converted = convert(fn, **convert_kw)
         tf_args = [tf.constant(np.asarray(a)) for a in args]
-        f_tf = tf.function(converted, autograph=False,
-                           input_signature=_symbolic_signature(
-                               args, tf_args, convert_kw.get("polymorphic_shapes")))
+        signature = _symbolic_signature(args, tf_args, convert_kw.get("polymorphic_shapes"))
+        f_tf = tf.function(converted, autograph=False, input_signature=signature)
         concrete = f_tf.get_concrete_function(*tf_args)
-        got = f_tf(*tf_args)
-    except NoRuleError as exc:
-        return Outcome("no_rule", str(exc))
-    except UnsupportedError as exc:
-        return Outcome("unsupported", str(exc))
+        got = f_tf(*tf_args) if target == "tf" else None
+    except tuple(known) as exc:
+        return Outcome(next(v for k, v in known.items() if isinstance(exc, k)), str(exc))
     except Exception as exc:
         cause = exc.__cause__ or exc
-        if isinstance(cause, (NoRuleError, UnsupportedError)):
-            return Outcome("no_rule" if isinstance(cause, NoRuleError) else "unsupported",
-                           str(cause))
+        for k, v in known.items():
+            if isinstance(cause, k):
+                return Outcome(v, str(cause))
         return Outcome("error", "".join(traceback.format_exception_only(type(exc), exc))[-3000:])
-    got_leaves = jax.tree_util.tree_leaves(got)
-    if len(got_leaves) != len(want_leaves):
-        return Outcome("mismatch", f"{len(got_leaves)} outputs, JAX gives {len(want_leaves)}")
-    try:
+    bad = xla_ops(concrete)
+    if bad and not convert_kw.get("allow_xla"):
+        return Outcome("xla", f"graph contains {bad}")
+    if target == "tflite":
+        try:
+            gots = _run_in_tflite(f_tf, concrete, args)
+        except Exception as exc:
+            return Outcome("export_error", "".join(
+                traceback.format_exception_only(type(exc), exc))[-3000:])
+    else:
+        got_leaves = jax.tree_util.tree_leaves(got)
         gots = [g.numpy() for g in got_leaves]
+    if len(gots) != len(want_leaves):
+        return Outcome("mismatch", f"{len(gots)} outputs, JAX gives {len(want_leaves)}")
+    try:
         wants = [np.asarray(jax.random.key_data(w)) if jax.dtypes.issubdtype(
             w.dtype, jax.dtypes.extended) else np.asarray(w) for w in want_leaves]
         if compare is not None:
             compare(gots, wants)
         else:
             for i, (g, w) in enumerate(zip(gots, wants)):
-                assert_same(g, w, what=f"output {i}")
+                assert_same(g, w, what=f"output {i}" + (" (in TFLite)" if target == "tflite"
+                                                         else ""))
     except Mismatch as exc:
         return Outcome("mismatch", str(exc))
     if must_use and must_use not in converted.conv.used:
         return Outcome("error", f"the case never reached rule {must_use}; it ran "
                                 f"{sorted(converted.conv.used)}")
-    bad = xla_ops(concrete)
-    if bad and not convert_kw.get("allow_xla"):
-        return Outcome("xla", f"graph contains {bad}")
     return Outcome("pass")
+
+
+def _run_in_tflite(f_tf, concrete, args) -> list:
+    """Export ``f_tf`` (traced as ``concrete``) to TFLite and run it on ``args``. bfloat16
+    inputs, which TFLite models cannot take, are fed as float32 and cast inside."""
+    import tensorflow as tf
+    from core.export import run_tflite, tflite_model
+    specs = [tf.TensorSpec(t.shape, t.dtype) for t in concrete.inputs]
+    fed = [tf.TensorSpec(s.shape, tf.float32) if s.dtype == tf.bfloat16 else s for s in specs]
+
+    def exported(*xs):
+        return f_tf(*[tf.cast(x, s.dtype) if s.dtype != x.dtype else x
+                      for x, s in zip(xs, specs)])
+    model = tflite_model(tf.function(exported, autograph=False), fed)
+    feed = [np.asarray(a, np.float32) if s.dtype == tf.bfloat16 else np.asarray(a)
+            for a, s in zip(args, specs)]
+    outs = run_tflite(model, feed)
+    want_dtypes = [t.dtype.as_numpy_dtype for t in concrete.outputs]
+    return [np.asarray(o).astype(d) if o.dtype != d else o for o, d in zip(outs, want_dtypes)]
 
 
 def _symbolic_signature(args, tf_args, polymorphic_shapes):
@@ -157,13 +188,13 @@ def _symbolic_signature(args, tf_args, polymorphic_shapes):
 def harness_primitives(harness) -> set[str]:
     """The primitives a JAX harness case's jaxpr uses (sub-jaxprs included)."""
     import jax
-    from core.registry import _all_eqns
+    from core.registry import all_eqns
     args = harness.dyn_args_maker(np.random.RandomState(0))
     closed = jax.make_jaxpr(harness.dyn_fun)(*args)
-    return {e.primitive.name for e in _all_eqns(closed)}
+    return {e.primitive.name for e in all_eqns(closed)}
 
 
-def run_harness(harness, **convert_kw) -> Outcome:
+def run_harness(harness, **convert_kw) -> Outcome:  # convert_kw: target="tflite", ...
     """Run one case of ``jax._src.internal_test_util.test_harnesses`` through ``convert``.
     Decompositions that are not unique are compared by what defines them."""
     args = harness.dyn_args_maker(np.random.RandomState(0))
@@ -285,13 +316,14 @@ PROPERTY_CHECKS: dict[str, Callable] = {
 }
 
 
-def run_rule_case(rule, case, dtype_name: str, registry=None) -> Outcome:
+def run_rule_case(rule, case, dtype_name: str, registry=None, target: str = "tf") -> Outcome:
     """Run one of a rule's own cases for one dtype, with that rule preferred for its
     primitive, and check the rule really ran (so no other rule can hide it)."""
     from core.registry import default_registry
     args = case.make_args(np.random.default_rng(0), np.dtype(_np_dtype(dtype_name)))
     return run_function(case.fn, args, registry=registry or default_registry(),
-                        prefer={rule.primitive: rule.id}, must_use=rule.id, **case.convert_kw)
+                        prefer={rule.primitive: rule.id}, must_use=rule.id, target=target,
+                        **case.convert_kw)
 
 
 def _np_dtype(name: str):
@@ -337,8 +369,8 @@ def first_divergence(fn: Callable, args: Sequence[Any], registry=None) -> str:
                 try:
                     assert_same(np.asarray(g), w, what=f"{eqn.primitive.name} output {i}")
                 except Mismatch as exc:
-                    from core.registry import _where
-                    return f"{rule.id} on {eqn} at {_where(eqn)}:\n{exc}"
+                    from core.registry import where
+                    return f"{rule.id} on {eqn} at {where(eqn)}:\n{exc}"
             for v, w in zip(eqn.outvars, wants):
                 env[v] = w
         return None

@@ -1,0 +1,70 @@
+"""Writing and running exported artifacts: TFLite/LiteRT flatbuffers.
+
+    f_tf = convert(f, target="tflite")
+    model = tflite_model(f_tf, [tf.TensorSpec([1, 28, 28, 1], tf.float32)])   # bytes
+    outputs = run_tflite(model, [x])                                          # numpy
+
+The model is made with ``TFLiteConverter`` restricted to builtin ops
+(``supported_ops=[TFLITE_BUILTINS]``, no Flex), and run with the LiteRT interpreter
+(``ai-edge-litert``) when it is installed, else ``tf.lite.Interpreter``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+
+def tflite_model(fn: Callable, input_signature: Sequence[Any], *,
+                 optimizations: Sequence[Any] = ()) -> bytes:
+    """A TFLite flatbuffer of ``fn`` (a converted function, or any TF function) traced on
+    ``input_signature`` (``tf.TensorSpec``s). bfloat16 inputs are not allowed by TFLite:
+    take them as float32 and cast inside (exact for every bfloat16 value)."""
+    import tensorflow as tf
+    specs = list(input_signature)
+    bad = [i for i, s in enumerate(specs) if s.dtype == tf.bfloat16]
+    if bad:
+        raise ValueError(f"TFLite models cannot take bfloat16 inputs (inputs {bad}); take "
+                         "float32 and cast to bfloat16 inside the function")
+    concrete = fn.get_concrete_function(*specs) if hasattr(fn, "get_concrete_function") \
+        else tf.function(fn, autograph=False).get_concrete_function(*specs)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], concrete)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.optimizations = list(optimizations)
+    return converter.convert()
+
+
+def interpreter(model: bytes, num_threads: int | None = None):
+    """A LiteRT interpreter for ``model`` (``tf.lite.Interpreter`` without ai-edge-litert)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - the test extra installs ai-edge-litert
+        import tensorflow as tf
+        Interpreter = tf.lite.Interpreter
+    return Interpreter(model_content=model, num_threads=num_threads)
+
+
+def interpreter_name() -> str:
+    try:
+        import ai_edge_litert  # noqa: F401
+        return "ai-edge-litert"
+    except ImportError:  # pragma: no cover
+        return "tf.lite.Interpreter"
+
+
+def run_tflite(model: bytes, args: Sequence[Any], num_threads: int | None = None) -> list:
+    """Run a TFLite model on ``args`` (in the order of the function's inputs); returns its
+    outputs as numpy arrays, in the order of the function's outputs."""
+    it = interpreter(model, num_threads)
+    ins = it.get_input_details()
+    if len(ins) != len(args):
+        raise ValueError(f"the model takes {len(ins)} inputs, got {len(args)}")
+    for d, a in zip(ins, args):
+        a = np.asarray(a)
+        if tuple(d["shape"]) != a.shape:
+            it.resize_tensor_input(d["index"], a.shape)
+    it.allocate_tensors()
+    for d, a in zip(ins, args):
+        it.set_tensor(d["index"], np.asarray(a, dtype=d["dtype"]))
+    it.invoke()
+    return [np.array(it.get_tensor(d["index"])) for d in it.get_output_details()]

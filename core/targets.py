@@ -1,0 +1,167 @@
+"""Export targets: where a converted graph is meant to run, and which TF ops that runtime
+accepts.
+
+A target is data kept in one place:
+
+- ``tf``: TensorFlow itself (SavedModel, TF Serving). Every plain TF op is accepted; this
+  is the default and the exact, fastest-in-TF lowering.
+- ``tflite``: LiteRT / TFLite with builtin ops only (no Flex ops). The TF op types and
+  operand dtypes it accepts are read from the runtime: ``python -m core.targets probe``
+  converts every op (type, operand and result dtypes) that jaxtf's rules emit with
+  ``TFLiteConverter`` (``supported_ops=[TFLITE_BUILTINS]``), runs it in the LiteRT
+  interpreter, and writes what passed to ``core/target_ops/tflite.json``.
+
+Rules declare ``targets=`` when they are written for one target only; the registry tries
+those first for that target and falls back to the generic rules. The pre-flight
+(:func:`check_graph`, used by ``convert(f, target=...)``) then checks every op the
+selected rules emitted against the target's table, and names the equation, its source
+line and the op the runtime would refuse.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+from typing import Any
+
+_TABLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "target_ops")
+
+#: Op types that carry no computation of their own: graph plumbing that every target
+#: takes (their operands are checked where they are computed).
+_PLUMBING = frozenset({"Placeholder", "NoOp", "Identity", "IdentityN", "StopGradient"})
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    table: str | None = None          # file in core/target_ops, or None: every TF op
+    way_out: str = ""                 # what a user can do when an op is refused
+
+    @functools.cached_property
+    def accepted(self) -> dict[str, frozenset[str]] | None:
+        """op type -> accepted dtype signatures (see :func:`op_signature`), or None."""
+        if self.table is None:
+            return None
+        path = os.path.join(_TABLE_DIR, self.table)
+        with open(path) as f:
+            data = json.load(f)
+        return {op: frozenset(sigs) for op, sigs in data["accepted"].items()}
+
+    def refuses(self, op) -> str | None:
+        """Why this target's runtime refuses the TF operation ``op``, or None."""
+        table = self.accepted
+        if table is None or op.type in _PLUMBING:
+            return None
+        sig = op_signature(op)
+        sigs = table.get(op.type)
+        if sigs is None:
+            return f"{op.type} is not a {self.description} op"
+        if sig not in sigs:
+            return (f"{op.type} on ({sig}) is not accepted by {self.description} "
+                    f"(it takes {', '.join(sorted(sigs)[:4])}{', ...' if len(sigs) > 4 else ''})")
+        return None
+
+
+TARGETS: dict[str, Target] = {
+    "tf": Target("tf", "TensorFlow"),
+    "tflite": Target(
+        "tflite", "TFLite/LiteRT builtin", table="tflite.json",
+        way_out=("convert with target='tf' and use the TFLite converter's Flex ops "
+                 "(SELECT_TF_OPS) instead, or register a rule written for target='tflite' "
+                 "(a plugin, see docs/writing_rules.md)")),
+}
+
+
+def preflight_disabled() -> bool:
+    """``JAXTF_NO_PREFLIGHT=1`` skips the op check (to see what the target's own converter
+    says, e.g. while writing a rule or probing a runtime); never needed by users."""
+    return os.environ.get("JAXTF_NO_PREFLIGHT", "").strip().lower() in ("1", "true", "yes")
+
+
+def get(name: str) -> Target:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise ValueError(f"unknown target {name!r}; known targets are {sorted(TARGETS)}") \
+            from None
+
+
+def op_signature(op) -> str:
+    """``in1,in2->out`` over the distinct dtypes of an op's data inputs and outputs, e.g.
+    ``float32,int32->float32`` for a ConcatV2 of floats (its axis is int32)."""
+    ins = sorted({t.dtype.name for t in op.inputs})
+    outs = sorted({t.dtype.name for t in op.outputs})
+    return ",".join(ins) + "->" + ",".join(outs)
+
+
+@dataclasses.dataclass
+class Refusal:
+    """An op a target refuses, and the equation whose rule emitted it."""
+    eqn: Any
+    rule_id: str
+    op_type: str
+    reason: str
+
+
+class OpChecker:
+    """Collects, while a program is lowered, every emitted op the target refuses, with the
+    equation it belongs to (ops of nested equations are attributed to the innermost)."""
+
+    def __init__(self, target: Target):
+        self.target = target
+        self.refusals: list[Refusal] = []
+        self._seen: set[tuple[int, str]] = set()
+
+    def start(self):
+        import tensorflow as tf
+        g = tf.compat.v1.get_default_graph()
+        return g, g.num_operations()
+
+    def finish(self, mark, eqn, rule_id: str) -> None:
+        g, n0 = mark
+        for op in new_operations(g, n0):
+            key = (id(g), op.name)
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            reason = self.target.refuses(op)
+            if reason:
+                self.refusals.append(Refusal(eqn, rule_id, op.type, reason))
+
+
+def new_operations(g, n0: int) -> list:
+    """The operations created in graph ``g`` after it had ``n0`` of them."""
+    n1 = g.num_operations()
+    if n1 <= n0:
+        return []
+    ops = g._nodes_by_id               # ids are handed out in order, one per op
+    try:
+        base = next(iter(ops.keys()))
+        return [ops[i] for i in range(base + n0, base + n1)]
+    except Exception:                  # pragma: no cover - a TF without that layout
+        return g.get_operations()[n0:]
+
+
+def format_refusals(refusals: list[Refusal], target: Target, what: str) -> str:
+    """The TargetError text: refused ops grouped by primitive and dtypes, counted, each with
+    its source line, the rule and the TF op the runtime would refuse, and the way out."""
+    from core.registry import eqn_dtypes, where
+    groups: dict[tuple, list[Refusal]] = {}
+    for r in refusals:
+        groups.setdefault((r.eqn.primitive.name, eqn_dtypes(r.eqn), r.rule_id), []).append(r)
+    n_eqns = len({id(r.eqn) for r in refusals})
+    lines = [f"{n_eqns} equation{'s' if n_eqns != 1 else ''} in {what} cannot be lowered for "
+             f"target {target.name!r}: {target.description} refuses the TF ops their rules "
+             f"emit:"]
+    for i, ((prim, dts, rid), rs) in enumerate(groups.items(), 1):
+        eqns = {id(r.eqn) for r in rs}
+        count = f" ({len(eqns)} equations)" if len(eqns) > 1 else ""
+        lines.append(f"[{i}] {prim}  dtypes {{{', '.join(dts)}}}{count}  rule {rid}")
+        lines.append(f"    at {where(rs[0].eqn)}")
+        for reason in dict.fromkeys(r.reason for r in rs):
+            lines.append(f"    refused: {reason}")
+    if target.way_out:
+        lines.append(f"Ways out: {target.way_out}.")
+    return "\n".join(lines)
