@@ -10,6 +10,8 @@ back, which is what XLA:CPU itself does for half-precision math.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import tensorflow as tf
 import jax.numpy as jnp
@@ -633,3 +635,219 @@ def conj(ctx, x, **_):
       cases=[case.random(lax.real, shapes=[(3, 4)]), case.random(lax.imag, shapes=[(3, 4)])], polymorphic=True)
 def real_imag(ctx, x, **_):
     return (tf.math.real if ctx.eqn.primitive.name == "real" else tf.math.imag)(x)
+
+
+# -- TFLite forms (float32) ---------------------------------------------------------------------
+# The TFLite converter and the LiteRT kernels (XNNPACK) differ from XLA in ways measured
+# with the converter of TF 2.21 and ai-edge-litert: an inf constant becomes FLT_MAX; Asin,
+# Acos, Tan, Sinh, Cosh, Asinh, Acosh, Atanh have no builtin; Exp gives 0 at NaN and
+# overflows from x = 88.38 (XLA: 88.72); Log is inf above 2^127; Sqrt/Rsqrt are wrong above
+# 2^126 and Rsqrt(0) is NaN; Logistic is NaN for |x| > ~1e26; Neg(+0) and Sin(-0) are +0;
+# Expm1/Log1p are expanded to exp(x)-1 / log(1+x), which lose all relative precision near 0.
+# The forms below use builtin ops only and keep every branch finite where it is not taken
+# (a select may later become arithmetic, e.g. in ONNX), except where noted.
+
+_F32_MAX = float(np.finfo(np.float32).max)
+_E = float(np.float32(np.e))
+_LN2 = math.log(2.0)
+
+
+def _inf(x):
+    """+inf shaped like ``x``, made at run time (an inf constant would become FLT_MAX)."""
+    return _F32_MAX * (2.0 + tf.cast(tf.math.is_nan(x), x.dtype))
+
+
+def _keep_nan(x):
+    """0 where ``x`` is a number, NaN where it is NaN (added to a result to propagate it)."""
+    return 0.0 * tf.math.sign(x)
+
+
+def _negate(x):
+    """-x with -0 for +0 (TFLite's Neg gives +0)."""
+    return x * -1.0
+
+
+def _clip(x, lo, hi):
+    return tf.math.minimum(tf.math.maximum(x, lo), hi)
+
+
+def _signbit(x):
+    return tf.math.less(tf.bitcast(x, tf.int32), 0)
+
+
+def _copysign(r, x):
+    """|r| with the sign bit of ``x`` (r >= 0 or NaN)."""
+    return tf.where(_signbit(x), _negate(r), r)
+
+
+def _near_zero(x, fx, bound=2.0 ** -12):
+    """f(x) = x below ``bound``: keeps -0 and subnormals, which TFLite's kernels flush."""
+    return tf.where(tf.math.less(tf.math.abs(x), bound), _clip(x, -bound, bound), fx)
+
+
+def _scaled(x, big, small_scale, add):
+    """(x * m, offset): m = ``small_scale`` where ``big``, else 1."""
+    return x * tf.where(big, small_scale, 1.0), tf.where(big, add, 0.0)
+
+
+def _exp_f32(x):
+    big = tf.math.greater(x, 88.0)
+    return (tf.math.exp(x - tf.cast(big, x.dtype)) * tf.where(big, _E, 1.0)
+            + _keep_nan(x))
+
+
+def _log_f32(x):
+    # TFLite's Log loses relative precision near 1 and is inf above 2^127: on [1/2, 2]
+    # log1p(x - 1) (x - 1 is exact there), above 2^100 log(x 2^-64) + 64 log 2.
+    # (Subnormals: TFLite's Log takes them as 0, as XLA:CPU does on arrays.)
+    m, add = _scaled(x, tf.math.greater(x, 2.0 ** 100), 2.0 ** -64, 64 * _LN2)
+    near_1 = tf.math.logical_and(tf.math.greater_equal(x, 0.5), tf.math.less_equal(x, 2.0))
+    return tf.where(near_1, _log1p_small(_clip(x, 0.5, 2.0) - 1.0), tf.math.log(m) + add)
+
+
+def _sqrt_f32(x):
+    m, _ = _scaled(x, tf.math.greater(x, 2.0 ** 100), 2.0 ** -64, 0.0)
+    return tf.math.sqrt(m) * tf.where(tf.math.greater(x, 2.0 ** 100), 2.0 ** 32, 1.0)
+
+
+def _atanh_series(z):
+    """atanh(z) for |z| <= 1/3: z (1 + z^2/3 + z^4/5 + ...), to float32 precision."""
+    z2 = z * z
+    p = tf.constant(1.0 / 17, z.dtype)
+    for k in range(7, -1, -1):
+        p = p * z2 + 1.0 / (2 * k + 1)
+    return z * p
+
+
+def _log1p_small(y):
+    """log1p(y) for y in [-0.5, 1]: 2 atanh(y / (2 + y))."""
+    return 2.0 * _atanh_series(y / (2.0 + y))
+
+
+def _log1p_f32(x):
+    small = tf.math.less_equal(tf.math.abs(x), 0.5)
+    return tf.where(small, _log1p_small(_clip(x, -0.5, 0.5)), _log_f32(1.0 + x))
+
+
+def _expm1_f32(x):
+    # |x| < 1/2: 2t / (1 - t) with t = tanh(x/2), exact near 0
+    small = tf.math.less(tf.math.abs(x), 0.5)
+    t = tf.math.tanh(_clip(x, -0.5, 0.5) * 0.5)
+    return tf.where(small, 2.0 * t / (1.0 - t), _exp_f32(x) - 1.0)
+
+
+def _exp_half(a):
+    """e^a / 2 for a >= 1, finite until e^a / 2 overflows (a - 1 is exact)."""
+    return _exp_f32(a - 1.0) * (_E / 2)
+
+
+def _sinh_f32(x):
+    a = tf.math.abs(x)
+    small = tf.math.less(a, 1.0)
+    e = _expm1_f32(_clip(x, -1.0, 1.0))
+    h = _exp_half(tf.math.maximum(a, 1.0))
+    big = _copysign(h - 0.25 / h, x)
+    return tf.where(small, 0.5 * (e + e / (e + 1.0)), big)
+
+
+def _cosh_f32(x):
+    a = tf.math.abs(x)
+    h = _exp_f32(a - 1.0) * (_E / 2)     # a - 1 rounds for a < 1/2: 3e-8 relative
+    return h + 0.25 / h
+
+
+def _asinh_f32(x):
+    a = tf.math.abs(x)
+    small = _log1p_small(_clip(a, 0.0, 0.5) + tf.math.square(_clip(a, 0.0, 0.5))
+                         / (1.0 + _sqrt_f32(1.0 + tf.math.square(_clip(a, 0.0, 0.5)))))
+    mid_a = _clip(a, 0.5, 4096.0)
+    mid = _log_f32(mid_a + _sqrt_f32(mid_a * mid_a + 1.0))
+    r = tf.where(tf.math.less_equal(a, 0.5), small,
+                 tf.where(tf.math.less_equal(a, 4096.0), mid, _log_f32(a) + _LN2))
+    return _copysign(r, x)
+
+
+def _acosh_f32(x):
+    t = _clip(x - 1.0, 0.0, 0.25)
+    small = _log1p_small(t + _sqrt_f32(2.0 * t + t * t))
+    mid_x = _clip(x, 1.25, 4096.0)
+    mid = _log_f32(mid_x + _sqrt_f32((mid_x - 1.0) * (mid_x + 1.0)))
+    r = tf.where(tf.math.less(x, 1.25), small,
+                 tf.where(tf.math.less_equal(x, 4096.0), mid, _log_f32(x) + _LN2))
+    return tf.where(tf.math.less(x, 1.0), float("nan"), r) + _keep_nan(x)
+
+
+def _atanh_f32(x):
+    small = tf.math.less_equal(tf.math.abs(x), 1.0 / 3)
+    return tf.where(small, _atanh_series(_clip(x, -1.0 / 3, 1.0 / 3)),
+                    0.5 * _log_f32((1.0 + x) / (1.0 - x)))
+
+
+def _asin_f32(x):
+    return tf.math.atan2(x, _sqrt_f32((1.0 - x) * (1.0 + x)))
+
+
+def _acos_f32(x):
+    return tf.math.atan2(_sqrt_f32((1.0 - x) * (1.0 + x)), x)
+
+
+# pi/2 in three parts (Cephes): j * _PIO2[0] is exact for |j| < 2^16
+_PIO2 = (1.5703125, 4.837512969970703125e-4, 7.54978995489188216e-8)
+
+
+def _tan_f32(x):
+    """tan(r) or -cot(r) after reducing x by multiples of pi/2 (|r| <= pi/4, where
+    TFLite's Sin and Cos are accurate); Cephes' reduction, accurate for |x| < 8192."""
+    j = tf.math.round(x * (2 / math.pi))
+    r = ((x - j * _PIO2[0]) - j * _PIO2[1]) - j * _PIO2[2]
+    odd = tf.math.equal(tf.math.floormod(j, 2.0), 1.0)
+    s, c = tf.math.sin(r), tf.math.cos(r)
+    return _near_zero(x, tf.where(odd, c, s) / tf.where(odd, _negate(s), c))
+
+
+def _tfl_unary(primitive, fn, extra=(), edges=None):
+    def lower(ctx, x, **_):
+        return fn(x)
+    lower.__doc__ = f"{primitive} in float32 TFLite builtins (see the notes above _inf)."
+    lax_fn = getattr(lax, primitive)
+    cases = [case.random(lax_fn, shapes=[(3, 4)]),
+             case("special values", lax_fn, _SPECIALS + (_TFL_EDGES if edges is None else edges)),
+             *[case(name, lax_fn, vals) for name, vals in extra]]
+    return make_rule(primitive, lower, dtypes="float32", targets="tflite",
+                     name=f"tflite_{primitive}", when=_no_accuracy, cases=cases,
+                     polymorphic=True)
+
+
+_TFL_SMALL = [1e-45, -1e-45, 1e-39, -3e-39, 2.0 ** -13, -2.0 ** -13]
+_TFL_EDGES = _TFL_SMALL + [3e38, -3e38, 1e30, 1e20]
+# TFLite's Sin and Cos are wrong beyond |x| ~ 1e5 (no Payne-Hanek reduction), tan beyond
+# ~1.6e4 (Cephes reduction): not covered.
+_TRIG_EDGES = _TFL_SMALL + [1000.0, -5000.0, 8000.0]
+_OVERFLOW = [88.0, 88.3, 88.5, 88.72, 88.73, 89.0, 89.4, 89.42, -89.4, -88.72, -103.0]
+_AROUND_HALF = [0.4999, 0.5, 0.5001, -0.4999, -0.5, -0.5001, 0.9999, 1.0001, -1.0001,
+                3e-8, -3e-8, 1e-5, -1e-5]
+
+RULES += [
+    _tfl_unary("exp", _exp_f32, [("overflow", _OVERFLOW)]),
+    _tfl_unary("expm1", _expm1_f32, [("overflow", _OVERFLOW), ("near 0", _AROUND_HALF)]),
+    _tfl_unary("log", _log_f32, [("large", [2.0 ** 126, 2.0 ** 127, 1.7e38, 2.4e38])]),
+    _tfl_unary("log1p", _log1p_f32, [("near 0", _AROUND_HALF), ("large", [2.4e38, 1e10])]),
+    _tfl_unary("sqrt", _sqrt_f32, [("large", [2.0 ** 126, 2.0 ** 127, 1.7e38, 2.4e38])]),
+    _tfl_unary("rsqrt", lambda x: 1.0 / _sqrt_f32(x), [("large", [2.0 ** 127, 2.4e38])]),
+    _tfl_unary("logistic", lambda x: tf.math.sigmoid(_clip(x, -100.0, 100.0)) + _keep_nan(x),
+               [("large", [1e26, -1e26, 1e30, -1e30, 100.0, -100.0, 88.0, -88.0])]),
+    _tfl_unary("sin", lambda x: _near_zero(x, tf.math.sin(x)), edges=_TRIG_EDGES),
+    _tfl_unary("tan", _tan_f32, [("near poles", [1.5707963, -1.5707964, 4.712389, 7.8539815,
+                                                 100.0, 1000.5, 8000.0, 0.7853982])],
+               edges=_TRIG_EDGES),
+    _tfl_unary("asin", _asin_f32, [("near +-1", [0.9999999, -0.9999999, 1.0000001])]),
+    _tfl_unary("acos", _acos_f32, [("near +-1", [0.9999999, -0.9999999, 1.0000001])]),
+    _tfl_unary("sinh", _sinh_f32, [("overflow", _OVERFLOW), ("near 0", _AROUND_HALF)]),
+    _tfl_unary("cosh", _cosh_f32, [("overflow", _OVERFLOW), ("near 0", _AROUND_HALF)]),
+    _tfl_unary("asinh", _asinh_f32, [("near 0", _AROUND_HALF),
+                                     ("branches", [4096.0, 4097.0, -5000.0, 1e19, 2e19])]),
+    _tfl_unary("acosh", _acosh_f32, [("near 1", [1.0, 1.0000001, 1.2499, 1.25, 1.2501,
+                                                 0.9999999, 4096.0, 4097.0, 1e20, -5.0])]),
+    _tfl_unary("atanh", _atanh_f32, [("near 0 and +-1", _AROUND_HALF + [0.33333, 0.33334,
+                                                                       0.9999999, -0.9999999])]),
+]
