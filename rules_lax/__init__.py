@@ -9,6 +9,7 @@ FAMILIES = (
     "slicing",
     "dot",
     "linalg",
+    "linalg_tflite",
     "fft",
     "control_flow",
     "shape_poly",

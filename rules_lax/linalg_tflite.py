@@ -1,0 +1,145 @@
+"""Linear algebra for TFLite: the factorizations TFLite has no builtin for (Cholesky,
+MatrixTriangularSolve, Qr, SelfAdjointEigV2, Svd), written as loops of builtin ops.
+
+Each algorithm runs column by column in a ``tf.while_loop`` (a TFLite WHILE) over the
+full ``[..., n, n]`` matrix: a step reads one column with GatherV2, updates with a
+rank-1 product and writes back with SelectV2 on masks built from ``tf.range``
+comparisons (MatrixDiagPartV3 is not a TFLite builtin). Only float32 is claimed; the
+generic rules in ``linalg.py`` stay the TF lowering.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from jax import lax
+
+from core.rule import case, rule
+from rules_lax.linalg import _pd, _poly, _tri_args, _tri_solve_fn
+
+_F32 = "float32"
+
+
+def _col(x, j, nb):
+    """Column ``j`` (a scalar) of ``[..., m, n]`` ``x``: ``[..., m]``."""
+    return tf.gather(x, j, axis=nb + 1)
+
+
+def _e(x, axis):
+    """``tf.expand_dims``: TFLite rejects the StridedSlice of ``x[..., None]`` when the
+    rank is known but dimensions are not."""
+    return tf.expand_dims(x, axis)
+
+
+def _loop(n, body, *state, reverse=False):
+    """``for t in range(n)`` (``reversed`` with ``reverse``) as one ``tf.while_loop``;
+    ``body(j, *state) -> state``."""
+    def step(t, *s):
+        return (t + 1, *body(n - 1 - t if reverse else t, *s))
+    return tf.while_loop(lambda t, *_: t < n, step, (tf.constant(0, tf.int32), *state))[1:]
+
+
+# -- cholesky --------------------------------------------------------------------------
+
+@rule("cholesky", dtypes=_F32, targets="tflite", polymorphic=True,
+      cases=[case.custom("positive definite, batch", lax.linalg.cholesky_p.bind, _pd((2, 4, 4))),
+             case.custom("positive definite, 32x32", lax.linalg.cholesky_p.bind, _pd((32, 32))),
+             case("upper triangle is kept from the input", lax.linalg.cholesky_p.bind,
+                  [[4.0, 7.0, 9.0], [2.0, 5.0, 8.0], [1.0, 3.0, 6.0]]),
+             case("not positive definite gives NaN", lax.linalg.cholesky_p.bind,
+                  [[[1.0, 2.0], [2.0, 1.0]], [[4.0, 0.0], [2.0, 5.0]]]),
+             case("zero pivot gives NaN", lax.linalg.cholesky_p.bind, [[1.0, 0.0], [0.0, 0.0]]),
+             case("-0.0 pivot gives NaN", lax.linalg.cholesky_p.bind, [[-0.0]]),
+             case("NaN in the lower triangle propagates", lax.linalg.cholesky_p.bind,
+                  [[4.0, 1.0, 0.0], [float("nan"), 5.0, 0.0], [1.0, 1.0, 6.0]]),
+             case("NaN in the upper triangle is not read", lax.linalg.cholesky_p.bind,
+                  [[4.0, float("nan")], [1.0, 5.0]]),
+             case("inf on the diagonal", lax.linalg.cholesky_p.bind,
+                  [[float("inf"), 0.0], [1.0, 4.0]]),
+             case.custom("symbolic batch and size", lax.linalg.cholesky_p.bind, _pd((3, 4, 4)),
+                         convert_kw=_poly("(b, n, n)"))])
+def cholesky_by_columns(ctx, x, **_):
+    """Right-looking Cholesky (LAPACK's potf2 order): column j is the updated column
+    scaled by 1/sqrt(d_j), then the trailing matrix loses its outer product. Only the
+    lower triangle is read; the strict upper triangle is the input's; a pivot that is
+    not > 0 (NaN pivots propagate instead) turns the whole matrix into NaN, as JAX."""
+    shape = ctx.shape(ctx.avals_in[0])
+    n, nb = shape[-1], len(shape) - 2
+    if ctx.avals_in[0].shape[-1] == 0:
+        return x
+    idx = tf.range(n, dtype=tf.int32)
+    rows, cols = idx[:, None], idx[None, :]
+    lower = rows >= cols
+    zero = tf.zeros_like(x)
+
+    def body(j, a, ok):
+        col = _col(a, j, nb)
+        d = tf.gather(col, j, axis=nb)
+        # (d > 0) | isnan(d): the converter folds not(d <= 0) into d > 0, wrong for NaN
+        ok = tf.logical_and(ok, tf.logical_or(d > 0, tf.math.is_nan(d)))
+        s = tf.sqrt(d)
+        below = tf.where(idx > j, col * _e(1 / s, -1), tf.zeros_like(col))
+        trailing = tf.logical_and(rows > j, cols > j)
+        a = tf.where(trailing, a - _e(below, -1) * _e(below, -2), a)
+        new_col = tf.where(tf.equal(idx, j), _e(s, -1), below)
+        return tf.where(tf.equal(cols, j), _e(new_col, -1), a), ok
+
+    ok0 = tf.ones(shape[:-2], tf.bool)
+    l, ok = _loop(n, body, tf.where(lower, x, zero), ok0)
+    out = tf.where(lower, l, x)
+    return tf.where(_e(_e(ok, -1), -1), out, tf.constant(np.nan, tf.float32))
+
+
+# -- triangular_solve ------------------------------------------------------------------
+
+def _tri_edge_args(rng, dtype):
+    a = np.array([[2.0, 0.0, 0.0], [1.0, 0.0, 0.0], [-1.0, 3.0, 4.0]], dtype)
+    b = np.array([[1.0, -0.0], [2.0, 0.0], [1e-38, np.inf]], dtype)
+    return [a, b]
+
+
+@rule("triangular_solve", dtypes=_F32, targets="tflite", polymorphic=True,
+      cases=[case.custom(f"{side} lower={lo} transpose={tr} conjugate={cj}",
+                         _tri_solve_fn(left_side=side == "left", lower=lo, transpose_a=tr,
+                                       conjugate_a=cj),
+                         _tri_args((2, 4, 4), (2, 4, 3) if side == "left" else (2, 3, 4)))
+             for side in ("left", "right") for lo in (False, True) for tr in (False, True)
+             for cj in (False, True)]
+      + [case.custom("unit diagonal", _tri_solve_fn(left_side=True, lower=True,
+                                                    unit_diagonal=True),
+                     _tri_args((4, 4), (4, 2))),
+         case.custom("unit diagonal, right, upper, transposed",
+                     _tri_solve_fn(unit_diagonal=True, transpose_a=True), _tri_args((5, 5), (3, 5))),
+         case.custom("32x32", _tri_solve_fn(left_side=True, lower=True), _tri_args((32, 32), (32, 2))),
+         case.custom("zero pivot, inf and subnormal right-hand sides",
+                     _tri_solve_fn(left_side=True, lower=True), _tri_edge_args),
+         case.custom("left, symbolic batch and sizes", _tri_solve_fn(left_side=True, lower=True),
+                     _tri_args((2, 4, 4), (2, 4, 3)), convert_kw=_poly("(b, n, n)", "(b, n, k)")),
+         case.custom("right transposed, symbolic batch", _tri_solve_fn(transpose_a=True),
+                     _tri_args((2, 4, 4), (2, 3, 4)), convert_kw=_poly("(b, 4, 4)", "(b, 3, 4)"))])
+def triangular_solve_by_substitution(ctx, a, b, *, left_side, lower, transpose_a,
+                                     conjugate_a, unit_diagonal, **_):
+    """op(A) X = B or X op(A) = B by substitution, one row of X per step (LAPACK's trsm
+    order: x_j = b_j / m_jj, then the rows after j lose m_ij x_j). Only the named
+    triangle of A is read (not its diagonal when unit_diagonal); conjugation is a no-op
+    on real matrices."""
+    shape_a = ctx.shape(ctx.avals_in[0])
+    n, nb = shape_a[-1], len(shape_a) - 2
+    if ctx.avals_in[0].shape[-1] == 0:
+        return b
+    idx = tf.range(n, dtype=tf.int32)
+    m = tf.linalg.matrix_transpose(a) if transpose_a else a
+    # X op(A) = B  <=>  op(A)^T X^T = B^T; M := the matrix on the left, lower or upper
+    m_lower = lower != transpose_a
+    if not left_side:
+        m, b, m_lower = tf.linalg.matrix_transpose(m), tf.linalg.matrix_transpose(b), not m_lower
+
+    def body(j, x):
+        mcol = _col(m, j, nb)
+        bj = tf.gather(x, j, axis=nb)
+        xj = bj if unit_diagonal else bj / _e(tf.gather(mcol, j, axis=nb), -1)
+        after = (idx > j) if m_lower else (idx < j)
+        x = tf.where(after[:, None], x - _e(mcol, -1) * _e(xj, -2), x)
+        return (tf.where(tf.equal(idx, j)[:, None], _e(xj, -2), x),)
+
+    (x,) = _loop(n, body, b, reverse=not m_lower)
+    return x if left_side else tf.linalg.matrix_transpose(x)
