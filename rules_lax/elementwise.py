@@ -662,6 +662,17 @@ def _keep_nan(x):
     return 0.0 * tf.math.sign(x)
 
 
+def _nan_where(mask, like):
+    """A factor: NaN where ``mask``, else 1 (a NaN constant in a select would be an
+    operand that is not finite where it is not taken)."""
+    return 1.0 + tf.math.sqrt(-tf.cast(mask, like.dtype))
+
+
+def _is_inf(x):
+    """|x| is inf (TFLite's IsInf compares with an inf constant, which becomes FLT_MAX)."""
+    return tf.math.greater(tf.math.abs(x), _F32_MAX)
+
+
 def _negate(x):
     """-x with -0 for +0 (TFLite's Neg gives +0)."""
     return x * -1.0
@@ -774,7 +785,7 @@ def _acosh_f32(x):
     mid = _log_f32(mid_x + _sqrt_f32((mid_x - 1.0) * (mid_x + 1.0)))
     r = tf.where(tf.math.less(x, 1.25), small,
                  tf.where(tf.math.less_equal(x, 4096.0), mid, _log_f32(x) + _LN2))
-    return tf.where(tf.math.less(x, 1.0), float("nan"), r) + _keep_nan(x)
+    return r * _nan_where(tf.math.less(x, 1.0), x) + _keep_nan(x)
 
 
 def _atanh_f32(x):
@@ -851,3 +862,97 @@ RULES += [
     _tfl_unary("atanh", _atanh_f32, [("near 0 and +-1", _AROUND_HALF + [0.33333, 0.33334,
                                                                        0.9999999, -0.9999999])]),
 ]
+
+
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _daz(x):
+    """Subnormals as (signed) zeros: XLA:CPU computes with denormals-are-zero."""
+    return x * tf.cast(tf.math.greater_equal(tf.math.abs(x), _TINY) | tf.math.is_nan(x),
+                       x.dtype)
+
+
+@rule("neg", dtypes="float32", targets="tflite",
+      cases=[case("signed zeros", lax.neg, [0.0, -0.0, nan, inf, -inf, 1e-45, 2.5])],
+      polymorphic=True)
+def neg_tflite(ctx, x, **_):
+    """x * -1: TFLite's Neg gives +0 for +0."""
+    return _negate(x)
+
+
+@rule("sign", dtypes="float32", targets="tflite",
+      cases=[case("zeros keep their sign, subnormals are zeros", lax.sign,
+                  [-0.0, 0.0, nan, -inf, inf, 2.0, -3.0, 1e-45, -1e-39, 1.2e-38])],
+      polymorphic=True)
+def sign_tflite(ctx, x, **_):
+    """XLA gives -0 for -0 and treats subnormals as zeros (TFLite's Sign: +0 and +-1)."""
+    tiny = tf.math.less(tf.math.abs(x), _TINY)
+    return tf.where(tiny, _clip(x, -1.0, 1.0) * 0.0, tf.math.sign(x))
+
+
+@rule(["max", "min"], dtypes="float32", targets="tflite",
+      cases=[*[case(f"{op.__name__} with constant {k!r}", (lambda op, k: lambda x: op(x, k))(op, k),
+                    [nan, -0.0, 0.0, -inf, inf, 1.5, -3e38])
+               for op in (jnp.maximum, jnp.minimum) for k in (-inf, inf)],
+             case("NaN wins, -0 < +0", lax.max, *_NAN_GRID)], polymorphic=True)
+def minmax_tflite(ctx, x, y, **_):
+    """As the generic rule, but max(x, +inf) and min(x, -inf) make their inf at run time
+    (an inf constant becomes FLT_MAX in TFLite)."""
+    is_max = ctx.eqn.primitive.name == "max"
+    for var, c in ((y, x), (x, y)):
+        k = _scalar_constant(var)
+        if k is not None and np.isinf(k) and (k > 0) == is_max:
+            inf_ = _inf(c)
+            return (inf_ if is_max else _negate(inf_)) + _keep_nan(c)
+    return minmax_floating(ctx, x, y)
+
+
+@rule("exp2", dtypes="float32", targets="tflite", when=_no_accuracy,
+      cases=[case("special values", lax.exp2, _SPECIALS + [127.5, 127.9, 128.0, -150.0])],
+      polymorphic=True)
+def exp2_tflite(ctx, x, **_):
+    """exp(log(2) * x) as JAX lowers it, with the float32 TFLite exp."""
+    return _exp_f32(np.float32(np.log(2)) * x)
+
+
+@rule("cbrt", dtypes="float32", targets="tflite", when=_no_accuracy,
+      cases=[case.random(lax.cbrt, shapes=[(3, 4)]),
+             case("special values", lax.cbrt, [27.0, -8.0, 1e-30, -0.0, 0.0, inf, -inf, nan,
+                                               3.0e38, -3.0e38, 1e-38, 0.001, -1e-45])],
+      polymorphic=True)
+def cbrt_tflite(ctx, x, **_):
+    """|x|^(1/3) in float32, one Newton step (2r + a/r^2)/3, the sign of x put back."""
+    a = tf.math.abs(x)
+    r = tf.math.pow(a, np.float32(1 / 3))
+    done = tf.math.equal(r, 0.0) | _is_inf(r)
+    safe_r, safe_a = tf.where(done, 1.0, r), tf.where(done, 1.0, a)
+    r = tf.where(done, r, (2.0 * safe_r + safe_a / (safe_r * safe_r)) * np.float32(1 / 3))
+    return _copysign(r, x)
+
+
+@rule("atan2", dtypes="float32", targets="tflite",
+      cases=[_broadcast_pair(lax.atan2),
+             case("signed zeros, infinities, subnormals", lax.atan2,
+                  [0.0, -0.0, 0.0, -0.0, 1.0, -1.0, inf, inf, nan, 1e-39, 1.0, -1e-45],
+                  [0.0, 0.0, -0.0, -0.0, -inf, -inf, inf, -inf, 1.0, 1.0, -1e-39, -1.0])],
+      polymorphic=True)
+def atan2_tflite(ctx, x, y, **_):
+    """Operands broadcast first (TFLite's Atan2 does not broadcast). XLA:CPU takes a
+    subnormal as zero in arithmetic but not in its comparisons: atan2 of two nonzero
+    subnormals is NaN there, and a subnormal x over a zero y is +-pi/2."""
+    shape = ctx.shape(ctx.aval_out)
+    x, y = tf.broadcast_to(x, shape), tf.broadcast_to(y, shape)
+    sub_x, sub_y = (tf.math.not_equal(_daz(v), v) for v in (x, y))
+    both = tf.math.logical_and(sub_x, sub_y)
+    return tf.math.atan2(x, _daz(y)) * _nan_where(both, x)
+
+
+@rule("rem", dtypes="float32", targets="tflite",
+      cases=[case("C fmod: sign of the dividend; subnormal divisors are zeros", lax.rem,
+                  [5.5, -5.5, 5.5, -5.5, 1.0, inf, 1.0, -0.0, -4.0, -1.0, 3.0, 1e-39],
+                  [2.0, 2.0, -2.0, -2.0, 0.0, 1.0, inf, 1.0, 2.0, -inf, 1e-39, 1.0])],
+      polymorphic=True)
+def rem_tflite(ctx, x, y, **_):
+    """The generic fmod on operands with subnormals as zeros (XLA's denormals-are-zero)."""
+    return rem_floating(ctx, _daz(x), _daz(y))
