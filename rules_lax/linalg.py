@@ -320,7 +320,9 @@ def householder_product_accumulated(ctx, a, taus, **_):
     m, n = shape[-2:]
     nb, k = len(shape) - 2, ctx.shape(ctx.avals_in[1])[-1]
     rows = tf.range(m, dtype=tf.int32)
-    q = tf.broadcast_to(tf.eye(m, n, dtype=a.dtype), [*shape[:-2], m, n])
+    eye = (tf.eye(m, n, dtype=a.dtype) if ctx.target == "tf" else   # MatrixDiagV3: no TFLite op
+           tf.cast(tf.equal(rows[:, None], tf.range(n, dtype=tf.int32)[None, :]), a.dtype))
+    q = tf.broadcast_to(eye, [*shape[:-2], m, n])
     if ctx.avals_in[1].shape[-1] == 0:
         return q
 

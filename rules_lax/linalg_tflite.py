@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 from jax import lax
+from jax._src.lax import linalg as _lax_linalg  # _qr_lowering: geqrf + orgqr
 
 from core.rule import case, rule
 from rules_lax.linalg import _pd, _poly, _tri_args, _tri_solve_fn
@@ -69,7 +70,7 @@ def cholesky_by_columns(ctx, x, **_):
     idx = tf.range(n, dtype=tf.int32)
     rows, cols = idx[:, None], idx[None, :]
     lower = rows >= cols
-    zero = tf.zeros_like(x)
+    zero = tf.constant(0, tf.float32)   # a scalar: SelectV2 broadcasts it
 
     def body(j, a, ok):
         col = _col(a, j, nb)
@@ -77,7 +78,7 @@ def cholesky_by_columns(ctx, x, **_):
         # (d > 0) | isnan(d): the converter folds not(d <= 0) into d > 0, wrong for NaN
         ok = tf.logical_and(ok, tf.logical_or(d > 0, tf.math.is_nan(d)))
         s = tf.sqrt(d)
-        below = tf.where(idx > j, col * _e(1 / s, -1), tf.zeros_like(col))
+        below = tf.where(idx > j, col * _e(1 / s, -1), zero)
         trailing = tf.logical_and(rows > j, cols > j)
         a = tf.where(trailing, a - _e(below, -1) * _e(below, -2), a)
         new_col = tf.where(tf.equal(idx, j), _e(s, -1), below)
@@ -143,3 +144,27 @@ def triangular_solve_by_substitution(ctx, a, b, *, left_side, lower, transpose_a
 
     (x,) = _loop(n, body, b, reverse=not m_lower)
     return x if left_side else tf.linalg.matrix_transpose(x)
+
+
+# -- qr --------------------------------------------------------------------------------
+
+def _qr_fn(full_matrices):
+    return lambda x: lax.linalg.qr(x, full_matrices=full_matrices)
+
+
+@rule("qr", dtypes=_F32, targets="tflite", polymorphic=True,
+      when=lambda eqn: ("column pivoting (pivoting=True) is not written for TFLite"
+                        if eqn.params.get("pivoting") else None),
+      cases=[case.random(_qr_fn(False), shapes=[(2, 5, 3)], name="reduced"),
+             case.random(_qr_fn(True), shapes=[(5, 3)], name="full"),
+             case.random(_qr_fn(True), shapes=[(3, 5)], name="wide"),
+             case("zero column", _qr_fn(False), [[0.0, 1.0], [0.0, 2.0], [0.0, 3.0]]),
+             # the reduced and wide forms slice R with a gather over the symbolic batch,
+             # which rules_lax.indexing lowers with an int64 axis (TFLite refuses it)
+             case.random(_qr_fn(True), shapes=[(2, 5, 3)], name="full, symbolic batch",
+                         convert_kw=_poly("(b, 5, 3)"))])
+def qr_by_geqrf(ctx, x, *, full_matrices, pivoting=False, **_):
+    """JAX's own CPU decomposition: LAPACK's geqrf then orgqr (householder_product),
+    whose rules are Householder loops of builtin ops."""
+    return ctx.lower_fun(_lax_linalg._qr_lowering, x, full_matrices=full_matrices,
+                         pivoting=False, use_magma=False)
