@@ -125,6 +125,21 @@ class _Converted:
         outs = self._run(entry, tensors, in_tree)
         return jax.tree_util.tree_unflatten(entry.out_tree, outs)
 
+    def trace(self, *args, **kwargs):
+        """Trace and pre-flight the program for these inputs (arrays, tensors or
+        ``jax.ShapeDtypeStruct``s) without running it; returns the ClosedJaxpr. Raises
+        NoRuleError / TargetError as a call would."""
+        import jax
+        leaves, in_tree = jax.tree_util.tree_flatten((args, kwargs))
+        avals = [jax.ShapeDtypeStruct(tuple(np.shape(x) if not hasattr(x, "shape") else x.shape),
+                                      _dtypes.canonical(getattr(x.dtype, "as_numpy_dtype",
+                                                                x.dtype)))
+                 for x in leaves]
+        if self.polymorphic_shapes is not None:
+            avals = symbolic_avals(args, kwargs, self.polymorphic_shapes, avals)
+            avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
+        return self._trace(in_tree, avals).closed
+
     def _trace(self, in_tree, avals):
         import jax
         out_tree_box = []

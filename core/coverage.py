@@ -83,6 +83,38 @@ def coverage(registry: Registry | None = None) -> list[dict]:
     return rows
 
 
+def target_coverage(target: str, registry: Registry | None = None) -> list[dict]:
+    """One row per primitive for an export target: the dtypes its rules lower there (as
+    measured by ``python -m core.probe``: every op of the rule's cases accepted), and for
+    each other dtype the op the target refuses."""
+    from core.targets import get
+    tgt = get(target)
+    reg = registry or default_registry()
+    rows = []
+    for row in coverage(reg):
+        name = row["primitive"]
+        ok, refused, unknown = [], {}, []
+        for dt in row["dtypes"]:
+            rules = [r for r in reg.ranked(name, target) if dt in r.dtypes
+                     and (r.targets is None or target in r.targets)]
+            verdicts = [(r, tgt.verdict(r.id, dt)) for r in rules]
+            good = [r for r, v in verdicts if v == "ok"]
+            if good:
+                ok.append(dt)
+                row.setdefault("target_rules", {})[dt] = good[0].id
+            elif any(v is None for _, v in verdicts) or not verdicts:
+                unknown.append(dt)
+            else:
+                refused[dt] = next(v for _, v in verdicts if v)
+        status = row["status"]
+        if status in ("covered", "partial", "overridden", "shadowed"):
+            status = ("covered" if not refused and not unknown else
+                      "partial" if ok else "refused" if refused else "unmeasured")
+        rows.append(dict(row, status=status, dtypes=ok, refused=refused, unmeasured=unknown,
+                         target=target))
+    return rows
+
+
 def compact_dtypes(dts: Sequence[str]) -> str:
     s = set(dts)
     for group in ("all", "numeric", "inexact", "integer", "floating", "signed", "unsigned",
@@ -143,30 +175,42 @@ def _parse_argspec(spec: str):
     return jax.ShapeDtypeStruct(dims, np.dtype(dtype))
 
 
-def check(target: str, argspecs: Sequence[str], device="cpu", allow_xla=False,
-          registry: Registry | None = None) -> tuple[list[str], list]:
+def check(function: str, argspecs: Sequence[str], device="cpu", allow_xla=False,
+          registry: Registry | None = None, target: str = "tf") -> tuple[list[str], list, str]:
     """The whole-program pre-flight report of ``MODULE:FUNCTION`` on the given inputs:
-    the primitives it needs (with counts), and the gaps."""
+    the primitives it needs with the rule selected for each (and counts), the gaps, and
+    for an export target the TargetError text of the ops its runtime refuses ("" if none)."""
     import jax
+    from core.errors import NoRuleError, TargetError
     from core.registry import all_eqns
-    mod_name, _, fn_name = target.partition(":")
+    mod_name, _, fn_name = function.partition(":")
     if not fn_name:
-        raise SystemExit(f"check expects MODULE:FUNCTION, got {target!r}")
+        raise SystemExit(f"check expects MODULE:FUNCTION, got {function!r}")
     fn = importlib.import_module(mod_name)
     for part in fn_name.split("."):
         fn = getattr(fn, part)
     reg = registry or default_registry()
-    closed = jax.make_jaxpr(fn)(*[_parse_argspec(a) for a in argspecs])
-    counts: dict[str, int] = {}
+    specs = [_parse_argspec(a) for a in argspecs]
+    closed = jax.make_jaxpr(fn)(*specs)
+    counts: dict[tuple[str, str], int] = {}
     for eqn in all_eqns(closed):
-        counts[eqn.primitive.name] = counts.get(eqn.primitive.name, 0) + 1
-    lines = [f"{name:28} x{n:<5} {_chosen(reg, name)}" for name, n in sorted(counts.items())]
-    return lines, reg.check(closed, device, allow_xla)
-
-
-def _chosen(reg: Registry, name: str) -> str:
-    rules = reg.rules(name)
-    return rules[0].id if rules else "(no rule)"
+        try:
+            rid = reg.select(eqn, device, allow_xla, target=target).id
+        except NoRuleError:
+            rid = "(no usable rule)"
+        key = (eqn.primitive.name, rid)
+        counts[key] = counts.get(key, 0) + 1
+    lines = [f"{name:28} x{n:<5} {rid}" for (name, rid), n in sorted(counts.items())]
+    gaps = reg.check(closed, device, allow_xla, target=target)
+    refused = ""
+    if not gaps and target != "tf":
+        from core.converter import convert
+        try:
+            convert(fn, device=device, allow_xla=allow_xla, registry=reg,
+                    target=target).trace(*specs)
+        except TargetError as exc:
+            refused = str(exc)
+    return lines, gaps, refused
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ls.add_argument("--dtype", help="only primitives with a rule that applies to this dtype")
     ls.add_argument("--device", help="only primitives with a rule that runs on this device")
     ls.add_argument("--allow-xla", action="store_true")
+    ls.add_argument("--target", default="tf", help="export target: tf (default) or tflite; "
+                    "shows the dtypes each primitive lowers to for that target's runtime")
     fmt = ls.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="a JSON array of objects")
     fmt.add_argument("--markdown", action="store_true", help="a Markdown table")
@@ -188,15 +234,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     ex.add_argument("--dtype", action="append", help="operand dtype(s); default float32")
     ex.add_argument("--device", default="cpu")
     ex.add_argument("--allow-xla", action="store_true")
+    ex.add_argument("--target", default="tf", help="export target: tf (default) or tflite")
     sub.add_parser("plugins", help="rule packages: source, distribution, rule count, errors")
     ck = sub.add_parser("check", help="pre-flight report for a function on example inputs")
-    ck.add_argument("target", help="MODULE:FUNCTION")
+    ck.add_argument("function", help="MODULE:FUNCTION")
     ck.add_argument("args", nargs="*", help="input specs such as f32[8,784] i32[]")
     ck.add_argument("--device", default="cpu")
     ck.add_argument("--allow-xla", action="store_true")
+    ck.add_argument("--target", default="tf", help="export target: tf (default) or tflite")
     args = p.parse_args(argv)
     reg = default_registry()
 
+    if args.cmd == "list" and args.target != "tf":
+        rows = _filter(target_coverage(args.target, reg), args, reg)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
+        print(f"{'primitive':30} {'status':10} {'lowers for ' + args.target:28} refused dtypes "
+              "(the op the runtime refuses)")
+        for r in rows:
+            ref = "; ".join(f"{d}: {op}" for d, op in list(r["refused"].items())[:3])
+            more = len(r["refused"]) - 3
+            print(f"{r['primitive']:30} {r['status']:10} {compact_dtypes(r['dtypes']) or '-':28} "
+                  f"{ref}{f' (+{more} more)' if more > 0 else ''}"
+                  + (f" unmeasured: {','.join(r['unmeasured'])}" if r["unmeasured"] else ""))
+        print(f"\n{summary(rows)} (target {args.target}; measured by python -m core.probe "
+              f"{args.target})")
+        return 0
     if args.cmd == "list":
         rows = _filter(coverage(reg), args, reg)
         if args.json:
@@ -213,7 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.cmd == "explain":
         dts = args.dtype or ["float32"]
-        cands = reg.candidates(args.primitive, dts, args.device, args.allow_xla)
+        cands = reg.candidates(args.primitive, dts, args.device, args.allow_xla,
+                               target=args.target)
         if not cands:
             print(f"no rule lowers {args.primitive!r}"
                   + ("; `python -m core.registry plugins` shows packages that failed to load"
@@ -221,11 +286,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         chosen = next((c for c in cands if c.reason is None), None)
         print(f"{args.primitive} on {', '.join(dts)}, device {args.device}, "
-              f"allow_xla={args.allow_xla}; candidates best first:")
+              f"allow_xla={args.allow_xla}, target {args.target}; candidates best first:")
+        from core.targets import get as _target
+        tgt = _target(args.target)
         for c in cands:
             mark = "TAKEN   " if c is chosen else "rejected" if c.reason else "shadowed"
             why = c.reason or ("applies and ranks highest" if c is chosen else
                                "applies, but a higher-ranked rule is taken")
+            if c.reason is None and args.target != "tf":
+                verdicts = {tgt.verdict(c.rule.id, d) for d in dts}
+                why += ("; its cases' ops are all accepted by " + args.target
+                        if verdicts == {"ok"} else
+                        "; not measured for " + args.target if None in verdicts else
+                        f"; but {args.target} refuses "
+                        + ", ".join(sorted(v for v in verdicts if v != "ok")))
             print(f"  {mark} {c.rule.id} ({c.rule.package}) priority {c.rule.priority} "
                   f"dtypes {{{', '.join(c.rule.dtype_spec)}}}: {why}")
         return 0 if chosen else 1
@@ -236,14 +310,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + (f"  FAILED: {rec.error}" if rec.error else ""))
         return 0
     if args.cmd == "check":
-        lines, gaps = check(args.target, args.args, args.device, args.allow_xla, reg)
-        print(f"{args.target} uses {len(lines)} primitives:")
+        lines, gaps, refused = check(args.function, args.args, args.device, args.allow_xla,
+                                     reg, target=args.target)
+        print(f"{args.function} uses {len(lines)} primitives:")
         print("\n".join("  " + ln for ln in lines))
         if gaps:
             from core.registry import format_gaps
-            print("\n" + format_gaps(gaps, args.device, args.allow_xla, args.target,
-                                     reg.plugins))
+            print("\n" + format_gaps(gaps, args.device, args.allow_xla, args.function,
+                                     reg.plugins, target=args.target))
             return 1
-        print("\nevery equation has a rule: the program converts")
+        if refused:
+            print("\n" + refused)
+            return 1
+        print("\nevery equation has a rule: the program converts"
+              + (f" for target {args.target}" if args.target != "tf" else ""))
         return 0
     return 2

@@ -18,14 +18,19 @@ import numpy as np
 def tflite_model(fn: Callable, input_signature: Sequence[Any], *,
                  optimizations: Sequence[Any] = ()) -> bytes:
     """A TFLite flatbuffer of ``fn`` (a converted function, or any TF function) traced on
-    ``input_signature`` (``tf.TensorSpec``s). bfloat16 inputs are not allowed by TFLite:
-    take them as float32 and cast inside (exact for every bfloat16 value)."""
+    ``input_signature`` (``tf.TensorSpec``s). TFLite models cannot take bfloat16 inputs:
+    a bfloat16 input becomes a float32 input of the model, cast to bfloat16 inside (exact
+    for every bfloat16 value; feed ``x.astype(np.float32)``)."""
     import tensorflow as tf
     specs = list(input_signature)
-    bad = [i for i, s in enumerate(specs) if s.dtype == tf.bfloat16]
-    if bad:
-        raise ValueError(f"TFLite models cannot take bfloat16 inputs (inputs {bad}); take "
-                         "float32 and cast to bfloat16 inside the function")
+    if any(s.dtype == tf.bfloat16 for s in specs):
+        inner = fn
+
+        def fn(*xs):
+            return inner(*[tf.cast(x, s.dtype) if s.dtype != x.dtype else x
+                           for x, s in zip(xs, specs)])
+        specs = [tf.TensorSpec(s.shape, tf.float32) if s.dtype == tf.bfloat16 else s
+                 for s in specs]
     concrete = fn.get_concrete_function(*specs) if hasattr(fn, "get_concrete_function") \
         else tf.function(fn, autograph=False).get_concrete_function(*specs)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete], concrete)

@@ -40,14 +40,23 @@ class Target:
     way_out: str = ""                 # what a user can do when an op is refused
 
     @functools.cached_property
+    def _data(self) -> dict:
+        with open(os.path.join(_TABLE_DIR, self.table)) as f:
+            return json.load(f)
+
+    @functools.cached_property
     def accepted(self) -> dict[str, frozenset[str]] | None:
         """op type -> accepted dtype signatures (see :func:`op_signature`), or None."""
         if self.table is None:
             return None
-        path = os.path.join(_TABLE_DIR, self.table)
-        with open(path) as f:
-            data = json.load(f)
-        return {op: frozenset(sigs) for op, sigs in data["accepted"].items()}
+        return {op: frozenset(sigs) for op, sigs in self._data["accepted"].items()}
+
+    def verdict(self, rule_id: str, dtype: str) -> str | None:
+        """What the probe measured for a rule's cases on ``dtype``: "ok", the first op
+        the target refuses, or None (not measured, e.g. a plugin added since)."""
+        if self.table is None:
+            return "ok"
+        return self._data.get("rules", {}).get(rule_id, {}).get(dtype)
 
     def refuses(self, op) -> str | None:
         """Why this target's runtime refuses the TF operation ``op``, or None."""
@@ -132,16 +141,22 @@ class OpChecker:
 
 
 def new_operations(g, n0: int) -> list:
-    """The operations created in graph ``g`` after it had ``n0`` of them."""
+    """The operations created in graph ``g`` after it had ``n0`` of them (a graph hands
+    out op ids in order, one per op, from its first op's id)."""
     n1 = g.num_operations()
     if n1 <= n0:
         return []
-    ops = g._nodes_by_id               # ids are handed out in order, one per op
     try:
-        base = next(iter(ops.keys()))
+        ops = g._nodes_by_id
+        base = _first_id.get(id(g))
+        if base is None or base not in ops:
+            base = _first_id[id(g)] = min(ops.keys())
         return [ops[i] for i in range(base + n0, base + n1)]
     except Exception:                  # pragma: no cover - a TF without that layout
         return g.get_operations()[n0:]
+
+
+_first_id: dict[int, int] = {}
 
 
 def format_refusals(refusals: list[Refusal], target: Target, what: str) -> str:

@@ -148,20 +148,14 @@ def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None 
 
 
 def _run_in_tflite(f_tf, concrete, args) -> list:
-    """Export ``f_tf`` (traced as ``concrete``) to TFLite and run it on ``args``. bfloat16
-    inputs, which TFLite models cannot take, are fed as float32 and cast inside."""
+    """Export ``f_tf`` (traced as ``concrete``) to TFLite and run it on ``args`` in the
+    LiteRT interpreter (bfloat16 inputs are fed as float32, see core.export)."""
     import tensorflow as tf
     from core.export import run_tflite, tflite_model
     specs = [tf.TensorSpec(t.shape, t.dtype) for t in concrete.inputs]
-    fed = [tf.TensorSpec(s.shape, tf.float32) if s.dtype == tf.bfloat16 else s for s in specs]
-
-    def exported(*xs):
-        return f_tf(*[tf.cast(x, s.dtype) if s.dtype != x.dtype else x
-                      for x, s in zip(xs, specs)])
-    model = tflite_model(tf.function(exported, autograph=False), fed)
-    feed = [np.asarray(a, np.float32) if s.dtype == tf.bfloat16 else np.asarray(a)
-            for a, s in zip(args, specs)]
-    outs = run_tflite(model, feed)
+    outs = run_tflite(tflite_model(f_tf, specs), [
+        np.asarray(a, np.float32) if s.dtype == tf.bfloat16 else np.asarray(a)
+        for a, s in zip(args, specs)])
     want_dtypes = [t.dtype.as_numpy_dtype for t in concrete.outputs]
     return [np.asarray(o).astype(d) if o.dtype != d else o for o, d in zip(outs, want_dtypes)]
 

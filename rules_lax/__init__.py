@@ -18,6 +18,7 @@ FAMILIES = (
     "sorting",
     "comparison",
     "conversion",
+    "narrow",
 )
 
 

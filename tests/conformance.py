@@ -3,9 +3,14 @@
     python tests/conformance.py                      # every group (takes a while)
     python tests/conformance.py --group add --group cumsum -v   # some groups, show failures
     JAX_ENABLE_X64=1 python tests/conformance.py     # the same with 64-bit JAX
+    python tests/conformance.py --target tflite --per-group 3   # through the LiteRT interpreter
 
 A case passes when ``convert(f)`` under ``tf.function`` gives ``jax.jit(f)``'s numbers
-within the per-dtype tolerances of ``core.testing`` and its graph has no Xla* op.
+within the per-dtype tolerances of ``core.testing`` and its graph has no Xla* op. With
+``--target tflite`` the case is converted with ``target="tflite"``, exported with the
+TFLite converter (builtin ops only) and run in the LiteRT interpreter; "refused" then
+counts cases the pre-flight refused with a TargetError/NoRuleError (clear, never wrong),
+"export" cases the pre-flight let through but the converter or interpreter rejected.
 """
 from __future__ import annotations
 
@@ -24,6 +29,17 @@ def in_sample(name: str, every: int) -> bool:
     """A deterministic 1-in-``every`` sample by case name (stable across processes)."""
     import zlib
     return every <= 1 or zlib.crc32(name.encode()) % every == 0
+
+
+def per_group_sample(harnesses, n: int):
+    """The first ``n`` cases of each group, by full name: a fixed sample."""
+    seen: dict[str, int] = {}
+    out = []
+    for h in sorted(harnesses, key=lambda h: h.fullname):
+        if seen.get(h.group_name, 0) < n:
+            seen[h.group_name] = seen.get(h.group_name, 0) + 1
+            out.append(h)
+    return out
 
 
 def cpu_harnesses(groups=None, pattern=None):
@@ -47,6 +63,12 @@ def main(argv=None) -> int:
     p.add_argument("-v", action="store_true", help="print each failing case and why")
     p.add_argument("--limit", type=int, default=0, help="at most N cases per group")
     p.add_argument("--sample", type=int, default=1, help="every N-th case of each group")
+    p.add_argument("--per-group", type=int, default=0,
+                   help="the first N cases of each group by name (the fixed sample of the "
+                        "issue reports: --per-group 3)")
+    p.add_argument("--target", default="tf", choices=["tf", "tflite"],
+                   help="export target; tflite runs each case in the LiteRT interpreter")
+    p.add_argument("--dtype", help="only cases whose name mentions this dtype (e.g. float32)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 on any wrong number, Xla op, or failure not listed as known")
     args = p.parse_args(argv)
@@ -54,6 +76,10 @@ def main(argv=None) -> int:
     from core.testing import run_harness
     from tests.known_failures import expected_failure
     hs = cpu_harnesses(set(args.group) if args.group else None, args.pattern)
+    if args.per_group:
+        hs = per_group_sample(hs, args.per_group)
+    if args.dtype:
+        hs = [h for h in hs if args.dtype in h.fullname]
     per_group: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     t0 = time.time()
     seen: collections.Counter = collections.Counter()
@@ -64,26 +90,30 @@ def main(argv=None) -> int:
         if args.limit and seen[h.group_name] >= args.limit:
             continue
         seen[h.group_name] += 1
-        out = run_harness(h)
-        xf = expected_failure(h)
+        out = run_harness(h, target=args.target)
+        xf = expected_failure(h, args.target)
         status = out.status if not (xf and not out.ok) else "xfail"
+        status = {"no_rule": "refused", "unsupported": "refused"}.get(status, status) \
+            if args.target != "tf" else status
         per_group[h.group_name][status] += 1
-        if status not in ("pass", "xfail"):
+        if status not in ("pass", "xfail", "refused"):
             unexpected.append(f"{status}: {h.fullname}: {out.detail[:300]}")
         if args.v and not out.ok:
             print(f"{status.upper():10} {h.fullname}: {out.detail[:600]}"
                   + (f"  [known: {xf}]" if xf else ""), flush=True)
     total: collections.Counter = collections.Counter()
-    print(f"\n{'group':28} {'cases':>6} {'pass':>6} {'xfail':>6} {'wrong':>6} {'other':>6}  rate")
+    print(f"\n{'group':28} {'cases':>6} {'pass':>6} {'xfail':>6} {'wrong':>6} "
+          f"{'refused':>7} {'other':>6}  rate")
     for g in sorted(per_group):
         c = per_group[g]
         total.update(c)
         n = sum(c.values())
-        other = n - c["pass"] - c["xfail"] - c["mismatch"]
-        print(f"{g:28} {n:6} {c['pass']:6} {c['xfail']:6} {c['mismatch']:6} {other:6}  "
-              f"{100 * c['pass'] / n:5.1f}%")
+        other = n - c["pass"] - c["xfail"] - c["mismatch"] - c["refused"]
+        print(f"{g:28} {n:6} {c['pass']:6} {c['xfail']:6} {c['mismatch']:6} {c['refused']:7} "
+              f"{other:6}  {100 * c['pass'] / n:5.1f}%")
     n = sum(total.values())
-    print(f"\nTOTAL x64={jax.config.jax_enable_x64}: {n} cases, {total['pass']} pass "
+    print(f"\nTOTAL target={args.target} x64={jax.config.jax_enable_x64}: {n} cases, "
+          f"{total['pass']} pass "
           f"({100 * total['pass'] / max(n, 1):.1f}%), {total['mismatch']} wrong numbers, "
           f"{total['xla']} with Xla ops, {total['xfail']} known failures, breakdown "
           f"{dict(total)}; {time.time() - t0:.0f}s")

@@ -1,0 +1,318 @@
+"""Read an export target's accepted ops from its runtime: ``python -m core.probe tflite``.
+
+Every rule case of the installed rule packages (each dtype its rule claims) and a sample of
+JAX's harness cases are lowered for the target without the pre-flight, and every TF op they
+emit is recorded by type and operand/result dtypes (:func:`core.targets.op_signature`).
+Each distinct one is then tried alone: one node, its inputs as placeholders (constants
+copied), through the target's converter and run in its interpreter on ones. Ops that carry
+functions (While, If) are taken from whole programs that convert and run. What passes is
+written to ``core/target_ops/<target>.json``; everything else is refused by the pre-flight.
+Interpreter runs happen in a child process, so an op that crashes the runtime is refused,
+not fatal.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+_FUNCTION_ATTRS = ("body", "cond", "then_branch", "else_branch", "branches", "f")
+
+
+class Recorder:
+    """An OpChecker stand-in that records every op emitted, by (type, signature)."""
+
+    def __init__(self):
+        self.ops: dict[tuple[str, str], object] = {}
+
+    def start(self):
+        import tensorflow as tf
+        g = tf.compat.v1.get_default_graph()
+        return g, g.num_operations()
+
+    def finish(self, mark, eqn, rule_id):
+        from core.targets import new_operations, op_signature
+        g, n0 = mark
+        for op in new_operations(g, n0):
+            self.ops.setdefault((op.type, op_signature(op)), op)
+
+
+def _lower(fn, args, registry, target, prefer=None, polymorphic=None):
+    """Lower ``fn`` on ``args`` for ``target`` into a scratch graph; returns the recorder."""
+    import jax
+    import tensorflow as tf
+    from tensorflow.python.framework import func_graph
+    from core import dtypes as _dtypes
+    from core.interpreter import ConversionContext, lower_jaxpr
+    closed = jax.make_jaxpr(fn)(*args)
+    rec = Recorder()
+    conv = ConversionContext(registry, target=target, prefer=prefer, checker=rec)
+    g = func_graph.FuncGraph("probe")
+    with g.as_default():
+        xs = [tf.compat.v1.placeholder(_dtypes.to_tf(a.dtype), _dtypes.physical_shape(a))
+              for a in closed.in_avals]
+        lower_jaxpr(conv, closed, xs)
+    return rec
+
+
+def corpus(registry, harness_sample: int):
+    """(rule, dtype, fn, make_args, prefer, x64) for every rule case x dtype, then harness
+    cases (rule None, their name for dtype)."""
+    import jax
+    from core.testing import _np_dtype
+    for r in registry.rules():
+        for c in r.cases:
+            if c.convert_kw:
+                continue
+            for dt in r.concrete_dtypes():
+                if not c.applies_to(dt):
+                    continue
+                yield (r, dt, c.fn,
+                       lambda c=c, dt=dt: c.make_args(np.random.default_rng(0),
+                                                      np.dtype(_np_dtype(dt))),
+                       {r.primitive: r.id}, dt in ("int64", "uint64", "float64", "complex128"))
+    if harness_sample:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from tests.conformance import cpu_harnesses
+        seen: dict[str, int] = {}
+        for h in sorted(cpu_harnesses(), key=lambda h: h.fullname):
+            if seen.get(h.group_name, 0) >= harness_sample:
+                continue
+            seen[h.group_name] = seen.get(h.group_name, 0) + 1
+            yield (None, h.fullname, h.dyn_fun,
+                   lambda h=h: h.dyn_args_maker(np.random.RandomState(0)), None, False)
+
+
+def single_node_graph(op):
+    """A GraphDef holding ``op`` alone (inputs: placeholders, or copies of constants)."""
+    import tensorflow as tf
+    g = tf.Graph()
+    feeds = []
+    with g.as_default():
+        inputs = []
+        for t in op.inputs:
+            if t.op.type == "Const":
+                inputs.append(tf.constant(tf.make_ndarray(t.op.get_attr("value")), t.dtype))
+            else:       # a bfloat16 input is fed as float32 (TFLite models take no bf16)
+                shape = t.shape if t.shape.rank is not None else None
+                ph = tf.compat.v1.placeholder(
+                    tf.float32 if t.dtype == tf.bfloat16 else t.dtype, shape)
+                inputs.append(tf.cast(ph, t.dtype) if t.dtype == tf.bfloat16 else ph)
+                feeds.append(ph)
+        attrs = {k: v for k, v in op.node_def.attr.items()}
+        node = g.create_op(op.type, inputs, [o.dtype for o in op.outputs], attrs=attrs,
+                           name="probe")
+    return g, feeds, list(node.outputs)
+
+
+def convert_graph(g, ins, outs) -> bytes:
+    import tensorflow as tf
+    with tf.compat.v1.Session(graph=g) as sess:
+        conv = tf.compat.v1.lite.TFLiteConverter.from_session(sess, ins, outs)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        return conv.convert()
+
+
+def _worker(paths_file: str, out_file: str) -> None:
+    """Run each model in ``paths_file`` on ones; append "ok"/error lines to ``out_file``."""
+    from core.export import interpreter
+    with open(paths_file) as f:
+        paths = f.read().split("\n")
+    done = 0
+    if os.path.exists(out_file):
+        with open(out_file) as f:
+            done = sum(1 for _ in f)
+    with open(out_file, "a") as out:
+        for path in paths[done:]:
+            try:
+                with open(path, "rb") as f:
+                    it = interpreter(f.read())
+                for d in it.get_input_details():
+                    shape = [max(int(s), 1) for s in d["shape_signature"]]
+                    it.resize_tensor_input(d["index"], shape)
+                it.allocate_tensors()
+                for d in it.get_input_details():
+                    it.set_tensor(d["index"], np.ones(d["shape"], d["dtype"]))
+                it.invoke()
+                out.write("ok\n")
+            except Exception as exc:
+                out.write("error " + str(exc).replace("\n", " ")[:200] + "\n")
+            out.flush()
+
+
+def run_models(models: list[bytes]) -> list[str]:
+    """Run each model in a child process (restarted after a crash): "ok", "error ...",
+    or "crash"."""
+    tmp = tempfile.mkdtemp(prefix="jaxtf_probe_")
+    paths = []
+    for i, m in enumerate(models):
+        p = os.path.join(tmp, f"{i}.tflite")
+        with open(p, "wb") as f:
+            f.write(m)
+        paths.append(p)
+    plist, out = os.path.join(tmp, "models.txt"), os.path.join(tmp, "results.txt")
+    with open(plist, "w") as f:
+        f.write("\n".join(paths))
+    while True:
+        proc = subprocess.run([sys.executable, "-c",
+                               f"from core.probe import _worker; _worker({plist!r}, {out!r})"],
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with open(out) as f:
+            n = sum(1 for _ in f)
+        if n >= len(paths):
+            break
+        if proc.returncode != 0:          # the model at position n crashed the runtime
+            with open(out, "a") as f:
+                f.write(f"crash (exit {proc.returncode})\n")
+    with open(out) as f:
+        return f.read().split("\n")[:len(paths)]
+
+
+def probe(target: str, harness_sample: int = 3, verbose: bool = False,
+          limit: int = 0) -> dict:
+    import jax
+    import tensorflow as tf
+    from core.converter import convert
+    from core.export import tflite_model
+    from core.registry import build_registry
+    if target != "tflite":
+        raise SystemExit(f"no probe for target {target!r}; known: tflite")
+    os.environ["JAXTF_NO_PREFLIGHT"] = "1"
+    registry = build_registry(strict=True, entry_points=False)
+    t0 = time.time()
+    ops: dict[tuple[str, str], object] = {}
+    programs = []        # (keys, fn, args) of programs holding ops that carry functions
+    cases = []           # (rule, dtype, keys) of every rule case lowered
+    n = 0
+    for rule, dt, fn, make_args, prefer, x64 in corpus(registry, harness_sample):
+        label = f"{rule.id}:{dt}" if rule else dt
+        n += 1
+        if limit and n > limit:
+            break
+        try:
+            with jax.enable_x64(x64):
+                args = make_args()
+                rec = _lower(fn, args, registry, target, prefer)
+        except Exception as exc:
+            if verbose:
+                print(f"skip {label}: {type(exc).__name__}: {str(exc)[:120]}")
+            continue
+        for k, op in rec.ops.items():
+            ops.setdefault(k, op)
+        if rule is not None:
+            cases.append((rule, dt, set(rec.ops)))
+        if any(_has_function(op) for op in rec.ops.values()) and not x64:
+            programs.append((set(rec.ops), fn, args, prefer))
+    print(f"{n} programs lowered, {len(ops)} distinct ops ({time.time() - t0:.0f}s)",
+          flush=True)
+    accepted: dict[str, set[str]] = {}
+    refused: dict[str, str] = {}
+    singles, models = [], []
+    for (typ, sig), op in sorted(ops.items()):
+        if _has_function(op):
+            continue
+        try:
+            models.append(convert_graph(*single_node_graph(op)))
+            singles.append((typ, sig))
+        except Exception as exc:
+            refused[f"{typ}({sig})"] = _short(exc)
+    for (typ, sig), res in zip(singles, run_models(models)):
+        if res == "ok":
+            accepted.setdefault(typ, set()).add(sig)
+        else:
+            refused[f"{typ}({sig})"] = "interpreter: " + res
+    print(f"single ops: {sum(map(len, accepted.values()))} accepted, {len(refused)} refused "
+          f"({time.time() - t0:.0f}s)", flush=True)
+    # ops that carry functions: from whole programs that convert and run
+    pending = {k for k, op in ops.items() if _has_function(op)}
+    whole = []
+    for keys, fn, args, prefer in programs:
+        if not keys & pending:
+            continue
+        try:
+            f_tf = tf.function(convert(fn, target=target, registry=registry, prefer=prefer),
+                               autograph=False)
+            specs = [tf.TensorSpec(np.shape(a), tf.as_dtype(np.asarray(a).dtype))
+                     for a in args]
+            whole.append((keys, tflite_model(f_tf, specs)))
+        except Exception as exc:
+            if verbose:
+                print("whole program refused:", _short(exc))
+    for (keys, _), res in zip(whole, run_models([m for _, m in whole])):
+        if res == "ok":
+            for typ, sig in keys & pending:
+                accepted.setdefault(typ, set()).add(sig)
+    for typ, sig in sorted(pending):
+        if sig not in accepted.get(typ, ()):
+            refused[f"{typ}({sig})"] = "no whole program holding it converted and ran"
+    print(f"done: {sum(map(len, accepted.values()))} accepted, {len(refused)} refused "
+          f"({time.time() - t0:.0f}s)")
+    from core.export import interpreter_name
+    return {"target": target, "tensorflow": tf.__version__, "runtime": interpreter_name(),
+            "how": "python -m core.probe " + target,
+            "accepted": {k: sorted(v) for k, v in sorted(accepted.items())},
+            "refused": dict(sorted(refused.items())),
+            "rules": rule_verdicts(cases, accepted)}
+
+
+def rule_verdicts(cases, accepted) -> dict:
+    """rule id -> dtype -> "ok", or the first op its cases emit that the target refuses:
+    what ``python -m core.registry list --target`` shows without lowering anything."""
+    from core.targets import _PLUMBING
+    out: dict[str, dict[str, str]] = {}
+    for rule, dt, keys in cases:
+        bad = sorted(f"{t}({s})" for t, s in keys
+                     if t not in _PLUMBING and s not in accepted.get(t, ()))
+        verdict = out.setdefault(rule.id, {})
+        if verdict.get(dt, "ok") == "ok":
+            verdict[dt] = bad[0] if bad else "ok"
+    return {k: dict(sorted(v.items())) for k, v in sorted(out.items())}
+
+
+def _has_function(op) -> bool:
+    return any(a in op.node_def.attr and op.node_def.attr[a].WhichOneof("value") in
+               ("func", "list") and (op.node_def.attr[a].func.name or
+                                     op.node_def.attr[a].list.func)
+               for a in _FUNCTION_ATTRS)
+
+
+def _short(exc) -> str:
+    msg = str(exc)
+    for line in msg.splitlines():
+        if "error:" in line:
+            return line.split("error:", 1)[1].strip()[:200]
+    return (type(exc).__name__ + ": " + msg.replace("\n", " "))[:200]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.probe", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("target", choices=["tflite"])
+    p.add_argument("--harness-sample", type=int, default=3,
+                   help="JAX harness cases per group added to the rule cases (default 3)")
+    p.add_argument("--limit", type=int, default=0, help="at most N programs (for a try)")
+    p.add_argument("--out", help="default: core/target_ops/<target>.json")
+    p.add_argument("-v", action="store_true")
+    args = p.parse_args(argv)
+    table = probe(args.target, args.harness_sample, args.v, args.limit)
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "target_ops",
+                                   f"{args.target}.json")
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(table, f, indent=1)
+        f.write("\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Narrow dtypes on targets whose runtime has no arithmetic for them.
+
+TFLite's builtin ops take float16, bfloat16, int8, int16, uint8 and uint16 tensors only in
+a few places (Cast, constants, model inputs and outputs): an ``add`` on bfloat16, a
+``transpose`` of float16 or a compare of uint16 is refused. For target ``"tflite"`` the
+primitives below are lowered in the wide type: operands are cast up (exact), the same
+primitive is lowered again on float32/int32 (reaching that type's own rule, generic or
+written for the target), and the results are cast back to JAX's dtype.
+
+Why that gives JAX's numbers:
+- float16/bfloat16 values are exact in float32, and XLA's CPU backend itself computes
+  half-precision elementwise math in float32 and rounds each result back. The rounding is
+  done here in int32 arithmetic on the float32 bits (:func:`round_to_narrow`, nearest
+  even, overflow to inf, float16 subnormals), not by a Cast: the TFLite converter folds
+  a float32 -> float16/bfloat16 -> float32 Cast pair into nothing, which silently keeps
+  the excess precision (measured: ``x * 1.01`` twice in float16 gave 1020 where JAX gives
+  1019.5). For basic operations float32 has more than 2p+2 bits, so the double rounding
+  is exact.
+- int8/int16/uint8/uint16 values are exact in int32 (sign- or zero-extended); TFLite's
+  Cast back keeps the low bits, so add/sub/mul/neg wrap as XLA's do, and div/rem/min/max/
+  compare/bitwise are unchanged by the extension.
+- Reductions, cumulative sums, dot products and convolutions accumulate in float32 and
+  round once, where XLA rounds at each step in the narrow type: the results agree within
+  the per-dtype tolerances of ``core.testing`` (not bit for bit).
+Shifts, population_count, clz, bitcast_convert_type and nextafter depend on the bit width
+and are not here: they need rules of their own.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import jax.numpy as jnp
+from jax import lax
+
+from core.rule import case, rule
+
+NARROW = {"float16": jnp.float32, "bfloat16": jnp.float32, "int8": jnp.int32,
+          "int16": jnp.int32, "uint8": jnp.int32, "uint16": jnp.int32}
+
+_ELEMENTWISE = [
+    "add", "add_any", "sub", "mul", "div", "rem", "neg", "abs", "sign", "max", "min",
+    "clamp", "floor", "ceil", "round", "is_finite", "exp", "exp2", "log", "log1p", "expm1",
+    "sqrt", "rsqrt", "cbrt", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh",
+    "tanh", "asinh", "acosh", "atanh", "atan2", "logistic", "pow", "integer_pow", "square",
+    "erf", "erfc", "erf_inv", "lgamma", "digamma", "eq", "ne", "lt", "le", "gt", "ge",
+    "and", "or", "xor", "not", "select_n", "convert_element_type"]
+_STRUCTURAL = [
+    "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "concatenate",
+    "slice", "dynamic_slice", "dynamic_update_slice", "rev", "pad", "gather", "split",
+    "copy", "copy_p", "iota"]
+_ACCUMULATING = [
+    "reduce_sum", "reduce_prod", "reduce_max", "reduce_min", "reduce_and", "reduce_or",
+    "reduce_xor", "argmax", "argmin", "cumsum", "cumprod", "cummax", "cummin",
+    "cumlogsumexp", "sort", "top_k", "dot_general", "conv_general_dilated",
+    "reduce_window_sum", "reduce_window_max", "reduce_window_min"]
+PRIMITIVES = _ELEMENTWISE + _STRUCTURAL + _ACCUMULATING
+
+#: primitives whose results on narrow values are narrow values already (no rounding)
+_EXACT = set(_STRUCTURAL) | {
+    "max", "min", "clamp", "abs", "neg", "sign", "floor", "ceil", "round", "select_n",
+    "is_finite", "eq", "ne", "lt", "le", "gt", "ge", "reduce_max", "reduce_min", "argmax",
+    "argmin", "cummax", "cummin", "sort", "top_k", "reduce_window_max", "reduce_window_min",
+    "convert_element_type"}
+
+#: parameters naming a result dtype, widened with the operands
+_DTYPE_PARAMS = ("preferred_element_type", "dtype")
+
+
+def _bit(b, k):
+    """Bit ``k`` of int32 ``b`` without BitwiseAnd (arithmetic shifts floor)."""
+    return tf.bitwise.right_shift(b, k) - tf.bitwise.right_shift(b, k + 1) * 2
+
+
+def _drop_bits(b, k):
+    """int32 float bits ``b`` rounded to nearest even at bit ``k`` (low k bits cleared)."""
+    half = tf.constant((1 << (k - 1)) - 1, tf.int32)
+    return tf.bitwise.right_shift(b + half + _bit(b, k), k) * (1 << k)
+
+
+def round_to_narrow(x, dtype: str):
+    """float32 ``x`` rounded to the nearest ``dtype`` (float16 or bfloat16) value, ties to
+    even, kept in float32. Integer arithmetic on the bits (sign and magnitude apart), ops
+    every TFLite build takes; no float constant inf and no negation, which the converter
+    rewrites (inf became the largest float, -0.0 became +0.0 when measured)."""
+    b = tf.bitcast(x, tf.int32)
+    sign = tf.bitwise.right_shift(b, 31) * (1 << 31)      # 0, or the sign bit (wraps)
+    m = b - sign                                          # magnitude bits
+    if dtype == "bfloat16":               # same exponent range as float32: drop 16 bits
+        rm = _drop_bits(m, 16)
+    else:                                 # float16: 11 bits, max 65504, subnormals 2^-24
+        normal = _drop_bits(m, 13)
+        normal = tf.where(normal > 0x477FE000, tf.constant(0x7F800000, tf.int32), normal)
+        # below 2^-14 float16 has the fixed quantum 2^-24: adding 0.5 rounds to it
+        tiny = tf.bitcast((tf.bitcast(m, tf.float32) + 0.5) - 0.5, tf.int32)
+        rm = tf.where(m < 0x38800000, tiny, normal)
+    r = tf.bitcast(rm + sign, tf.float32)
+    return tf.where(m > 0x7F800000, x, r)                 # NaN: kept, whatever its payload
+
+
+def _narrow_operand(eqn):
+    avals = [v.aval for v in eqn.invars] or [v.aval for v in eqn.outvars]
+    if any(str(getattr(a, "dtype", "")) in NARROW for a in avals):
+        return None
+    return "no operand of a narrow dtype (float16, bfloat16, int8, int16, uint8, uint16)"
+
+
+def _wide(dtype):
+    return NARROW.get(str(dtype), dtype)
+
+
+def _bf16(x):
+    return np.asarray(x, np.float32).astype(jnp.bfloat16)
+
+
+_CASES = [
+    case("bf16 add rounds once", lax.add, _bf16([1.0, 256.0, 1e38, -0.0, np.inf]),
+         _bf16([2.0 ** -8, 1.0, 1e38, -0.0, -np.inf]), dtypes="bfloat16"),
+    case("f16 div, overflow and signed zero", lax.div,
+         np.float16([1.0, 6.0e4, -1.0, 0.0, 1.0]), np.float16([3.0, 0.5, np.inf, -2.0, 0.0]),
+         dtypes="float16"),
+    case("f16 transcendental", lambda x: jnp.tanh(jnp.sin(x)),
+         np.float16([-10.0, -1.0, -0.0, 0.0, 0.5, 11.0, np.nan]), dtypes="float16"),
+    case("f16 rounds after every op", lambda x: (x * np.float16(1.01)) * np.float16(1.01),
+         np.float16([1.5, -2.0, 3.0, 1.2345, 1000.1, 65000, -65500, 6e-8, -3e-8, 1e-5, 0.0,
+                     -0.0]), dtypes="float16"),
+    case("bf16 rounds after every op", lambda x: (x * jnp.bfloat16(1.01)) * jnp.bfloat16(1.01),
+         _bf16([1.5, -2.0, 3.0, 1.2345, 1000.1, 3.3e38, -3.3e38, 1e-38, -0.0, np.nan]),
+         dtypes="bfloat16"),
+    case("int8 wraps", lambda x, y: (x + y, x * y, -x, x - y),
+         np.int8([127, -128, 100, -7]), np.int8([1, -1, 100, 3]), dtypes="int8"),
+    case("int8 division as XLA", lambda x, y: (lax.div(x, y), lax.rem(x, y)),
+         np.int8([-128, 7, -7, 5]), np.int8([-1, -2, 2, 0]), dtypes="int8"),
+    case("uint8 compare and max", lambda x, y: (x < y, jnp.maximum(x, y), x == y),
+         np.uint8([0, 255, 128, 7]), np.uint8([255, 0, 127, 7]), dtypes="uint8"),
+    case("uint16 wraps", lambda x: x * np.uint16(3) + np.uint16(65535),
+         np.uint16([0, 1, 21845, 65535]), dtypes="uint16"),
+    case("f16 structure", lambda x: jnp.concatenate([x.T, x[::-1].T], 0)[1:, ::2],
+         np.arange(12, dtype=np.float16).reshape(3, 4), dtypes="float16"),
+    case("bf16 reduce and argmax", lambda x: (x.sum(1), x.max(0), jnp.argmax(x, 1)),
+         _bf16(np.linspace(-3, 5, 24).reshape(4, 6)), dtypes="bfloat16"),
+    case("bf16 matmul with f32 result",
+         lambda a, b: lax.dot(a, b, preferred_element_type=jnp.float32),
+         _bf16(np.linspace(-1, 1, 12).reshape(3, 4)), _bf16(np.linspace(2, -2, 8).reshape(4, 2)),
+         dtypes="bfloat16"),
+    case("f16 select and cast", lambda p, x: lax.select(p, x, -x).astype(jnp.int8),
+         np.array([True, False, True]), np.float16([1.5, -2.5, 300.0]), dtypes="float16"),
+    case("int16 sort", lambda x: jnp.sort(x), np.int16([3, -32768, 32767, 0, -1]),
+         dtypes="int16"),
+    case.random(lambda x, y: jnp.sin(x) * y + x.T.sum(), shapes=[(4, 4), (4, 4)],
+                name="random float chain", dtypes=["float16", "bfloat16"]),
+    case.random(lambda x, y: (x * y - x // jnp.maximum(y, 1)).cumsum(0), shapes=[(4, 4), (4, 4)],
+                name="random integer chain", dtypes=["int8", "int16", "uint8", "uint16"]),
+]
+
+
+@rule(PRIMITIVES, dtypes=["bool", "integer", "floating"], targets="tflite", polymorphic=True,
+      when=_narrow_operand, cases=_CASES)
+def widened(ctx, *xs, **params):
+    """The primitive computed in float32/int32 and cast back to JAX's narrow dtype."""
+    import jax
+    prim = ctx.eqn.primitive
+    avals = [jax.ShapeDtypeStruct(a.shape, _wide(a.dtype)) for a in ctx.avals_in]
+    ys = [tf.cast(x, ctx.tf_dtype(a.dtype)) if x.dtype != ctx.tf_dtype(a.dtype) else x
+          for x, a in zip(xs, avals)]
+    for name in _DTYPE_PARAMS:
+        if params.get(name) is not None and name in params:
+            params[name] = _wide(params[name])
+    outs = ctx.lower_fun(lambda *zs: prim.bind(*zs, **params), *ys, avals=avals)
+    outs = [_back(o, a.dtype, prim.name) for o, a in zip(outs, ctx.avals_out)]
+    return outs if prim.multiple_results else outs[0]
+
+
+def _back(o, dtype, primitive: str):
+    name = str(dtype)
+    if name in ("float16", "bfloat16") and primitive not in _EXACT:
+        o = round_to_narrow(tf.cast(o, tf.float32), name)
+    target = tf.as_dtype(jnp.dtype(dtype)) if name != "bfloat16" else tf.bfloat16
+    return tf.cast(o, target) if o.dtype != target else o

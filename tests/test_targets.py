@@ -1,0 +1,134 @@
+"""Export targets: rules declared for a target, selection, the op pre-flight and its error,
+the accepted-op table read from the runtime, the TFLite round trip, the CLI."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from core import convert
+from core.errors import TargetError
+from core.export import run_tflite, tflite_model
+from core.registry import build_registry
+from core.rule import make_rule
+from core.targets import TARGETS, get
+from core.testing import rule_package
+
+
+def _sin_generic(ctx, x, **_):
+    return tf.math.sin(x)
+
+
+def _sin_refused(ctx, x, **_):
+    return tf.math.special.bessel_i1e(x) * 0 + tf.math.sin(x)   # BesselI1e: not a builtin
+
+
+def _sin_for_tflite(ctx, x, **_):
+    return tf.math.sin(x)
+
+
+def _eqn(f, *args):
+    return jax.make_jaxpr(f)(*args).jaxpr.eqns[0]
+
+
+def test_unknown_target_fails_at_declaration_and_at_convert():
+    with pytest.raises(ValueError, match="unknown targets.*'tpu-lite'"):
+        make_rule("sin", _sin_generic, targets="tpu-lite")
+    with pytest.raises(ValueError, match="unknown target 'tflight'.*tflite"):
+        convert(jnp.sin, target="tflight")
+
+
+def test_a_target_rule_is_used_only_there_and_first():
+    generic = make_rule("sin", _sin_generic, dtypes="floating", name="generic")
+    lite = make_rule("sin", _sin_for_tflite, dtypes="float32", targets="tflite", name="lite")
+    reg = build_registry([rule_package("pkg", generic, lite)], entry_points=False)
+    f32 = _eqn(jnp.sin, np.float32(1))
+    f16 = _eqn(jnp.sin, np.float16(1))
+    assert reg.select(f32).id.endswith(":generic")                   # tf never takes it
+    assert reg.select(f32, target="tflite").id.endswith(":lite")     # tflite prefers it
+    assert reg.select(f16, target="tflite").id.endswith(":generic")  # falls back
+    reasons = {c.rule.id.split(":")[-1]: c.reason for c in reg.candidates("sin", ["float32"])}
+    assert reasons["lite"] == "written for target tflite, not tf"
+
+
+def test_equal_rules_for_different_targets_are_no_tie():
+    a = make_rule("sin", _sin_generic, dtypes="float32", name="a")
+    b = make_rule("sin", _sin_for_tflite, dtypes="float32", targets="tflite", name="b")
+    build_registry([rule_package("pkg", a, b)], entry_points=False)       # no RegistryError
+
+
+def test_preflight_names_every_refused_equation_before_export():
+    refused = make_rule("sin", _sin_refused, dtypes="floating", name="refused")
+    cos = make_rule("cos", _sin_refused, dtypes="floating", name="cos_refused")
+
+    def f(x):
+        return jnp.sin(x) + jnp.cos(jnp.sin(x))
+    base = build_registry(entry_points=False)
+    reg_full = base.with_overrides(add=[refused, cos], disable=[
+        r.id for p in ("sin", "cos") for r in base.rules(p)])
+    with pytest.raises(TargetError) as info:
+        convert(f, target="tflite", registry=reg_full)(np.ones(3, np.float32))
+    msg = str(info.value)
+    assert "3 equations in f cannot be lowered for target 'tflite'" in msg
+    assert "sin  dtypes {float32} (2 equations)" in msg and "cos  dtypes {float32}" in msg
+    assert "BesselI1e is not a TFLite/LiteRT builtin op" in msg
+    assert "test_targets.py" in msg                    # the user's source line
+    assert "Ways out:" in msg and "target='tf'" in msg
+    assert len(info.value.refusals) == 3
+    # the same registry for TF converts: the pre-flight is the target's
+    out = convert(f, registry=reg_full)(np.ones(3, np.float32))
+    np.testing.assert_allclose(out, np.sin(1) + np.sin(np.sin(1)), rtol=1e-6)  # "cos" is sin
+
+
+def test_table_is_read_from_the_runtime():
+    lite = get("tflite")
+    data = lite._data
+    assert data["how"] == "python -m core.probe tflite"
+    assert data["runtime"] in ("ai-edge-litert", "tf.lite.Interpreter")
+    assert "float32->float32" in lite.accepted["Sin"]
+    assert "BesselI1e" not in lite.accepted
+    assert "uint32->uint32" not in lite.accepted.get("LeftShift", ())   # measured refusal
+    assert TARGETS["tf"].accepted is None
+
+
+def test_tflite_round_trip_matches_jax():
+    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(4, 3)
+
+    def mlp(x):
+        return jax.nn.relu(x @ w) * 2 - jnp.tanh(x[:, :3])
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    f_tf = tf.function(convert(mlp, target="tflite"), autograph=False)
+    model = tflite_model(f_tf, [tf.TensorSpec([5, 4], tf.float32)])
+    (got,) = run_tflite(model, [x])
+    np.testing.assert_allclose(got, jax.jit(mlp)(x), rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_inputs_are_fed_as_float32():
+    def f(x):
+        return x * 2
+    f_tf = tf.function(convert(f, target="tflite"), autograph=False)
+    model = tflite_model(f_tf, [tf.TensorSpec([3], tf.bfloat16)])
+    x = np.array([1.5, -2.0, 3.0], np.float32)
+    (got,) = run_tflite(model, [x])
+    assert got.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(got.astype(np.float32), x * 2)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "core.registry", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_cli_list_and_explain_per_target():
+    out = _cli("list", "--target", "tflite", "--primitive", "sin")
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = next(ln for ln in out.stdout.splitlines() if ln.startswith("sin "))
+    assert "float32" in row or "floating" in row
+    out = _cli("explain", "sin", "--target", "tflite")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "target tflite" in out.stdout and "accepted by tflite" in out.stdout
