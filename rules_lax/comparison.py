@@ -326,3 +326,374 @@ def count_leading_zeros(ctx, x, **_):
     # After the search the top bit is set unless x was 0: one more for x == 0.
     n = n + tf.cast(tf.math.equal(u, tf.zeros_like(u)), u.dtype)
     return tf.bitcast(n, x.dtype) if dtype.kind == "i" else n
+
+
+# == TFLite builtin forms ====================================================================
+# TFLite's builtins take Add, Mul, BitwiseXor, RightShift, Bitcast and Cast on int32 and
+# uint32, but Sub, FloorMod, Maximum and the compares on int32 only, and no BitwiseAnd/Or,
+# Invert, LeftShift or PopulationCount at all (measured, TF 2.21 converter + LiteRT). So
+# the rules below view a 32-bit operand as int32 (Bitcast keeps the bits) and build the
+# missing ops from those:
+#   x & y = ((x + y - (x ^ y)) >>> 1) + (bit 31 if x < 0 and y < 0)   [x + y = (x ^ y) + 2 (x & y)]
+#   x | y = (x ^ y) + (x & y),   x << s = x * 2^s,   ~x = x ^ -1.
+# Where the TF graph shows that x and a constant (or two values) share no set bit, & and |
+# reduce to 0 and +; ``x & (2^k - 1)`` is FloorMod(x, 2^k) and ``x & ~(2^k - 1)`` is
+# (x >>> k) * 2^k. That covers ``or(shift_right_logical(bits, 9), 0x3F800000)`` of every
+# jax.random.uniform (one Add) and the rotations of threefry.
+_MASK32 = 0xFFFFFFFF
+_F32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _i32(x):
+    return x if x.dtype == tf.int32 else tf.bitcast(x, tf.int32)
+
+
+def _as(x, dtype: tf.DType):
+    return x if x.dtype == dtype else tf.bitcast(x, dtype)
+
+
+def _c32(v: int):
+    """The int32 constant with the 32-bit pattern ``v``."""
+    v &= _MASK32
+    return tf.constant(v - (1 << 32) if v >> 31 else v, tf.int32)
+
+
+def _static32(t) -> int | None:
+    """The 32-bit pattern of ``t`` if it is a constant with one value (also after a
+    broadcast or a bitcast between int32 and uint32), else None."""
+    v = tf.get_static_value(t)
+    if v is None:
+        op = getattr(t, "op", None) if not tf.executing_eagerly() else None
+        if op is not None and op.type in ("Bitcast", "BroadcastTo", "Identity") \
+                and op.inputs[0].dtype in (tf.int32, tf.uint32):
+            return _static32(op.inputs[0])
+        return None
+    if np.size(v) == 0:
+        return None
+    v = np.asarray(v).ravel()
+    return int(v[0]) & _MASK32 if np.all(v == v[0]) else None
+
+
+def _known_zeros(t, depth: int = 8) -> int:
+    """A 32-bit mask of the bits that are 0 in every element of ``t`` (int32/uint32), read
+    off the TF graph: constants, logical right shifts and products with 2^k by constants,
+    casts from narrower types, through bitcasts. 0 when nothing is known."""
+    c = _static32(t)
+    if c is not None:
+        return ~c & _MASK32
+    op = getattr(t, "op", None) if not tf.executing_eagerly() else None
+    if op is None or depth == 0:
+        return 0
+    src = op.inputs[0] if len(op.inputs) else None
+    if op.type in ("Bitcast", "Identity") and src.dtype in (tf.int32, tf.uint32):
+        return _known_zeros(src, depth - 1)
+    if op.type == "RightShift" and src.dtype == tf.uint32:
+        k = _static32(op.inputs[1])
+        if k is not None and k < 32:
+            return (_known_zeros(src, depth - 1) >> k) | (_MASK32 & ~(_MASK32 >> k))
+    if op.type == "Mul":
+        k = _static32(op.inputs[1])
+        if k and k & (k - 1) == 0:
+            j = k.bit_length() - 1
+            return ((_known_zeros(src, depth - 1) << j) | ((1 << j) - 1)) & _MASK32
+    if op.type == "Cast" and src.dtype in (tf.bool, tf.uint8, tf.uint16):
+        return _MASK32 & ~((1 << {tf.bool: 1, tf.uint8: 8, tf.uint16: 16}[src.dtype]) - 1)
+    return 0
+
+
+def srl32(x, k):
+    """Logical right shift of an int32 or uint32 tensor by ``k`` in [0, 31] (an int or an
+    int32/uint32 tensor)."""
+    if isinstance(k, int):
+        if k == 0:
+            return x
+        k = tf.constant(k, tf.uint32)
+    return _as(tf.bitwise.right_shift(_as(x, tf.uint32), _as(k, tf.uint32)), x.dtype)
+
+
+def and32(x, y):
+    """x & y on two int32 or two uint32 tensors, from builtin ops (see the note above)."""
+    if _static32(x) is not None and _static32(y) is None:
+        x, y = y, x
+    c, zx, zy = _static32(y), _known_zeros(x), _known_zeros(y)
+    if (zx | zy) == _MASK32:  # no bit can be set in both
+        return tf.zeros_like(x + y)
+    if c is not None:
+        if c | zx == _MASK32:  # c keeps every bit x may have
+            return x
+        low = (c + 1) & c == 0          # c = 2^k - 1
+        high = (~c & _MASK32) & ((~c & _MASK32) + 1) == 0  # c = ~(2^k - 1)
+        k = (~c & _MASK32).bit_length() if high else c.bit_length()
+        if low and k <= 30:
+            return _as(tf.math.floormod(_i32(x), _c32(1 << k)), x.dtype)
+        if low:  # 0x7FFFFFFF
+            return srl32(x * _as(_c32(2), x.dtype), 1)
+        if high:
+            return srl32(x, k) * _as(_c32(1 << k), x.dtype)
+    xi, yi = _i32(x), _i32(y)
+    out = srl32(xi + yi - tf.bitwise.bitwise_xor(xi, yi), 1)
+    if not (zx | zy) >> 31:  # bit 31 is lost above: set it where both operands have it
+        both_negative = tf.math.less(tf.math.maximum(xi, yi) if c is None else xi, _c32(0))
+        out = tf.where(both_negative, out + _c32(1 << 31), out)
+    return _as(out, x.dtype)
+
+
+def or32(x, y):
+    """x | y on two int32 or two uint32 tensors, from builtin ops."""
+    if (_known_zeros(x) | _known_zeros(y)) == _MASK32:
+        return x + y
+    return _as(tf.bitwise.bitwise_xor(_i32(x), _i32(y)) + _i32(and32(x, y)), x.dtype)
+
+
+class TFLiteBits:
+    """Bit operations on float bit patterns in TFLite builtins (float32 only): the integer
+    view is int32, where the compares that rules make on masked patterns (< 2^31) hold."""
+    itype = tf.int32
+
+    def __init__(self, nbits: int, signed: bool = True):
+        if nbits != 32:
+            raise ValueError("TFLiteBits works on 32-bit patterns")
+
+    c = staticmethod(_c32)
+    and_ = staticmethod(and32)
+    or_ = staticmethod(or32)
+    srl = staticmethod(srl32)
+
+    @staticmethod
+    def not_(x):
+        c = _static32(x)
+        return _c32(~c) if c is not None else tf.bitwise.bitwise_xor(x, _c32(-1))
+
+    @staticmethod
+    def eq_daz(x, y):
+        """x == y on floats with XLA CPU's denormals-are-zero compare."""
+        return tf.math.equal(*_flush_for_compare(x, y))
+
+
+class TFBits:
+    """The same operations with TF's own bitwise ops, on the (unsigned) integer type of the
+    width."""
+
+    def __init__(self, nbits: int, signed: bool = False):
+        self.itype = _sint(nbits) if signed else _uint(nbits)
+
+    def c(self, v: int):
+        return tf.constant(v, self.itype)
+    and_ = staticmethod(tf.bitwise.bitwise_and)
+    or_ = staticmethod(tf.bitwise.bitwise_or)
+    not_ = staticmethod(tf.bitwise.invert)
+
+    def srl(self, x, k: int):
+        return tf.bitwise.right_shift(x, self.c(k))
+    eq_daz = staticmethod(tf.math.equal)  # TF's CPU compares flush denormals, as XLA's do
+
+
+def _flush_for_compare(x, y):
+    """XLA's CPU float compares treat subnormals as zero, TFLite's do not: flush them. An
+    operand needs no flush when the other is a constant without zeros or subnormals (a
+    subnormal then compares with it as 0 does)."""
+    def clean(v):
+        return v is not None and bool(np.all(~(np.abs(v.astype(np.float32)) < _F32_TINY)))
+    cx, cy = tf.get_static_value(x), tf.get_static_value(y)
+    return (x if clean(cy) else flush_subnormals(x)), (y if clean(cx) else flush_subnormals(y))
+
+
+def flush_subnormals(t):
+    """float32 subnormals -> +0 (NaN stays)."""
+    return tf.where(tf.math.less(tf.abs(t), _F32_TINY), tf.zeros_like(t), t)
+
+
+# -- comparisons (TFLite) --------------------------------------------------------------------
+def _u32_key(x, ordered: bool):
+    """uint32 compared as int32: the bits as they are for ==, with bit 31 flipped for <."""
+    return tf.bitwise.bitwise_xor(_i32(x), _c32(1 << 31)) if ordered else _i32(x)
+
+
+def _subnormal_case(prim):
+    f = getattr(lax, prim)
+    return case(f"{prim}: subnormals compare as zero", f,
+                [1e-45, 1e-45, -1e-45, 1e-40, 0.0, 1e-40, -2e-39, 1.2e-38],
+                [2e-45, 0.0, 0.0, 1e-40, -1e-45, 2e-40, 0.0, 0.0], dtypes="float32")
+
+
+def _uint_order_case(prim):
+    f = getattr(lax, prim)
+    return case(f"{prim}: across bit 31", f, np.array([0, 2**31, 2**31 - 1, 2**32 - 1, 7], np.uint32),
+                np.array([2**31, 0, 2**31, 2**31 - 1, 7], np.uint32), dtypes="uint32")
+
+
+def _tfl_cmp_cases(prim):
+    return _cmp_cases(prim) + [_subnormal_case(prim), _uint_order_case(prim)]
+
+
+@rule("eq", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("eq"), polymorphic=True)
+@rule("ne", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("ne"), polymorphic=True)
+@rule("lt", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("lt"), polymorphic=True)
+@rule("le", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("le"), polymorphic=True)
+@rule("gt", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("gt"), polymorphic=True)
+@rule("ge", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("ge"), polymorphic=True)
+def compare_tflite(ctx, x, y, **_):
+    """TFLite compares no uint32 (compare the int32 view, bit 31 flipped to order) and
+    compares float32 subnormals as such (flush them, as XLA's CPU compare does)."""
+    name = ctx.eqn.primitive.name
+    if _np(ctx.avals_in[0]) == np.uint32:
+        ordered = name not in ("eq", "ne")
+        x, y = _u32_key(x, ordered), _u32_key(y, ordered)
+    else:
+        x, y = _flush_for_compare(x, y)
+    return _CMP[name](x, y)
+
+
+@rule("eq_to", dtypes="uint32", targets="tflite", cases=_to_cases("eq_to"), polymorphic=True)
+@rule("lt_to", dtypes="uint32", targets="tflite", cases=_to_cases("lt_to"), polymorphic=True)
+@rule("le_to", dtypes="uint32", targets="tflite", cases=_to_cases("le_to"), polymorphic=True)
+def compare_total_order_tflite(ctx, x, y, **_):
+    """uint32 total order = the unsigned order: the int32 view with bit 31 flipped."""
+    return _TO[ctx.eqn.primitive.name](_u32_key(x, True), _u32_key(y, True))
+
+
+# -- logic and bitwise (TFLite) --------------------------------------------------------------
+def _tfl_bitwise_cases(f, nargs):
+    cases = _bitwise_cases(f, nargs)
+    if nargs == 2:
+        u = np.uint32
+        cases += [
+            case.custom("uniform's exponent: (bits >>> 9) | 0x3F800000 and & 0x7FFFFF",
+                        lambda b: [lax.bitwise_or(lax.shift_right_logical(b, u(9)), u(0x3F800000)),
+                                   lax.bitwise_and(b, u(0x7FFFFF))],
+                        lambda rng, dt: [rng.integers(0, 2**32, (4, 5), dtype=np.uint64).astype(u)],
+                        dtypes="uint32"),
+            case.custom("random 32-bit patterns", f, lambda rng, dt: [
+                rng.integers(0, 2**32, (6, 7), dtype=np.uint64).astype(np.uint32).view(dt)
+                for _ in range(2)], dtypes=["int32", "uint32"]),
+            case.custom("constant masks: runs, bit 31, 0, all ones", lambda x: [
+                f(x, np.array(m, np.uint32).view(x.dtype)) for m in
+                (0xFF, 0x7FFFFFFF, 0xFFFF0000, 0x80000000, 0x55555555, 0xF0F0F00F, 0, _MASK32,
+                 1, 0x3FFFFFFF)],
+                lambda rng, dt: [np.array([0, 1, -1, 2**31 - 1, -2**31, 0x12345678, -0x789ABCDE,
+                                           255, 256], np.int64).astype(np.uint32).view(dt)],
+                dtypes=["int32", "uint32"]),
+            case.custom("disjoint halves: (x << 13) | (x >>> 19)", lambda x: f(
+                lax.shift_left(x, np.array(13, x.dtype)),
+                lax.shift_right_logical(x, np.array(19, x.dtype))),
+                lambda rng, dt: [rng.integers(0, 2**32, (9,), dtype=np.uint64).astype(np.uint32)
+                                 .view(dt)], dtypes=["int32", "uint32"]),
+        ]
+    return cases
+
+
+@rule("and", dtypes=["int32", "uint32"], targets="tflite",
+      cases=_tfl_bitwise_cases(lax.bitwise_and, 2), polymorphic=True)
+@rule("or", dtypes=["int32", "uint32"], targets="tflite",
+      cases=_tfl_bitwise_cases(lax.bitwise_or, 2), polymorphic=True)
+def bitwise_and_or_tflite(ctx, x, y, **_):
+    """& and | from Add, Sub, BitwiseXor and a logical RightShift (see the note above)."""
+    f = and32 if ctx.eqn.primitive.name == "and" else or32
+    x, y = _bcast_tfl(ctx, x, y)
+    return f(x, y)
+
+
+@rule("not", dtypes=["int32", "uint32"], targets="tflite",
+      cases=_bitwise_cases(lax.bitwise_not, 1), polymorphic=True)
+def bitwise_not_tflite(ctx, x, **_):
+    """~x = x ^ 0xFFFFFFFF."""
+    return tf.bitwise.bitwise_xor(x, tf.constant(-1 if x.dtype == tf.int32 else _MASK32, x.dtype))
+
+
+# -- shifts (TFLite) -------------------------------------------------------------------------
+def _amount32(s):
+    """(in_range, amount as int32) for a 32-bit shift amount (negative ones out of range)."""
+    s = _i32(s)
+    return tf.math.logical_and(tf.math.greater_equal(s, 0), tf.math.less(s, 32)), s
+
+
+def _bcast_tfl(ctx, *xs):
+    """Broadcast to the result's shape only the operands that need it."""
+    return [x if a.shape == ctx.aval_out.shape else tf.broadcast_to(x, ctx.shape(ctx.aval_out))
+            for x, a in zip(xs, ctx.avals_in)]
+
+
+def _zeros_out(ctx):
+    return tf.zeros(ctx.shape(ctx.aval_out), ctx.tf_dtype(ctx.aval_out))
+
+
+_TFL_SHIFT_DTYPES = ["int32", "uint32"]
+
+
+def _tfl_shift_cases(f):
+    def static_amounts(x):
+        return [f(x, np.array(k, np.uint32).view(x.dtype))
+                for k in (0, 1, 9, 31, 32, 33, 0x80000000, _MASK32)]
+    return _shift_cases(f) + [case.custom(
+        "constant amounts 0, 1, 9, 31, 32, 33, 2^31, 2^32 - 1 (-1)", static_amounts,
+        lambda rng, dt: [np.array([0, 1, -1, 2**31 - 1, -2**31, 0x12345678, -0x789ABCDE],
+                                  np.int64).astype(np.uint32).view(dt)])]
+
+
+@rule("shift_left", dtypes=_TFL_SHIFT_DTYPES, targets="tflite",
+      cases=_tfl_shift_cases(lax.shift_left), polymorphic=True)
+@rule("shift_right_logical", dtypes=_TFL_SHIFT_DTYPES, targets="tflite",
+      cases=_tfl_shift_cases(lax.shift_right_logical), polymorphic=True)
+def shift_zero_fill_tflite(ctx, x, s, **_):
+    """x << s as x * 2^s (wrapping), x >>> s as RightShift on the uint32 view; 0 for
+    amounts outside [0, 32). A computed 2^s comes from a 33-entry table whose last entry,
+    0, is what amounts out of range pick."""
+    left = ctx.eqn.primitive.name == "shift_left"
+    k = _static32(s)
+    x, s = _bcast_tfl(ctx, x, s)
+    if k is not None:
+        if k >= 32:
+            return _zeros_out(ctx)
+        return x * _as(_c32(1 << k), x.dtype) if left else srl32(x, k)
+    in_range, s = _amount32(s)
+    if left:
+        table = tf.constant([(1 << k) - (1 << 32) * (k == 31) for k in range(32)] + [0],
+                            tf.int32)
+        return x * _as(tf.gather(table, tf.where(in_range, s, 32)), x.dtype)
+    return tf.where(in_range, srl32(x, tf.where(in_range, s, 0)), tf.zeros_like(x))
+
+
+@rule("shift_right_arithmetic", dtypes=_TFL_SHIFT_DTYPES, targets="tflite",
+      cases=_tfl_shift_cases(lax.shift_right_arithmetic), polymorphic=True)
+def shift_right_arithmetic_tflite(ctx, x, s, **_):
+    """RightShift on the int32 view; amounts outside [0, 32) shift by 31 (sign fill)."""
+    k = _static32(s)
+    x, s = _bcast_tfl(ctx, x, s)
+    if k is not None:
+        amount = tf.constant(min(k, 31), tf.int32)
+    else:
+        in_range, s = _amount32(s)
+        amount = tf.where(in_range, s, 31)
+    return _as(tf.bitwise.right_shift(_i32(x), amount), x.dtype)
+
+
+# -- bit counting (TFLite) -------------------------------------------------------------------
+def _tfl_count_cases(f):
+    return _count_cases(f) + [case.custom(
+        "every 2^k, 2^k - 1 and ~(2^k - 1)", f, lambda rng, dt: [np.array(
+            [m for k in range(33) for m in (1 << k, (1 << k) - 1, ~((1 << k) - 1))],
+            np.int64).astype(np.uint32).view(dt)])]
+
+
+@rule("population_count", dtypes=["int32", "uint32"], targets="tflite",
+      cases=_tfl_count_cases(lax.population_count), polymorphic=True)
+def population_count_tflite(ctx, x, **_):
+    """Sum of a 256-entry table looked up at each byte."""
+    xi = _i32(x)
+    table = tf.constant([bin(b).count("1") for b in range(256)], tf.int32)
+    counts = [tf.gather(table, and32(srl32(xi, k), _c32(0xFF))) for k in (0, 8, 16, 24)]
+    return _as(tf.math.add_n(counts), x.dtype)
+
+
+@rule("clz", dtypes=["int32", "uint32"], targets="tflite", cases=_tfl_count_cases(lax.clz),
+      polymorphic=True)
+def count_leading_zeros_tflite(ctx, x, **_):
+    """From the float exponent of the leading nonzero 16-bit half v: v + 0.5 is exact in
+    float32 and its exponent is floor(log2(v)) (-1 for v = 0, so x = 0 gives 32)."""
+    xi = _i32(x)
+    hi = srl32(xi, 16)
+    has_hi = tf.math.not_equal(hi, 0)
+    v = tf.where(has_hi, hi, and32(xi, _c32(0xFFFF)))
+    f = tf.bitcast(tf.cast(v, tf.float32) + 0.5, tf.int32)
+    log2 = tf.bitwise.right_shift(f, 23) - 127
+    return _as(tf.where(has_hi, 15 - log2, 31 - log2), x.dtype)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from core.rule import case, rule
+from rules_lax.comparison import TFBits, TFLiteBits, flush_subnormals, _i32
 
 _NAN = float("nan")
 _INF = float("inf")
@@ -113,6 +114,31 @@ def convert_element_type(ctx, x, *, new_dtype, **_):
     return out
 
 
+def _to_bool(x):
+    return lax.convert_element_type(x, jnp.bool_)
+
+
+def _to_bool_only(eqn):
+    if np.dtype(eqn.params["new_dtype"]) != np.bool_:
+        return "only conversions to bool need a TFLite form; the generic rule does the rest"
+    return None
+
+
+@rule("convert_element_type", dtypes=["uint32", "float32"], targets="tflite",
+      when=_to_bool_only, cases=[
+          case.custom("floats: NaN, inf, out of range, halves", _to_bool, _float_edges,
+                      dtypes="float32"),
+          case.custom("ints: extremes", _to_bool, _int_edges, dtypes="uint32"),
+          case("subnormals are False", _to_bool,
+               [1e-45, -1e-45, 1e-40, -3e-39, 1.2e-38, -0.0, 0.0, _NAN], dtypes="float32"),
+          case.random(_to_bool, shapes=[(3, 4)])], polymorphic=True)
+def convert_to_bool_tflite(ctx, x, **_):
+    """x != 0, with uint32 compared as int32 and float32 subnormals as zero (XLA's compare
+    flushes them, TFLite's does not)."""
+    x = _i32(x) if x.dtype == tf.uint32 else flush_subnormals(x)
+    return tf.math.not_equal(x, tf.zeros_like(x))
+
+
 _CANONICAL_NAN = {("bfloat16", "float32"), ("bfloat16", "float64"), ("float16", "float64")}
 
 
@@ -189,7 +215,7 @@ def _rp_edges(rng, dt):
     return [np.concatenate([x, nan_low.view(np.dtype(dt))])]
 
 
-@rule("reduce_precision", dtypes="floating", cases=[
+_RP_CASES = [
     case.custom("to bf16 (8, 7): ties, NaN payloads, overflow, subnormals", _rp(8, 7),
                 _rp_edges),
     case.custom("to f16 (5, 10)", _rp(5, 10), _rp_edges),
@@ -197,42 +223,45 @@ def _rp_edges(rng, dt):
         _rp(3, 2)(x), _rp(1, 0)(x), _rp(2, 0)(x)], _rp_edges),
     case.custom("wider than the source: identity", _rp(11, 52), _rp_edges),
     case.random(_rp(8, 7), shapes=[(4, 5)]),
-], polymorphic=True)
+]
+
+
+@rule("reduce_precision", dtypes="floating", cases=_RP_CASES, polymorphic=True)
 def reduce_precision(ctx, x, *, exponent_bits, mantissa_bits, **_):
     """XLA's ReducePrecision on the bits: round the mantissa to nearest-even by adding a
     bias and masking, then flush exponents out of range to signed zero / inf (subnormals of
     the reduced format go to zero); NaN keeps its bits."""
-    dtype = np.dtype(ctx.avals_in[0].dtype)
+    return _reduce_precision(x, np.dtype(ctx.avals_in[0].dtype), int(exponent_bits),
+                             int(mantissa_bits), TFBits)
+
+
+def _reduce_precision(x, dtype: np.dtype, e: int, m: int, bit_ops):
     fi = jnp.finfo(dtype)
     nbits = dtype.itemsize * 8
     src_m, src_e = int(fi.nmant), nbits - 1 - int(fi.nmant)
-    e, m = int(exponent_bits), int(mantissa_bits)
     # XLA drops a no-op; it computes bf16 in f32, so there "no-op" means no-op in f32
     # (only then does a bf16 NaN keep its payload).
     if (e >= 8 and m >= 23) if dtype.name == "bfloat16" else (e >= src_e and m >= src_m):
         return tf.identity(x)
-    ut = _uint(nbits)
-
-    def c(v):
-        return tf.constant(v, ut)
-    u = tf.bitcast(x, ut)
+    b = bit_ops(nbits)
+    c = b.c
+    u = tf.bitcast(x, b.itype)
     sign_mask = 1 << (nbits - 1)
     exp_mask = ((1 << src_e) - 1) << src_m
-    is_nan = tf.math.greater(tf.bitwise.bitwise_and(u, c(sign_mask - 1)), c(exp_mask))
+    is_nan = tf.math.greater(b.and_(u, c(sign_mask - 1)), c(exp_mask))
     if m < src_m:
         shift = src_m - m
         last = 1 << shift
-        last_bit = tf.bitwise.right_shift(tf.bitwise.bitwise_and(u, c(last)), c(shift))
-        u = tf.bitwise.bitwise_and(u + last_bit + c((last >> 1) - 1),
-                                   c(((1 << nbits) - 1) & ~(last - 1)))
+        last_bit = b.srl(b.and_(u, c(last)), shift)
+        u = b.and_(u + last_bit + c((last >> 1) - 1), c(((1 << nbits) - 1) & ~(last - 1)))
     if e < src_e:
         bias = (1 << (src_e - 1)) - 1
         reduced_bias = (1 << (e - 1)) - 1
-        x_exp = tf.bitwise.bitwise_and(u, c(exp_mask))
+        x_exp = b.and_(u, c(exp_mask))
         overflow = tf.math.greater(x_exp, c((bias + reduced_bias) << src_m))
         underflow = tf.math.less_equal(x_exp, c((bias - reduced_bias) << src_m))
-        signed_zero = tf.bitwise.bitwise_and(u, c(sign_mask))
-        signed_inf = tf.bitwise.bitwise_or(signed_zero, c(exp_mask))
+        signed_zero = b.and_(u, c(sign_mask))
+        signed_inf = b.or_(signed_zero, c(exp_mask))
         u = tf.where(overflow, signed_inf, u)
         u = tf.where(underflow, signed_zero, u)
     # XLA's CPU emitter returns NaN inputs unchanged, even with no mantissa bits left
@@ -242,8 +271,16 @@ def reduce_precision(ctx, x, *, exponent_bits, mantissa_bits, **_):
     return tf.where(is_nan, nan_out, tf.bitcast(u, x.dtype))
 
 
+@rule("reduce_precision", dtypes="float32", targets="tflite", cases=_RP_CASES, polymorphic=True)
+def reduce_precision_tflite(ctx, x, *, exponent_bits, mantissa_bits, **_):
+    """The same on the int32 view, with & and | made of builtin ops (the compares are on
+    masked patterns below 2^31, so signed compares order them as unsigned ones would)."""
+    return _reduce_precision(x, np.dtype(np.float32), int(exponent_bits), int(mantissa_bits),
+                             TFLiteBits)
+
+
 # -- nextafter -------------------------------------------------------------------------------
-@rule("nextafter", dtypes="floating", cases=[
+_NEXTAFTER_CASES = [
     case("zeros, NaN, infinities, equal operands", lax.nextafter,
          [0.0, -0.0, 0.0, _NAN, 1.0, 1.0, _INF, -_INF, 1.0, -1.0, 2.0, -0.0, 5.0, _INF],
          [1.0, 1.0, -1.0, 1.0, _NAN, 1.0, 0.0, 0.0, 2.0, -2.0, 1.0, 0.0, -_INF, _INF]),
@@ -254,28 +291,46 @@ def reduce_precision(ctx, x, *, exponent_bits, mantissa_bits, **_):
                                  np.array([_INF, 0.0, -_INF, 0.0], dt)]),
     case.random(lax.nextafter, shapes=[(4, 5), (4, 5)]),
     case.random(lax.nextafter, shapes=[(4, 5), (1, 5)], name="broadcast"),
-], polymorphic=True)
+]
+
+
+@rule("nextafter", dtypes="floating", cases=_NEXTAFTER_CASES, polymorphic=True)
 def nextafter(ctx, x, y, **_):
     """XLA's (CHLO's) decomposition on the bits: +-1 on the sign-magnitude pattern, towards
     zero when the signs differ or |x| > |y|; from +-0 the smallest subnormal signed like y;
     y when x == y (a float compare, so denormals-are-zero like XLA) or both are zero; the
     canonical NaN when either is NaN."""
+    return _nextafter(ctx, x, y, TFBits)
+
+
+@rule("nextafter", dtypes="float32", targets="tflite", cases=_NEXTAFTER_CASES + [
+    case("subnormal operands: x == y compares them as zero", lax.nextafter,
+         [1e-45, 1e-45, -1e-45, 3e-40, 0.0, 1e-40, 1.2e-38],
+         [0.0, 2e-45, 0.0, -3e-40, 1e-45, 1e-40, 0.0], dtypes="float32")], polymorphic=True)
+def nextafter_tflite(ctx, x, y, **_):
+    """The same on the int32 view, with & and | made of builtin ops and the x == y test
+    flushing subnormals as XLA's compare does (TFLite's does not)."""
+    return _nextafter(ctx, x, y, TFLiteBits)
+
+
+def _nextafter(ctx, x, y, bit_ops):
     shape = ctx.shape(ctx.aval_out)
     x, y = tf.broadcast_to(x, shape), tf.broadcast_to(y, shape)
     nbits = np.dtype(ctx.avals_in[0].dtype).itemsize * 8
-    it = _sint(nbits)
+    b = bit_ops(nbits, signed=True)
+    it = b.itype
     xi, yi = tf.bitcast(x, it), tf.bitcast(y, it)
     sign = tf.constant(-(1 << (nbits - 1)), it)  # only the sign bit set
     one = tf.constant(1, it)
     zero = tf.constant(0, it)
-    x_abs = tf.bitwise.bitwise_and(xi, tf.bitwise.invert(sign))
-    y_abs = tf.bitwise.bitwise_and(yi, tf.bitwise.invert(sign))
-    y_sign = tf.bitwise.bitwise_and(yi, sign)
-    signs_differ = tf.math.not_equal(tf.bitwise.bitwise_and(xi, sign), y_sign)
+    x_abs = b.and_(xi, b.not_(sign))
+    y_abs = b.and_(yi, b.not_(sign))
+    y_sign = b.and_(yi, sign)
+    signs_differ = tf.math.not_equal(b.and_(xi, sign), y_sign)
     shrink = tf.math.logical_or(tf.math.greater(x_abs, y_abs), signs_differ)
     out = xi + tf.where(shrink, -one, one)
-    from_zero = tf.where(tf.math.equal(y_abs, zero), yi, tf.bitwise.bitwise_or(y_sign, one))
+    from_zero = tf.where(tf.math.equal(y_abs, zero), yi, b.or_(y_sign, one))
     out = tf.where(tf.math.equal(x_abs, zero), from_zero, out)
-    out = tf.where(tf.math.equal(x, y), yi, out)
+    out = tf.where(b.eq_daz(x, y), yi, out)
     either_nan = tf.math.logical_or(tf.math.is_nan(x), tf.math.is_nan(y))
     return tf.where(either_nan, tf.constant(_NAN, x.dtype), tf.bitcast(out, x.dtype))
