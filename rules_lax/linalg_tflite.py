@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+import jax.numpy as jnp
 from jax import lax
 from jax._src.lax import linalg as _lax_linalg  # _qr_lowering: geqrf + orgqr
 
 from core.rule import case, rule
-from rules_lax.linalg import _pd, _poly, _tri_args, _tri_solve_fn
+from rules_lax.linalg import _eigh_values, _pd, _poly, _sym, _tri_args, _tri_solve_fn
 
 _F32 = "float32"
 
@@ -168,3 +169,147 @@ def qr_by_geqrf(ctx, x, *, full_matrices, pivoting=False, **_):
     whose rules are Householder loops of builtin ops."""
     return ctx.lower_fun(_lax_linalg._qr_lowering, x, full_matrices=full_matrices,
                          pivoting=False, use_magma=False)
+
+
+# -- Jacobi rotations (eigh, svd) --------------------------------------------------------
+
+_EPS = float(np.finfo(np.float32).eps)
+_MAX_SWEEPS = 30
+
+
+def _round_robin(n: int):
+    """The partner of every index in each of the n-1 steps of a round-robin tournament
+    (n even): every pair meets exactly once per sweep, n/2 disjoint pairs per step."""
+    players, steps = list(range(n)), []
+    for _ in range(n - 1):
+        partner = [0] * n
+        for k in range(n // 2):
+            p, q = players[k], players[n - 1 - k]
+            partner[p], partner[q] = q, p
+        steps.append(partner)
+        players = [players[0], players[-1]] + players[1:-1]
+    return np.array(steps, np.int32)
+
+
+def _rotation(app, aqq, apq, small):
+    """(c, s) of the Jacobi rotation that zeroes apq (Golub & Van Loan's sym.schur2,
+    overflow-safe for a large tau); identity where ``small``."""
+    safe = tf.where(small, tf.ones_like(apq), apq)
+    tau = (aqq - app) / (2 * safe)
+    at = tf.abs(tau)
+    big = at > 1
+    inv = 1 / tf.where(big, at, tf.ones_like(at))
+    root = tf.where(big, at * tf.sqrt(1 + inv * inv), tf.sqrt(1 + at * at))
+    t = tf.where(tau >= 0, 1.0, -1.0) / (at + root)
+    c = 1 / tf.sqrt(1 + t * t)
+    return tf.where(small, 1.0, c), tf.where(small, 0.0, t * c)
+
+
+def _sweeps(n: int, step, *state):
+    """Cyclic Jacobi: sweeps of the round-robin steps until a sweep rotates nothing
+    (at most _MAX_SWEEPS). ``step(partner, is_top, pair_mask, *state) -> (rotated,
+    *state)``, ``partner``/``is_top`` int/bool ``[n]``, ``pair_mask`` bool ``[n, n]``."""
+    schedule = tf.constant(_round_robin(n))
+    idx = tf.range(n, dtype=tf.int32)
+
+    def sweep(sweep_i, _, *s):
+        def one(k, rotated, *s):
+            partner = tf.gather(schedule, k)
+            pair = tf.equal(idx[None, :], partner[:, None])
+            r, *s = step(partner, idx < partner, pair, *s)
+            return k + 1, tf.logical_or(rotated, r), *s
+        _, rotated, *s = tf.while_loop(lambda k, *_: k < n - 1, one,
+                                       (tf.constant(0), tf.constant(False), *s))
+        return sweep_i + 1, rotated, *s
+
+    out = tf.while_loop(lambda i, rotated, *_: tf.logical_and(rotated, i < _MAX_SWEEPS),
+                        sweep, (tf.constant(0), tf.constant(True), *state))
+    return out[2:]
+
+
+def _mix(x, c, s, partner, axis):
+    """Rotate rows (axis=-2) or columns (axis=-1) i and partner(i) of x by (c, s)."""
+    e = axis - 1 if axis == -1 else -1      # where c and s broadcast
+    other = tf.gather(x, partner, axis=len(x.shape) + axis)
+    return x * _e(c, e if axis == -1 else -1) + other * _e(s, e if axis == -1 else -1)
+
+
+def _sort_columns(w, v, descending):
+    """w sorted, and v's columns in the same order. TFLite has no sort and its TopKV2
+    takes only integers: rank_i = #{j: w_j before w_i} (ties by index), then the column
+    of rank r is the sum of i over rank_i == r."""
+    nb = len(w.shape) - 1
+    wi, wj = _e(w, -1), _e(w, -2)
+    idx = tf.range(w.shape[-1], dtype=tf.int32)
+    before = (wj > wi) if descending else (wj < wi)
+    before = tf.logical_or(before, tf.logical_and(tf.equal(wj, wi), idx[None, :] < idx[:, None]))
+    rank = tf.reduce_sum(tf.cast(before, tf.int32), axis=-1)
+    order = tf.reduce_sum(tf.where(tf.equal(_e(rank, -1), idx), idx[:, None], 0), axis=-2)
+    return (tf.gather(w, order, axis=nb, batch_dims=nb),
+            tf.gather(v, order, axis=nb + 1, batch_dims=nb))
+
+
+# -- eigh ------------------------------------------------------------------------------
+
+def _eigh_residual(x):
+    """|A V - V diag(w)|, |V^T V - I| small and w ascending: what defines eigh."""
+    v, w = lax.linalg.eigh(x, lower=True, symmetrize_input=False)
+    a = jnp.tril(x) + jnp.swapaxes(jnp.tril(x, -1), -1, -2)
+    n = x.shape[-1]
+    scale = jnp.max(jnp.abs(a)) * n * 1e-5
+    return (jnp.max(jnp.abs(a @ v - v * w[..., None, :])) < scale,
+            jnp.max(jnp.abs(jnp.swapaxes(v, -1, -2) @ v - jnp.eye(n))) < n * 1e-5,
+            jnp.all(jnp.diff(w, axis=-1) >= 0))
+
+
+@rule("eigh", dtypes=_F32, targets="tflite",
+      cases=[case.custom("eigenvalues from the lower triangle", _eigh_values(True), _sym((2, 5, 5))),
+             case.custom("eigenvalues from the upper triangle", _eigh_values(False), _sym((5, 5))),
+             case.custom("eigenvalues, odd size 7", _eigh_values(True), _sym((7, 7))),
+             case("eigenvalues of a diagonal matrix, with ties", _eigh_values(True),
+                  [[2.0, 0.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 2.0]]),
+             case("eigenvalues of a zero matrix", _eigh_values(True), [[0.0, 0.0], [0.0, 0.0]]),
+             case.custom("residual, orthonormality and order", _eigh_residual, _sym((2, 6, 6))),
+             case.custom("residual, 32x32", _eigh_residual, _sym((32, 32))),
+             case.custom("1x1", _eigh_values(True), _sym((3, 1, 1)))])
+def eigh_by_jacobi(ctx, x, *, lower=True, sort_eigenvalues=True, subset_by_index=None, **_):
+    """Cyclic two-sided Jacobi on the symmetric matrix held in one triangle, n/2
+    disjoint rotations per step (round-robin order); a pair is rotated while
+    |a_pq| > eps * sqrt(|a_pp a_qq|). Eigenvalues come out ascending, as LAPACK's syevd
+    returns them; the eigenvectors' signs are a freedom."""
+    *batch, n = ctx.avals_in[0].shape[:-1]
+    if n == 0:
+        return [x, tf.zeros([*batch, 0], tf.float32)]
+    nb = len(batch)
+    idx = tf.range(n, dtype=tf.int32)
+    rows, cols = idx[:, None], idx[None, :]
+    keep = rows >= cols if lower else rows <= cols
+    a = tf.where(keep, x, tf.linalg.matrix_transpose(x))
+    size = n + n % 2                       # a zero row and column make the size even;
+    if size != n:                          # they never rotate (their a_pq are 0)
+        a = tf.pad(a, [[0, 0]] * nb + [[0, 1], [0, 1]])
+    eye = tf.cast(tf.equal(tf.range(size)[:, None], tf.range(size)[None, :]), tf.float32)
+    v = tf.broadcast_to(eye, [*batch, size, size])
+    norm = tf.sqrt(tf.reduce_sum(a * a, axis=[-2, -1]))
+
+    def step(partner, is_top, pair, a, v):
+        d = tf.reduce_sum(a * eye, axis=-1)
+        apq = tf.reduce_sum(tf.where(pair, a, 0.0), axis=-1)
+        dp = tf.gather(d, partner, axis=nb)
+        app, aqq = tf.where(is_top, d, dp), tf.where(is_top, dp, d)
+        small = tf.logical_not(tf.logical_and(
+            tf.abs(apq) > _EPS * tf.sqrt(tf.abs(app) * tf.abs(aqq)),
+            tf.abs(apq) > _EPS * _EPS * _e(norm, -1)))
+        c, s = _rotation(app, aqq, apq, small)
+        s = tf.where(is_top, -s, s)
+        a = _mix(_mix(a, c, s, partner, -2), c, s, partner, -1)
+        a = tf.where(tf.logical_and(pair, _e(tf.logical_not(small), -1)), 0.0, a)
+        return tf.reduce_any(tf.logical_not(small)), a, _mix(v, c, s, partner, -1)
+
+    a, v = _sweeps(size, step, a, v)
+    w = tf.reduce_sum(a * eye, axis=-1)[..., :n]
+    w, v = _sort_columns(w, v[..., :n, :n], descending=False)
+    if subset_by_index is not None:
+        lo, hi = (int(i) for i in subset_by_index)
+        w, v = w[..., lo:hi], v[..., lo:hi]
+    return [v, w]
