@@ -94,7 +94,13 @@ def _dot(ctx, lhs, rhs, dimension_numbers):
         a, b = tf.reshape(a, [nb, *a_shape]), tf.reshape(b, [nb, *b_shape])
     else:
         a, b = tf.reshape(a, a_shape), tf.reshape(b, b_shape)
-    out = tf.linalg.matmul(a, b, transpose_a=adj_a, transpose_b=adj_b)
+    if ctx.target == "tflite" and a.dtype.is_integer:
+        # TFLite's MatMul has no integer kernel: products and a wrapping sum, exact
+        a = tf.linalg.matrix_transpose(a) if adj_a else a
+        b = tf.linalg.matrix_transpose(b) if adj_b else b
+        out = tf.reduce_sum(tf.expand_dims(a, -1) * tf.expand_dims(b, -3), axis=-2)
+    else:
+        out = tf.linalg.matmul(a, b, transpose_a=adj_a, transpose_b=adj_b)
     out_shape = [ls[d] for d in lb] + [ls[d] for d in lf] + [rs[d] for d in rf]
     return tf.reshape(out, out_shape)
 
@@ -133,6 +139,10 @@ def _ints(dtype_l, dtype_r):
                          name="empty contraction gives zeros"),
              case.custom("int8 sum wraps", _dg(_MATMUL), _ints(np.int8, np.int8),
                          dtypes="int8"),
+             case.custom("int32 products and sums wrap", _dg(_MATMUL),
+                         lambda rng, dt: [rng.integers(-2**31, 2**31, (3, 5)).astype(dt),
+                                          rng.integers(-2**31, 2**31, (5, 2)).astype(dt)],
+                         dtypes="int32"),
              case.custom("wide unsigned sums wrap", _dg(_MATMUL),
                          lambda rng, dt: [rng.integers(0, np.iinfo(dt).max, (3, 5), dtype=dt),
                                           rng.integers(0, np.iinfo(dt).max, (5, 2), dtype=dt)],
