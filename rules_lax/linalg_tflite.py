@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
+import jax
 import jax.numpy as jnp
 from jax import lax
 from jax._src.lax import linalg as _lax_linalg  # _qr_lowering: geqrf + orgqr
 
 from core.rule import case, rule
-from rules_lax.linalg import _eigh_values, _pd, _poly, _sym, _tri_args, _tri_solve_fn
+from rules_lax.linalg import (_eigh_values, _pd, _poly, _svd_fn, _sym, _tri_args,
+                               _tri_solve_fn)
 
 _F32 = "float32"
 
@@ -234,10 +236,10 @@ def _mix(x, c, s, partner, axis):
     return x * _e(c, e if axis == -1 else -1) + other * _e(s, e if axis == -1 else -1)
 
 
-def _sort_columns(w, v, descending):
-    """w sorted, and v's columns in the same order. TFLite has no sort and its TopKV2
-    takes only integers: rank_i = #{j: w_j before w_i} (ties by index), then the column
-    of rank r is the sum of i over rank_i == r."""
+def _sort_columns(w, *vs, descending):
+    """w sorted, and the columns of each v in the same order. TFLite has no sort and its
+    TopKV2 takes only integers: rank_i = #{j: w_j before w_i} (ties by index), then the
+    column of rank r is the sum of i over rank_i == r."""
     nb = len(w.shape) - 1
     wi, wj = _e(w, -1), _e(w, -2)
     idx = tf.range(w.shape[-1], dtype=tf.int32)
@@ -245,8 +247,8 @@ def _sort_columns(w, v, descending):
     before = tf.logical_or(before, tf.logical_and(tf.equal(wj, wi), idx[None, :] < idx[:, None]))
     rank = tf.reduce_sum(tf.cast(before, tf.int32), axis=-1)
     order = tf.reduce_sum(tf.where(tf.equal(_e(rank, -1), idx), idx[:, None], 0), axis=-2)
-    return (tf.gather(w, order, axis=nb, batch_dims=nb),
-            tf.gather(v, order, axis=nb + 1, batch_dims=nb))
+    return [tf.gather(w, order, axis=nb, batch_dims=nb)] + [
+        tf.gather(v, order, axis=nb + 1, batch_dims=nb) for v in vs]
 
 
 # -- eigh ------------------------------------------------------------------------------
@@ -313,3 +315,90 @@ def eigh_by_jacobi(ctx, x, *, lower=True, sort_eigenvalues=True, subset_by_index
         lo, hi = (int(i) for i in subset_by_index)
         w, v = w[..., lo:hi], v[..., lo:hi]
     return [v, w]
+
+
+# -- svd -------------------------------------------------------------------------------
+
+def _svd_check(full_matrices):
+    """|U S Vt - A|, |U^T U - I|, |V V^T - I| small and s descending: what defines svd."""
+    def f(x):
+        u, s, vt = lax.linalg.svd(x, full_matrices=full_matrices, compute_uv=True)
+        k = s.shape[-1]
+        scale = (jnp.max(jnp.abs(x)) + 1) * max(x.shape[-2:]) * 1e-5
+        eye = lambda n: jnp.eye(n)
+        h = lambda y: jnp.swapaxes(y, -1, -2)
+        return (jnp.max(jnp.abs((u[..., :, :k] * s[..., None, :]) @ vt[..., :k, :] - x)) < scale,
+                jnp.max(jnp.abs(h(u) @ u - eye(u.shape[-1]))) < 1e-5 * x.shape[-2],
+                jnp.max(jnp.abs(vt @ h(vt) - eye(vt.shape[-2]))) < 1e-5 * x.shape[-1],
+                jnp.all(jnp.diff(s, axis=-1) <= 0))
+    return f
+
+
+
+@rule("svd", dtypes=_F32, targets="tflite",
+      cases=[case.random(_svd_fn(False, False), shapes=[(2, 4, 3)], name="singular values"),
+             case.random(_svd_fn(False, True), shapes=[(3, 5)], name="U S Vt rebuilds"),
+             case.random(_svd_fn(True, False), shapes=[(5, 3)], name="full"),
+             case.random(_svd_fn(False, False), shapes=[(7, 6)], name="singular values, 7x6"),
+             case.custom("orthonormal factors, tall, full", _svd_check(True), _sym((2, 6, 3))),
+             case.custom("orthonormal factors, wide", _svd_check(False), _sym((3, 7))),
+             case("rank-deficient: orthonormal factors", _svd_check(True),
+                  [[1.0, 2.0, 0.0], [2.0, 4.0, 0.0], [0.0, 0.0, 0.0], [1.0, 2.0, 0.0]]),
+             case("zero matrix: singular values", _svd_fn(False, False), [[0.0, 0.0], [0.0, 0.0]])])
+def svd_by_jacobi(ctx, x, *, full_matrices, compute_uv, subset_by_index=None, algorithm=None,
+                  **_):
+    """One-sided (Hestenes) Jacobi on the columns of the tall orientation of x: pairs
+    of columns are rotated until |a_p . a_q| <= eps * |a_p| |a_q|; s are the column norms
+    (sorted descending), V accumulates the rotations. U is the Q of a Householder QR of
+    the normalized columns (signs fixed from R's diagonal), which keeps U orthonormal
+    and completes it for zero singular values and full_matrices."""
+    *batch, m, n = ctx.avals_in[0].shape
+    nb = len(batch)
+    wide = m < n
+    if wide:
+        x, m, n = tf.linalg.matrix_transpose(x), n, m
+    k = n
+    size = n + n % 2                          # a zero column never rotates
+    a = tf.pad(x, [[0, 0]] * (nb + 1) + [[0, size - n]]) if size != n else x
+    eye = tf.cast(tf.equal(tf.range(size)[:, None], tf.range(size)[None, :]), tf.float32)
+    v = tf.broadcast_to(eye, [*batch, size, size])
+
+    def step(partner, is_top, pair, a, v):
+        norm2 = tf.reduce_sum(a * a, axis=-2)
+        gamma = tf.reduce_sum(a * tf.gather(a, partner, axis=nb + 1), axis=-2)
+        n2p = tf.gather(norm2, partner, axis=nb)
+        alpha, beta = tf.where(is_top, norm2, n2p), tf.where(is_top, n2p, norm2)
+        small = tf.logical_not(tf.abs(gamma) > _EPS * tf.sqrt(alpha) * tf.sqrt(beta))
+        c, s = _rotation(alpha, beta, gamma, small)
+        s = tf.where(is_top, -s, s)
+        return (tf.reduce_any(tf.logical_not(small)), _mix(a, c, s, partner, -1),
+                _mix(v, c, s, partner, -1))
+
+    if n > 1:
+        a, v = _sweeps(size, step, a, v)
+    sv = tf.sqrt(tf.reduce_sum(a * a, axis=-2))[..., :n]
+    if not compute_uv:
+        (sv,) = _sort_columns(sv, descending=True)
+        return [_subset(sv, subset_by_index, -1)]
+    sv, a, v = _sort_columns(sv, a[..., :n], v[..., :n, :n], descending=True)
+    cols = a / _e(tf.where(sv > 0, sv, 1.0), -2)
+    cols = tf.where(_e(sv > 0, -2), cols, 0.0)
+    spec = jax.ShapeDtypeStruct((*batch, m, k), np.float32)
+    q, r = ctx.lower_fun(lambda c: lax.linalg.qr(c, full_matrices=full_matrices), cols,
+                         avals=[spec])
+    rdiag = tf.reduce_sum(tf.where(tf.equal(tf.range(k)[:, None], tf.range(k)[None, :]),
+                                   r[..., :k, :], 0.0), axis=-1)
+    sign = tf.where(rdiag < 0, -1.0, 1.0)
+    u = tf.concat([q[..., :k] * _e(sign, -2), q[..., k:]], axis=-1)
+    vt = tf.linalg.matrix_transpose(v)
+    if wide:
+        u, vt = tf.linalg.matrix_transpose(vt), tf.linalg.matrix_transpose(u)
+    return [_subset(sv, subset_by_index, -1), _subset(u, subset_by_index, -1),
+            _subset(vt, subset_by_index, -2)]
+
+
+def _subset(x, subset_by_index, axis):
+    if subset_by_index is None:
+        return x
+    lo, hi = (int(i) for i in subset_by_index)
+    return x[..., lo:hi] if axis == -1 else x[..., lo:hi, :]
