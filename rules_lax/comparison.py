@@ -681,8 +681,8 @@ def population_count_tflite(ctx, x, **_):
     """Sum of a 256-entry table looked up at each byte."""
     xi = _i32(x)
     table = tf.constant([bin(b).count("1") for b in range(256)], tf.int32)
-    counts = [tf.gather(table, and32(srl32(xi, k), _c32(0xFF))) for k in (0, 8, 16, 24)]
-    return _as(tf.math.add_n(counts), x.dtype)
+    a, b, c, d = [tf.gather(table, and32(srl32(xi, k), _c32(0xFF))) for k in (0, 8, 16, 24)]
+    return _as((a + b) + (c + d), x.dtype)
 
 
 @rule("clz", dtypes=["int32", "uint32"], targets="tflite", cases=_tfl_count_cases(lax.clz),
