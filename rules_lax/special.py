@@ -19,16 +19,37 @@ bfloat16 and float16 are computed in float32 and rounded back, as XLA does.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
 from jax import lax
 from jax._src.lax import special as _jax_special
 
-from core.rule import case, rule
+from core.rule import case, rule, rules_of
+from rules_lax import elementwise as _ew
 
 _NAN, _INF = float("nan"), float("inf")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Math:
+    """The elementary functions the expansions below are written with: TF's own ops, or
+    (``_TFLITE``) the float32 TFLite forms of rules_lax.elementwise, which keep NaN, make
+    inf at run time (an inf constant becomes FLT_MAX in TFLite) and stay accurate where
+    TFLite's kernels are not (log near 1 and above 2^127, exp near its overflow)."""
+    log: Callable = tf.math.log
+    log1p: Callable = tf.math.log1p
+    exp: Callable = tf.exp
+    is_inf: Callable = tf.math.is_inf
+    inf: Callable = lambda like: _c(_INF, like)
+
+
+_TF = _Math()
+_TFLITE = _Math(log=_ew._log_f32, log1p=_ew._log1p_f32, exp=_ew._exp_f32,
+                is_inf=_ew._is_inf, inf=_ew._inf)
 
 
 def _in_f32(fn):
@@ -164,7 +185,7 @@ _ERFINV64_GE16 = (
     1.0103004648645343977, 4.8499064014085844221)
 
 
-def _erf_inv(x):
+def _erf_inv(x, m=_TF):
     w = -tf.math.log1p(-x * x)
     if not _f64(x):
         lt5 = w < _c(5.0, x)
@@ -191,7 +212,7 @@ def _erf_inv(x):
             step = coeff(i) + p * w
             p = step if i < 17 else tf.where(lt16 if i < 19 else lt625, step, p)
     # erfinv(+-1) = +-inf; the polynomial is indeterminate there.
-    return tf.where(tf.abs(x) == _c(1.0, x), x * _c(_INF, x), p * x)
+    return tf.where(tf.abs(x) == _c(1.0, x), x * m.inf(x), p * x)
 
 
 @rule("erf_inv", dtypes="floating",
@@ -216,7 +237,7 @@ _LANCZOS = (676.520368121885098567009190444019, -1259.13921672240287047156078755
             9.984369578019570859563e-6, 1.50563273514931155834e-7)
 
 
-def _lanczos_parts(x, with_derivative=False):
+def _lanczos_parts(x, with_derivative=False, m=_TF):
     """z (x-1, or -x where the reflection is used), a(z), a'(z) and log(t(z))."""
     reflect = x < _c(0.5, x)
     z = tf.where(reflect, -x, x - _c(1.0, x))
@@ -229,28 +250,28 @@ def _lanczos_parts(x, with_derivative=False):
     g_half = _LANCZOS_G + 0.5
     # log(t) = log(g + 1/2) + log1p(z / (g + 1/2)), more accurate than log(g + 1/2 + z).
     t = _c(g_half, x) + z
-    log_t = _c(math.log(g_half), x) + tf.math.log1p(_div_by_const(z, g_half))
+    log_t = _c(math.log(g_half), x) + m.log1p(_div_by_const(z, g_half))
     return reflect, z, a, da, t, log_t
 
 
-def _lgamma(x):
-    reflect, z, a, _, t, log_t = _lanczos_parts(x)
+def _lgamma(x, m=_TF):
+    reflect, z, a, _, t, log_t = _lanczos_parts(x, m=m)
     # (z + 1/2) log t - t, arranged so that t does not overflow.
     r = (z + _c(0.5, x) - t / log_t) * log_t
-    lg = _c((math.log(2) + math.log(math.pi)) / 2, x) + r + tf.math.log(a)
+    lg = _c((math.log(2) + math.log(math.pi)) / 2, x) + r + m.log(a)
     # Reflection lgamma(x) = log(pi) - lgamma(1-x) - log|sin(pi x)|, with sin taken on the
     # fractional part of |x| folded into [0, 1/2] so integers give exactly log(0) = -inf.
     frac = tf.abs(x) - tf.floor(tf.abs(x))
     frac = tf.where(_c(0.5, x) < frac, _c(1.0, x) - frac, frac)
-    log_sin = tf.math.log(tf.sin(_c(math.pi, x) * frac))
+    log_sin = m.log(tf.sin(_c(math.pi, x) * frac))
     reflected = tf.where(tf.math.is_finite(log_sin),
                          _c(math.log(math.pi), x) - log_sin - lg, -log_sin)
     lg = tf.where(reflect, reflected, lg)
-    return tf.where(tf.math.is_inf(x), _c(_INF, x), lg)
+    return tf.where(m.is_inf(x), m.inf(x), lg)
 
 
-def _digamma(x):
-    reflect, z, a, da, t, log_t = _lanczos_parts(x, with_derivative=True)
+def _digamma(x, m=_TF):
+    reflect, z, a, da, t, log_t = _lanczos_parts(x, with_derivative=True, m=m)
     dg = log_t + da / a - _c(_LANCZOS_G, x) / t
     # Reflection digamma(x) = digamma(1-x) - pi cot(pi x), with x shifted into
     # [-1/2, 1/2] first so that pi*x keeps its precision.
@@ -287,7 +308,7 @@ _ZETA_COEFFS = (-7.1661652561756670113e18, 1.8152105401943546773e17, -4.59797872
                 -1.8924375803183791606e9, 47900160.0, -1209600.0, 30240.0, -720.0, 12.0)
 
 
-def _zeta(s, q):
+def _zeta(s, q, m=_TF):
     """Hurwitz zeta as XLA expands it: 10 terms of the sum, then a 12-term Euler-Maclaurin
     tail (Johansson 2015, eq. 5); TF's Zeta differs at q = inf."""
     zero, one = _c(0.0, q), _c(1.0, q)
@@ -309,7 +330,7 @@ def _zeta(s, q):
     # The plain sum alone when the tail cannot matter.
     tiny = _c(np.finfo(q.dtype.as_numpy_dtype).smallest_subnormal, q)
     result = tf.where(tf.abs(acc_pow) < tf.abs(power_sum) * tiny, power_sum, result)
-    nan, inf = _c(_NAN, s), _c(_INF, s)
+    nan, inf = _c(_NAN, s), m.inf(s)
     result = tf.where(s < one, nan, result)
     q_le_0 = q <= zero
     s_is_int = tf.equal(s, tf.floor(s))
@@ -332,13 +353,13 @@ def zeta(ctx, s, q, **_):
     return _in_f32(_zeta)(s, q)
 
 
-def _polygamma(n, x):
+def _polygamma(n, x, m=_TF):
     # psi^(n)(x) = (-1)^(n+1) n! zeta(n+1, x) for n = 1, 2, ...; digamma for n = 0.
     # (XLA takes rem(n, 2); floormod agrees wherever the result is not NaN, and exports.)
     one = _c(1.0, x)
     sign = _c(2.0, x) * tf.math.floormod(n, _c(2.0, x)) - one
-    result = sign * tf.exp(_lgamma(n + one)) * _zeta(n + one, x)
-    result = tf.where(tf.equal(n, _c(0.0, x)), _digamma(x), result)
+    result = sign * m.exp(_lgamma(n + one, m)) * _zeta(n + one, x, m)
+    result = tf.where(tf.equal(n, _c(0.0, x)), _digamma(x, m), result)
     not_natural = tf.logical_or(tf.not_equal(n, tf.floor(n)), n < _c(0.0, x))
     return tf.where(not_natural, _c(_NAN, x), result)
 
@@ -422,3 +443,29 @@ def regularized_incomplete_beta(ctx, a, b, x, **_):
     """JAX's continued fraction (Lentz); TF's Betainc differs beyond the f32 tolerance."""
     return ctx.lower_fun(_jax_special._up_and_broadcast(
         _jax_special.regularized_incomplete_beta_impl), a, b, x)[0]
+
+
+# ---------------------------------------------------------------------------------------
+# TFLite (float32): the same expansions written with the TFLite forms of _TFLITE.
+
+def _tflite_rule(prim_name, fn, cases):
+    def lower(ctx, *xs, **_):
+        return fn(*xs)
+    lower.__doc__ = (f"{prim_name}: XLA's expansion with TFLite-safe log/exp/inf "
+                     f"(builtin ops only).")
+    lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
+    return rule(prim_name, dtypes="float32", targets="tflite", cases=cases,
+                polymorphic=True)(lower)
+
+
+erf_inv_tflite = _tflite_rule("erf_inv", lambda x: _erf_inv(x, _TFLITE), rules_of(erf_inv)[0].cases)
+lgamma_tflite = _tflite_rule("lgamma", lambda x: _lgamma(x, _TFLITE), [
+    case("poles, zeros, tails and extremes", lax.lgamma,
+         _GAMMA_INPUTS + [3.4e38, -3.4e38, -5.0083003, -4.0394807, 1e-45, -1e-45])])
+digamma_tflite = _tflite_rule(
+    "digamma", lambda x: _digamma(_ew._daz(x), _TFLITE), [
+        case("poles, tails and subnormals (XLA takes them as the pole 0)", lax.digamma,
+             _GAMMA_INPUTS + [1e-45, -1e-45, 1e-39, 3.4e38, -3.4e38])])
+zeta_tflite = _tflite_rule("zeta", lambda s, q: _zeta(s, q, _TFLITE), rules_of(zeta)[0].cases)
+polygamma_tflite = _tflite_rule("polygamma", lambda n, x: _polygamma(n, x, _TFLITE),
+                                rules_of(polygamma)[0].cases)
