@@ -1,10 +1,12 @@
 """The coverage table and the ``python -m core.registry`` command line.
 
     python -m core.registry list [--status S] [--plugin P] [--primitive GLOB]
-                                 [--dtype D] [--device D] [--json | --markdown]
+                                 [--dtype D] [--device D] [--target T] [--json | --markdown]
     python -m core.registry plugins
     python -m core.registry explain PRIMITIVE [--dtype D ...] [--device D] [--allow-xla]
+                                    [--target T]
     python -m core.registry check MODULE:FUNCTION ARGSPEC... [--device D] [--allow-xla]
+                                  [--target T]
 """
 from __future__ import annotations
 
@@ -125,11 +127,17 @@ def compact_dtypes(dts: Sequence[str]) -> str:
     return ",".join(sorted(s))
 
 
-def markdown_table(rows: list[dict]) -> str:
-    lines = ["| primitive | status | package | dtypes | rules |", "|---|---|---|---|---|"]
+def markdown_table(rows: list[dict], targets: dict[str, dict[str, dict]] | None = None) -> str:
+    """The coverage table; ``targets``: {target: {primitive: its target_coverage row}}
+    adds a column per export target with the dtypes that lower there."""
+    targets = targets or {}
+    lines = ["| primitive | status | package | dtypes | " + "".join(f"{t} | " for t in targets)
+             + "rules |", "|---|---|---|---|" + "---|" * len(targets) + "---|"]
     for r in rows:
+        cols = "".join(f"{compact_dtypes(t.get(r['primitive'], {}).get('dtypes', [])) or '-'} | "
+                       for t in targets.values())
         lines.append(f"| `{r['primitive']}` | {r['status']} | {r['plugin'] or '-'} | "
-                     f"{compact_dtypes(r['dtypes']) or '-'} | "
+                     f"{compact_dtypes(r['dtypes']) or '-'} | {cols}"
                      f"{', '.join(f'`{x}`' for x in r['rules']) or '-'} |")
     return "\n".join(lines)
 
@@ -266,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             print(json.dumps(rows, indent=1))
         elif args.markdown:
-            print(markdown_table(rows))
+            tflite = {r["primitive"]: r for r in target_coverage("tflite", reg)}
+            print(markdown_table(rows, {"tflite": tflite}))
             print(f"\n{summary(rows)}")
         else:
             print(f"{'primitive':30} {'status':10} {'package':14} {'dtypes':28} rules")

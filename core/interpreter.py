@@ -32,6 +32,7 @@ class ConversionContext:
     prefer: dict[str, str] | None = None
     target: str = "tf"
     checker: Any = None          # a core.targets.OpChecker during a target's pre-flight
+    origin: Any = None           # the user's equation a rule's decomposition came from
     used: set = dataclasses.field(default_factory=set)   # ids of the rules that ran
     dims: DimEnv = dataclasses.field(default_factory=DimEnv)  # symbolic dimension values
 
@@ -125,7 +126,10 @@ class RuleContext:
                                          self.conversion.prefer,
                                          what=f"the decomposition of {self.eqn.primitive}",
                                          target=self.target)
-        return lower_jaxpr(self.conversion, closed, args)
+        conv = self.conversion
+        if conv.origin is None:     # errors point at the user's equation, not at ours
+            conv = dataclasses.replace(conv, origin=self.eqn)
+        return lower_jaxpr(conv, closed, args)
 
 
 def constant(value, dtype) -> tf.Tensor:
@@ -182,7 +186,7 @@ def lower_jaxpr(conv: ConversionContext, jaxpr, args: Sequence[tf.Tensor],
             with tf.name_scope(scope_name(eqn)):
                 out = rule.fn(conv.rule_context(eqn), *map(read, eqn.invars), **eqn.params)
             if checker:
-                checker.finish(mark, eqn, rule.id)
+                checker.finish(mark, eqn, rule.id, conv.origin)
         except JaxtfError:
             raise
         except Exception as exc:

@@ -76,7 +76,8 @@ def to_module(apply_fn: Callable, params: Any, *, trainable: bool = False,
     :param input_signature: TensorSpecs of the data inputs; gives a serving signature.
     :param polymorphic_shapes: one spec per data input (``"(b, 28, 28)"``), for
         ``None`` dimensions in ``input_signature`` (e.g. a batch of any size).
-    :param convert_kw: passed to :func:`core.convert` (``allow_xla``, ``device``, ...).
+    :param convert_kw: passed to :func:`core.convert` (``allow_xla``, ``device``,
+        ``target="tflite"``, ...).
     """
     return ConvertedModule(apply_fn, params, trainable=trainable,
                            input_signature=input_signature, with_gradient=with_gradient,

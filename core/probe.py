@@ -39,7 +39,7 @@ class Recorder:
         g = tf.compat.v1.get_default_graph()
         return g, g.num_operations()
 
-    def finish(self, mark, eqn, rule_id):
+    def finish(self, mark, eqn, rule_id, origin=None):
         from core.targets import new_operations, op_signature
         g, n0 = mark
         for op in new_operations(g, n0):

@@ -231,12 +231,25 @@ def all_eqns(jaxpr):
 
 
 def where(eqn) -> str:
-    """The user's source line of an equation, for error messages."""
+    """The user's source line of an equation, for error messages (frames of jaxtf's own
+    packages are skipped, as JAX skips its own)."""
     try:
         from jax._src import source_info_util
+        _exclude_own_frames(source_info_util)
         return source_info_util.summarize(eqn.source_info)
     except Exception:  # source info is best effort
         return "unknown location"
+
+
+_OWN_FRAMES_EXCLUDED = []
+
+
+def _exclude_own_frames(source_info_util) -> None:
+    if not _OWN_FRAMES_EXCLUDED:
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        for pkg in ("core", *BUILTIN_PACKAGES):
+            source_info_util.register_exclusion(os.path.join(root, pkg) + os.sep)
+        _OWN_FRAMES_EXCLUDED.append(True)
 
 
 def _name_stack(eqn) -> str:

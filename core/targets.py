@@ -107,11 +107,13 @@ def op_signature(op) -> str:
 
 @dataclasses.dataclass
 class Refusal:
-    """An op a target refuses, and the equation whose rule emitted it."""
+    """An op a target refuses, the equation whose rule emitted it, and the user's
+    equation that one came from (itself, unless a rule's decomposition made it)."""
     eqn: Any
     rule_id: str
     op_type: str
     reason: str
+    origin: Any = None
 
 
 class OpChecker:
@@ -128,7 +130,7 @@ class OpChecker:
         g = tf.compat.v1.get_default_graph()
         return g, g.num_operations()
 
-    def finish(self, mark, eqn, rule_id: str) -> None:
+    def finish(self, mark, eqn, rule_id: str, origin=None) -> None:
         g, n0 = mark
         for op in new_operations(g, n0):
             key = (id(g), op.name)
@@ -137,7 +139,7 @@ class OpChecker:
             self._seen.add(key)
             reason = self.target.refuses(op)
             if reason:
-                self.refusals.append(Refusal(eqn, rule_id, op.type, reason))
+                self.refusals.append(Refusal(eqn, rule_id, op.type, reason, origin or eqn))
 
 
 def new_operations(g, n0: int) -> list:
@@ -174,7 +176,10 @@ def format_refusals(refusals: list[Refusal], target: Target, what: str) -> str:
         eqns = {id(r.eqn) for r in rs}
         count = f" ({len(eqns)} equations)" if len(eqns) > 1 else ""
         lines.append(f"[{i}] {prim}  dtypes {{{', '.join(dts)}}}{count}  rule {rid}")
-        lines.append(f"    at {where(rs[0].eqn)}")
+        origin = rs[0].origin or rs[0].eqn
+        via = (f" (in the lowering of {origin.primitive.name} "
+               f"{{{', '.join(eqn_dtypes(origin))}}})" if origin is not rs[0].eqn else "")
+        lines.append(f"    at {where(origin)}{via}")
         for reason in dict.fromkeys(r.reason for r in rs):
             lines.append(f"    refused: {reason}")
     if target.way_out:

@@ -51,7 +51,7 @@ _STRUCTURAL = [
 _ACCUMULATING = [
     "reduce_sum", "reduce_prod", "reduce_max", "reduce_min", "reduce_and", "reduce_or",
     "reduce_xor", "argmax", "argmin", "cumsum", "cumprod", "cummax", "cummin",
-    "cumlogsumexp", "sort", "top_k", "dot_general", "conv_general_dilated",
+    "cumlogsumexp", "sort", "top_k", "approx_top_k", "dot_general", "conv_general_dilated",
     "reduce_window_sum", "reduce_window_max", "reduce_window_min"]
 PRIMITIVES = _ELEMENTWISE + _STRUCTURAL + _ACCUMULATING
 
@@ -59,7 +59,7 @@ PRIMITIVES = _ELEMENTWISE + _STRUCTURAL + _ACCUMULATING
 _EXACT = set(_STRUCTURAL) | {
     "max", "min", "clamp", "abs", "neg", "sign", "floor", "ceil", "round", "select_n",
     "is_finite", "eq", "ne", "lt", "le", "gt", "ge", "reduce_max", "reduce_min", "argmax",
-    "argmin", "cummax", "cummin", "sort", "top_k", "reduce_window_max", "reduce_window_min",
+    "argmin", "cummax", "cummin", "sort", "top_k", "approx_top_k", "reduce_window_max", "reduce_window_min",
     "convert_element_type"}
 
 #: parameters naming a result dtype, widened with the operands
