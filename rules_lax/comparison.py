@@ -417,7 +417,7 @@ def and32(x, y):
         x, y = y, x
     c, zx, zy = _static32(y), _known_zeros(x), _known_zeros(y)
     if (zx | zy) == _MASK32:  # no bit can be set in both
-        return tf.zeros_like(x + y)
+        return (x + y) * tf.constant(0, x.dtype)
     if c is not None:
         if c | zx == _MASK32:  # c keeps every bit x may have
             return x
@@ -500,13 +500,18 @@ def _flush_for_compare(x, y):
 
 def flush_subnormals(t):
     """float32 subnormals -> +0 (NaN stays)."""
-    return tf.where(tf.math.less(tf.abs(t), _F32_TINY), tf.zeros_like(t), t)
+    return tf.where(tf.math.less(tf.abs(t), _F32_TINY), tf.constant(0, t.dtype), t)
 
 
 # -- comparisons (TFLite) --------------------------------------------------------------------
 def _u32_key(x, ordered: bool):
     """uint32 compared as int32: the bits as they are for ==, with bit 31 flipped for <."""
     return tf.bitwise.bitwise_xor(_i32(x), _c32(1 << 31)) if ordered else _i32(x)
+
+
+def _poly_case(f, nargs):
+    return case.random(f, shapes=[(3, 4)] * nargs, name="symbolic batch dimension",
+                       convert_kw={"polymorphic_shapes": ["(b, 4)"] * nargs})
 
 
 def _subnormal_case(prim):
@@ -523,7 +528,8 @@ def _uint_order_case(prim):
 
 
 def _tfl_cmp_cases(prim):
-    return _cmp_cases(prim) + [_subnormal_case(prim), _uint_order_case(prim)]
+    return _cmp_cases(prim) + [_subnormal_case(prim), _uint_order_case(prim),
+                               _poly_case(getattr(lax, prim), 2)]
 
 
 @rule("eq", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("eq"), polymorphic=True)
@@ -554,7 +560,7 @@ def compare_total_order_tflite(ctx, x, y, **_):
 
 # -- logic and bitwise (TFLite) --------------------------------------------------------------
 def _tfl_bitwise_cases(f, nargs):
-    cases = _bitwise_cases(f, nargs)
+    cases = _bitwise_cases(f, nargs) + [_poly_case(f, nargs)]
     if nargs == 2:
         u = np.uint32
         cases += [
@@ -593,10 +599,38 @@ def bitwise_and_or_tflite(ctx, x, y, **_):
     return f(x, y)
 
 
-@rule("not", dtypes=["int32", "uint32"], targets="tflite",
-      cases=_bitwise_cases(lax.bitwise_not, 1), polymorphic=True)
+def _int64_cases(f, nargs):
+    return [case.custom("random 64-bit patterns", f, lambda rng, dt: [
+        rng.integers(-2**63, 2**63 - 1, (5, 6), dtype=np.int64, endpoint=True)
+        for _ in range(nargs)], dtypes="int64")]
+
+
+@rule("and", dtypes="int64", targets="tflite",
+      cases=_bitwise_cases(lax.bitwise_and, 2) + _int64_cases(lax.bitwise_and, 2),
+      polymorphic=True)
+@rule("or", dtypes="int64", targets="tflite",
+      cases=_bitwise_cases(lax.bitwise_or, 2) + _int64_cases(lax.bitwise_or, 2),
+      polymorphic=True)
+@rule("xor", dtypes="int64", targets="tflite",
+      cases=_bitwise_cases(lax.bitwise_xor, 2) + _int64_cases(lax.bitwise_xor, 2),
+      polymorphic=True)
+def bitwise_int64_tflite(ctx, x, y, **_):
+    """On the two uint32 halves of each int64 (TFLite has no 64-bit bitwise op)."""
+    f = {"and": and32, "or": or32, "xor": tf.bitwise.bitwise_xor}[ctx.eqn.primitive.name]
+    x, y = _bcast_tfl(ctx, x, y)
+
+    def halves(t):
+        return tf.bitcast(tf.bitcast(t, tf.uint64), tf.uint32)
+    return tf.bitcast(tf.bitcast(f(halves(x), halves(y)), tf.uint64), tf.int64)
+
+
+@rule("not", dtypes=["int32", "uint32", "int64"], targets="tflite",
+      cases=_tfl_bitwise_cases(lax.bitwise_not, 1) + _int64_cases(lax.bitwise_not, 1),
+      polymorphic=True)
 def bitwise_not_tflite(ctx, x, **_):
-    """~x = x ^ 0xFFFFFFFF."""
+    """~x = x ^ 0xFFFFFFFF (32 bits), -1 - x (int64, which has no BitwiseXor)."""
+    if x.dtype == tf.int64:
+        return tf.constant(-1, tf.int64) - x
     return tf.bitwise.bitwise_xor(x, tf.constant(-1 if x.dtype == tf.int32 else _MASK32, x.dtype))
 
 
@@ -624,7 +658,7 @@ def _tfl_shift_cases(f):
     def static_amounts(x):
         return [f(x, np.array(k, np.uint32).view(x.dtype))
                 for k in (0, 1, 9, 31, 32, 33, 0x80000000, _MASK32)]
-    return _shift_cases(f) + [case.custom(
+    return _shift_cases(f) + [_poly_case(f, 2), case.custom(
         "constant amounts 0, 1, 9, 31, 32, 33, 2^31, 2^32 - 1 (-1)", static_amounts,
         lambda rng, dt: [np.array([0, 1, -1, 2**31 - 1, -2**31, 0x12345678, -0x789ABCDE],
                                   np.int64).astype(np.uint32).view(dt)])]
@@ -650,7 +684,7 @@ def shift_zero_fill_tflite(ctx, x, s, **_):
         table = tf.constant([(1 << k) - (1 << 32) * (k == 31) for k in range(32)] + [0],
                             tf.int32)
         return x * _as(tf.gather(table, tf.where(in_range, s, 32)), x.dtype)
-    return tf.where(in_range, srl32(x, tf.where(in_range, s, 0)), tf.zeros_like(x))
+    return tf.where(in_range, srl32(x, tf.where(in_range, s, 0)), tf.constant(0, x.dtype))
 
 
 @rule("shift_right_arithmetic", dtypes=_TFL_SHIFT_DTYPES, targets="tflite",
@@ -669,7 +703,7 @@ def shift_right_arithmetic_tflite(ctx, x, s, **_):
 
 # -- bit counting (TFLite) -------------------------------------------------------------------
 def _tfl_count_cases(f):
-    return _count_cases(f) + [case.custom(
+    return _count_cases(f) + [_poly_case(f, 1), case.custom(
         "every 2^k, 2^k - 1 and ~(2^k - 1)", f, lambda rng, dt: [np.array(
             [m for k in range(33) for m in (1 << k, (1 << k) - 1, ~((1 << k) - 1))],
             np.int64).astype(np.uint32).view(dt)])]

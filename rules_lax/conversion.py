@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from core.rule import case, rule
-from rules_lax.comparison import TFBits, TFLiteBits, flush_subnormals, _i32
+from rules_lax.comparison import TFBits, TFLiteBits, flush_subnormals, _i32, _poly_case
 
 _NAN = float("nan")
 _INF = float("inf")
@@ -131,12 +131,12 @@ def _to_bool_only(eqn):
           case.custom("ints: extremes", _to_bool, _int_edges, dtypes="uint32"),
           case("subnormals are False", _to_bool,
                [1e-45, -1e-45, 1e-40, -3e-39, 1.2e-38, -0.0, 0.0, _NAN], dtypes="float32"),
-          case.random(_to_bool, shapes=[(3, 4)])], polymorphic=True)
+          _poly_case(_to_bool, 1)], polymorphic=True)
 def convert_to_bool_tflite(ctx, x, **_):
     """x != 0, with uint32 compared as int32 and float32 subnormals as zero (XLA's compare
     flushes them, TFLite's does not)."""
     x = _i32(x) if x.dtype == tf.uint32 else flush_subnormals(x)
-    return tf.math.not_equal(x, tf.zeros_like(x))
+    return tf.math.not_equal(x, tf.constant(0, x.dtype))
 
 
 _CANONICAL_NAN = {("bfloat16", "float32"), ("bfloat16", "float64"), ("float16", "float64")}
@@ -271,7 +271,8 @@ def _reduce_precision(x, dtype: np.dtype, e: int, m: int, bit_ops):
     return tf.where(is_nan, nan_out, tf.bitcast(u, x.dtype))
 
 
-@rule("reduce_precision", dtypes="float32", targets="tflite", cases=_RP_CASES, polymorphic=True)
+@rule("reduce_precision", dtypes="float32", targets="tflite", polymorphic=True,
+      cases=_RP_CASES + [_poly_case(_rp(5, 10), 1)])
 def reduce_precision_tflite(ctx, x, *, exponent_bits, mantissa_bits, **_):
     """The same on the int32 view, with & and | made of builtin ops (the compares are on
     masked patterns below 2^31, so signed compares order them as unsigned ones would)."""
@@ -306,7 +307,8 @@ def nextafter(ctx, x, y, **_):
 @rule("nextafter", dtypes="float32", targets="tflite", cases=_NEXTAFTER_CASES + [
     case("subnormal operands: x == y compares them as zero", lax.nextafter,
          [1e-45, 1e-45, -1e-45, 3e-40, 0.0, 1e-40, 1.2e-38],
-         [0.0, 2e-45, 0.0, -3e-40, 1e-45, 1e-40, 0.0], dtypes="float32")], polymorphic=True)
+         [0.0, 2e-45, 0.0, -3e-40, 1e-45, 1e-40, 0.0], dtypes="float32"),
+    _poly_case(lax.nextafter, 2)], polymorphic=True)
 def nextafter_tflite(ctx, x, y, **_):
     """The same on the int32 view, with & and | made of builtin ops and the x == y test
     flushing subnormals as XLA's compare does (TFLite's does not)."""
