@@ -956,3 +956,51 @@ def atan2_tflite(ctx, x, y, **_):
 def rem_tflite(ctx, x, y, **_):
     """The generic fmod on operands with subnormals as zeros (XLA's denormals-are-zero)."""
     return rem_floating(ctx, _daz(x), _daz(y))
+
+
+# -- uint32 in TFLite: Add, Mul, BitwiseXor, Bitcast, Cast and SelectV2 take uint32; Sub,
+# NotEqual, Maximum and Minimum do not.
+
+def _u32_key(x):
+    """int32 with the order of the uint32 ``x`` (the top bit flipped)."""
+    return tf.bitcast(tf.bitwise.bitwise_xor(x, tf.constant(2 ** 31, tf.uint32)), tf.int32)
+
+
+def _u32_max(x, y, is_max=True):
+    pick_x = (tf.math.greater if is_max else tf.math.less)(_u32_key(x), _u32_key(y))
+    return tf.where(pick_x, x, y)
+
+
+_U32_EDGES = [0, 1, 2 ** 31, 2 ** 32 - 1, 7, 2 ** 31 - 1]
+
+
+@rule("sub", dtypes="uint32", targets="tflite",
+      cases=[case("wraps", lax.sub, _U32_EDGES, [1, 0, 2 ** 32 - 1, 2 ** 31, 9, 2 ** 31]),
+             _broadcast_pair(lax.sub)], polymorphic=True)
+def sub_uint32_tflite(ctx, x, y, **_):
+    """x + y * (2^32 - 1): the product is -y modulo 2^32."""
+    return x + y * tf.constant(2 ** 32 - 1, tf.uint32)
+
+
+@rule("sign", dtypes="uint32", targets="tflite",
+      cases=[case("0 or 1", lax.sign, _U32_EDGES)], polymorphic=True)
+def sign_uint32_tflite(ctx, x, **_):
+    return tf.cast(tf.math.not_equal(tf.bitcast(x, tf.int32), 0), tf.uint32)
+
+
+@rule(["max", "min"], dtypes="uint32", targets="tflite",
+      cases=[case("top bit", lax.max, _U32_EDGES, [2 ** 31 - 1, 2 ** 31, 1, 0, 7, 2 ** 32 - 1]),
+             case("top bit", lax.min, _U32_EDGES, [2 ** 31 - 1, 2 ** 31, 1, 0, 7, 2 ** 32 - 1]),
+             _broadcast_pair(lax.max), _broadcast_pair(lax.min)], polymorphic=True)
+def minmax_uint32_tflite(ctx, x, y, **_):
+    """Compared as int32 keys with the top bit flipped."""
+    return _u32_max(x, y, ctx.eqn.primitive.name == "max")
+
+
+@rule("clamp", dtypes="uint32", targets="tflite",
+      cases=[case("min > max gives max", lax.clamp, 4, [0, 2, 5, 2 ** 32 - 1], 1),
+             case("top bit", lax.clamp, 2 ** 31 - 1, _U32_EDGES, 2 ** 31 + 5),
+             case.random(lax.clamp, shapes=[(3, 4), (3, 4), ()], name="array min, scalar max")],
+      polymorphic=True)
+def clamp_uint32_tflite(ctx, lo, x, hi, **_):
+    return _u32_max(_u32_max(x, lo), hi, is_max=False)
