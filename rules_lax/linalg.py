@@ -44,16 +44,20 @@ def _min(a, b):
 
 # -- cholesky --------------------------------------------------------------------------
 
+#: shared with linalg_tflite's rule
+CHOLESKY_CASES = [
+    case.custom("positive definite, batch", lax.linalg.cholesky_p.bind, _pd((2, 4, 4))),
+    case("upper triangle is kept from the input", lax.linalg.cholesky_p.bind,
+         [[4.0, 7.0, 9.0], [2.0, 5.0, 8.0], [1.0, 3.0, 6.0]]),
+    case("not positive definite gives NaN", lax.linalg.cholesky_p.bind,
+         [[[1.0, 2.0], [2.0, 1.0]], [[4.0, 0.0], [2.0, 5.0]]]),
+    case("zero pivot gives NaN", lax.linalg.cholesky_p.bind, [[1.0, 0.0], [0.0, 0.0]]),
+    case.custom("symbolic batch and size", lax.linalg.cholesky_p.bind, _pd((3, 4, 4)),
+                convert_kw=_poly("(b, n, n)"))]
+
+
 @rule("cholesky", dtypes=_LAPACK, polymorphic=True,
-      cases=[case.custom("positive definite, batch", lax.linalg.cholesky_p.bind, _pd((2, 4, 4))),
-             case("upper triangle is kept from the input", lax.linalg.cholesky_p.bind,
-                  [[4.0, 7.0, 9.0], [2.0, 5.0, 8.0], [1.0, 3.0, 6.0]]),
-             case("not positive definite gives NaN", lax.linalg.cholesky_p.bind,
-                  [[[1.0, 2.0], [2.0, 1.0]], [[4.0, 0.0], [2.0, 5.0]]]),
-             case("zero pivot gives NaN", lax.linalg.cholesky_p.bind, [[1.0, 0.0], [0.0, 0.0]]),
-             case.custom("empty", lax.linalg.cholesky_p.bind, _pd((3, 0, 0))),
-             case.custom("symbolic batch and size", lax.linalg.cholesky_p.bind, _pd((3, 4, 4)),
-                         convert_kw=_poly("(b, n, n)"))])
+      cases=CHOLESKY_CASES + [case.custom("empty", lax.linalg.cholesky_p.bind, _pd((3, 0, 0)))])
 def cholesky_lower(ctx, x, **_):
     """L in the lower triangle, the input's strict upper triangle above it (LAPACK's potrf
     leaves it untouched); a matrix that is not positive definite becomes all NaN."""
@@ -455,20 +459,23 @@ def _tri_args(a_shape, b_shape):
     return make
 
 
-@rule("triangular_solve", dtypes="inexact", polymorphic=True,
-      cases=[case.custom(f"{side} lower={lo} transpose={tr} conjugate={cj}",
-                         _tri_solve_fn(left_side=side == "left", lower=lo, transpose_a=tr,
-                                       conjugate_a=cj),
-                         _tri_args((2, 4, 4), (2, 4, 3) if side == "left" else (2, 3, 4)))
-             for side in ("left", "right") for lo in (False, True) for tr in (False, True)
-             for cj in (False, True)]
-      + [case.custom("unit diagonal", _tri_solve_fn(left_side=True, lower=True,
-                                                    unit_diagonal=True),
-                     _tri_args((4, 4), (4, 2))),
-         case.custom("left, symbolic batch and sizes", _tri_solve_fn(left_side=True, lower=True),
-                     _tri_args((2, 4, 4), (2, 4, 3)), convert_kw=_poly("(b, n, n)", "(b, n, k)")),
-         case.custom("right transposed, symbolic batch", _tri_solve_fn(transpose_a=True),
-                     _tri_args((2, 4, 4), (2, 3, 4)), convert_kw=_poly("(b, 4, 4)", "(b, 3, 4)"))])
+#: every combination of side, triangle, transpose and conjugate, unit diagonal, symbolic
+#: dimensions (linalg_tflite's rule runs them too)
+TRIANGULAR_SOLVE_CASES = [
+    case.custom(f"{side} lower={lo} transpose={tr} conjugate={cj}",
+                _tri_solve_fn(left_side=side == "left", lower=lo, transpose_a=tr, conjugate_a=cj),
+                _tri_args((2, 4, 4), (2, 4, 3) if side == "left" else (2, 3, 4)))
+    for side in ("left", "right") for lo in (False, True) for tr in (False, True)
+    for cj in (False, True)] + [
+    case.custom("unit diagonal", _tri_solve_fn(left_side=True, lower=True, unit_diagonal=True),
+                _tri_args((4, 4), (4, 2))),
+    case.custom("left, symbolic batch and sizes", _tri_solve_fn(left_side=True, lower=True),
+                _tri_args((2, 4, 4), (2, 4, 3)), convert_kw=_poly("(b, n, n)", "(b, n, k)")),
+    case.custom("right transposed, symbolic batch", _tri_solve_fn(transpose_a=True),
+                _tri_args((2, 4, 4), (2, 3, 4)), convert_kw=_poly("(b, 4, 4)", "(b, 3, 4)"))]
+
+
+@rule("triangular_solve", dtypes="inexact", polymorphic=True, cases=TRIANGULAR_SOLVE_CASES)
 def triangular_solve_by_tf(ctx, a, b, *, left_side, lower, transpose_a, conjugate_a,
                            unit_diagonal, **_):
     """op(A) X = B or X op(A) = B with op one of A, A^T, conj(A), A^H; only the named

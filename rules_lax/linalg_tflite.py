@@ -17,8 +17,8 @@ from jax import lax
 from jax._src.lax import linalg as _lax_linalg  # _qr_lowering: geqrf + orgqr
 
 from core.rule import case, rule
-from rules_lax.linalg import (_eigh_values, _pd, _poly, _svd_fn, _sym, _tri_args,
-                               _tri_solve_fn)
+from rules_lax.linalg import (CHOLESKY_CASES, TRIANGULAR_SOLVE_CASES, _eigh_values, _pd,
+                              _poly, _svd_fn, _sym, _tri_args, _tri_solve_fn)
 
 _F32 = "float32"
 
@@ -34,6 +34,12 @@ def _e(x, axis):
     return tf.expand_dims(x, axis)
 
 
+def _square(ctx):
+    """(shape, number of batch dimensions, range(n)) of the first operand [..., n, n]."""
+    shape = ctx.shape(ctx.avals_in[0])
+    return shape, len(shape) - 2, tf.range(shape[-1], dtype=tf.int32)
+
+
 def _loop(n, body, *state, reverse=False):
     """``for t in range(n)`` (``reversed`` with ``reverse``) as one ``tf.while_loop``;
     ``body(j, *state) -> state``."""
@@ -45,32 +51,24 @@ def _loop(n, body, *state, reverse=False):
 # -- cholesky --------------------------------------------------------------------------
 
 @rule("cholesky", dtypes=_F32, targets="tflite", polymorphic=True,
-      cases=[case.custom("positive definite, batch", lax.linalg.cholesky_p.bind, _pd((2, 4, 4))),
-             case.custom("positive definite, 32x32", lax.linalg.cholesky_p.bind, _pd((32, 32))),
-             case("upper triangle is kept from the input", lax.linalg.cholesky_p.bind,
-                  [[4.0, 7.0, 9.0], [2.0, 5.0, 8.0], [1.0, 3.0, 6.0]]),
-             case("not positive definite gives NaN", lax.linalg.cholesky_p.bind,
-                  [[[1.0, 2.0], [2.0, 1.0]], [[4.0, 0.0], [2.0, 5.0]]]),
-             case("zero pivot gives NaN", lax.linalg.cholesky_p.bind, [[1.0, 0.0], [0.0, 0.0]]),
-             case("-0.0 pivot gives NaN", lax.linalg.cholesky_p.bind, [[-0.0]]),
-             case("NaN in the lower triangle propagates", lax.linalg.cholesky_p.bind,
-                  [[4.0, 1.0, 0.0], [float("nan"), 5.0, 0.0], [1.0, 1.0, 6.0]]),
-             case("NaN in the upper triangle is not read", lax.linalg.cholesky_p.bind,
-                  [[4.0, float("nan")], [1.0, 5.0]]),
-             case("inf on the diagonal", lax.linalg.cholesky_p.bind,
-                  [[float("inf"), 0.0], [1.0, 4.0]]),
-             case.custom("symbolic batch and size", lax.linalg.cholesky_p.bind, _pd((3, 4, 4)),
-                         convert_kw=_poly("(b, n, n)"))])
+      cases=CHOLESKY_CASES + [
+          case.custom("positive definite, 32x32", lax.linalg.cholesky_p.bind, _pd((32, 32))),
+          case("-0.0 pivot gives NaN", lax.linalg.cholesky_p.bind, [[-0.0]]),
+          case("NaN in the lower triangle propagates", lax.linalg.cholesky_p.bind,
+               [[4.0, 1.0, 0.0], [float("nan"), 5.0, 0.0], [1.0, 1.0, 6.0]]),
+          case("NaN in the upper triangle is not read", lax.linalg.cholesky_p.bind,
+               [[4.0, float("nan")], [1.0, 5.0]]),
+          case("inf on the diagonal", lax.linalg.cholesky_p.bind,
+               [[float("inf"), 0.0], [1.0, 4.0]])])
 def cholesky_by_columns(ctx, x, **_):
     """Right-looking Cholesky (LAPACK's potf2 order): column j is the updated column
     scaled by 1/sqrt(d_j), then the trailing matrix loses its outer product. Only the
     lower triangle is read; the strict upper triangle is the input's; a pivot that is
     not > 0 (NaN pivots propagate instead) turns the whole matrix into NaN, as JAX."""
-    shape = ctx.shape(ctx.avals_in[0])
-    n, nb = shape[-1], len(shape) - 2
     if ctx.avals_in[0].shape[-1] == 0:
         return x
-    idx = tf.range(n, dtype=tf.int32)
+    shape, nb, idx = _square(ctx)
+    n = shape[-1]
     rows, cols = idx[:, None], idx[None, :]
     lower = rows >= cols
     zero = tf.constant(0, tf.float32)   # a scalar: SelectV2 broadcasts it
@@ -102,35 +100,23 @@ def _tri_edge_args(rng, dtype):
 
 
 @rule("triangular_solve", dtypes=_F32, targets="tflite", polymorphic=True,
-      cases=[case.custom(f"{side} lower={lo} transpose={tr} conjugate={cj}",
-                         _tri_solve_fn(left_side=side == "left", lower=lo, transpose_a=tr,
-                                       conjugate_a=cj),
-                         _tri_args((2, 4, 4), (2, 4, 3) if side == "left" else (2, 3, 4)))
-             for side in ("left", "right") for lo in (False, True) for tr in (False, True)
-             for cj in (False, True)]
-      + [case.custom("unit diagonal", _tri_solve_fn(left_side=True, lower=True,
-                                                    unit_diagonal=True),
-                     _tri_args((4, 4), (4, 2))),
-         case.custom("unit diagonal, right, upper, transposed",
-                     _tri_solve_fn(unit_diagonal=True, transpose_a=True), _tri_args((5, 5), (3, 5))),
-         case.custom("32x32", _tri_solve_fn(left_side=True, lower=True), _tri_args((32, 32), (32, 2))),
-         case.custom("zero pivot, inf and subnormal right-hand sides",
-                     _tri_solve_fn(left_side=True, lower=True), _tri_edge_args),
-         case.custom("left, symbolic batch and sizes", _tri_solve_fn(left_side=True, lower=True),
-                     _tri_args((2, 4, 4), (2, 4, 3)), convert_kw=_poly("(b, n, n)", "(b, n, k)")),
-         case.custom("right transposed, symbolic batch", _tri_solve_fn(transpose_a=True),
-                     _tri_args((2, 4, 4), (2, 3, 4)), convert_kw=_poly("(b, 4, 4)", "(b, 3, 4)"))])
+      cases=TRIANGULAR_SOLVE_CASES + [
+          case.custom("unit diagonal, right, upper, transposed",
+                      _tri_solve_fn(unit_diagonal=True, transpose_a=True),
+                      _tri_args((5, 5), (3, 5))),
+          case.custom("32x32", _tri_solve_fn(left_side=True, lower=True),
+                      _tri_args((32, 32), (32, 2))),
+          case.custom("zero pivot, inf and subnormal right-hand sides",
+                      _tri_solve_fn(left_side=True, lower=True), _tri_edge_args)])
 def triangular_solve_by_substitution(ctx, a, b, *, left_side, lower, transpose_a,
                                      conjugate_a, unit_diagonal, **_):
     """op(A) X = B or X op(A) = B by substitution, one row of X per step (LAPACK's trsm
     order: x_j = b_j / m_jj, then the rows after j lose m_ij x_j). Only the named
     triangle of A is read (not its diagonal when unit_diagonal); conjugation is a no-op
     on real matrices."""
-    shape_a = ctx.shape(ctx.avals_in[0])
-    n, nb = shape_a[-1], len(shape_a) - 2
     if ctx.avals_in[0].shape[-1] == 0:
         return b
-    idx = tf.range(n, dtype=tf.int32)
+    shape, nb, idx = _square(ctx)
     m = tf.linalg.matrix_transpose(a) if transpose_a else a
     # X op(A) = B  <=>  op(A)^T X^T = B^T; M := the matrix on the left, lower or upper
     m_lower = lower != transpose_a
@@ -145,7 +131,7 @@ def triangular_solve_by_substitution(ctx, a, b, *, left_side, lower, transpose_a
         x = tf.where(after[:, None], x - _e(mcol, -1) * _e(xj, -2), x)
         return (tf.where(tf.equal(idx, j)[:, None], _e(xj, -2), x),)
 
-    (x,) = _loop(n, body, b, reverse=not m_lower)
+    (x,) = _loop(shape[-1], body, b, reverse=not m_lower)
     return x if left_side else tf.linalg.matrix_transpose(x)
 
 
@@ -265,7 +251,8 @@ def _eigh_residual(x):
 
 
 @rule("eigh", dtypes=_F32, targets="tflite",
-      cases=[case.custom("eigenvalues from the lower triangle", _eigh_values(True), _sym((2, 5, 5))),
+      cases=[case.custom("eigenvalues from the lower triangle", _eigh_values(True),
+                         _sym((2, 5, 5))),
              case.custom("eigenvalues from the upper triangle", _eigh_values(False), _sym((5, 5))),
              case.custom("eigenvalues, odd size 7", _eigh_values(True), _sym((7, 7))),
              case("eigenvalues of a diagonal matrix, with ties", _eigh_values(True),
