@@ -170,6 +170,15 @@ class _Converted:
         target = _targets.get(self.conv.target)
         if target.table is None or _targets.preflight_disabled():
             return
+        empty = [f"{kind} {i} has shape {tuple(a.shape)}"
+                 for kind, avals in (("input", closed.in_avals), ("output", closed.out_avals))
+                 for i, a in enumerate(avals) if 0 in tuple(a.shape)]
+        if empty and not target.zero_size:
+            raise TargetError(
+                f"{_fun_name(self.fun_jax)} cannot be exported to target {target.name!r}: "
+                f"{target.description} models cannot hold zero-size tensors, and "
+                f"{'; '.join(empty)}. Drop the empty arrays from the function's inputs and "
+                f"outputs (they carry no data), or use target='tf'.")
         checker = _targets.OpChecker(target)
         graph = func_graph.FuncGraph(f"jaxtf_preflight_{target.name}")
         with graph.as_default():

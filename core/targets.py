@@ -38,6 +38,7 @@ class Target:
     description: str
     table: str | None = None          # file in core/target_ops, or None: every TF op
     way_out: str = ""                 # what a user can do when an op is refused
+    zero_size: bool = True            # inputs/outputs with a 0 dimension are possible
 
     @functools.cached_property
     def _data(self) -> dict:
@@ -76,7 +77,7 @@ class Target:
 TARGETS: dict[str, Target] = {
     "tf": Target("tf", "TensorFlow"),
     "tflite": Target(
-        "tflite", "TFLite/LiteRT builtin", table="tflite.json",
+        "tflite", "TFLite/LiteRT builtin", table="tflite.json", zero_size=False,
         way_out=("convert with target='tf' and use the TFLite converter's Flex ops "
                  "(SELECT_TF_OPS) instead, or register a rule written for target='tflite' "
                  "(a plugin, see docs/writing_rules.md)")),

@@ -122,6 +122,8 @@ def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None 
     if target == "tflite":
         try:
             gots = _run_in_tflite(f_tf, concrete, args)
+        except tuple(known) as exc:
+            return Outcome(next(v for k, v in known.items() if isinstance(exc, k)), str(exc))
         except Exception as exc:
             return Outcome("export_error", "".join(
                 traceback.format_exception_only(type(exc), exc))[-3000:])

@@ -22,8 +22,12 @@ Why that gives JAX's numbers:
 - Reductions, cumulative sums, dot products and convolutions accumulate in float32 and
   round once, where XLA rounds at each step in the narrow type: the results agree within
   the per-dtype tolerances of ``core.testing`` (not bit for bit).
-Shifts, population_count, clz, bitcast_convert_type and nextafter depend on the bit width
-and are not here: they need rules of their own.
+- Shifts, population_count and clz depend on the bit width: the operand is first
+  zero-extended (logical shift, popcount, clz) or sign-extended (arithmetic shift) from
+  its own width, so the int32 result has the narrow result in its low bits (clz then
+  drops the 32 - w leading zeros the extension added); a shift by the width or more
+  leaves no low bit, as JAX defines it.
+bitcast_convert_type and nextafter need the narrow bit patterns and are not here.
 """
 from __future__ import annotations
 
@@ -43,7 +47,10 @@ _ELEMENTWISE = [
     "sqrt", "rsqrt", "cbrt", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh",
     "tanh", "asinh", "acosh", "atanh", "atan2", "logistic", "pow", "integer_pow", "square",
     "erf", "erfc", "erf_inv", "lgamma", "digamma", "eq", "ne", "lt", "le", "gt", "ge",
-    "and", "or", "xor", "not", "select_n", "convert_element_type"]
+    "and", "or", "xor", "not", "select_n", "convert_element_type", "igamma", "igammac",
+    "igamma_grad_a", "random_gamma_grad", "bessel_i0e", "bessel_i1e",
+    "regularized_incomplete_beta", "polygamma", "zeta", "reduce_precision",
+    "shift_left", "shift_right_logical", "shift_right_arithmetic", "population_count", "clz"]
 _STRUCTURAL = [
     "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "concatenate",
     "slice", "dynamic_slice", "dynamic_update_slice", "rev", "pad", "gather", "split",
@@ -52,7 +59,9 @@ _ACCUMULATING = [
     "reduce_sum", "reduce_prod", "reduce_max", "reduce_min", "reduce_and", "reduce_or",
     "reduce_xor", "argmax", "argmin", "cumsum", "cumprod", "cummax", "cummin",
     "cumlogsumexp", "sort", "top_k", "approx_top_k", "dot_general", "conv_general_dilated",
-    "reduce_window_sum", "reduce_window_max", "reduce_window_min"]
+    "reduce_window_sum", "reduce_window_max", "reduce_window_min", "select_and_scatter_add",
+    "select_and_gather_add", "scatter", "scatter-add", "scatter-mul", "scatter-min",
+    "scatter-max"]
 PRIMITIVES = _ELEMENTWISE + _STRUCTURAL + _ACCUMULATING
 
 #: primitives whose results on narrow values are narrow values already (no rounding)
@@ -146,6 +155,21 @@ _CASES = [
          np.array([True, False, True]), np.float16([1.5, -2.5, 300.0]), dtypes="float16"),
     case("int16 sort", lambda x: jnp.sort(x), np.int16([3, -32768, 32767, 0, -1]),
          dtypes="int16"),
+    case("int8 shifts in their own width",
+         lambda x, s: (lax.shift_left(x, s), lax.shift_right_logical(x, s),
+                       lax.shift_right_arithmetic(x, s)),
+         np.int8([-128, -1, 127, 5, -7, 1, -2, 64]), np.int8([1, 7, 8, 9, 0, -1, 3, 127]),
+         dtypes="int8"),
+    case("uint16 shifts in their own width",
+         lambda x, s: (lax.shift_left(x, s), lax.shift_right_logical(x, s),
+                       lax.shift_right_arithmetic(x, s)),
+         np.uint16([65535, 32768, 1, 12345, 7]), np.uint16([1, 15, 16, 17, 65535]),
+         dtypes="uint16"),
+    case("popcount and clz in their own width",
+         lambda x: (lax.population_count(x), lax.clz(x)),
+         np.int8([-128, -1, 0, 1, 127, -2]), dtypes="int8"),
+    case("uint8 popcount and clz", lambda x: (lax.population_count(x), lax.clz(x)),
+         np.uint8([0, 1, 128, 255, 17]), dtypes="uint8"),
     case.random(lambda x, y: jnp.sin(x) * y + x.T.sum(), shapes=[(4, 4), (4, 4)],
                 name="random float chain", dtypes=["float16", "bfloat16"]),
     case.random(lambda x, y: (x * y - x // jnp.maximum(y, 1)).cumsum(0), shapes=[(4, 4), (4, 4)],
@@ -162,12 +186,32 @@ def widened(ctx, *xs, **params):
     avals = [jax.ShapeDtypeStruct(a.shape, _wide(a.dtype)) for a in ctx.avals_in]
     ys = [tf.cast(x, ctx.tf_dtype(a.dtype)) if x.dtype != ctx.tf_dtype(a.dtype) else x
           for x, a in zip(xs, avals)]
+    if prim.name in _BIT_WIDTH and ctx.avals_in[0].dtype.kind in "iu":
+        ys[0] = _extend(ys[0], ctx.avals_in[0].dtype, _BIT_WIDTH[prim.name])
     for name in _DTYPE_PARAMS:
         if params.get(name) is not None and name in params:
             params[name] = _wide(params[name])
     outs = ctx.lower_fun(lambda *zs: prim.bind(*zs, **params), *ys, avals=avals)
+    if prim.name == "clz" and ctx.avals_in[0].dtype.kind in "iu":
+        outs[0] = outs[0] - (32 - 8 * ctx.avals_in[0].dtype.itemsize)
     outs = [_back(o, a.dtype, prim.name) for o, a in zip(outs, ctx.avals_out)]
     return outs if prim.multiple_results else outs[0]
+
+
+#: primitives that see the operand's bits: how to extend it from its own width to int32
+_BIT_WIDTH = {"shift_right_logical": "zero", "population_count": "zero", "clz": "zero",
+              "shift_right_arithmetic": "sign"}
+
+
+def _extend(y, dtype, how: str):
+    """int32 ``y`` holding a ``dtype`` value, zero- or sign-extended from its width (the
+    cast already sign-extends signed and zero-extends unsigned types)."""
+    w = 8 * dtype.itemsize
+    if how == "zero" and dtype.kind == "i":
+        return tf.math.floormod(y, 1 << w)
+    if how == "sign" and dtype.kind == "u":
+        return tf.where(y >= (1 << (w - 1)), y - (1 << w), y)
+    return y
 
 
 def _back(o, dtype, primitive: str):

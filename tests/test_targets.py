@@ -132,3 +132,9 @@ def test_cli_list_and_explain_per_target():
     out = _cli("explain", "sin", "--target", "tflite")
     assert out.returncode == 0, out.stderr[-2000:]
     assert "target tflite" in out.stdout and "accepted by tflite" in out.stdout
+
+
+def test_zero_size_inputs_are_refused_for_tflite():
+    with pytest.raises(TargetError, match=r"cannot hold zero-size tensors.*input 0 has shape "
+                                          r"\(3, 0\)"):
+        convert(lambda x: x * 2, target="tflite").trace(np.zeros((3, 0), np.float32))
