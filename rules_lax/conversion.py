@@ -22,8 +22,10 @@ import tensorflow as tf
 import jax.numpy as jnp
 from jax import lax
 
+from core.errors import UnsupportedError
 from core.rule import case, rule
-from rules_lax.comparison import TFBits, TFLiteBits, flush_subnormals, _i32, _poly_case
+from rules_lax.comparison import (TFBits, TFLiteBits, and32, flush_subnormals, srl32, _as, _i32,
+                                  _poly_case)
 
 _NAN = float("nan")
 _INF = float("inf")
@@ -192,6 +194,43 @@ def bitcast_convert_type(ctx, x, *, new_dtype, **_):
     if src == np.dtype(new_dtype):
         return tf.identity(x)
     return tf.bitcast(x, ctx.tf_dtype(new_dtype))
+
+
+def _bf16_bits_case(dst, shape=(2, 3)):
+    def make(rng, dt):
+        bits = rng.integers(0, 2**16, shape).astype(np.uint16)
+        # NaN, -NaN, -0, a subnormal. (NaN payloads do not survive a TFLite model's input:
+        # bfloat16 inputs are fed as float32 and cast, which quiets them, in TF as well.)
+        bits.flat[:4] = [0x7FC0, 0xFFC0, 0x8000, 0x0001]
+        return [bits.view(jnp.bfloat16)]
+    return case.custom(f"bfloat16 -> {dst}", lambda x: lax.bitcast_convert_type(x, dst), make,
+                       dtypes="bfloat16")
+
+
+@rule("bitcast_convert_type", dtypes="bfloat16", targets="tflite", when=_standard_new_dtype,
+      cases=[_bf16_bits_case(d) for d in ("int16", "uint16", "uint8", "int8", "bfloat16")]
+      + [_bf16_bits_case(d, (2, 3, 2)) for d in ("float32", "int32", "uint32")],
+      polymorphic=True)
+def bitcast_from_bfloat16_tflite(ctx, x, *, new_dtype, **_):
+    """TFLite keeps bfloat16 tensors as float32 (its Bitcast then sees 4 bytes, measured:
+    uint8[..., 4] where JAX gives uint8[..., 2]), so the pattern is read from the float32
+    value's top 16 bits, which for a bfloat16 value hold all of its bits."""
+    dst = np.dtype(new_dtype)
+    if dst.name == "bfloat16":
+        return tf.identity(x)
+    if dst.name == "float16":
+        raise UnsupportedError("bitcast_convert_type bfloat16 -> float16 has no TFLite form; "
+                               "convert with target='tf'")
+    bits = srl32(tf.bitcast(tf.cast(x, tf.float32), tf.int32), 16)  # 0 .. 2^16 - 1
+    if dst.itemsize == 2:
+        return tf.cast(bits - tf.cast(bits >= 1 << 15, tf.int32) * (1 << 16) if dst.kind == "i"
+                       else bits, ctx.tf_dtype(dst))
+    if dst.itemsize == 1:
+        lo_hi = tf.stack([and32(bits, tf.constant(0xFF)), srl32(bits, 8)], axis=-1)
+        if dst.kind == "i":
+            lo_hi = lo_hi - tf.cast(lo_hi >= 128, tf.int32) * 256
+        return tf.cast(lo_hi, ctx.tf_dtype(dst))
+    return _as(bits[..., 0] + bits[..., 1] * (1 << 16), ctx.tf_dtype(dst))
 
 
 # -- reduce_precision ------------------------------------------------------------------------
