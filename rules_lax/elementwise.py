@@ -701,10 +701,20 @@ def _scaled(x, big, small_scale, add):
     return x * tf.where(big, small_scale, 1.0), tf.where(big, add, 0.0)
 
 
+def _pow2(k):
+    """2^k for integral float ``k`` in [-126, 127], built from its exponent bits."""
+    return tf.bitcast((tf.cast(k, tf.int32) + 127) * (1 << 23), tf.float32)
+
+
 def _exp_f32(x):
-    big = tf.math.greater(x, 88.0)
-    return (tf.math.exp(x - tf.cast(big, x.dtype)) * tf.where(big, _E, 1.0)
-            + _keep_nan(x))
+    # TFLite's Exp is off by up to 60 ulp near its overflow (and overflows at 88.38): take
+    # x = k log 2 + r (Cody-Waite, |r| <= log(2)/2, where Exp is accurate) and scale by
+    # 2^k in two halves, so that 2^k itself never overflows. NaN is put back at the end.
+    xc = _clip(x, -104.0, 89.0)
+    k = tf.math.round(xc * (1 / _LN2))
+    r = (xc - k * 0.693359375) - k * -2.12194440e-4
+    k1 = tf.math.floor(k * 0.5)
+    return tf.math.exp(r) * _pow2(k1) * _pow2(k - k1) + _keep_nan(x)
 
 
 def _log_f32(x):
