@@ -779,8 +779,8 @@ def _cosh_f32(x):
 
 def _asinh_f32(x):
     a = tf.math.abs(x)
-    small = _log1p_small(_clip(a, 0.0, 0.5) + tf.math.square(_clip(a, 0.0, 0.5))
-                         / (1.0 + _sqrt_f32(1.0 + tf.math.square(_clip(a, 0.0, 0.5)))))
+    s = _clip(a, 0.0, 0.5)
+    small = _log1p_small(s + s * s / (1.0 + _sqrt_f32(1.0 + s * s)))
     mid_a = _clip(a, 0.5, 4096.0)
     mid = _log_f32(mid_a + _sqrt_f32(mid_a * mid_a + 1.0))
     r = tf.where(tf.math.less_equal(a, 0.5), small,
