@@ -17,6 +17,7 @@ from jax import lax
 from jax._src.lax import linalg as _lax_linalg  # _qr_lowering: geqrf + orgqr
 
 from core.rule import case, rule
+from rules_lax.elementwise import _sqrt_f32   # TFLite's Sqrt is wrong above 2^126
 from rules_lax.linalg import (CHOLESKY_CASES, TRIANGULAR_SOLVE_CASES, _eigh_values, _pd,
                               _poly, _svd_fn, _sym, _tri_args, _tri_solve_fn)
 
@@ -59,7 +60,11 @@ def _loop(n, body, *state, reverse=False):
           case("NaN in the upper triangle is not read", lax.linalg.cholesky_p.bind,
                [[4.0, float("nan")], [1.0, 5.0]]),
           case("inf on the diagonal", lax.linalg.cholesky_p.bind,
-               [[float("inf"), 0.0], [1.0, 4.0]])])
+               [[float("inf"), 0.0], [1.0, 4.0]]),
+          case("huge entries (TFLite's Sqrt is wrong above 2^126)", lax.linalg.cholesky_p.bind,
+               [[3e38, 1e38], [1e38, 2e38]]),
+          case("subnormal pivot fails, as under JAX's flush-to-zero", lax.linalg.cholesky_p.bind,
+               [[1e-38, 1e-39], [1e-39, 2e-38]])])
 def cholesky_by_columns(ctx, x, **_):
     """Right-looking Cholesky (LAPACK's potf2 order): column j is the updated column
     scaled by 1/sqrt(d_j), then the trailing matrix loses its outer product. Only the
@@ -76,9 +81,10 @@ def cholesky_by_columns(ctx, x, **_):
     def body(j, a, ok):
         col = _col(a, j, nb)
         d = tf.gather(col, j, axis=nb)
-        # (d > 0) | isnan(d): the converter folds not(d <= 0) into d > 0, wrong for NaN
-        ok = tf.logical_and(ok, tf.logical_or(d > 0, tf.math.is_nan(d)))
-        s = tf.sqrt(d)
+        # JAX's CPU runtime reads subnormals as 0 (so such a pivot fails); a NaN pivot
+        # propagates. (The converter folds not(d <= 0) into d > 0, wrong for NaN.)
+        ok = tf.logical_and(ok, tf.logical_or(d >= _TINY, tf.math.is_nan(d)))
+        s = _sqrt_f32(d)
         below = tf.where(idx > j, col * _e(1 / s, -1), zero)
         trailing = tf.logical_and(rows > j, cols > j)
         a = tf.where(trailing, a - _e(below, -1) * _e(below, -2), a)
@@ -162,6 +168,7 @@ def qr_by_geqrf(ctx, x, *, full_matrices, pivoting=False, **_):
 # -- Jacobi rotations (eigh, svd) --------------------------------------------------------
 
 _EPS = float(np.finfo(np.float32).eps)
+_TINY = float(np.finfo(np.float32).tiny)
 _MAX_SWEEPS = 30
 
 
@@ -222,12 +229,35 @@ def _mix(x, c, s, partner, axis):
     return x * _e(c, e if axis == -1 else -1) + other * _e(s, e if axis == -1 else -1)
 
 
+def _scaled(x):
+    """(x * f, 1 / f) per matrix with f a power of two (exact) that brings max|x| into
+    [2^-60, 2^60], so the sums of squares of the Jacobi steps neither overflow nor
+    underflow; the eigen/singular values are then multiplied by 1 / f."""
+    big = tf.reduce_max(tf.abs(x), axis=[-2, -1])
+    f = tf.where(big > 2.0 ** 60, 2.0 ** -100, tf.where(big < 2.0 ** -60, 2.0 ** 100, 1.0))
+    return x * _e(_e(f, -1), -1), _e(1 / f, -1)
+
+
+def _non_finite(x):
+    """Per matrix: does x hold an inf or NaN? LAPACK then gives NaN eigen/singular values
+    (and, for NaN, NaN vectors; for inf its vectors are meaningless: NaN here)."""
+    return tf.logical_not(tf.reduce_all(tf.math.is_finite(x), axis=[-2, -1]))
+
+
+def _nan_if(bad, x, inner):
+    """x, NaN wherever ``bad`` (a per-matrix flag; x has ``inner`` dims more)."""
+    for _ in range(inner):
+        bad = _e(bad, -1)
+    return tf.where(bad, np.float32(np.nan), x)
+
+
 def _sort_columns(w, *vs, descending):
     """w sorted, and the columns of each v in the same order. TFLite has no sort and its
     TopKV2 takes only integers: rank_i = #{j: w_j before w_i} (ties by index), then the
     column of rank r is the sum of i over rank_i == r."""
     nb = len(w.shape) - 1
-    wi, wj = _e(w, -1), _e(w, -2)
+    key = tf.where(tf.math.is_nan(w), -np.inf if descending else np.inf, w)  # a permutation
+    wi, wj = _e(key, -1), _e(key, -2)
     idx = tf.range(w.shape[-1], dtype=tf.int32)
     before = (wj > wi) if descending else (wj < wi)
     before = tf.logical_or(before, tf.logical_and(tf.equal(wj, wi), idx[None, :] < idx[:, None]))
@@ -260,7 +290,13 @@ def _eigh_residual(x):
              case("eigenvalues of a zero matrix", _eigh_values(True), [[0.0, 0.0], [0.0, 0.0]]),
              case.custom("residual, orthonormality and order", _eigh_residual, _sym((2, 6, 6))),
              case.custom("residual, 32x32", _eigh_residual, _sym((32, 32))),
-             case.custom("1x1", _eigh_values(True), _sym((3, 1, 1)))])
+             case.custom("1x1", _eigh_values(True), _sym((3, 1, 1))),
+             case("NaN gives NaN", lambda x: lax.linalg.eigh(x, symmetrize_input=False),
+                  [[1.0, 2.0, 0.0], [2.0, float("nan"), 1.0], [0.0, 1.0, 3.0]]),
+             case("inf gives NaN eigenvalues", _eigh_values(True),
+                  [[float("inf"), 1.0], [1.0, 2.0]]),
+             case("huge and tiny entries are scaled", _eigh_values(True),
+                  [[[3e38, 1e38], [1e38, 2e38]], [[1e-37, 1e-38], [1e-38, 2e-37]]])])
 def eigh_by_jacobi(ctx, x, *, lower=True, sort_eigenvalues=True, subset_by_index=None, **_):
     """Cyclic two-sided Jacobi on the symmetric matrix held in one triangle, n/2
     disjoint rotations per step (round-robin order); a pair is rotated while
@@ -274,12 +310,14 @@ def eigh_by_jacobi(ctx, x, *, lower=True, sort_eigenvalues=True, subset_by_index
     rows, cols = idx[:, None], idx[None, :]
     keep = rows >= cols if lower else rows <= cols
     a = tf.where(keep, x, tf.linalg.matrix_transpose(x))
+    bad = _non_finite(a)
+    a, unscale = _scaled(tf.where(_e(_e(bad, -1), -1), 0.0, a))
     size = n + n % 2                       # a zero row and column make the size even;
     if size != n:                          # they never rotate (their a_pq are 0)
         a = tf.pad(a, [[0, 0]] * nb + [[0, 1], [0, 1]])
     eye = tf.cast(tf.equal(tf.range(size)[:, None], tf.range(size)[None, :]), tf.float32)
     v = tf.broadcast_to(eye, [*batch, size, size])
-    norm = tf.sqrt(tf.reduce_sum(a * a, axis=[-2, -1]))
+    floor = _EPS * _EPS * tf.reduce_max(tf.abs(a), axis=[-2, -1])
 
     def step(partner, is_top, pair, a, v):
         d = tf.reduce_sum(a * eye, axis=-1)
@@ -287,8 +325,8 @@ def eigh_by_jacobi(ctx, x, *, lower=True, sort_eigenvalues=True, subset_by_index
         dp = tf.gather(d, partner, axis=nb)
         app, aqq = tf.where(is_top, d, dp), tf.where(is_top, dp, d)
         small = tf.logical_not(tf.logical_and(
-            tf.abs(apq) > _EPS * tf.sqrt(tf.abs(app) * tf.abs(aqq)),
-            tf.abs(apq) > _EPS * _EPS * _e(norm, -1)))
+            tf.abs(apq) > _EPS * _sqrt_f32(tf.abs(app)) * _sqrt_f32(tf.abs(aqq)),
+            tf.abs(apq) > _e(floor, -1)))
         c, s = _rotation(app, aqq, apq, small)
         s = tf.where(is_top, -s, s)
         a = _mix(_mix(a, c, s, partner, -2), c, s, partner, -1)
@@ -296,8 +334,8 @@ def eigh_by_jacobi(ctx, x, *, lower=True, sort_eigenvalues=True, subset_by_index
         return tf.reduce_any(tf.logical_not(small)), a, _mix(v, c, s, partner, -1)
 
     a, v = _sweeps(size, step, a, v)
-    w = tf.reduce_sum(a * eye, axis=-1)[..., :n]
-    w, v = _sort_columns(w, v[..., :n, :n], descending=False)
+    w = _nan_if(bad, tf.reduce_sum(a * eye, axis=-1)[..., :n] * unscale, 1)
+    w, v = _sort_columns(w, _nan_if(bad, v[..., :n, :n], 2), descending=False)
     if subset_by_index is not None:
         lo, hi = (int(i) for i in subset_by_index)
         w, v = w[..., lo:hi], v[..., lo:hi]
@@ -331,7 +369,13 @@ def _svd_check(full_matrices):
              case.custom("orthonormal factors, wide", _svd_check(False), _sym((3, 7))),
              case("rank-deficient: orthonormal factors", _svd_check(True),
                   [[1.0, 2.0, 0.0], [2.0, 4.0, 0.0], [0.0, 0.0, 0.0], [1.0, 2.0, 0.0]]),
-             case("zero matrix: singular values", _svd_fn(False, False), [[0.0, 0.0], [0.0, 0.0]])])
+             case("zero matrix: singular values", _svd_fn(False, False), [[0.0, 0.0], [0.0, 0.0]]),
+             case("NaN gives NaN", lambda x: lax.linalg.svd(x, full_matrices=False),
+                  [[1.0, 2.0, 0.0], [2.0, float("nan"), 1.0]]),
+             case("inf gives NaN singular values", _svd_fn(False, False),
+                  [[float("inf"), 1.0], [1.0, 2.0]]),
+             case("huge and tiny entries are scaled", _svd_fn(False, False),
+                  [[[3e38, 1e38], [1e38, 2e38]], [[1e-37, 1e-38], [1e-38, 2e-37]]])])
 def svd_by_jacobi(ctx, x, *, full_matrices, compute_uv, subset_by_index=None, algorithm=None,
                   **_):
     """One-sided (Hestenes) Jacobi on the columns of the tall orientation of x: pairs
@@ -345,6 +389,8 @@ def svd_by_jacobi(ctx, x, *, full_matrices, compute_uv, subset_by_index=None, al
     if wide:
         x, m, n = tf.linalg.matrix_transpose(x), n, m
     k = n
+    bad = _non_finite(x)
+    x, unscale = _scaled(tf.where(_e(_e(bad, -1), -1), 0.0, x))
     size = n + n % 2                          # a zero column never rotates
     a = tf.pad(x, [[0, 0]] * (nb + 1) + [[0, size - n]]) if size != n else x
     eye = tf.cast(tf.equal(tf.range(size)[:, None], tf.range(size)[None, :]), tf.float32)
@@ -355,7 +401,7 @@ def svd_by_jacobi(ctx, x, *, full_matrices, compute_uv, subset_by_index=None, al
         gamma = tf.reduce_sum(a * tf.gather(a, partner, axis=nb + 1), axis=-2)
         n2p = tf.gather(norm2, partner, axis=nb)
         alpha, beta = tf.where(is_top, norm2, n2p), tf.where(is_top, n2p, norm2)
-        small = tf.logical_not(tf.abs(gamma) > _EPS * tf.sqrt(alpha) * tf.sqrt(beta))
+        small = tf.logical_not(tf.abs(gamma) > _EPS * _sqrt_f32(alpha) * _sqrt_f32(beta))
         c, s = _rotation(alpha, beta, gamma, small)
         s = tf.where(is_top, -s, s)
         return (tf.reduce_any(tf.logical_not(small)), _mix(a, c, s, partner, -1),
@@ -363,20 +409,20 @@ def svd_by_jacobi(ctx, x, *, full_matrices, compute_uv, subset_by_index=None, al
 
     if n > 1:
         a, v = _sweeps(size, step, a, v)
-    sv = tf.sqrt(tf.reduce_sum(a * a, axis=-2))[..., :n]
+    sv = _nan_if(bad, _sqrt_f32(tf.reduce_sum(a * a, axis=-2))[..., :n] * unscale, 1)
     if not compute_uv:
         (sv,) = _sort_columns(sv, descending=True)
         return [_subset(sv, subset_by_index, -1)]
-    sv, a, v = _sort_columns(sv, a[..., :n], v[..., :n, :n], descending=True)
-    cols = a / _e(tf.where(sv > 0, sv, 1.0), -2)
-    cols = tf.where(_e(sv > 0, -2), cols, 0.0)
+    sv, a, v = _sort_columns(sv, a[..., :n], _nan_if(bad, v[..., :n, :n], 2), descending=True)
+    norms = _e(_sqrt_f32(tf.reduce_sum(a * a, axis=-2)), -2)     # of the scaled columns
+    cols = tf.where(norms > 0, a / tf.where(norms > 0, norms, 1.0), 0.0)
     spec = jax.ShapeDtypeStruct((*batch, m, k), np.float32)
     q, r = ctx.lower_fun(lambda c: lax.linalg.qr(c, full_matrices=full_matrices), cols,
                          avals=[spec])
     rdiag = tf.reduce_sum(tf.where(tf.equal(tf.range(k)[:, None], tf.range(k)[None, :]),
                                    r[..., :k, :], 0.0), axis=-1)
     sign = tf.where(rdiag < 0, -1.0, 1.0)
-    u = tf.concat([q[..., :k] * _e(sign, -2), q[..., k:]], axis=-1)
+    u = _nan_if(bad, tf.concat([q[..., :k] * _e(sign, -2), q[..., k:]], axis=-1), 2)
     vt = tf.linalg.matrix_transpose(v)
     if wide:
         u, vt = tf.linalg.matrix_transpose(vt), tf.linalg.matrix_transpose(u)
