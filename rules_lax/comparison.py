@@ -731,3 +731,69 @@ def count_leading_zeros_tflite(ctx, x, **_):
     f = tf.bitcast(tf.cast(v, tf.float32) + 0.5, tf.int32)
     log2 = tf.bitwise.right_shift(f, 23) - 127
     return _as(tf.where(has_hi, 15 - log2, 31 - log2), x.dtype)
+
+
+# -- 8- and 16-bit integers (TFLite) ---------------------------------------------------------
+# Their results depend on the bit width, so they are computed on the int32 extension of the
+# bit pattern (zero-extended for the logical shift, popcount and clz, sign-extended for the
+# arithmetic shift) by the 32-bit rules above, and cast back (TFLite's Cast keeps the low
+# bits). A shift amount keeps its value: amounts in [n, 32) shift every bit out as they do
+# in n bits, and negative or larger ones are out of range in both.
+_NARROW_INTS = ["int8", "int16", "uint8", "uint16"]
+
+
+def _extend32(x, nbits: int, signed: bool):
+    """The n-bit pattern of ``x`` as an int32 (JAX), zero- or sign-extended."""
+    v = lax.bitwise_and(lax.convert_element_type(x, np.int32), np.int32((1 << nbits) - 1))
+    if signed:
+        v = lax.select(v >= (1 << (nbits - 1)), v - np.int32(1 << nbits), v)
+    return v
+
+
+def _narrow_static_case(f):
+    def fn(x):
+        info = np.iinfo(x.dtype)
+        return [f(x, np.array(k, x.dtype)) for k in
+                (0, 1, info.bits - 1, info.bits, info.bits + 1, info.max, -1 if info.min else 0)]
+    return case.custom("constant amounts 0, 1, n - 1, n, n + 1, max, -1", fn, lambda rng, dt: [
+        np.array([np.iinfo(dt).min, np.iinfo(dt).max, 0, 1, 5, np.iinfo(dt).max // 3], dt)])
+
+
+def _narrow_shift_cases(f):
+    return _shift_cases(f) + [_poly_case(f, 2), _narrow_static_case(f)]
+
+
+@rule("shift_left", dtypes=_NARROW_INTS, targets="tflite",
+      cases=_narrow_shift_cases(lax.shift_left), polymorphic=True)
+@rule("shift_right_logical", dtypes=_NARROW_INTS, targets="tflite",
+      cases=_narrow_shift_cases(lax.shift_right_logical), polymorphic=True)
+@rule("shift_right_arithmetic", dtypes=_NARROW_INTS, targets="tflite",
+      cases=_narrow_shift_cases(lax.shift_right_arithmetic), polymorphic=True)
+def shift_narrow_tflite(ctx, x, s, **_):
+    """The shift on the int32 extension of the pattern, cast back (see above)."""
+    prim = ctx.eqn.primitive
+    dtype = _np(ctx.avals_in[0])
+
+    def f(x, s):
+        xv = _extend32(x, _bits(dtype), signed=prim.name == "shift_right_arithmetic")
+        return lax.convert_element_type(prim.bind(xv, lax.convert_element_type(s, np.int32)),
+                                        dtype)
+    return ctx.lower_fun(f, x, s)[0]
+
+
+@rule("population_count", dtypes=_NARROW_INTS, targets="tflite",
+      cases=_count_cases(lax.population_count) + [_poly_case(lax.population_count, 1)],
+      polymorphic=True)
+@rule("clz", dtypes=_NARROW_INTS, targets="tflite",
+      cases=_count_cases(lax.clz) + [_poly_case(lax.clz, 1)], polymorphic=True)
+def count_narrow_tflite(ctx, x, **_):
+    """popcount / clz of the zero-extended pattern (clz less the 32 - n added zeros)."""
+    dtype = _np(ctx.avals_in[0])
+    nbits = _bits(dtype)
+    prim = ctx.eqn.primitive
+
+    def f(x):
+        out = prim.bind(_extend32(x, nbits, signed=False))
+        return lax.convert_element_type(out - np.int32(32 - nbits) if prim.name == "clz"
+                                        else out, dtype)
+    return ctx.lower_fun(f, x)[0]
