@@ -469,3 +469,37 @@ digamma_tflite = _tflite_rule(
 zeta_tflite = _tflite_rule("zeta", lambda s, q: _zeta(s, q, _TFLITE), rules_of(zeta)[0].cases)
 polygamma_tflite = _tflite_rule("polygamma", lambda n, x: _polygamma(n, x, _TFLITE),
                                 rules_of(polygamma)[0].cases)
+
+
+# Cephes i1ef (single precision): Chebyshev series for exp(-x) I1(x) / x on [0, 8] and for
+# exp(-x) sqrt(x) I1(x) on [8, inf), the expansion XLA uses for float32.
+_I1E_A = (9.38153738649577178388e-9, -4.44505912879632808065e-8, 2.00329475355213526229e-7,
+          -8.56872026469545474066e-7, 3.47025130813767847674e-6, -1.32731636560394358279e-5,
+          4.78156510755005422638e-5, -1.61760815825896745588e-4, 5.12285956168575772895e-4,
+          -1.51357245063125314899e-3, 4.15642294431288815669e-3, -1.05640848946261981558e-2,
+          2.47264490306265168283e-2, -5.29459812080949914269e-2, 1.02643658689847095384e-1,
+          -1.76416518357834055153e-1, 2.52587186443633654823e-1)
+_I1E_B = (-3.83538038596423702205e-9, -2.63146884688951950684e-8, -2.51223623787020892529e-7,
+          -3.88256480887769039346e-6, -1.10588938762623716291e-4, -9.76109749136146840777e-3,
+          7.78576235018280120474e-1)
+
+
+def _chbevl(x, coeffs):
+    b0, b1, b2 = _c(coeffs[0], x), tf.zeros_like(x), tf.zeros_like(x)
+    for c in coeffs[1:]:
+        b2, b1 = b1, b0
+        b0 = x * b1 - b2 + _c(c, x)
+    return _c(0.5, x) * (b0 - b2)
+
+
+@rule("bessel_i1e", dtypes="float32", targets="tflite",
+      cases=[case("edges", lax.bessel_i1e, _BESSEL_INPUTS + [-0.0, 1e-45, 7.999, 8.001]),
+             case.random(lax.bessel_i1e, shapes=[(4, 5)])], polymorphic=True)
+def bessel_i1e_tflite(ctx, x, **_):
+    """Cephes i1ef in TFLite builtins (TF's BesselI1e kernel is not one)."""
+    z = tf.abs(x)
+    small = tf.less_equal(z, 8.0)
+    lo = _chbevl(0.5 * tf.minimum(z, 8.0) - 2.0, _I1E_A) * _ew._clip(x, -8.0, 8.0)
+    zb = tf.maximum(z, 8.0)
+    hi = _chbevl(32.0 / zb - 2.0, _I1E_B) / _ew._sqrt_f32(zb)
+    return tf.where(small, lo, _ew._copysign(hi, x))
