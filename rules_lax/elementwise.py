@@ -784,7 +784,8 @@ def _asinh_f32(x):
     mid_a = _clip(a, 0.5, 4096.0)
     mid = _log_f32(mid_a + _sqrt_f32(mid_a * mid_a + 1.0))
     r = tf.where(tf.math.less_equal(a, 0.5), small,
-                 tf.where(tf.math.less_equal(a, 4096.0), mid, _log_f32(a) + _LN2))
+                 tf.where(tf.math.less_equal(a, 4096.0), mid,
+                          _log_f32(tf.math.maximum(a, 4096.0)) + _LN2))
     return _copysign(r, x)
 
 
@@ -794,7 +795,8 @@ def _acosh_f32(x):
     mid_x = _clip(x, 1.25, 4096.0)
     mid = _log_f32(mid_x + _sqrt_f32((mid_x - 1.0) * (mid_x + 1.0)))
     r = tf.where(tf.math.less(x, 1.25), small,
-                 tf.where(tf.math.less_equal(x, 4096.0), mid, _log_f32(x) + _LN2))
+                 tf.where(tf.math.less_equal(x, 4096.0), mid,
+                          _log_f32(tf.math.maximum(x, 4096.0)) + _LN2))
     return r * _nan_where(tf.math.less(x, 1.0), x) + _keep_nan(x)
 
 
