@@ -367,6 +367,12 @@ def _swap_rows(x, i, p, rows, nb):
              case("singular: zero column is skipped", lax.linalg.lu,
                   [[0.0, 1.0, 2.0], [0.0, 3.0, 4.0], [0.0, 5.0, 7.0]]),
              case("ties pick the first row", lax.linalg.lu, [[1.0, 2.0], [-1.0, 3.0]]),
+             case("NaN pivots: a first NaN is kept, later ones skipped", lax.linalg.lu,
+                  [[1.0, 2.0, 0.0], [2.0, float("nan"), 1.0], [0.0, 1.0, 3.0]]),
+             case("NaN below a finite candidate is never the pivot", lax.linalg.lu,
+                  [[1.0, float("nan")], [float("nan"), 2.0]]),
+             case("huge pivot: l = x * (1/pivot) underflows as in getf2", lax.linalg.lu,
+                  [[3e38, 1e38], [1e38, 2e38]], dtypes=["float32"]),
              case.random(lax.linalg.lu, shapes=[(2, 4, 4)], name="symbolic batch and size",
                          convert_kw=_poly("(b, n, n)")),
              case.random(lax.linalg.lu, shapes=[(2, 3, 5)], name="wide, symbolic batch",
@@ -383,23 +389,31 @@ def lu_partial_pivoting(ctx, a, **_):
     batch = shape[:-2]
     perm0 = tf.broadcast_to(rows, [*batch, m])
     piv0 = tf.zeros([*batch, k], tf.int32)
+    tiny = float(np.finfo(a.dtype.real_dtype.as_numpy_dtype).tiny)
 
     def body(j, a, perm, piv):
         col = tf.gather(a, j, axis=nb + 1)
-        mag = tf.where(rows >= j, _pivot_magnitude(col), -tf.ones_like(_pivot_magnitude(col)))
+        # i?amax: the first candidate (row j) wins if it is NaN; a later NaN never does
+        mag = _pivot_magnitude(col)
+        nan = tf.math.is_nan(mag)
+        mag = tf.where(tf.logical_and(rows >= j, tf.logical_not(nan)), mag, -tf.ones_like(mag))
         p = tf.argmax(mag, axis=-1, output_type=tf.int32)
+        p = tf.where(tf.gather(nan, j, axis=nb), j, p)
         a = _swap_rows(a, j, p, rows, nb)
         perm = _swap_rows(perm[..., None], j, p, rows, nb)[..., 0]
         piv = tf.where(tf.equal(tf.range(k), j), p[..., None], piv)
         col = tf.gather(a, j, axis=nb + 1)
         pivot = tf.gather(col, j, axis=nb)[..., None]
-        safe = tf.where(tf.equal(pivot, 0), tf.ones_like(pivot), pivot)
-        l = tf.where(rows > j, col / safe, tf.zeros_like(col))
-        l = tf.where(tf.equal(pivot, 0), tf.zeros_like(l), l)
+        # JAX's CPU runtime reads a subnormal as 0 (TFLite's kernels do not all do so)
+        zero = tf.abs(pivot) < tiny
+        safe = tf.where(zero, tf.ones_like(pivot), pivot)
+        l = tf.where(rows > j, col * (1 / safe), tf.zeros_like(col))   # getf2 scales by 1/pivot
+        l = tf.where(zero, tf.zeros_like(l), l)
         u = tf.where(cols > j, tf.gather(a, j, axis=nb), tf.zeros_like(a[..., 0, :]))
-        a = a - l[..., :, None] * u[..., None, :]
+        trailing = tf.logical_and((rows > j)[:, None], (cols > j)[None, :])
+        a = tf.where(trailing, a - l[..., :, None] * u[..., None, :], a)  # no 0 * NaN elsewhere
         below = tf.logical_and((rows > j)[:, None], tf.equal(cols, j)[None, :])
-        below = tf.logical_and(below, tf.not_equal(pivot, 0)[..., None])
+        below = tf.logical_and(below, tf.logical_not(zero)[..., None])
         a = tf.where(below, l[..., :, None], a)
         return j + 1, a, perm, piv
 
