@@ -25,9 +25,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-_FUNCTION_ATTRS = ("body", "cond", "then_branch", "else_branch", "branches", "f")
-
-
 class Recorder:
     """An OpChecker stand-in that records every op emitted, by (type, signature)."""
 
@@ -261,17 +258,20 @@ def probe(target: str, harness_sample: int = 3, verbose: bool = False,
             "how": "python -m core.probe " + target,
             "accepted": {k: sorted(v) for k, v in sorted(accepted.items())},
             "refused": dict(sorted(refused.items())),
-            "rules": rule_verdicts(cases, accepted)}
+            "rules": rule_verdicts(cases, accepted,
+                                   {t for (t, _), op in ops.items() if _has_function(op)})}
 
 
-def rule_verdicts(cases, accepted) -> dict:
+def rule_verdicts(cases, accepted, function_types=()) -> dict:
     """rule id -> dtype -> "ok", or the first op its cases emit that the target refuses:
-    what ``python -m core.registry list --target`` shows without lowering anything."""
+    what ``python -m core.registry list --target`` shows without lowering anything.
+    Ops that carry functions (loops, branches) count by type, as the pre-flight does."""
     from core.targets import _PLUMBING
     out: dict[str, dict[str, str]] = {}
     for rule, dt, keys in cases:
         bad = sorted(f"{t}({s})" for t, s in keys
-                     if t not in _PLUMBING and s not in accepted.get(t, ()))
+                     if t not in _PLUMBING and s not in accepted.get(t, ())
+                     and not (t in function_types and t in accepted))
         verdict = out.setdefault(rule.id, {})
         if verdict.get(dt, "ok") == "ok":
             verdict[dt] = bad[0] if bad else "ok"
@@ -279,10 +279,8 @@ def rule_verdicts(cases, accepted) -> dict:
 
 
 def _has_function(op) -> bool:
-    return any(a in op.node_def.attr and op.node_def.attr[a].WhichOneof("value") in
-               ("func", "list") and (op.node_def.attr[a].func.name or
-                                     op.node_def.attr[a].list.func)
-               for a in _FUNCTION_ATTRS)
+    from core.targets import carries_functions
+    return carries_functions(op)
 
 
 def _short(exc) -> str:

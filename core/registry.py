@@ -236,7 +236,7 @@ def where(eqn) -> str:
     try:
         from jax._src import source_info_util
         _exclude_own_frames(source_info_util)
-        return source_info_util.summarize(eqn.source_info)
+        return source_info_util.summarize(eqn.source_info) or "unknown location"
     except Exception:  # source info is best effort
         return "unknown location"
 

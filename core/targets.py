@@ -68,6 +68,8 @@ class Target:
         sigs = table.get(op.type)
         if sigs is None:
             return f"{op.type} is not a {self.description} op"
+        if carries_functions(op):
+            return None     # a loop or branch: its body's ops are checked one by one
         if sig not in sigs:
             return (f"{op.type} on ({sig}) is not accepted by {self.description} "
                     f"(it takes {', '.join(sorted(sigs)[:4])}{', ...' if len(sigs) > 4 else ''})")
@@ -96,6 +98,17 @@ def get(name: str) -> Target:
     except KeyError:
         raise ValueError(f"unknown target {name!r}; known targets are {sorted(TARGETS)}") \
             from None
+
+
+_FUNCTION_ATTRS = ("body", "cond", "then_branch", "else_branch", "branches", "f")
+
+
+def carries_functions(op) -> bool:
+    """Whether ``op`` runs functions (While, If, Case, calls): their ops are emitted into
+    their own graphs and checked there."""
+    attrs = op.node_def.attr
+    return any(a in attrs and (attrs[a].func.name or attrs[a].list.func)
+               for a in _FUNCTION_ATTRS)
 
 
 def op_signature(op) -> str:

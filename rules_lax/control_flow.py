@@ -80,8 +80,19 @@ def cond_by_switch(ctx, index, *operands, branches, **_):
 
     def branch_fn(jaxpr):
         return lambda: ctx.lower_jaxpr(jaxpr, *operands)
-    outs = tf.switch_case(index, [branch_fn(b) for b in branches])
+    fns = [branch_fn(b) for b in branches]
+    if ctx.target == "tflite":      # TFLite has IF but no CASE: a chain of two-way ifs
+        outs = _if_chain(index, fns)
+    else:
+        outs = tf.switch_case(index, fns)
     return list(outs) if isinstance(outs, (list, tuple)) else [outs]
+
+
+def _if_chain(index, fns):
+    if len(fns) == 1:
+        return fns[0]()
+    return tf.cond(tf.equal(index, 0), fns[0],
+                   lambda: _if_chain(index - 1, fns[1:]))
 
 
 _PLATFORM_NAMES = {"cpu": ("cpu",), "gpu": ("cuda", "rocm", "gpu"), "tpu": ("tpu",)}

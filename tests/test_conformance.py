@@ -17,7 +17,7 @@ import pytest
 
 from core.registry import default_registry
 from core.testing import harness_primitives, run_harness
-from tests.conformance import cpu_harnesses, in_sample
+from tests.conformance import cpu_harnesses, in_sample, per_group_sample
 from tests.known_failures import expected_failure
 
 pytestmark = pytest.mark.conformance
@@ -54,6 +54,32 @@ def test_harness(harness):
         pytest.xfail(f"{reason} [{outcome.status}]")
     assert outcome.status != "mismatch", f"WRONG NUMBERS: {outcome.detail}"
     assert outcome.ok, f"{outcome.status}: {outcome.detail}"
+
+
+#: JAXTF_TFLITE_PER_GROUP=N: the first N cases of each group (by name) go through the
+#: TFLite converter and the LiteRT interpreter (`python tests/conformance.py --target
+#: tflite` runs more).
+TFLITE_PER_GROUP = int(os.environ.get("JAXTF_TFLITE_PER_GROUP", "1"))
+
+
+@pytest.mark.parametrize("harness", [
+    pytest.param(h, id=h.fullname) for h in per_group_sample(cpu_harnesses(), TFLITE_PER_GROUP)])
+def test_harness_in_litert(harness):
+    """Through target="tflite": JAX's numbers in the interpreter, or a clear refusal by the
+    pre-flight; never a wrong number, never a model the converter then rejects."""
+    missing = harness_primitives(harness) - _covered()
+    if missing:
+        pytest.skip(f"no rule yet for {sorted(missing)}")
+    reason = expected_failure(harness, "tflite")
+    outcome = run_harness(harness, target="tflite")
+    if reason:
+        if outcome.ok:
+            pytest.fail(f"known failure now passes; remove it from tests/known_failures.py: "
+                        f"{reason}")
+        pytest.xfail(f"{reason} [{outcome.status}]")
+    assert outcome.status != "mismatch", f"WRONG NUMBERS in LiteRT: {outcome.detail}"
+    assert outcome.ok or outcome.status in ("refused", "no_rule", "unsupported"), \
+        f"{outcome.status}: {outcome.detail}"
 
 
 def test_x64_sample_subprocess():
