@@ -141,6 +141,45 @@ def convert_to_bool_tflite(ctx, x, **_):
     return tf.math.not_equal(x, tf.constant(0, x.dtype))
 
 
+def _to_bfloat16_only(eqn):
+    if np.dtype(eqn.params["new_dtype"]).name != "bfloat16":
+        return "only conversions to bfloat16 need this TFLite form"
+    return None
+
+
+def _to_bf16(x):
+    return lax.convert_element_type(x, jnp.bfloat16)
+
+
+def _bf16_rounding_edges(rng, dt):
+    one = np.float32(1.0).view(np.uint32)
+    ties = np.array([one + 0x8000, one + 0x18000, one + 0x8001, one + 0x7FFF, 0x7F7FFFFF,
+                     0x7F7F8000, 0x00000001, 0x00008000, 0x80018000], np.uint32).view(np.float32)
+    return [np.concatenate([_float_edges(rng, np.float32)[0], ties])]
+
+
+@rule("convert_element_type", dtypes=["float32", "int32", "uint32", "bool", "int64"],
+      targets="tflite", when=_to_bfloat16_only, cases=[
+          case.custom("float32: ties to even, overflow, subnormals, NaN", _to_bf16,
+                      _bf16_rounding_edges, dtypes="float32"),
+          case.custom("ints: extremes, rounding twice (through float32)", _to_bf16, _int_edges,
+                      dtypes=["int32", "uint32", "int64"]),
+          case.custom("bool", _to_bf16, lambda rng, dt: [np.array([True, False])], dtypes="bool"),
+          _poly_case(_to_bf16, 1)], polymorphic=True)
+def convert_to_bfloat16_tflite(ctx, x, **_):
+    """Through float32 (as XLA rounds integers), then rounded to bfloat16 on the bits by
+    rules_lax.narrow.round_to_narrow: TFLite computes in float32 and its converter drops a
+    float32 -> bfloat16 -> float32 Cast pair, so the rounding must not be left to a Cast.
+    NaN becomes bfloat16's quiet NaN with the input's sign, as in XLA."""
+    from rules_lax.narrow import round_to_narrow
+    x = tf.cast(x, tf.float32) if x.dtype != tf.float32 else x
+    negative = tf.math.less(tf.bitcast(x, tf.int32), 0)
+    nan = tf.where(negative, tf.bitcast(tf.constant(-(1 << 31) | 0x7FC00000, tf.int32), tf.float32),
+                   tf.bitcast(tf.constant(0x7FC00000, tf.int32), tf.float32))
+    return tf.cast(tf.where(tf.math.is_nan(x), nan, round_to_narrow(x, "bfloat16")),
+                   tf.bfloat16)
+
+
 _CANONICAL_NAN = {("bfloat16", "float32"), ("bfloat16", "float64"), ("float16", "float64")}
 
 
