@@ -37,6 +37,14 @@ def _pd(shape):
     return make
 
 
+def _ax(x, *axes):
+    """``tf.expand_dims`` at each axis in turn: ``x[..., None]`` is a StridedSlice that
+    TFLite refuses when dimensions are unknown (symbolic shapes)."""
+    for axis in axes:
+        x = tf.expand_dims(x, axis)
+    return x
+
+
 def _min(a, b):
     """The smaller of two dimensions (ints, or TF scalars when symbolic)."""
     return min(a, b) if isinstance(a, int) and isinstance(b, int) else tf.minimum(a, b)
@@ -289,15 +297,15 @@ def geqrf_householder(ctx, a, **_):
         safe_beta = tf.where(skip, tf.ones_like(beta_c), beta_c)
         tau = tf.where(skip, tf.zeros_like(alpha), (beta_c - alpha) / safe_beta)
         denom = tf.where(skip, tf.ones_like(alpha), alpha - beta_c)
-        v = tf.where(rows > j, x / denom[..., None], tf.zeros_like(x))
+        v = tf.where(rows > j, x / _ax(denom, -1), tf.zeros_like(x))
         v = tf.where(tf.equal(rows, j), tf.ones_like(v), v)
         # apply H^H = I - conj(tau) v v^H to the columns right of j
         w = tf.linalg.matvec(a, tf.math.conj(v), adjoint_a=False, transpose_a=True)
         w = tf.where(cols > j, w, tf.zeros_like(w))
-        a = a - tf.math.conj(tau)[..., None, None] * v[..., :, None] * w[..., None, :]
-        stored = tf.where(tf.equal(rows, j), beta_c[..., None], tf.where(rows > j, v, col))
-        a = tf.where(tf.equal(cols, j)[None, :], stored[..., :, None], a)
-        taus = tf.where(tf.equal(tf.range(k), j), tau[..., None], taus)
+        a = a - _ax(tf.math.conj(tau), -1, -1) * _ax(v, -1) * _ax(w, -2)
+        stored = tf.where(tf.equal(rows, j), _ax(beta_c, -1), tf.where(rows > j, v, col))
+        a = tf.where(tf.equal(cols, j)[None, :], _ax(stored, -1), a)
+        taus = tf.where(tf.equal(tf.range(k), j), _ax(tau, -1), taus)
         return j + 1, a, taus
 
     _, a, taus = tf.while_loop(lambda j, *_: j < k, body, (tf.constant(0), a, taus0))
@@ -336,7 +344,7 @@ def householder_product_accumulated(ctx, a, taus, **_):
                                              tf.zeros_like(col)))
         tau = tf.gather(taus, i, axis=nb)
         w = tf.linalg.matvec(q, tf.math.conj(v), transpose_a=True)  # v^H Q
-        return i - 1, q - tau[..., None, None] * v[..., :, None] * w[..., None, :]
+        return i - 1, q - _ax(tau, -1, -1) * _ax(v, -1) * _ax(w, -2)
 
     return tf.while_loop(lambda i, _: i >= 0, body, (tf.convert_to_tensor(k - 1), q))[1]
 
@@ -353,10 +361,10 @@ def _pivot_magnitude(col):
 def _swap_rows(x, i, p, rows, nb):
     """Swap row i (a scalar) with row p (one per batch element) of [..., m, n] x."""
     row_i = tf.gather(x, i, axis=nb)
-    row_p = tf.gather(x, p[..., None], axis=nb, batch_dims=nb)[..., 0, :]
+    row_p = tf.squeeze(tf.gather(x, _ax(p, -1), axis=nb, batch_dims=nb), -2)
     is_i = tf.equal(rows, i)[:, None]
-    is_p = tf.equal(rows, p[..., None])[..., None]
-    return tf.where(is_i, row_p[..., None, :], tf.where(is_p, row_i[..., None, :], x))
+    is_p = _ax(tf.equal(rows, _ax(p, -1)), -1)
+    return tf.where(is_i, _ax(row_p, -2), tf.where(is_p, _ax(row_i, -2), x))
 
 
 @rule("lu", dtypes=_LAPACK, polymorphic=True,
@@ -400,21 +408,21 @@ def lu_partial_pivoting(ctx, a, **_):
         p = tf.argmax(mag, axis=-1, output_type=tf.int32)
         p = tf.where(tf.gather(nan, j, axis=nb), j, p)
         a = _swap_rows(a, j, p, rows, nb)
-        perm = _swap_rows(perm[..., None], j, p, rows, nb)[..., 0]
-        piv = tf.where(tf.equal(tf.range(k), j), p[..., None], piv)
+        perm = tf.squeeze(_swap_rows(_ax(perm, -1), j, p, rows, nb), -1)
+        piv = tf.where(tf.equal(tf.range(k), j), _ax(p, -1), piv)
         col = tf.gather(a, j, axis=nb + 1)
-        pivot = tf.gather(col, j, axis=nb)[..., None]
+        pivot = _ax(tf.gather(col, j, axis=nb), -1)
         # JAX's CPU runtime reads a subnormal as 0 (TFLite's kernels do not all do so)
         zero = tf.abs(pivot) < tiny
         safe = tf.where(zero, tf.ones_like(pivot), pivot)
         l = tf.where(rows > j, col * (1 / safe), tf.zeros_like(col))   # getf2 scales by 1/pivot
         l = tf.where(zero, tf.zeros_like(l), l)
-        u = tf.where(cols > j, tf.gather(a, j, axis=nb), tf.zeros_like(a[..., 0, :]))
+        u = tf.where(cols > j, tf.gather(a, j, axis=nb), tf.zeros_like(tf.gather(a, 0, axis=nb)))
         trailing = tf.logical_and((rows > j)[:, None], (cols > j)[None, :])
-        a = tf.where(trailing, a - l[..., :, None] * u[..., None, :], a)  # no 0 * NaN elsewhere
+        a = tf.where(trailing, a - _ax(l, -1) * _ax(u, -2), a)  # no 0 * NaN elsewhere
         below = tf.logical_and((rows > j)[:, None], tf.equal(cols, j)[None, :])
-        below = tf.logical_and(below, tf.logical_not(zero)[..., None])
-        a = tf.where(below, l[..., :, None], a)
+        below = tf.logical_and(below, _ax(tf.logical_not(zero), -1))
+        a = tf.where(below, _ax(l, -1), a)
         return j + 1, a, perm, piv
 
     if 0 in ctx.avals_in[0].shape[-2:]:
@@ -435,7 +443,7 @@ def _pivots_to_perm(pivots, size: int, shape: list):
 
     def body(i, perm):
         p = tf.gather(pivots, i, axis=nb)
-        return i + 1, _swap_rows(perm[..., None], i, p, rows, nb)[..., 0]
+        return i + 1, tf.squeeze(_swap_rows(_ax(perm, -1), i, p, rows, nb), -1)
 
     return tf.while_loop(lambda i, _: i < k, body, (tf.constant(0, tf.int32), perm0))[1]
 
