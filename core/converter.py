@@ -196,6 +196,9 @@ class _Converted:
         conv = conv or self.conv
         dims = DimEnv.solve(closed.in_avals, xs, in_tree)
         conv = dataclasses.replace(conv, dims=dims) if dims.values else conv
+        if conv.target == "tflite":
+            from core.interpreter import run_time_zero
+            conv = dataclasses.replace(conv, anchor=run_time_zero(xs))
         if dims.assertions:
             with tf.control_dependencies(dims.assertions):
                 xs = [tf.identity(x) for x in xs]
@@ -204,7 +207,7 @@ class _Converted:
     def _run(self, entry: "_Traced", tensors: Sequence[tf.Tensor], in_tree) -> list[tf.Tensor]:
         closed = entry.closed
         if not tensors:
-            return lower_jaxpr(self.conv, closed, tensors)
+            return self._lower(closed, tensors, in_tree)
         name = _fun_name(self.fun_jax)
 
         @tf.custom_gradient

@@ -24,11 +24,10 @@ def tflite_model(fn: Callable, input_signature: Sequence[Any], *,
     import tensorflow as tf
     specs = list(input_signature)
     if any(s.dtype == tf.bfloat16 for s in specs):
-        inner = fn
+        inner, dtypes = fn, [s.dtype for s in specs]
 
         def fn(*xs):
-            return inner(*[tf.cast(x, s.dtype) if s.dtype != x.dtype else x
-                           for x, s in zip(xs, specs)])
+            return inner(*[tf.cast(x, d) if d != x.dtype else x for x, d in zip(xs, dtypes)])
         specs = [tf.TensorSpec(s.shape, tf.float32) if s.dtype == tf.bfloat16 else s
                  for s in specs]
     concrete = fn.get_concrete_function(*specs) if hasattr(fn, "get_concrete_function") \

@@ -33,6 +33,7 @@ class ConversionContext:
     target: str = "tf"
     checker: Any = None          # a core.targets.OpChecker during a target's pre-flight
     origin: Any = None           # the user's equation a rule's decomposition came from
+    anchor: Any = None           # a run-time int32 zero (target tflite), see constant()
     used: set = dataclasses.field(default_factory=set)   # ids of the rules that ran
     dims: DimEnv = dataclasses.field(default_factory=DimEnv)  # symbolic dimension values
 
@@ -105,8 +106,10 @@ class RuleContext:
         return _dtypes.physical_shape(aval)
 
     def constant(self, value, aval_or_dtype) -> tf.Tensor:
+        """A constant of JAX's dtype; ±inf in it is made at run time where the target's
+        converter would turn an inf constant into the largest finite float (TFLite)."""
         dtype = getattr(aval_or_dtype, "dtype", aval_or_dtype)
-        return constant(value, dtype)
+        return constant(value, dtype, self.conversion.anchor)
 
     def lower_jaxpr(self, jaxpr, *args: tf.Tensor, consts: Sequence[Any] = ()) -> list[tf.Tensor]:
         """Lower a sub-jaxpr (open or closed) on TF values; returns its outputs."""
@@ -132,15 +135,38 @@ class RuleContext:
         return lower_jaxpr(conv, closed, args)
 
 
-def constant(value, dtype) -> tf.Tensor:
-    """A TF constant holding ``value`` as JAX's ``dtype`` (extended dtypes: key data)."""
+def constant(value, dtype, anchor=None) -> tf.Tensor:
+    """A TF constant holding ``value`` as JAX's ``dtype`` (extended dtypes: key data).
+
+    With ``anchor`` (an int32 zero known only at run time), infinities are made from their
+    bits plus the anchor instead of stored: the TFLite converter rewrites an inf constant,
+    and anything it can fold into one, as the largest finite float, silently (measured:
+    ``x * inf``, ``1 / 0`` and ``max + max`` all gave 3.4e38 in LiteRT)."""
     from jax import dtypes as jdtypes
     if jdtypes.issubdtype(dtype, jdtypes.extended):
         import jax
         value = jax.random.key_data(value)
         return tf.constant(np.asarray(value), dtype=_dtypes.to_tf(dtype))
     arr = np.asarray(value, dtype=dtype)
+    if anchor is not None and (arr.dtype.kind == "f" or arr.dtype.name == "bfloat16"):
+        wide = arr.astype(np.float32)
+        inf = np.isinf(wide)
+        if inf.any():      # the bits of ±inf plus a run-time zero, then reinterpreted
+            bits = np.where(inf, np.where(wide > 0, 0x7F800000, -0x800000),
+                            wide.view(np.int32)).astype(np.int32)
+            out = tf.bitcast(tf.constant(bits) + anchor, tf.float32)
+            return tf.cast(out, _dtypes.to_tf(dtype)) if arr.dtype != np.float32 else out
     return tf.constant(arr, dtype=_dtypes.to_tf(dtype))
+
+
+def run_time_zero(xs: Sequence[tf.Tensor]) -> tf.Tensor:
+    """An int32 scalar 0 that the graph computes from its first input, so no converter
+    can fold what is built from it into a constant (0 also without inputs)."""
+    for x in xs:
+        flat = tf.reshape(x, [-1])[:1]
+        count = tf.reduce_sum(tf.cast(tf.equal(flat, flat), tf.int32))    # 0 or 1
+        return tf.bitwise.right_shift(count, 1)
+    return tf.constant(0)
 
 
 _SCOPE_BAD = re.compile(r"[^A-Za-z0-9_.\-/>]")
@@ -158,14 +184,15 @@ def lower_jaxpr(conv: ConversionContext, jaxpr, args: Sequence[tf.Tensor],
                 consts: Sequence[Any] = ()) -> list[tf.Tensor]:
     """Emit TF ops for each equation of ``jaxpr`` (a Jaxpr or ClosedJaxpr), in order."""
     if isinstance(jaxpr, jex.ClosedJaxpr):
-        consts = [constant(c, v.aval.dtype) if not isinstance(c, (tf.Tensor, tf.Variable)) else c
+        consts = [constant(c, v.aval.dtype, conv.anchor)
+                  if not isinstance(c, (tf.Tensor, tf.Variable)) else c
                   for c, v in zip(jaxpr.consts, jaxpr.jaxpr.constvars)]
         jaxpr = jaxpr.jaxpr
     env: dict[Any, tf.Tensor] = {}
 
     def read(atom) -> tf.Tensor:
         if isinstance(atom, jex.Literal):
-            return constant(atom.val, atom.aval.dtype)
+            return constant(atom.val, atom.aval.dtype, conv.anchor)
         return env[atom]
 
     def write(var, value) -> None:

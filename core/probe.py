@@ -7,6 +7,8 @@ Each distinct one is then tried alone: one node, its inputs as placeholders (con
 copied), through the target's converter and run in its interpreter on ones. Ops that carry
 functions (While, If) are taken from whole programs that convert and run. What passes is
 written to ``core/target_ops/<target>.json``; everything else is refused by the pre-flight.
+Ops that convert only as part of a pattern (loops, branches, tensor lists) are accepted
+from whole programs that hold them, convert and run.
 Interpreter runs happen in a child process, so an op that crashes the runtime is refused,
 not fatal.
 """
@@ -279,8 +281,11 @@ def rule_verdicts(cases, accepted, function_types=()) -> dict:
 
 
 def _has_function(op) -> bool:
+    """Ops that convert only inside a whole program: loops and branches (they carry
+    functions) and the tensor lists a loop stacks its results in (the converter lowers
+    the reserve/set/stack pattern, not one op alone)."""
     from core.targets import carries_functions
-    return carries_functions(op)
+    return carries_functions(op) or op.type.startswith("TensorList")
 
 
 def _short(exc) -> str:

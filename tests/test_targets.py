@@ -140,3 +140,17 @@ def test_zero_size_inputs_are_refused_for_tflite():
     with pytest.raises(TargetError, match=r"cannot hold zero-size tensors.*input 0 has shape "
                                           r"\(3, 0\)"):
         convert(lambda x: x * 2, target="tflite").trace(np.zeros((3, 0), np.float32))
+
+
+def test_infinities_survive_the_tflite_converter():
+    """The converter rewrites an inf constant as the largest float: jaxtf makes them at
+    run time (a masked softmax and a max with -inf are the common cases)."""
+    def f(x, m):
+        logits = jnp.where(m, x, -jnp.inf)
+        return jax.nn.softmax(logits), jnp.maximum(x, -jnp.inf), x * jnp.inf
+    x = np.array([1.0, -2.0, 0.5, 3.0], np.float32)
+    m = np.array([True, False, True, False])
+    f_tf = tf.function(convert(f, target="tflite"), autograph=False)
+    model = tflite_model(f_tf, [tf.TensorSpec([4], tf.float32), tf.TensorSpec([4], tf.bool)])
+    for got, want in zip(run_tflite(model, [x, m]), jax.jit(f)(x, m)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
