@@ -26,12 +26,11 @@ from jax import lax
 
 from core.errors import UnsupportedError
 from core.rule import case, rule
+from rules_random import _threefry_core as core3
 
 _U32, _U64 = tf.uint32, tf.uint64
 _PHILOX_MUL = (0xD2511F53, 0xCD9E8D57)
 _PHILOX_WEYL = (0x9E3779B9, 0xBB67AE85)
-_TF_ROT = ((13, 15, 26, 6), (17, 29, 16, 24))
-_TF_PARITY = 0x1BD11BDA
 
 
 def _lo(v):            # low word of a uint64 tensor
@@ -76,23 +75,9 @@ def _philox(x, k0, k1):
     return x
 
 
-def _rotl(v, r):
-    return tf.bitwise.bitwise_or(tf.bitwise.left_shift(v, tf.constant(r, _U32)),
-                                 tf.bitwise.right_shift(v, tf.constant(32 - r, _U32)))
-
-
 def _threefry(x, k0, k1):
     """Threefry-2x32 with 20 rounds; x: two uint32 arrays, k0/k1 uint32 scalars."""
-    ks = [k0, k1, tf.bitwise.bitwise_xor(tf.bitwise.bitwise_xor(k0, k1),
-                                         tf.constant(_TF_PARITY, _U32))]
-    x = [x[0] + ks[0], x[1] + ks[1]]
-    for block in range(5):
-        for r in _TF_ROT[block % 2]:
-            x[0] = x[0] + x[1]
-            x[1] = tf.bitwise.bitwise_xor(x[0], _rotl(x[1], r))
-        x[0] = x[0] + ks[(block + 1) % 3]
-        x[1] = x[1] + ks[(block + 2) % 3] + tf.constant(block + 1, _U32)
-    return x
+    return core3.rounds(k0, k1, x[0], x[1])
 
 
 def _philox_bits(words, n, wide):

@@ -2,7 +2,8 @@
 
 Threefry is written directly with uint32 TF ops (wrap-around add, rotate, xor) on whole
 arrays: 20 rounds and 5 key injections, about a hundred ops per call whatever the array
-size, where the old jax2tf unrolled one random call into ~1,700 ops.
+size, where the old jax2tf unrolled one random call into ~1,700 ops. For the TFLite target
+the rotations are written in the builtin ops TFLite takes (see ``_threefry_core``).
 """
 from __future__ import annotations
 
@@ -16,14 +17,7 @@ from jax._src.random import prng
 from jax._src.random import threefry2x32 as _tf2x32
 
 from core.rule import case, rule
-
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-_PARITY = 0x1BD11BDA          # Threefry's key-schedule constant
-
-
-def _rotl(v: tf.Tensor, r: int) -> tf.Tensor:
-    return tf.bitwise.bitwise_or(tf.bitwise.left_shift(v, tf.constant(r, tf.uint32)),
-                                 tf.bitwise.right_shift(v, tf.constant(32 - r, tf.uint32)))
+from rules_random import _threefry_core as core3
 
 
 def _u32(rng, dtype):
@@ -31,39 +25,49 @@ def _u32(rng, dtype):
             for s in [(), (), (3, 4), (3, 4)]]
 
 
-@rule("threefry2x32", dtypes="uint32", polymorphic=True, cases=[
-    case.custom("hash of random words", lambda *a: _tf2x32.threefry2x32_p.bind(*a), _u32),
+_EDGE = np.array([0, 1, 2**31 - 1, 2**31, 2**32 - 1], np.uint32)
+
+
+def _edge_words(rng, dtype):
+    """Keys 0 and 2**32-1 against every pair of edge words."""
+    x1, x2 = np.meshgrid(_EDGE, _EDGE)
+    return [np.uint32(2**32 - 1), np.uint32(0), x1, x2]
+
+
+_HASH = lambda *a: _tf2x32.threefry2x32_p.bind(*a)
+_THREEFRY_CASES = [
+    case.custom("hash of random words", _HASH, _u32),
+    case.custom("hash of edge words under keys 2**32-1 and 0", _HASH, _edge_words),
+    case.custom("hash of (0, 3) words (joined to (2, 3))", lambda k1, k2, x1, x2: jnp.concatenate(
+        [jnp.stack(_HASH(k1, k2, x1[:0], x2[:0])), jnp.stack(_HASH(k1, k2, x1[:2], x2[:2]))], 1),
+        _u32),
     case.custom("threefry_2x32 of a counter",
                 lambda k: _tf2x32.threefry_2x32(k, jnp.arange(10, dtype=jnp.uint32)),
                 lambda rng, dt: [np.array([0, 42], np.uint32)]),
-    case.custom("hash of (b, 4) words", lambda *a: _tf2x32.threefry2x32_p.bind(*a),
+    case.custom("hash of (b, 4) words", _HASH,
                 lambda rng, dt: _u32(rng, dt)[:2] + [w[:, :4] for w in _u32(rng, dt)[2:]],
                 convert_kw={"polymorphic_shapes": [None, None, "(b, 4)", "(b, 4)"]}),
     case.custom("threefry_2x32 of b (odd) words", _tf2x32.threefry_2x32,
                 lambda rng, dt: [np.array([0, 42], np.uint32), _u32(rng, dt)[2][:, 0]],
-                convert_kw={"polymorphic_shapes": [None, "(b,)"]})])
+                convert_kw={"polymorphic_shapes": [None, "(b,)"]})]
+
+
+@rule("threefry2x32", dtypes="uint32", polymorphic=True, cases=_THREEFRY_CASES)
 def threefry2x32(ctx, k1, k2, x1, x2):
     """Threefry-2x32 with 20 rounds, as Salmon et al. and JAX define it."""
     shape = ctx.shape(ctx.aval_out)
-    k1, k2, x1, x2 = (tf.broadcast_to(v, shape) for v in (k1, k2, x1, x2))
-    ks = [k1, k2, tf.bitwise.bitwise_xor(tf.bitwise.bitwise_xor(k1, k2),
-                                         tf.constant(_PARITY, tf.uint32))]
-    x = [x1 + ks[0], x2 + ks[1]]
-    for block in range(5):
-        for r in _ROTATIONS[block % 2]:
-            x[0] = x[0] + x[1]
-            x[1] = tf.bitwise.bitwise_xor(x[0], _rotl(x[1], r))
-        x[0] = x[0] + ks[(block + 1) % 3]
-        x[1] = x[1] + ks[(block + 2) % 3] + tf.constant(block + 1, tf.uint32)
-    return x
+    return core3.rounds(*(tf.broadcast_to(v, shape) for v in (k1, k2, x1, x2)))
 
 
-@rule("iota_2x32_shape", dtypes="uint32", polymorphic=True, cases=[
+_IOTA_CASES = [
     case.custom("counts", lambda: prng.iota_2x32_shape((3, 5)), lambda rng, dt: []),
     case.custom("big counts", lambda: prng.iota_2x32_shape((2, 3, 70000)), lambda rng, dt: []),
     case.custom("counts of x's shape (b, 3, c)", lambda x: prng.iota_2x32_shape(x.shape),
                 lambda rng, dt: [np.zeros((5, 3, 2), dt)],
-                convert_kw={"polymorphic_shapes": ["(b, 3, c)"]})])
+                convert_kw={"polymorphic_shapes": ["(b, 3, c)"]})]
+
+
+@rule("iota_2x32_shape", dtypes="uint32", polymorphic=True, cases=_IOTA_CASES)
 def iota_2x32_shape(ctx, *, shape):
     """The row-major index of each element as a 64-bit count split into (hi, lo) words."""
     dims = ctx.shape(ctx.aval_out)          # ints, or int32 TF scalars for symbolic dims
@@ -75,6 +79,26 @@ def iota_2x32_shape(ctx, *, shape):
     hi = tf.cast(tf.bitwise.right_shift(counts, tf.constant(32, tf.int64)), tf.uint32)
     return [hi, lo]
 
+
+
+# -- TFLite: the same in builtin ops (no uint32 LeftShift/BitwiseOr, no 64-bit shifts) -------
+
+@rule("threefry2x32", dtypes="uint32", targets="tflite", polymorphic=True,
+      cases=_THREEFRY_CASES[:-1])   # the last: dynamic_slice's FloorDiv, refused by TFLite's table
+def threefry2x32_tflite(ctx, k1, k2, x1, x2):
+    """The rounds with rotations as ``x * 2**r + (x >> (32 - r))``."""
+    shape = ctx.shape(ctx.aval_out)
+    return core3.rounds(*(tf.broadcast_to(v, shape) for v in (k1, k2, x1, x2)),
+                        rotl=core3.rotl_builtin)
+
+
+@rule("iota_2x32_shape", dtypes="uint32", targets="tflite", polymorphic=True, cases=[
+    *_IOTA_CASES, case.custom("counts of (0, 3) (joined to (2, 3))", lambda: jnp.concatenate(
+        [jnp.stack(prng.iota_2x32_shape((0, 3))), jnp.stack(prng.iota_2x32_shape((2, 3)))], 1),
+        lambda rng, dt: [])])
+def iota_2x32_shape_tflite(ctx, *, shape):
+    """The index counted in int32 (TFLite tensors hold fewer than 2**31 elements)."""
+    return list(core3.iota_words(ctx.shape(ctx.aval_out)))
 
 def _gamma_case(impl, shape=(4,), spec=None, keys=None):
     """gamma(key, a) for a of ``shape``; with ``keys`` a number of keys (one per row of a,

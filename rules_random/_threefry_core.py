@@ -1,0 +1,92 @@
+"""Threefry-2x32 (20 rounds) on whole uint32 arrays, shared by the threefry, key and rbg
+rules, and the uint32 word forms the TFLite target needs.
+
+The rounds need a rotate-left by a constant. For TF it is ``(x << r) | (x >> (32 - r))``;
+TFLite's builtins take no uint32 LeftShift or BitwiseOr (measured: uint32 Add, Mul, which
+wrap mod 2**32, BitwiseXor, RightShift, which is logical, and Cast convert), so there it
+is ``x * 2**r + (x >> (32 - r))``: the two halves share no bit, so ``+`` is ``|``.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from core.errors import UnsupportedError
+
+ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+PARITY = 0x1BD11BDA          # Threefry's key-schedule constant
+_U32 = tf.uint32
+
+
+def rotl_bitwise(v: tf.Tensor, r: int) -> tf.Tensor:
+    return tf.bitwise.bitwise_or(tf.bitwise.left_shift(v, tf.constant(r, _U32)),
+                                 tf.bitwise.right_shift(v, tf.constant(32 - r, _U32)))
+
+
+def rotl_builtin(v: tf.Tensor, r: int) -> tf.Tensor:
+    return v * tf.constant(2 ** r, _U32) + tf.bitwise.right_shift(v, tf.constant(32 - r, _U32))
+
+
+def rounds(k0, k1, x0, x1, rotl=rotl_bitwise) -> list:
+    """Threefry-2x32 as Salmon et al. and JAX define it: 20 rounds, 5 key injections.
+    All four operands must already have the result's shape (or be scalar keys)."""
+    ks = [k0, k1, tf.bitwise.bitwise_xor(tf.bitwise.bitwise_xor(k0, k1),
+                                         tf.constant(PARITY, _U32))]
+    x = [x0 + ks[0], x1 + ks[1]]
+    for block in range(5):
+        for r in ROTATIONS[block % 2]:
+            x[0] = x[0] + x[1]
+            x[1] = tf.bitwise.bitwise_xor(x[0], rotl(x[1], r))
+        x[0] = x[0] + ks[(block + 1) % 3]
+        x[1] = x[1] + ks[(block + 2) % 3] + tf.constant(block + 1, _U32)
+    return x
+
+
+# -- TFLite forms --------------------------------------------------------------------------
+
+def count(dims):
+    """The number of elements of a shape (ints, or int32 TF scalars for symbolic sizes)."""
+    n = 1
+    for d in dims:
+        n = n * d
+    return n
+
+
+def iota_words(dims) -> tuple[tf.Tensor, tf.Tensor]:
+    """(hi, lo) uint32 words of each element's row-major index, in builtin ops.
+
+    The index is counted in int32: a TFLite tensor cannot hold 2**31 elements, so
+    ``hi`` is zero; a larger static shape is refused."""
+    n = count(dims)
+    if isinstance(n, int) and n >= 2 ** 31:
+        raise UnsupportedError(f"a PRNG counter over {n} elements (shape {list(dims)}): "
+                               "TFLite tensors hold fewer than 2**31 elements")
+    lo = tf.cast(tf.reshape(tf.range(n, dtype=tf.int32), dims), _U32)
+    return zeros_like(lo), lo
+
+
+def hi_lo_words(x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """An integer array as (hi, lo) uint32 words, as JAX's threefry seed splits it: 64-bit
+    ints by bitcasts (TFLite has no 64-bit shifts and bitcasts int64 to uint32 only through
+    uint64; little-endian, word 0 is the low one), narrower ones converted as
+    convert_element_type does (sign- or zero-extended) with a zero high word."""
+    if x.dtype.size == 8:
+        w = tf.bitcast(tf.bitcast(x, tf.uint64) if x.dtype == tf.int64 else x, _U32)
+        return w[..., 1], w[..., 0]
+    lo = tf.cast(x, _U32)
+    return zeros_like(lo), lo
+
+
+def zeros_like(x):
+    """Zeros of x's shape and dtype (ZerosLike is no TFLite builtin)."""
+    return x * tf.constant(0, x.dtype)
+
+
+def hash_with_keys(keys: tf.Tensor, x0, x1, shape, key_rank: int) -> list:
+    """Threefry of (x0, x1) under keys ``(*kb, 2)`` (key data of a key array of rank
+    ``key_rank``), in builtin ops; every operand is broadcast to ``shape`` whose leading
+    ``key_rank`` dimensions are the keys' (each key hashes its own trailing block)."""
+    extra = len(shape) - key_rank
+    k0, k1 = keys[..., 0], keys[..., 1]
+    for _ in range(extra):
+        k0, k1 = tf.expand_dims(k0, -1), tf.expand_dims(k1, -1)
+    return rounds(*(tf.broadcast_to(v, shape) for v in (k0, k1, x0, x1)), rotl=rotl_builtin)
