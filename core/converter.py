@@ -164,7 +164,6 @@ class _Converted:
     def _preflight(self, closed, in_tree) -> None:
         """For an export target with an op table: lower the program once into a scratch
         graph, check every op the rules emit, and raise one TargetError for all refusals."""
-        from tensorflow.python.framework import func_graph
         from core import targets as _targets
         from core.errors import TargetError
         target = _targets.get(self.conv.target)
@@ -179,8 +178,16 @@ class _Converted:
                 f"{target.description} models cannot hold zero-size tensors, and "
                 f"{'; '.join(empty)}. Drop the empty arrays from the function's inputs and "
                 f"outputs (they carry no data), or use target='tf'.")
-        checker = _targets.OpChecker(target)
-        graph = func_graph.FuncGraph(f"jaxtf_preflight_{target.name}")
+        checker = self.lower_checked(closed, in_tree, _targets.OpChecker(target))
+        if checker.refusals:
+            raise TargetError(_targets.format_refusals(
+                checker.refusals, target, _fun_name(self.fun_jax)), checker.refusals)
+
+    def lower_checked(self, closed, in_tree, checker):
+        """Lower ``closed`` once into a scratch graph (placeholders, None for symbolic
+        dimensions) with ``checker`` seeing every equation's ops; returns the checker."""
+        from tensorflow.python.framework import func_graph
+        graph = func_graph.FuncGraph(f"jaxtf_check_{self.conv.target}")
         with graph.as_default():
             xs = [tf.compat.v1.placeholder(
                 _dtypes.to_tf(a.dtype), [d if isinstance(d, int) else None
@@ -188,9 +195,7 @@ class _Converted:
                   for a in closed.in_avals]
             self._lower(closed, xs, in_tree, dataclasses.replace(
                 self.conv, checker=checker, used=set()))
-        if checker.refusals:
-            raise TargetError(_targets.format_refusals(
-                checker.refusals, target, _fun_name(self.fun_jax)), checker.refusals)
+        return checker
 
     def _lower(self, closed, xs, in_tree, conv=None) -> list[tf.Tensor]:
         conv = conv or self.conv

@@ -45,22 +45,15 @@ class Recorder:
             self.ops.setdefault((op.type, op_signature(op)), op)
 
 
-def _lower(fn, args, registry, target, prefer=None, polymorphic=None):
-    """Lower ``fn`` on ``args`` for ``target`` into a scratch graph; returns the recorder."""
+def _lower(fn, args, registry, target, prefer=None, convert_kw=None):
+    """Lower ``fn`` on ``args`` for ``target`` into a scratch graph, as the pre-flight
+    does (symbolic dimensions too); returns the recorder of every op emitted."""
     import jax
-    import tensorflow as tf
-    from tensorflow.python.framework import func_graph
-    from core import dtypes as _dtypes
-    from core.interpreter import ConversionContext, lower_jaxpr
-    closed = jax.make_jaxpr(fn)(*args)
-    rec = Recorder()
-    conv = ConversionContext(registry, target=target, prefer=prefer, checker=rec)
-    g = func_graph.FuncGraph("probe")
-    with g.as_default():
-        xs = [tf.compat.v1.placeholder(_dtypes.to_tf(a.dtype), _dtypes.physical_shape(a))
-              for a in closed.in_avals]
-        lower_jaxpr(conv, closed, xs)
-    return rec
+    from core.converter import convert
+    conv = convert(fn, target=target, registry=registry, prefer=prefer, **(convert_kw or {}))
+    closed = conv.trace(*args)                    # JAXTF_NO_PREFLIGHT is set by probe()
+    _, in_tree = jax.tree_util.tree_flatten((tuple(args), {}))
+    return conv.lower_checked(closed, in_tree, Recorder())
 
 
 def corpus(registry, harness_sample: int):
@@ -70,15 +63,14 @@ def corpus(registry, harness_sample: int):
     from core.testing import _np_dtype
     for r in registry.rules():
         for c in r.cases:
-            if c.convert_kw:
-                continue
             for dt in r.concrete_dtypes():
                 if not c.applies_to(dt):
                     continue
                 yield (r, dt, c.fn,
                        lambda c=c, dt=dt: c.make_args(np.random.default_rng(0),
                                                       np.dtype(_np_dtype(dt))),
-                       {r.primitive: r.id}, dt in ("int64", "uint64", "float64", "complex128"))
+                       {r.primitive: r.id}, dt in ("int64", "uint64", "float64", "complex128"),
+                       c.convert_kw)
     if harness_sample:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         from tests.conformance import cpu_harnesses
@@ -88,7 +80,7 @@ def corpus(registry, harness_sample: int):
                 continue
             seen[h.group_name] = seen.get(h.group_name, 0) + 1
             yield (None, h.fullname, h.dyn_fun,
-                   lambda h=h: h.dyn_args_maker(np.random.RandomState(0)), None, False)
+                   lambda h=h: h.dyn_args_maker(np.random.RandomState(0)), None, False, {})
 
 
 def single_node_graph(op):
@@ -192,7 +184,7 @@ def probe(target: str, harness_sample: int = 3, verbose: bool = False,
     programs = []        # (keys, fn, args) of programs holding ops that carry functions
     cases = []           # (rule, dtype, keys) of every rule case lowered
     n = 0
-    for rule, dt, fn, make_args, prefer, x64 in corpus(registry, harness_sample):
+    for rule, dt, fn, make_args, prefer, x64, convert_kw in corpus(registry, harness_sample):
         label = f"{rule.id}:{dt}" if rule else dt
         n += 1
         if limit and n > limit:
@@ -200,7 +192,7 @@ def probe(target: str, harness_sample: int = 3, verbose: bool = False,
         try:
             with jax.enable_x64(x64):
                 args = make_args()
-                rec = _lower(fn, args, registry, target, prefer)
+                rec = _lower(fn, args, registry, target, prefer, convert_kw)
         except Exception as exc:
             if verbose:
                 print(f"skip {label}: {type(exc).__name__}: {str(exc)[:120]}")
@@ -209,7 +201,7 @@ def probe(target: str, harness_sample: int = 3, verbose: bool = False,
             ops.setdefault(k, op)
         if rule is not None:
             cases.append((rule, dt, set(rec.ops)))
-        if any(_has_function(op) for op in rec.ops.values()) and not x64:
+        if any(_has_function(op) for op in rec.ops.values()) and not x64 and not convert_kw:
             programs.append((set(rec.ops), fn, args, prefer))
     print(f"{n} programs lowered, {len(ops)} distinct ops ({time.time() - t0:.0f}s)",
           flush=True)

@@ -69,7 +69,12 @@ class Target:
         if sigs is None:
             return f"{op.type} is not a {self.description} op"
         if carries_functions(op):
-            return None     # a loop or branch: its body's ops are checked one by one
+            # a loop or branch: its body's ops are checked one by one; what it carries
+            # must be of dtypes the runtime's loops and branches were seen to carry
+            known = {d for sg in sigs for d in sg.replace("->", ",").split(",")}
+            bad = sorted({t.dtype.name for t in op.inputs} - known)
+            return (f"{op.type} carrying {', '.join(bad)} is not accepted by "
+                    f"{self.description}" if bad else None)
         if sig not in sigs:
             return (f"{op.type} on ({sig}) is not accepted by {self.description} "
                     f"(it takes {', '.join(sorted(sigs)[:4])}{', ...' if len(sigs) > 4 else ''})")
@@ -137,7 +142,6 @@ class OpChecker:
     def __init__(self, target: Target):
         self.target = target
         self.refusals: list[Refusal] = []
-        self._seen: set[tuple[int, str]] = set()
 
     def start(self):
         import tensorflow as tf
@@ -146,11 +150,13 @@ class OpChecker:
 
     def finish(self, mark, eqn, rule_id: str, origin=None) -> None:
         g, n0 = mark
+        seen = getattr(g, "_jaxtf_checked", None)
+        if seen is None:
+            seen = g._jaxtf_checked = set()
         for op in new_operations(g, n0):
-            key = (id(g), op.name)
-            if key in self._seen:
+            if op.name in seen:        # an inner equation's op, already checked
                 continue
-            self._seen.add(key)
+            seen.add(op.name)
             reason = self.target.refuses(op)
             if reason:
                 self.refusals.append(Refusal(eqn, rule_id, op.type, reason, origin or eqn))
@@ -164,15 +170,13 @@ def new_operations(g, n0: int) -> list:
         return []
     try:
         ops = g._nodes_by_id
-        base = _first_id.get(id(g))
-        if base is None or base not in ops:
-            base = _first_id[id(g)] = min(ops.keys())
+        base = getattr(g, "_jaxtf_first_op_id", None)   # on the graph: ids of dead graphs
+        if base is None or base not in ops:              # are reused, so no id(g) cache
+            base = min(ops.keys())
+            g._jaxtf_first_op_id = base
         return [ops[i] for i in range(base + n0, base + n1)]
     except Exception:                  # pragma: no cover - a TF without that layout
         return g.get_operations()[n0:]
-
-
-_first_id: dict[int, int] = {}
 
 
 def format_refusals(refusals: list[Refusal], target: Target, what: str) -> str:

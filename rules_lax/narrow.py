@@ -61,7 +61,7 @@ _ACCUMULATING = [
     "cumlogsumexp", "sort", "top_k", "approx_top_k", "dot_general", "conv_general_dilated",
     "reduce_window_sum", "reduce_window_max", "reduce_window_min", "select_and_scatter_add",
     "select_and_gather_add", "scatter", "scatter-add", "scatter-mul", "scatter-min",
-    "scatter-max"]
+    "scatter-max", "cholesky", "triangular_solve"]
 PRIMITIVES = _ELEMENTWISE + _STRUCTURAL + _ACCUMULATING
 
 #: primitives whose results on narrow values are narrow values already (no rounding)
