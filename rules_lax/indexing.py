@@ -86,9 +86,12 @@ def _iota(n, axis, rank):
     return tf.reshape(tf.range(n, dtype=tf.int64), shape)
 
 
-def _narrow(pos, limit):
-    """int32 positions when all of them are known to be below ``limit`` <= 2**31 - 1."""
-    return tf.cast(pos, tf.int32) if isinstance(limit, int) and limit <= _I32_MAX else pos
+def _narrow(ctx, pos, limit):
+    """int32 positions when all of them are known to be below ``limit`` <= 2**31 - 1
+    (always on TFLite, whose tensors hold fewer than 2**31 elements and whose GatherV2
+    takes int32 positions)."""
+    small = ctx.target == "tflite" or isinstance(limit, int) and limit <= _I32_MAX
+    return tf.cast(pos, tf.int32) if small else pos
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,7 +313,7 @@ def gather(ctx, operand, indices, *, dimension_numbers, mode, fill_value=None, *
     else:
         idx64 = _as_int64(indices, idx_aval.dtype)
     starts, in_bounds = grid.clamp(idx64)
-    pos = _narrow(grid.positions(starts), grid.operand_size)
+    pos = _narrow(ctx, grid.positions(starts), grid.operand_size)
     out = tf.gather(tf.reshape(operand, [-1]), pos)
     if mode == GatherScatterMode.FILL_OR_DROP:
         if fill_value is None:
@@ -330,7 +333,7 @@ def _scatter_positions(ctx, grid, indices, mode):
     m = grid.operand_size
     if mode != GatherScatterMode.CLIP:
         pos = grid.where_in_bounds(in_bounds, pos, tf.cast(m, tf.int64))
-    return _narrow(tf.reshape(pos, [-1]), m + 1)   # the segment ops count M + 1 segments
+    return _narrow(ctx, tf.reshape(pos, [-1]), m + 1)   # the segment ops count M + 1 segments
 
 
 def _is_overwrite(update_jaxpr):
