@@ -181,7 +181,7 @@ def _identity(kind, dtype):
 
 
 def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, base_dilation,
-              window_dilation, ev):
+              window_dilation, ev, neg_inf):
     """max/min pooling with TF's MaxPool (it exports) when the form allows: float32 (or
     f16/bf16, widened exactly), no dilation, at most 2 axes with a window, stride or
     padding (TFLite has no 3-D pool); the other axes go to the batch or the channels.
@@ -211,7 +211,7 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
     y = tf.reshape(y, ev([batch, *[in_shape[a] for a in active], chans]))
     pads = [[0, 0], *[ev(padding[a]) for a in active], [0, 0]]
     if not all(is_zero(p) for pair in pads for p in pair):
-        y = tf.pad(y, pads, constant_values=-np.inf)
+        y = tf.pad(y, pads, constant_values=neg_inf)
     ksize = [1, *[window[a] for a in active], 1]
     kstrides = [1, *[strides[a] for a in active], 1]
     pool = tf.nn.max_pool1d if len(active) == 1 else tf.nn.max_pool2d
@@ -224,8 +224,7 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
         # whose -3.4e38 is a real element.
         has_nan = pool(tf.cast(tf.math.is_nan(y), tf.float32), ksize, kstrides, "VALID")
         has_low = pool(tf.cast(tf.equal(y, lowest), tf.float32), ksize, kstrides, "VALID")
-        fixed = tf.where(tf.equal(out, lowest) & tf.equal(has_low, 0),
-                         tf.constant(-np.inf, tf.float32), out)
+        fixed = tf.where(tf.equal(out, lowest) & tf.equal(has_low, 0), neg_inf, out)
         return tf.where(has_nan > 0, tf.constant(np.nan, tf.float32), fixed)
     # The mask pools are needed only when the operand holds a NaN or a window max is
     # -3.4e38; skip them otherwise (two cheap reductions instead of more full pools).
@@ -249,7 +248,9 @@ def _monoid_window(ctx, operand, kind, *, window_dimensions, window_strides, pad
         pooled = _max_pool(operand, kind, aval.dtype, in_shape, out_shape,
                            _ints(window_dimensions), _ints(window_strides),
                            [_dims(p) for p in padding], _ints(base_dilation),
-                           _ints(window_dilation), ev)
+                           _ints(window_dilation), ev,
+                           # -inf from ctx.constant: TFLite's converter keeps no inf constant
+                           ctx.constant(-np.inf, np.dtype("float32")))
         if pooled is not None:
             return pooled
     init = ctx.constant(_identity(kind, aval.dtype), aval.dtype)
