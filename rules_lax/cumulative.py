@@ -18,7 +18,8 @@ from jax import lax
 from jax import numpy as jnp
 
 from core.rule import case, rule
-from rules_lax.reductions import in_f32, is_float, minmax
+from rules_lax.reductions import (in_f32, is_float, lite_bits, lite_cases, lite_scalar, lite_unbits,
+                                  minmax, unsigned_order)
 
 _NAN = float("nan")
 _INF = float("inf")
@@ -101,7 +102,7 @@ def _across_chunks(inner, batch, n, c, reverse, op, init, levels):
     done = xla_scan(totals, batch, c, reverse, op, init, levels)
     edge = tf.fill(batch + [1], init)
     before = tf.concat([done[..., 1:], edge], -1) if reverse else tf.concat([edge, done[..., :-1]], -1)
-    out = tf.reshape(op(inner, before[..., None]), batch + [c * _BASE])
+    out = tf.reshape(op(inner, tf.expand_dims(before, -1)), batch + [c * _BASE])
     return out[..., :n]
 
 
@@ -112,9 +113,12 @@ def _symbolic_scan(x, batch, n, reverse, op, init, levels):
     its start when ``reverse``), so either form gives the static one's numbers."""
     c = tf.maximum(-(-n // _BASE), 1)
     short = n <= _BASE
-    x = tf.concat([x, tf.fill(batch + [c * _BASE - n], init)], -1)
-    if reverse:
-        x = tf.roll(x, tf.where(short, c * _BASE - n, 0), -1)
+    pad = c * _BASE - n
+    if reverse:   # a lone window's padding goes first (concat, not Pad/Roll: TFLite builtins)
+        front = tf.where(short, pad, 0)
+        x = tf.concat([tf.fill(batch + [front], init), x, tf.fill(batch + [pad - front], init)], -1)
+    else:
+        x = tf.concat([x, tf.fill(batch + [pad], init)], -1)
     inner = window_scan(tf.reshape(x, batch + [c, _BASE]), _BASE, reverse, op)
     flat = tf.reshape(inner, batch + [c * _BASE])
     alone = flat[..., c * _BASE - n:] if reverse else flat[..., :n]
@@ -125,7 +129,7 @@ def _symbolic_scan(x, batch, n, reverse, op, init, levels):
 
 def _inexact_scan(ctx, x, axis, reverse, op, init):
     """Move ``axis`` last, run :func:`xla_scan` (half floats in f32 per op, like XLA's CPU
-    backend), move it back."""
+    backend), move it back. ``init``: a number, or a TF scalar."""
     aval = ctx.avals_in[0]
     shape = ctx.shape(aval)           # ints, or TF scalars for symbolic dimensions
     axis, rank = int(axis), len(shape)
@@ -135,7 +139,9 @@ def _inexact_scan(ctx, x, axis, reverse, op, init):
     if _half(aval.dtype):
         op = in_f32(op, aval.dtype)
     batch = [shape[p] for p in perm[:-1]]
-    y = xla_scan(y, batch, shape[axis], bool(reverse), op, ctx.constant(init, aval.dtype))
+    if not isinstance(init, tf.Tensor):
+        init = ctx.constant(init, aval.dtype)
+    y = xla_scan(y, batch, shape[axis], bool(reverse), op, init)
     return tf.transpose(y, perm) if axis != rank - 1 else y
 
 
@@ -223,3 +229,56 @@ cummin = _extreme_rule("cummin", False)
 def cumlogsumexp(ctx, x, *, axis, reverse, **_):
     """JAX's logaddexp, scanned in XLA's order (its reduce_window of logaddexp)."""
     return _inexact_scan(ctx, x, axis, reverse, _logaddexp, -np.inf)
+
+
+# -- TFLite builtins ---------------------------------------------------------------------
+# The generic rules convert for float32 and int32 (Cumsum, slices, concat, Maximum/Minimum,
+# Mul, while loops); uint32 is carried as its int32 bits, which TFLite's Cumsum,
+# Maximum/Minimum and slicing take (wrapping sums: the same bits; max/min: on the bits with
+# the sign flipped, which order like the unsigned values).
+def _lite_case(fn, values):
+    return case.custom("uint32 extremes", fn, lambda rng, dt: [np.array(values, dt)])
+
+
+_U32 = [2 ** 32 - 1, 1, 2 ** 31, 0, 2 ** 31 - 1, 7, 2 ** 32 - 2] + list(range(3, 30))
+
+
+@rule("cumsum", dtypes=["uint32"], targets="tflite", polymorphic=True, cases=lite_cases(
+    _cases(lax.cumsum, [_lite_case(lambda x: lax.cumsum(x, 0, reverse=True), _U32)])))
+def cumsum_tflite(ctx, x, *, axis, reverse, **_):
+    """uint32 cumsum as TFLite's int32 Cumsum on the bits (wrapping: the same bits)."""
+    return lite_unbits(tf.math.cumsum(lite_bits(x, np.uint32), axis=int(axis),
+                                      reverse=bool(reverse)), np.uint32)
+
+
+def _extreme_tflite(prim_name, is_max):
+    def lower(ctx, x, *, axis, reverse, **_):
+        key = unsigned_order(lite_bits(x, np.uint32))
+        op = tf.maximum if is_max else tf.minimum
+        y = scan(key, ctx.shape(ctx.avals_in[0])[int(axis)], int(axis), bool(reverse), op)
+        return lite_unbits(unsigned_order(y), np.uint32)
+
+    lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
+    lower.__doc__ = (f"uint32 {prim_name} for TFLite: a Hillis–Steele scan on the int32 bits "
+                     "with the sign bit flipped (ordered like the unsigned values)")
+    prim = getattr(lax, prim_name)
+    return rule(prim_name, dtypes=["uint32"], targets="tflite", polymorphic=True,
+                cases=lite_cases(_cases(prim, [_lite_case(lambda x: prim(x, 0), _U32)])))(lower)
+
+
+cummax_tflite = _extreme_tflite("cummax", True)
+cummin_tflite = _extreme_tflite("cummin", False)
+
+
+@rule("cumlogsumexp", dtypes=["float32"], targets="tflite", polymorphic=True,
+      cases=lite_cases(_cases(lax.cumlogsumexp, [
+          case("NaN and infinities", lambda x: lax.cumlogsumexp(x, 0),
+               [-_INF, 1.0, -_INF, _INF, 2.0, _NAN, 0.0]),
+          *[case.custom(f"-inf across chunks, reverse={r}",
+                        lambda x, r=r: lax.cumlogsumexp(x, 1, reverse=r),
+                        lambda rng, dt: [np.array([[-_INF] * 40, [-_INF] * 20 + [1.0] * 20], dt)])
+            for r in (False, True)]])))
+def cumlogsumexp_tflite(ctx, x, *, axis, reverse, **_):
+    """The generic cumlogsumexp with its -inf made at run time (the TFLite converter writes
+    a -inf constant as -FLT_MAX, and logaddexp(-inf, -FLT_MAX) is not -inf)."""
+    return _inexact_scan(ctx, x, axis, reverse, _logaddexp, lite_scalar(-np.inf, x))

@@ -109,6 +109,47 @@ def tree_reduce(xs, n, combine):
     return [x[..., 0] for x in xs]
 
 
+# -- TFLite builtins: uint32 carried as its int32 bits -------------------------------------
+#: The dtypes the TFLite rules of these families compute natively (other narrow types reach
+#: them through the float32/int32 forms).
+LITE_DTYPES = ["bool", "int32", "uint32", "float32"]
+
+
+def lite_bits(x, dtype):
+    """A uint32 tensor as its int32 bits (TFLite's Transpose, Gather, Cumsum, reducers and
+    Maximum/Minimum refuse uint32, Bitcast converts); other dtypes unchanged."""
+    return tf.bitcast(x, tf.int32) if np.dtype(dtype) == np.uint32 else x
+
+
+def lite_unbits(y, dtype):
+    """The inverse of :func:`lite_bits`."""
+    return tf.bitcast(y, tf.uint32) if np.dtype(dtype) == np.uint32 else y
+
+
+def unsigned_order(bits):
+    """The int32 bits of uint32 values with the sign bit flipped: int32 values in the order of
+    the unsigned ones (its own inverse)."""
+    return tf.bitwise.bitwise_xor(bits, tf.constant(-2 ** 31, tf.int32))
+
+
+def lite_scalar(value, like):
+    """A float32 scalar ``value`` the TFLite converter cannot fold into a constant (it writes
+    +-inf constants as +-FLT_MAX): its bits plus a zero computed from ``like`` (a uint32
+    shifted right by 31, then by 1: always 0, but not to the converter)."""
+    bits = tf.bitcast(tf.reshape(like, [-1])[:1], tf.uint32)
+    zero = tf.reduce_sum(tf.bitcast(tf.bitwise.right_shift(tf.bitwise.right_shift(
+        bits, tf.constant(31, tf.uint32)), tf.constant(1, tf.uint32)), tf.int32))
+    bits = int(np.array(value, np.float32).view(np.int32))
+    return tf.bitcast(zero + tf.constant(bits, tf.int32), tf.float32)
+
+
+def flush_subnormals(x):
+    """float32 subnormals as zero (of their sign), as XLA's and TF's CPU code see them in
+    comparisons (denormals flushed); the TFLite interpreter compares them exactly."""
+    tiny = tf.constant(np.finfo(np.float32).tiny, tf.float32)
+    return tf.where(tf.abs(x) < tiny, x * 0, x)
+
+
 def _axes(axes):
     return tuple(sorted(int(a) for a in axes))
 
@@ -320,7 +361,11 @@ def _simple(prim_name, kind, dtypes, extra=()):
     lower.__name__ = lower.__qualname__ = prim_name
     lower.__doc__ = f"{prim_name} with XLA's identity for empty axes" + (
         " and NaN propagation" if kind in ("max", "min") else "")
-    return rule(prim_name, dtypes=dtypes, polymorphic=True, cases=[
+    return rule(prim_name, dtypes=dtypes, polymorphic=True, cases=_simple_cases(prim, extra))(lower)
+
+
+def _simple_cases(prim, extra=()):
+    return [
         case.random(lambda x: prim(x, (0,)), shapes=[(4, 6)], name="axis 0"),
         case.random(lambda x: prim(x, (0, 2)), shapes=[(3, 4, 5)], name="axes 0 2"),
         case.random(lambda x: prim(x, (1,)), shapes=[(3, 0)], name="empty -> identity"),
@@ -333,7 +378,7 @@ def _simple(prim_name, kind, dtypes, extra=()):
                     dtypes=["bfloat16", "float16"], convert_kw={"polymorphic_shapes": ["(n, b)"]}),
         case.random(lambda x: prim(x, (0, 2)), shapes=[(40, 2, 40)], name="XLA's order, 2 axes",
                     dtypes=["bfloat16"]),
-        *extra])(lower)
+        *extra]
 
 
 _NAN_CASES = (case.custom("NaN wins", lambda x: (lax.reduce_max(x, (1,)), lax.reduce_min(x, (0,))),
@@ -436,7 +481,7 @@ def _complex_max_arg(rng, dtype):
     return [np.array([[1 + 2j, 1 + 3j, -4 + 9j], [1 + 5j, 0j, 2 - 1j]], dtype)]
 
 
-@rule("reduce", polymorphic=True, cases=[
+_REDUCE_CASES = [
     case.random(lambda x: lax.reduce(x, np.array(3, x.dtype), lambda a, b: a + b, (0,)),
                 shapes=[(4, 6)], name="add from 3", dtypes="numeric"),
     case.random(lambda x, y: lax.reduce((x, y), (np.array(0, x.dtype), np.array(5, y.dtype)),
@@ -491,7 +536,10 @@ def _complex_max_arg(rng, dtype):
                                         (1,)),
                 shapes=[(2, 40), (2, 40)], name="two operands, order-dependent, long axis",
                 dtypes=["float32", "float64"]),
-])
+]
+
+
+@rule("reduce", polymorphic=True, cases=_REDUCE_CASES)
 def reduce(ctx, *args, computation=None, jaxpr, dimensions, **_):
     """Variadic reduce: known monoids reduce natively; any other computation is applied in
     XLA's CPU order (one operand: windows of 32, see xla_order_reduce; several: one fold
@@ -533,3 +581,161 @@ def reduce(ctx, *args, computation=None, jaxpr, dimensions, **_):
     acc = [tf.broadcast_to(tf.reshape(i, [1, 1]), [p, 1]) for i in inits]
     acc = fold_range(0, n, lambda i, acc: apply(acc, [x[:, i:i + 1] for x in flat], 1), acc)
     return [tf.reshape(o, out_shape) for o in acc]
+
+
+# -- TFLite builtins ---------------------------------------------------------------------
+# Measured: the generic rules convert, with JAX's numbers, for float32, int32 and bool, except
+# reduce_and/or of int32 (BitwiseAnd/Or are refused), max/min over empty axes of float32 (the
+# converter writes the -inf/inf identity constant as -FLT_MAX/FLT_MAX), everything uint32
+# (TFLite has no uint32 Sum/Prod/Max/Min/Transpose/Gather) and argmax/argmin ties between
+# subnormals and zeros (the interpreter compares subnormals exactly, XLA's CPU code as zero).
+
+#: Bit k of an int32 as a number: 2**k, and bit 31 as -2**31.
+_BIT_WEIGHTS = np.array([1 << k for k in range(31)] + [-2 ** 31], np.int32)
+
+
+def _bitwise_lite(x, axes, kind):
+    """and/or of int32 over the (non-empty) ``axes``: per bit, the min (and) or max (or) of
+    (x >> k) mod 2, recombined as the sum of bit_k * 2**k (the bits are disjoint)."""
+    bits = tf.math.floormod(tf.bitwise.right_shift(tf.expand_dims(x, -1), tf.range(32)), 2)
+    red = (tf.reduce_min if kind == "and" else tf.reduce_max)(bits, list(axes))
+    return tf.reduce_sum(red * tf.constant(_BIT_WEIGHTS), -1)
+
+
+def lite_reduce_monoid(ctx, x, aval_in, aval_out, axes, kind, init=None):
+    """:func:`reduce_monoid` in TFLite builtins, for LITE_DTYPES."""
+    dtype = np.dtype(aval_in.dtype)
+    axes = _axes(axes)
+    empty = any(aval_in.shape[a] == 0 for a in axes)    # a symbolic dimension is >= 1
+    if dtype == np.uint32:   # on the int32 bits; max/min with the sign bit flipped
+        flip = unsigned_order if kind in ("max", "min") else (lambda b: b)
+        i32 = np.dtype(np.int32)
+        y = lite_reduce_monoid(ctx, flip(lite_bits(x, dtype)), aval_in.update(dtype=i32),
+                               aval_out.update(dtype=i32), axes, kind,
+                               None if init is None else flip(lite_bits(init, dtype)))
+        return lite_unbits(flip(y), dtype)
+    if dtype == np.int32 and kind in ("and", "or"):
+        y = x if not axes else (_fill(ctx, identity(kind, dtype), aval_out) if empty
+                                else _bitwise_lite(x, axes, kind))
+        if init is None:
+            return y
+        pair = tf.stack([tf.broadcast_to(init, tf.shape(y)), y], -1)
+        return _bitwise_lite(pair, [len(aval_out.shape)], kind)
+    if dtype == np.float32 and kind in ("max", "min") and empty and init is None:
+        raise UnsupportedError(
+            f"reduce_{kind} of float32 over an empty axis for TFLite: the result is the "
+            f"constant {'-' if kind == 'max' else ''}inf, which the TFLite converter writes "
+            f"as {'-' if kind == 'max' else ''}FLT_MAX (a wrong number); use target='tf'.")
+    return reduce_monoid(ctx, x, aval_in, aval_out, axes, kind, init)
+
+
+def lite_cases(cases) -> list:
+    """The cases of a generic rule that a TFLite model can hold: no zero-size input or
+    output (the export refuses them; they carry no data)."""
+    return [c for c in cases if not c.name.startswith(("empty", "k=0"))]
+
+
+def _lite_extremes(rng, dtype):
+    if np.dtype(dtype) == np.float32:
+        return [np.array([[-_INF, -_INF, -_INF], [_INF, 1e-45, -1e-45], [-0.0, 0.0, _NAN]], dtype)]
+    info = np.iinfo(dtype)
+    x = rng.integers(info.min, info.max, (3, 5), dtype=dtype, endpoint=True)
+    x[0, :2], x[1, :2], x[2, :] = info.max, info.min, info.max
+    return [x]
+
+
+def _simple_tflite(prim_name, kind, dtypes):
+    prim = getattr(lax, prim_name)
+
+    def lower(ctx, x, *, axes, **_):
+        return lite_reduce_monoid(ctx, x, ctx.avals_in[0], ctx.aval_out, axes, kind)
+
+    lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
+    lower.__doc__ = f"{prim_name} in TFLite builtins (see lite_reduce_monoid)"
+    extra = [case.custom("extremes", lambda x: (prim(x, (1,)), prim(x, (0,))), _lite_extremes)]
+    return rule(prim_name, dtypes=dtypes, targets="tflite", polymorphic=True,
+                cases=lite_cases(_simple_cases(prim, extra)))(lower)
+
+
+reduce_sum_tflite = _simple_tflite("reduce_sum", "add", ["uint32"])
+reduce_prod_tflite = _simple_tflite("reduce_prod", "mul", ["uint32"])
+reduce_max_tflite = _simple_tflite("reduce_max", "max", ["uint32", "float32"])
+reduce_min_tflite = _simple_tflite("reduce_min", "min", ["uint32", "float32"])
+reduce_and_tflite = _simple_tflite("reduce_and", "and", ["int32", "uint32"])
+reduce_or_tflite = _simple_tflite("reduce_or", "or", ["int32", "uint32"])
+reduce_xor_tflite = _simple_tflite("reduce_xor", "xor", ["uint32"])
+
+
+def _argminmax_lite(ctx, x, axes, index_dtype, is_max):
+    """uint32 on the int32 bits with the sign bit flipped; float32 with subnormals flushed."""
+    dtype = np.dtype(ctx.avals_in[0].dtype)
+    x = unsigned_order(lite_bits(x, dtype)) if dtype == np.uint32 else flush_subnormals(x)
+    return _argminmax(ctx, x, axes, index_dtype, is_max)
+
+
+def _argcases_lite(fn):
+    return _argcases(fn) + [
+        case("subnormals tie with zeros", lambda x: fn(x, 0, np.int32),
+             [1e-45, 0.0, -1e-45, -0.0, -1.1e-38], dtypes=["float32"]),
+        case("subnormals tie with zeros", lambda x: fn(x, 1, np.int32),
+             [[0.0, 1e-45, -1e-45, -0.0, 1.1e-38], [-0.0, 1.1e-38, -1e-45, 1.2e-38, 0.0]],
+             dtypes=["float32"]),
+        case.custom("extremes", lambda x: fn(x, 1, np.int32), _lite_extremes)]
+
+
+def _arg_tflite(prim_name, is_max):
+    def lower(ctx, x, *, axes, index_dtype, **_):
+        return _argminmax_lite(ctx, x, axes, index_dtype, is_max)
+
+    lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
+    lower.__doc__ = f"{prim_name} in TFLite builtins (see _argminmax_lite)"
+    return rule(prim_name, dtypes=["uint32", "float32"], targets="tflite", polymorphic=True,
+                cases=_argcases_lite(getattr(lax, prim_name)))(lower)
+
+
+argmax_tflite = _arg_tflite("argmax", True)
+argmin_tflite = _arg_tflite("argmin", False)
+
+
+def _inf_init(rng, dtype):
+    return [np.array([[-_INF, -_INF, -_INF], [1.0, _NAN, -_INF]], dtype)]
+
+
+@rule("reduce", dtypes=LITE_DTYPES, targets="tflite", polymorphic=True, cases=[
+    c for c in lite_cases(_REDUCE_CASES) if "order-dependent computation" not in c.name
+    or "symbolic" not in c.name] + [
+    case.custom("max from +inf", lambda x: lax.reduce(x, np.inf, lax.max, (1,)),
+                _inf_init, dtypes=["float32"]),
+    case.custom("min from inf, max from -inf", lambda x: lax.reduce(
+        (x, x), (np.float32(np.inf), np.float32(-np.inf)),
+        lambda a, b: (lax.min(a[0], b[0]), lax.max(a[1], b[1])), (0,)),
+        lambda rng, dt: [-_inf_init(rng, dt)[0]], dtypes=["float32"]),
+    case.custom("and, or from extremes", lambda x: lax.reduce(
+        (x, x), (np.array(-3).astype(x.dtype), np.array(5, x.dtype)),
+        lambda a, b: (lax.bitwise_and(a[0], b[0]), lax.bitwise_or(a[1], b[1])), (1,)),
+        _lite_extremes, dtypes=["int32", "uint32"])])
+def reduce_tflite(ctx, *args, computation=None, jaxpr, dimensions, **_):
+    """The generic reduce in TFLite builtins: known monoids through lite_reduce_monoid, an
+    infinite init (the converter writes +-inf constants as +-FLT_MAX) made at run time;
+    other computations as the generic rule computes them."""
+    k = len(args) // 2
+    operands, inits = args[:k], list(args[k:])
+    for i, init in enumerate(inits):
+        v = tf.get_static_value(init)
+        if v is not None and v.dtype.kind == "f" and np.isinf(v).any():
+            if 0 in ctx.avals_in[i].shape:
+                raise UnsupportedError(
+                    "reduce over an empty axis from an infinite init for TFLite: the "
+                    "TFLite converter writes the result, a constant +-inf, as +-FLT_MAX.")
+            inits[i] = lite_scalar(float(v), operands[i])
+    kinds = _recognize_monoids(jaxpr)
+    if kinds is None:
+        if k == 1 and any(not isinstance(d, int) for d in ctx.shape(ctx.avals_in[0])):
+            raise UnsupportedError(
+                "reduce with a general computation over symbolic dimensions for TFLite: its "
+                "column-by-column form (map_fn, TensorList ops) has no TFLite builtin form; "
+                "convert with concrete shapes or use target='tf'.")
+        return reduce(ctx, *operands, *inits, jaxpr=jaxpr, dimensions=dimensions)
+    return [lite_reduce_monoid(ctx, x, aval, aout, dimensions, kind, init)
+            for x, init, aval, aout, kind in zip(operands, inits, ctx.avals_in[:k],
+                                                  ctx.avals_out, kinds)]

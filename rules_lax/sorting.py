@@ -11,6 +11,11 @@ Float orders (bitcast to same-width ints, sign-magnitude flipped to two's comple
   greater than +inf: -inf < ... < 0 < ... < inf < NaN. Complex: (real, imag) lexicographic.
 - top_k (XLA's TopK): the total order of the bits: -NaN < -inf < ... < -0.0 < 0.0 < ...
   < inf < NaN (NaNs by payload).
+
+TFLite (``targets="tflite"``): the same TopKV2 + Gather forms (TFLite's TopKV2 also puts ties
+lower index first, measured up to n = 2000), all keys int32: uint32 travels as its int32 bits,
+and sort's float keys flush subnormals to zero as XLA's CPU comparisons do (the interpreter
+compares them exactly).
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from core.rule import case, rule
+from rules_lax.reductions import (LITE_DTYPES, flush_subnormals, lite_bits, lite_cases, lite_unbits,
+                                  unsigned_order)
 
 _NAN = float("nan")
 _INF = float("inf")
@@ -35,7 +42,7 @@ def _float_key(x, dtype, total: bool):
     bits = tf.cast(bits, key_dt) if key_dt != bits_dt else bits
     key = tf.where(bits < 0, tf.bitwise.bitwise_xor(bits, tf.constant(info.max, key_dt)), bits)
     if not total:
-        key = tf.where(tf.equal(x, tf.zeros_like(x)), tf.constant(0, key_dt), key)  # -0.0 == 0.0
+        key = tf.where(tf.equal(x, tf.constant(0, x.dtype)), tf.constant(0, key_dt), key)  # -0.0 == 0.0
         key = tf.where(tf.math.is_nan(x), tf.constant(info.max, key_dt), key)  # NaN == NaN, top
     return key
 
@@ -98,7 +105,7 @@ def _complex_edge(rng, dtype):
     return [x, np.arange(7, dtype=np.int32)]
 
 
-@rule("sort", polymorphic=True, cases=[
+_SORT_CASES = [
     case.random(lambda x: lax.sort(x, dimension=0), shapes=[(5, 7)], name="axis 0"),
     case.random(lambda x: lax.sort(x, dimension=1), shapes=[(3, 4, 6)], name="axis 1 of 3"),
     case.custom("key + payload, stable", lambda k, v: lax.sort((k, v), num_keys=1),
@@ -124,11 +131,19 @@ def _complex_edge(rng, dtype):
                 lambda a, b, c: lax.sort((a, b, c), dimension=1, num_keys=2),
                 _multi, dtypes=["bool", "integer", "floating"],
                 convert_kw={"polymorphic_shapes": ["(b, n)"] * 3}),
-])
+]
+
+
+@rule("sort", polymorphic=True, cases=_SORT_CASES)
 def sort(ctx, *operands, dimension, is_stable, num_keys, **_):
     """Stable lexicographic sort of all operands by the first ``num_keys`` (is_stable=False
     is sorted stably as well: a valid order, though XLA's CPU sort may order ties
     differently)."""
+    return _sort(ctx, operands, int(dimension), num_keys, order_keys)
+
+
+def _sort(ctx, operands, dimension, num_keys, keys_of):
+    """The sort of :func:`sort`, with ``keys_of(x, dtype)`` making the order keys."""
     aval = ctx.avals_in[0]
     shape = ctx.shape(aval)           # ints, or TF scalars for symbolic dimensions
     rank, dim = len(shape), int(dimension)
@@ -136,7 +151,7 @@ def sort(ctx, *operands, dimension, is_stable, num_keys, **_):
     if (isinstance(n, int) and n <= 1) or 0 in aval.shape:  # symbolic dimensions are >= 1
         return list(operands)
     moved = [_swap_last(x, dim, rank) for x in operands]
-    keys = [k for x, a in zip(moved[:num_keys], ctx.avals_in) for k in order_keys(x, a.dtype)]
+    keys = [k for x, a in zip(moved[:num_keys], ctx.avals_in) for k in keys_of(x, a.dtype)]
     perm = stable_argsort(keys, n, rank)
     return [_swap_last(tf.gather(x, perm, batch_dims=rank - 1), dim, rank) for x in moved]
 
@@ -145,7 +160,7 @@ def _top_k_edge(rng, dtype):
     return [np.array([_INF, _NAN, -_NAN, -_INF, 3.0, -0.0, 0.0, _NAN, -_NAN, -0.0, 0.0], dtype)]
 
 
-@rule("top_k", dtypes=["bool", "integer", "floating"], polymorphic=True, cases=[
+_TOP_K_CASES = [
     case.random(lambda x: lax.top_k(x, 2), shapes=[(5, 3)]),
     case.random(lambda x: lax.top_k(x, 3), shapes=[(2, 9)], name="k=3"),
     case("ties: lower index first", lambda x: lax.top_k(x, 4), [5, 7, 5, 8, 8, 5]),
@@ -158,20 +173,90 @@ def _top_k_edge(rng, dtype):
     # JAX takes k=3 only where it proves n >= 3: here from n = m + 2 and m >= 1
     case.random(lambda x: lax.top_k(x, 3), shapes=[(2, 9)], name="symbolic length",
                 convert_kw={"polymorphic_shapes": ["(b, m + 2)"]}),
-])
+]
+
+
+@rule("top_k", dtypes=["bool", "integer", "floating"], polymorphic=True, cases=_TOP_K_CASES)
 def top_k(ctx, x, *, k, axis=-1, **_):
     """TopKV2 on order keys (ties lower index first), then a gather of the values. With
     a symbolic last dimension n, JAX accepted k only if it proved k <= n from the
     dimension variables' constraints, which the converted graph asserts on its inputs
     (and TopKV2 refuses k > n as well): too short an input raises, never computes."""
+    return _top_k(ctx, x, int(k), axis, order_keys)
+
+
+def _top_k(ctx, x, k, axis, keys_of):
     aval = ctx.avals_in[0]
     rank = len(aval.shape)
     axis = int(axis) % rank
     y = _swap_last(x, axis, rank)
-    key, = order_keys(y, aval.dtype, total=True)
-    idx = tf.math.top_k(key, int(k)).indices
+    key, = keys_of(y, aval.dtype, total=True)
+    idx = tf.math.top_k(key, k).indices
     values = tf.gather(y, idx, batch_dims=rank - 1)
     return [_swap_last(values, axis, rank), _swap_last(idx, axis, rank)]
+
+
+# -- TFLite builtins ---------------------------------------------------------------------
+def _lite_keys(x, dtype, total: bool = False) -> list:
+    """:func:`order_keys` for TFLite, all int32: uint32 operands arrive as their int32 bits.
+    JAX's CPU sort compares floats with subnormals as zero (XLA runs with denormals flushed,
+    TF too, the TFLite interpreter does not): sort's keys flush them explicitly."""
+    if np.dtype(dtype) == np.uint32:
+        return [unsigned_order(x)]
+    if np.dtype(dtype) == np.float32 and not total:
+        x = flush_subnormals(x)
+    return order_keys(x, dtype, total)
+
+
+def _lite_edge(rng, dtype):
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    if info is None:
+        x = np.array([0.0, _NAN, -0.0, 1.0, -_INF, 1.0, _INF, -0.0, -_NAN, 0.0, 1e-45, -1e-45,
+                      3.4028235e38, -3.4028235e38], dtype)
+    elif dtype == np.bool_:
+        x = np.array([True, False, True, True, False], dtype)
+    else:
+        x = np.array([info.max, 0, info.min, 1, info.max, info.min, 0, info.max - 1], dtype)
+    return [x]
+
+
+_LITE_SORT_CASES = [
+    case.custom("argsort: edge values, ties stable", lambda x: jnp.argsort(x), _lite_edge),
+    # not uint32: the rev around the sort (ReverseV2) has no uint32 form in TFLite here
+    case.custom("descending argsort (rev + sort)",
+                lambda x: jnp.argsort(x, descending=True, stable=True), _lite_edge,
+                dtypes=["bool", "int32", "float32"]),
+    case.custom("descending sort", lambda x: jnp.sort(x, descending=True), _lite_edge,
+                dtypes=["bool", "int32", "float32"]),
+    case.custom("unstable sort", lambda x, i: lax.sort((x, i), is_stable=False, num_keys=1),
+                lambda rng, dt: _lite_edge(rng, dt) + [np.arange(len(_lite_edge(rng, dt)[0]),
+                                                                dtype=np.int32)]),
+    case.random(lambda x: lax.sort(x, dimension=0), shapes=[(1, 3)], name="length 1"),
+    case.custom("long, many ties", lambda x, i: lax.sort((x, i), dimension=1, num_keys=1),
+                lambda rng, dt: [rng.integers(0, 3, (2, 700)).astype(dt),
+                                 np.arange(1400, dtype=np.int32).reshape(2, 700)]),
+]
+
+
+@rule("sort", dtypes=LITE_DTYPES, targets="tflite", polymorphic=True,
+      cases=_SORT_CASES + _LITE_SORT_CASES)
+def sort_tflite(ctx, *operands, dimension, is_stable, num_keys, **_):
+    """The generic sort in TFLite builtins: TopKV2 on int32 keys (TFLite's TopKV2 also puts
+    ties lower index first), Gather; uint32 operands are carried as their int32 bits
+    (TFLite's Transpose and Gather refuse uint32) and ordered with the sign bit flipped."""
+    dts = [a.dtype for a in ctx.avals_in]
+    ins = [lite_bits(x, d) for x, d in zip(operands, dts)]
+    outs = _sort(ctx, ins, int(dimension), num_keys, _lite_keys)
+    return [lite_unbits(y, d) for y, d in zip(outs, dts)]
+
+
+@rule("top_k", dtypes=LITE_DTYPES, targets="tflite", polymorphic=True, cases=[
+    *lite_cases(_TOP_K_CASES), case.custom("edge values", lambda x: lax.top_k(x, 5), _lite_edge)])
+def top_k_tflite(ctx, x, *, k, axis=-1, **_):
+    """The generic top_k in TFLite builtins (int32 keys; uint32 as its int32 bits)."""
+    dt = ctx.avals_in[0].dtype
+    values, idx = _top_k(ctx, lite_bits(x, dt), int(k), axis, _lite_keys)
+    return [lite_unbits(values, dt), idx]
 
 
 def _approx(k, dim=-1, is_max=True, agg=True):
