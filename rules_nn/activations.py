@@ -241,5 +241,12 @@ def relu6_fused(ctx, x, **_):
           case.random(_softmax_flag(jax.nn.softmax), shapes=[(3, 6)], dtypes="float32",
                       name="symbolic batch", convert_kw=dict(polymorphic_shapes=["(b, 6)"]))])
 def softmax_fused(ctx, x, initial, **_):
-    """jax.nn.softmax (custom_jvp form, where=None, one axis, initial -inf) as Softmax."""
-    return [tf.nn.softmax(x, axis=_softmax_axis(ctx.eqn))]
+    """jax.nn.softmax (custom_jvp form, where=None, one axis, initial -inf) as Softmax.
+
+    JAX's row is all NaN when it holds a NaN or +inf or is all -inf (x - max is NaN
+    somewhere); TF's Softmax kernel leaves some of those elements at 0 on some CPUs
+    (measured on an Intel Xeon, not on an AMD EPYC). ``max - max`` is NaN exactly for
+    those rows (TF's reduce_max propagates NaN) and 0 otherwise."""
+    axis = _softmax_axis(ctx.eqn)
+    m = tf.reduce_max(x, axis=axis, keepdims=True)
+    return [tf.nn.softmax(x, axis=axis) + (m - m)]
