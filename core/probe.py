@@ -32,6 +32,7 @@ class Recorder:
 
     def __init__(self):
         self.ops: dict[tuple[str, str], object] = {}
+        self.all: dict[tuple[str, str], list] = {}      # every instance, for the probe
 
     def start(self):
         import tensorflow as tf
@@ -43,6 +44,7 @@ class Recorder:
         g, n0 = mark
         for op in new_operations(g, n0):
             self.ops.setdefault((op.type, op_signature(op)), op)
+            self.all.setdefault((op.type, op_signature(op)), []).append(op)
 
 
 def _lower(fn, args, registry, target, prefer=None, convert_kw=None):
@@ -181,6 +183,7 @@ def probe(target: str, harness_sample: int = 3, verbose: bool = False,
     registry = build_registry(strict=True, entry_points=False)
     t0 = time.time()
     ops: dict[tuple[str, str], object] = {}
+    examples: dict[tuple[str, str], list] = {}     # up to 4 instances, static shapes first
     programs = []        # (keys, fn, args) of programs holding ops that carry functions
     cases = []           # (rule, dtype, keys) of every rule case lowered
     n = 0
@@ -199,6 +202,13 @@ def probe(target: str, harness_sample: int = 3, verbose: bool = False,
             continue
         for k, op in rec.ops.items():
             ops.setdefault(k, op)
+        for k, found in rec.all.items():
+            keep = examples.setdefault(k, [])
+            for op in found:
+                if len(keep) < 4 and all(t.shape.is_fully_defined() for t in op.inputs):
+                    keep.append(op)
+            if not keep:
+                keep.append(found[0])
         if rule is not None:
             cases.append((rule, dt, set(rec.ops)))
         if any(_has_function(op) for op in rec.ops.values()) and not x64 and not convert_kw:
@@ -207,20 +217,26 @@ def probe(target: str, harness_sample: int = 3, verbose: bool = False,
           flush=True)
     accepted: dict[str, set[str]] = {}
     refused: dict[str, str] = {}
-    singles, models = [], []
-    for (typ, sig), op in sorted(ops.items()):
-        if _has_function(op):
-            continue
-        try:
-            models.append(convert_graph(*single_node_graph(op)))
-            singles.append((typ, sig))
-        except Exception as exc:
-            refused[f"{typ}({sig})"] = _short(exc)
-    for (typ, sig), res in zip(singles, run_models(models)):
-        if res == "ok":
-            accepted.setdefault(typ, set()).add(sig)
-        else:
-            refused[f"{typ}({sig})"] = "interpreter: " + res
+    # each op alone; an op seen in several forms is tried in up to 4 of them (static
+    # shapes first), since one form may fail for reasons of its own (placeholder inputs)
+    todo = {k: list(examples.get(k, [op])) for k, op in ops.items() if not _has_function(op)}
+    while todo:
+        singles, models = [], []
+        for (typ, sig), cands in sorted(todo.items()):
+            op = cands.pop(0)
+            try:
+                models.append(convert_graph(*single_node_graph(op)))
+                singles.append((typ, sig))
+            except Exception as exc:
+                refused[f"{typ}({sig})"] = _short(exc)
+        for (typ, sig), res in zip(singles, run_models(models)):
+            if res == "ok":
+                accepted.setdefault(typ, set()).add(sig)
+                refused.pop(f"{typ}({sig})", None)
+            else:
+                refused[f"{typ}({sig})"] = "interpreter: " + res
+        todo = {k: c for k, c in todo.items()
+                if c and k[1] not in accepted.get(k[0], ())}
     print(f"single ops: {sum(map(len, accepted.values()))} accepted, {len(refused)} refused "
           f"({time.time() - t0:.0f}s)", flush=True)
     # ops that carry functions: from whole programs that convert and run
