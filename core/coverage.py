@@ -44,8 +44,14 @@ def all_jax_primitives() -> list[str]:
     return sorted(names)
 
 
+def _tf_rules(reg: Registry, name: str) -> list:
+    """The rules for the default target (rules written only for an export target are
+    shown by ``list --target``)."""
+    return [r for r in reg.rules(name) if r.targets is None or "tf" in r.targets]
+
+
 def _status(reg: Registry, name: str) -> str:
-    rules = reg.rules(name)
+    rules = _tf_rules(reg, name)
     if not rules:
         return "missing"
     if any(new.primitive == name for new, _ in reg.replaced):
@@ -65,7 +71,7 @@ def coverage(registry: Registry | None = None) -> list[dict]:
     names = sorted(set(all_jax_primitives()) | set(reg.primitives()))
     rows = []
     for name in names:
-        rules = reg.rules(name)
+        rules = _tf_rules(reg, name)
         dts = [d for d in _dtypes.ALL_CONCRETE if any(d in r.dtypes for r in rules)]
         dts += sorted({d for r in rules for d in r.dtypes} - set(_dtypes.ALL_CONCRETE))
         rows.append({

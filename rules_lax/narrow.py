@@ -48,13 +48,12 @@ _ELEMENTWISE = [
     "tanh", "asinh", "acosh", "atanh", "atan2", "logistic", "pow", "integer_pow", "square",
     "erf", "erfc", "erf_inv", "lgamma", "digamma", "eq", "ne", "lt", "le", "gt", "ge",
     "and", "or", "xor", "not", "select_n", "convert_element_type", "igamma", "igammac",
-    "igamma_grad_a", "random_gamma_grad", "bessel_i0e", "bessel_i1e",
+    "igamma_grad_a", "bessel_i0e", "bessel_i1e",
     "regularized_incomplete_beta", "polygamma", "zeta", "reduce_precision",
     "shift_left", "shift_right_logical", "shift_right_arithmetic", "population_count", "clz"]
 _STRUCTURAL = [
-    "reshape", "broadcast_in_dim", "transpose", "squeeze", "expand_dims", "concatenate",
-    "slice", "dynamic_slice", "dynamic_update_slice", "rev", "pad", "gather", "split",
-    "copy", "copy_p", "iota"]
+    "reshape", "broadcast_in_dim", "transpose", "squeeze", "concatenate", "slice",
+    "dynamic_slice", "dynamic_update_slice", "rev", "pad", "gather", "split", "copy", "iota"]
 _ACCUMULATING = [
     "reduce_sum", "reduce_prod", "reduce_max", "reduce_min", "reduce_and", "reduce_or",
     "reduce_xor", "argmax", "argmin", "cumsum", "cumprod", "cummax", "cummin",
