@@ -171,6 +171,28 @@ def _filter(rows, args, reg: Registry):
     return rows
 
 
+def _with_condition(cand, dtypes):
+    """A candidate with its ``when=`` condition evaluated on a stand-in equation with
+    operands of ``dtypes`` and no parameters (conditions on parameters cannot be judged
+    here and count as met)."""
+    import dataclasses
+    import types
+    import jax.numpy as jnp
+    from jax import core as jcore
+    if cand.reason is not None or cand.rule.when is None:
+        return cand
+    try:
+        avals = [jcore.ShapedArray((), jnp.dtype(d)) for d in dtypes]
+        var = lambda a: types.SimpleNamespace(aval=a)
+        eqn = types.SimpleNamespace(invars=[var(a) for a in avals], outvars=[var(avals[0])],
+                                    params={}, primitive=types.SimpleNamespace(
+                                        name=cand.rule.primitive))
+        reason = cand.rule.when(eqn)
+    except Exception:
+        return cand
+    return dataclasses.replace(cand, reason=reason) if reason else cand
+
+
 def _parse_argspec(spec: str):
     """``f32[8,784]``, ``float32[8, 784]``, ``i32[]`` -> a jax.ShapeDtypeStruct."""
     import jax
@@ -273,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"{ref}{f' (+{more} more)' if more > 0 else ''}"
                   + (f" unmeasured: {','.join(r['unmeasured'])}" if r["unmeasured"] else ""))
         print(f"\n{summary(rows)} (target {args.target}; measured by python -m core.probe "
-              f"{args.target})")
+              f"{args.target}: a dtype lowers when every op of a rule's cases on it is "
+              f"accepted; unmeasured: no case of a rule for that dtype was lowered there)")
         return 0
     if args.cmd == "list":
         rows = _filter(coverage(reg), args, reg)
@@ -299,6 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + ("; `python -m core.registry plugins` shows packages that failed to load"
                      if any(p.error for p in reg.plugins) else ""))
             return 1
+        cands = [_with_condition(c, dts) for c in cands]
         chosen = next((c for c in cands if c.reason is None), None)
         print(f"{args.primitive} on {', '.join(dts)}, device {args.device}, "
               f"allow_xla={args.allow_xla}, target {args.target}; candidates best first:")
