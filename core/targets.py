@@ -6,16 +6,17 @@ A target is data kept in one place:
 - ``tf``: TensorFlow itself (SavedModel, TF Serving). Every plain TF op is accepted; this
   is the default and the exact, fastest-in-TF lowering.
 - ``tflite``: LiteRT / TFLite with builtin ops only (no Flex ops). The TF op types and
-  operand dtypes it accepts are read from the runtime: ``python -m core.targets probe``
+  operand dtypes it accepts are read from the runtime: ``python -m core.probe tflite``
   converts every op (type, operand and result dtypes) that jaxtf's rules emit with
   ``TFLiteConverter`` (``supported_ops=[TFLITE_BUILTINS]``), runs it in the LiteRT
   interpreter, and writes what passed to ``core/target_ops/tflite.json``.
 
 Rules declare ``targets=`` when they are written for one target only; the registry tries
-those first for that target and falls back to the generic rules. The pre-flight
-(:func:`check_graph`, used by ``convert(f, target=...)``) then checks every op the
-selected rules emitted against the target's table, and names the equation, its source
-line and the op the runtime would refuse.
+those first for that target and falls back to the generic rules. The pre-flight of
+``convert(f, target=...)`` lowers the program once into a scratch graph with an
+:class:`OpChecker` watching every equation, checks each op the selected rules emitted
+against the target's table, and names the equation, its source line and the op the
+runtime would refuse (:func:`format_refusals`).
 """
 from __future__ import annotations
 
