@@ -202,8 +202,8 @@ class _Converted:
         dims = DimEnv.solve(closed.in_avals, xs, in_tree)
         conv = dataclasses.replace(conv, dims=dims) if dims.values else conv
         if conv.target == "tflite":
-            from core.interpreter import run_time_zero
-            conv = dataclasses.replace(conv, anchor=run_time_zero(xs))
+            from core.interpreter import RunTimeZero
+            conv = dataclasses.replace(conv, anchor=RunTimeZero(xs))
         if dims.assertions:
             with tf.control_dependencies(dims.assertions):
                 xs = [tf.identity(x) for x in xs]

@@ -33,7 +33,7 @@ class ConversionContext:
     target: str = "tf"
     checker: Any = None          # a core.targets.OpChecker during a target's pre-flight
     origin: Any = None           # the user's equation a rule's decomposition came from
-    anchor: Any = None           # a run-time int32 zero (target tflite), see constant()
+    anchor: Any = None           # a RunTimeZero (target tflite), see constant()
     used: set = dataclasses.field(default_factory=set)   # ids of the rules that ran
     dims: DimEnv = dataclasses.field(default_factory=DimEnv)  # symbolic dimension values
 
@@ -138,7 +138,7 @@ class RuleContext:
 def constant(value, dtype, anchor=None) -> tf.Tensor:
     """A TF constant holding ``value`` as JAX's ``dtype`` (extended dtypes: key data).
 
-    With ``anchor`` (an int32 zero known only at run time), infinities are made from their
+    With ``anchor`` (a :class:`RunTimeZero`), infinities are made from their
     bits plus the anchor instead of stored: the TFLite converter rewrites an inf constant,
     and anything it can fold into one, as the largest finite float, silently (measured:
     ``x * inf``, ``1 / 0`` and ``max + max`` all gave 3.4e38 in LiteRT)."""
@@ -154,19 +154,39 @@ def constant(value, dtype, anchor=None) -> tf.Tensor:
         if inf.any():      # the bits of ±inf plus a run-time zero, then reinterpreted
             bits = np.where(inf, np.where(wide > 0, 0x7F800000, -0x800000),
                             wide.view(np.int32)).astype(np.int32)
-            out = tf.bitcast(tf.constant(bits) + anchor, tf.float32)
+            out = tf.bitcast(tf.constant(bits) + anchor.get(), tf.float32)
             return tf.cast(out, _dtypes.to_tf(dtype)) if arr.dtype != np.float32 else out
     return tf.constant(arr, dtype=_dtypes.to_tf(dtype))
 
 
-def run_time_zero(xs: Sequence[tf.Tensor]) -> tf.Tensor:
+class RunTimeZero:
     """An int32 scalar 0 that the graph computes from its first input, so no converter
-    can fold what is built from it into a constant (0 also without inputs)."""
-    for x in xs:
-        flat = tf.reshape(x, [-1])[:1]
-        count = tf.reduce_sum(tf.cast(tf.equal(flat, flat), tf.int32))    # 0 or 1
-        return tf.bitwise.right_shift(count, 1)
-    return tf.constant(0)
+    can fold what is built from it into a constant (0 also without inputs). Made on
+    first use, once per graph (a loop body gets its own, from the captured input), so a
+    program without infinities pays nothing."""
+
+    def __init__(self, xs: Sequence[tf.Tensor]):
+        self.xs = list(xs)
+        self._made: dict[int, tuple] = {}
+
+    def get(self) -> tf.Tensor:
+        g = tf.compat.v1.get_default_graph()
+        hit = self._made.get(id(g))
+        if hit is not None and hit[0] is g:
+            return hit[1]
+        # a float32/int32/bool input when there is one: other dtypes are cast first,
+        # which TFLite takes for every dtype it can hold
+        xs = sorted(self.xs, key=lambda x: x.dtype not in (tf.float32, tf.int32, tf.bool))
+        if xs:
+            x = xs[0] if xs[0].dtype in (tf.float32, tf.int32, tf.bool) else tf.cast(
+                xs[0], tf.float32)
+            flat = tf.reshape(x, [-1])[:1]
+            count = tf.reduce_sum(tf.cast(tf.equal(flat, flat), tf.int32))    # 0 or 1
+            zero = tf.bitwise.right_shift(count, 1)
+        else:
+            zero = tf.constant(0)
+        self._made[id(g)] = (g, zero)
+        return zero
 
 
 _SCOPE_BAD = re.compile(r"[^A-Za-z0-9_.\-/>]")
