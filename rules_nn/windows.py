@@ -181,7 +181,7 @@ def _identity(kind, dtype):
 
 
 def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, base_dilation,
-              window_dilation, ev, neg_inf):
+              window_dilation, ev, neg_inf, branchless=False):
     """max/min pooling with TF's MaxPool (it exports) when the form allows: float32 (or
     f16/bf16, widened exactly), no dilation, at most 2 axes with a window, stride or
     padding (TFLite has no 3-D pool); the other axes go to the batch or the channels.
@@ -228,8 +228,11 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
         return tf.where(has_nan > 0, tf.constant(np.nan, tf.float32), fixed)
     # The mask pools are needed only when the operand holds a NaN or a window max is
     # -3.4e38; skip them otherwise (two cheap reductions instead of more full pools).
-    out = tf.cond(tf.reduce_any(tf.math.is_nan(y)) | tf.reduce_any(tf.equal(out, lowest)),
-                  fix, lambda: out)
+    if branchless:      # TFLite fails to convert this If under symbolic shapes
+        out = fix()
+    else:
+        out = tf.cond(tf.reduce_any(tf.math.is_nan(y)) | tf.reduce_any(tf.equal(out, lowest)),
+                      fix, lambda: out)
     if kind == "min":
         out = -out
     out = tf.reshape(out, ev([*[in_shape[a] for a in lead], *[out_shape[a] for a in active],
@@ -250,7 +253,8 @@ def _monoid_window(ctx, operand, kind, *, window_dimensions, window_strides, pad
                            [_dims(p) for p in padding], _ints(base_dilation),
                            _ints(window_dilation), ev,
                            # -inf from ctx.constant: TFLite's converter keeps no inf constant
-                           ctx.constant(-np.inf, np.dtype("float32")))
+                           ctx.constant(-np.inf, np.dtype("float32")),
+                           branchless=ctx.target == "tflite")
         if pooled is not None:
             return pooled
     init = ctx.constant(_identity(kind, aval.dtype), aval.dtype)
