@@ -31,8 +31,12 @@ class Recorder:
     """An OpChecker stand-in that records every op emitted, by (type, signature)."""
 
     def __init__(self):
-        self.ops: dict[tuple[str, str], object] = {}
-        self.all: dict[tuple[str, str], list] = {}      # every instance, for the probe
+        self.all: dict[tuple[str, str], list] = {}      # every instance, by (type, dtypes)
+
+    @property
+    def ops(self) -> dict[tuple[str, str], object]:
+        """The first instance of each distinct op."""
+        return {k: found[0] for k, found in self.all.items()}
 
     def start(self):
         import tensorflow as tf
@@ -43,7 +47,6 @@ class Recorder:
         from core.targets import new_operations, op_signature
         g, n0 = mark
         for op in new_operations(g, n0):
-            self.ops.setdefault((op.type, op_signature(op)), op)
             self.all.setdefault((op.type, op_signature(op)), []).append(op)
 
 
