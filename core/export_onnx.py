@@ -1,0 +1,320 @@
+"""The ONNX runtime of target ``"onnx"`` (see :mod:`core.export`).
+
+    f_tf = convert(f, target="onnx")
+    model = export(f_tf, [tf.TensorSpec([1, 28, 28, 1], tf.float32)])   # ModelProto bytes
+    outputs = run(model, [x])                                            # numpy, onnxruntime
+
+The TF graph is converted by tf2onnx (``tf2onnx.convert.from_function``) at opset 18 and
+run by onnxruntime on the CPU (``pip install 'jaxtf[onnx]'``).
+
+tf2onnx writes a model even when it could not convert some TF ops (it logs "Unsupported
+ops" or "Failed to convert node" and leaves the TF node in the ONNX graph). :func:`export`
+captures tf2onnx's log and raises :class:`OnnxExportError` naming those ops instead; it
+also refuses a model holding any op ONNX does not define, a model ``onnx.checker``
+rejects, and one onnxruntime cannot load.
+
+bfloat16 at the model's edges: onnxruntime takes no bfloat16 numpy arrays, so a bfloat16
+input becomes a float32 input of the model, cast to bfloat16 inside (exact for every
+bfloat16 value; feed ``x.astype(np.float32)``), and a bfloat16 output is cast to float32
+inside (exact); :func:`run` gives it back as bfloat16. The model records which inputs and
+outputs are such stand-ins in its ``metadata_props`` (``jaxtf.bfloat16_inputs`` and
+``jaxtf.bfloat16_outputs``, comma-separated positions).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+#: The ONNX opset tf2onnx converts to.
+OPSET = 18
+_INSTALL = "pip install 'jaxtf[onnx]'"
+_BF16_IN, _BF16_OUT = "jaxtf.bfloat16_inputs", "jaxtf.bfloat16_outputs"
+
+from core.errors import JaxtfError, MissingDependency
+
+
+class OnnxExportError(JaxtfError, ValueError):
+    """tf2onnx could not convert the graph (unsupported TF ops, a failed handler), or the
+    model it wrote is not one ONNX/onnxruntime accepts. The message names the TF ops."""
+
+    def __init__(self, message: str, ops: Sequence[str] = ()):
+        super().__init__(message)
+        self.ops = list(ops)
+
+
+def check_installed() -> None:
+    """Raise MissingDependency unless tf2onnx, onnx and onnxruntime import."""
+    missing = []
+    for mod in ("tf2onnx", "onnx", "onnxruntime"):
+        try:
+            __import__(mod)
+        except ImportError as exc:
+            missing.append(f"{mod} ({exc})")
+    if missing:
+        raise MissingDependency(
+            f"target 'onnx' needs tf2onnx, onnx and onnxruntime; missing: "
+            f"{', '.join(missing)}. Install them with: {_INSTALL}")
+
+
+def runtime_name() -> str:
+    check_installed()
+    import onnxruntime
+    import tf2onnx
+    return f"onnxruntime {onnxruntime.__version__} (tf2onnx {tf2onnx.__version__}, opset {OPSET})"
+
+
+# ---------------------------------------------------------------------------------------
+# conversion
+
+
+class _Errors(logging.Handler):
+    """Collects the ERROR records tf2onnx logs while it converts."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _converting():
+    """While tf2onnx converts: capture its ERROR log records (and keep its INFO/WARNING
+    chatter quiet), and map TF's bfloat16 to ONNX's BFLOAT16. tf2onnx 1.17 maps bfloat16
+    to FLOAT16 (``tf_utils.TF_TO_ONNX_DTYPE``): a cast to bfloat16 became a cast to
+    float16 and bfloat16 arithmetic ran in float16, silently wrong (300000 -> inf). With
+    BFLOAT16, what onnxruntime cannot compute in bfloat16 is refused when it loads the
+    model (it has bfloat16 kernels for Cast and comparisons, not for arithmetic)."""
+    import onnx
+    from tensorflow.core.framework import types_pb2
+    from tf2onnx import tf_utils
+    log = logging.getLogger("tf2onnx")
+    handler, level = _Errors(), log.level
+    table = tf_utils.TF_TO_ONNX_DTYPE
+    bf16 = table.get(types_pb2.DT_BFLOAT16)
+    log.addHandler(handler)
+    log.setLevel(logging.ERROR)
+    table[types_pb2.DT_BFLOAT16] = onnx.TensorProto.BFLOAT16
+    try:
+        yield handler.records
+    finally:
+        table[types_pb2.DT_BFLOAT16] = bf16
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
+def _raise_for(records, model, what: str) -> None:
+    """An OnnxExportError if tf2onnx logged errors, or the model holds ops ONNX lacks."""
+    import onnx
+    unsupported: dict[str, None] = {}
+    failed: dict[str, None] = {}
+    other: list[str] = []
+    for r in records:
+        msg = r.getMessage()
+        if msg.startswith("Tensorflow op [") and "is not supported" in msg:
+            unsupported[msg.split(": ", 1)[1].split("]", 1)[0]] = None
+        elif msg.startswith("Unsupported ops:"):
+            continue                          # the summary of the lines above
+        elif msg.startswith("Failed to convert node"):
+            exc = r.exc_info[1] if r.exc_info else None
+            node = msg.split("\n")[0].removeprefix("Failed to convert node ").split(" (fct")[0]
+            failed[node + (f": {type(exc).__name__}: {str(exc)[:300]}" if exc else "")] = None
+        else:
+            other.append(msg.split("\n")[0][:300])
+    foreign = {}
+    if model is not None:
+        for node in _all_nodes(model.graph):
+            if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+                foreign[node.op_type] = None
+    ops = list(dict.fromkeys([*unsupported, *foreign]))
+    if not (ops or failed or other):
+        return
+    lines = [f"tf2onnx (opset {OPSET}) could not convert {what}:"]
+    if ops:
+        lines.append(f"  TF ops tf2onnx has no conversion for: {', '.join(ops)}")
+    for f in failed:
+        lines.append(f"  a conversion failed: {f}")
+    for o in other:
+        lines.append(f"  tf2onnx error: {o}")
+    lines.append("  Ways out: use target='tf' or 'tflite', or register a rule written for "
+                 "target='onnx' (a plugin, see docs/writing_rules.md).")
+    raise OnnxExportError("\n".join(lines), ops)
+
+
+def _all_nodes(graph):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.g is not None and attr.HasField("g"):
+                yield from _all_nodes(attr.g)
+            for sub in attr.graphs:
+                yield from _all_nodes(sub)
+
+
+def _finish(model, records, what: str, bf16_in=(), bf16_out=()) -> bytes:
+    """Check the converted ModelProto (tf2onnx's log, ONNX's checker, an onnxruntime
+    session) and serialize it."""
+    import onnx
+    _raise_for(records, model, what)
+    for key, pos in ((_BF16_IN, bf16_in), (_BF16_OUT, bf16_out)):
+        if pos:
+            onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                                key: ",".join(map(str, pos))})
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:
+        raise OnnxExportError(f"ONNX's checker rejects the model tf2onnx made of {what}: "
+                              f"{exc}") from exc
+    data = model.SerializeToString()
+    _session(data)                            # onnxruntime must load it, else raise
+    return data
+
+
+def export(fn: Callable, input_signature: Sequence[Any]) -> bytes:
+    """A serialized ONNX ModelProto of ``fn`` (a converted function, or any TF function)
+    traced on ``input_signature`` (``tf.TensorSpec``s, ``None`` for unknown dimensions),
+    made by tf2onnx at opset 18 and checked to load in onnxruntime. Outputs are the
+    flattened outputs of ``fn``; bfloat16 inputs and outputs are float32 at the model's
+    edges (see the module docstring)."""
+    check_installed()
+    import tensorflow as tf
+    import tf2onnx
+    specs = list(input_signature)
+    in_dtypes = [s.dtype for s in specs]
+    bf16_in = [i for i, d in enumerate(in_dtypes) if d == tf.bfloat16]
+    inner = fn if hasattr(fn, "get_concrete_function") else tf.function(fn, autograph=False)
+    out_dtypes = [t.dtype for t in tf.nest.flatten(
+        inner.get_concrete_function(*specs).structured_outputs)]
+    bf16_out = [i for i, d in enumerate(out_dtypes) if d == tf.bfloat16]
+
+    def edges(*xs):
+        xs = [tf.cast(x, d) if d != x.dtype else x for x, d in zip(xs, in_dtypes)]
+        outs = tf.nest.flatten(inner(*xs))
+        return [tf.cast(o, tf.float32) if o.dtype == tf.bfloat16 else o for o in outs]
+
+    specs = [tf.TensorSpec(s.shape, tf.float32, name=f"x{i}") if s.dtype == tf.bfloat16
+             else tf.TensorSpec(s.shape, s.dtype, name=f"x{i}") for i, s in enumerate(specs)]
+    what = f"function {getattr(fn, '__name__', fn)!s}"
+    with _converting() as records:
+        model, _ = tf2onnx.convert.from_function(
+            tf.function(edges, autograph=False), input_signature=specs, opset=OPSET)
+    return _finish(model, records, what, bf16_in, bf16_out)
+
+
+def export_graphs(graphs) -> list:
+    """For the probe: each (v1 graph, feeds, outputs) as a model, or the exception.
+    The graph is converted as it is (no grappler pass, which could fold the op away),
+    then tf2onnx's ONNX optimizers run as in :func:`export`."""
+    check_installed()
+    out = []
+    for g, ins, outs in graphs:
+        what = f"a graph of one {outs[0].op.type} op" if outs else "a graph"
+        try:
+            try:                  # fast: the optimizers without a deep copy of the graph
+                model, records = _convert_graph(g, ins, outs, catch_errors=False)
+            except Exception:     # as tf2onnx does it: an optimizer that fails is skipped
+                model, records = _convert_graph(g, ins, outs, catch_errors=True)
+            out.append(_finish(model, records, what))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def _convert_graph(g, ins, outs, catch_errors: bool):
+    from tf2onnx import optimizer, tfonnx
+    with _converting() as records:
+        onnx_graph = tfonnx.process_tf_graph(
+            tf_graph=g, continue_on_error=True, opset=OPSET,
+            input_names=[t.name for t in ins], output_names=[t.name for t in outs])
+        onnx_graph = optimizer.optimize_graph(onnx_graph, catch_errors=catch_errors)
+        return onnx_graph.make_model("jaxtf probe"), records
+
+
+# ---------------------------------------------------------------------------------------
+# running
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int8)": np.int8, "tensor(int16)": np.int16, "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64, "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32, "tensor(uint64)": np.uint64, "tensor(bool)": np.bool_,
+    "tensor(complex64)": np.complex64, "tensor(complex128)": np.complex128,
+}
+_last: list = [None, None]                    # (model bytes, its session): export, then run
+
+
+def _session(model: bytes):
+    if _last[0] is model:
+        return _last[1]
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3              # errors only
+    try:
+        sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise OnnxExportError(f"onnxruntime cannot load the model: "
+                              f"{str(exc).strip()[:1500]}") from exc
+    _last[:] = [model, sess]
+    return sess
+
+
+def _positions(sess, key: str) -> set[int]:
+    value = sess.get_modelmeta().custom_metadata_map.get(key, "")
+    return {int(p) for p in value.split(",") if p}
+
+
+def run(model: bytes, args: Sequence[Any]) -> list:
+    """Run a model made by :func:`export` on ``args`` (in the order of the function's
+    inputs) in onnxruntime; its outputs as numpy arrays in the graph's dtypes (bfloat16
+    outputs, float32 in the model, come back as ``ml_dtypes.bfloat16``)."""
+    sess = _session(model)
+    ins = sess.get_inputs()
+    if len(ins) != len(args):
+        raise ValueError(f"the model takes {len(ins)} inputs, got {len(args)}")
+    feeds = {i.name: np.asarray(a, dtype=_ORT_TYPES.get(i.type)) for i, a in zip(ins, args)}
+    outs = sess.run(None, feeds)
+    bf16 = _positions(sess, _BF16_OUT)
+    if bf16:
+        import ml_dtypes
+        outs = [o.astype(ml_dtypes.bfloat16) if i in bf16 else o for i, o in enumerate(outs)]
+    return [np.asarray(o) for o in outs]
+
+
+def run_many(items) -> list:
+    """Each (model, args) run; its outputs or the exception."""
+    out = []
+    for model, args in items:
+        try:
+            out.append(run(model, args))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def save(model: bytes, path: str) -> list[str]:
+    path = path if path.endswith(".onnx") else path + ".onnx"
+    with open(path, "wb") as f:
+        f.write(model)
+    return [path]
+
+
+def run_ones(models: list[bytes]) -> list[str]:
+    """For the probe: run each model on ones in a child process (restarted after a
+    crash): "ok", "error ...", or "crash ..."."""
+    from core.export import run_ones_in_children
+    return run_ones_in_children(models, "core.export_onnx", ".onnx")
+
+
+def ones_once(path: str) -> None:
+    """Run the model at ``path`` on ones (unknown dimensions 1); raises on failure."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.ones([d if isinstance(d, int) and d >= 0 else 1 for d in i.shape],
+                             _ORT_TYPES[i.type]) for i in sess.get_inputs()}
+    sess.run(None, feeds)
