@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import dtypes as _dtypes
+from core import targets as _targets
 from core.errors import InputError, JaxtfError
 from core.interpreter import ConversionContext, lower_jaxpr
 from core.registry import Registry, default_registry
@@ -36,7 +37,8 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
     :param device: the device the graph will run on ("cpu", "gpu" or "tpu"); it selects
         among rules with device constraints.
     :param target: where the graph is exported to: ``"tf"`` (default; TensorFlow, TF
-        Serving) or ``"tflite"`` (LiteRT/TFLite with builtin ops only). Rules written for
+        Serving), ``"tflite"`` (LiteRT/TFLite with builtin ops only), ``"onnx"`` (tf2onnx
+        at opset 18, onnxruntime) or ``"tfjs"`` (TensorFlow.js). Rules written for
         the target are preferred, and before the first call on an input signature the
         whole program is lowered once into a scratch graph and every op is checked
         against what the target's runtime accepts (``core/target_ops``); refused ops
@@ -65,7 +67,6 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
         polymorphic_shapes = None
     if device not in ("cpu", "gpu", "tpu"):
         raise ValueError(f"device must be 'cpu', 'gpu' or 'tpu', got {device!r}")
-    from core import targets as _targets
     _targets.get(target)                      # an unknown target fails here, by name
     registry = registry or default_registry()
     if rules or disable_rules:
@@ -164,7 +165,6 @@ class _Converted:
     def _preflight(self, closed, in_tree) -> None:
         """For an export target with an op table: lower the program once into a scratch
         graph, check every op the rules emit, and raise one TargetError for all refusals."""
-        from core import targets as _targets
         from core.errors import TargetError
         target = _targets.get(self.conv.target)
         if target.table is None or _targets.preflight_disabled():
@@ -201,7 +201,7 @@ class _Converted:
         conv = conv or self.conv
         dims = DimEnv.solve(closed.in_avals, xs, in_tree)
         conv = dataclasses.replace(conv, dims=dims) if dims.values else conv
-        if conv.target == "tflite":
+        if _targets.get(conv.target).inf_at_run_time:
             from core.interpreter import RunTimeZero
             conv = dataclasses.replace(conv, anchor=RunTimeZero(xs))
         if dims.assertions:

@@ -42,3 +42,8 @@ class ConversionError(JaxtfError):
 
 class InputError(JaxtfError, TypeError):
     """The arguments given to a converted function cannot be turned into JAX inputs."""
+
+
+class MissingDependency(JaxtfError, ImportError):
+    """An optional tool an export format needs (tf2onnx, onnxruntime, the TF.js converter,
+    node) is not installed; the message says how to install it."""

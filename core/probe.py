@@ -1,27 +1,24 @@
-"""Read an export target's accepted ops from its runtime: ``python -m core.probe tflite``.
+"""Read an export target's accepted ops from its tools: ``python -m core.probe tflite``
+(or ``onnx``, ``tfjs``).
 
 Every rule case of the installed rule packages (each dtype its rule claims) and a sample of
 JAX's harness cases are lowered for the target without the pre-flight, and every TF op they
 emit is recorded by type and operand/result dtypes (:func:`core.targets.op_signature`).
 Each distinct one is then tried alone: one node, its inputs as placeholders (constants
-copied), through the target's converter and run in its interpreter on ones. Ops that carry
-functions (While, If) are taken from whole programs that convert and run. What passes is
-written to ``core/target_ops/<target>.json``; everything else is refused by the pre-flight.
-Ops that convert only as part of a pattern (loops, branches, tensor lists) are accepted
-from whole programs that hold them, convert and run.
-Interpreter runs happen in a child process, so an op that crashes the runtime is refused,
-not fatal.
+copied), through the target's converter and run in its runtime on ones (the target's
+runtime module in :mod:`core.export`). Ops that convert only as part of a pattern (loops,
+branches, tensor lists) are accepted from whole programs that hold them, convert and run.
+What passes is written to ``core/target_ops/<target>.json``; everything else is refused by
+the pre-flight. Runs happen in a child process, so an op that crashes the runtime is
+refused, not fatal.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
-import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -110,78 +107,18 @@ def single_node_graph(op):
     return g, feeds, list(node.outputs)
 
 
-def convert_graph(g, ins, outs) -> bytes:
-    import tensorflow as tf
-    with tf.compat.v1.Session(graph=g) as sess:
-        conv = tf.compat.v1.lite.TFLiteConverter.from_session(sess, ins, outs)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        return conv.convert()
-
-
-def _worker(paths_file: str, out_file: str) -> None:
-    """Run each model in ``paths_file`` on ones; append "ok"/error lines to ``out_file``."""
-    from core.export import interpreter
-    with open(paths_file) as f:
-        paths = f.read().split("\n")
-    done = 0
-    if os.path.exists(out_file):
-        with open(out_file) as f:
-            done = sum(1 for _ in f)
-    with open(out_file, "a") as out:
-        for path in paths[done:]:
-            try:
-                with open(path, "rb") as f:
-                    it = interpreter(f.read())
-                for d in it.get_input_details():
-                    shape = [max(int(s), 1) for s in d["shape_signature"]]
-                    it.resize_tensor_input(d["index"], shape)
-                it.allocate_tensors()
-                for d in it.get_input_details():
-                    it.set_tensor(d["index"], np.ones(d["shape"], d["dtype"]))
-                it.invoke()
-                out.write("ok\n")
-            except Exception as exc:
-                out.write("error " + str(exc).replace("\n", " ")[:200] + "\n")
-            out.flush()
-
-
-def run_models(models: list[bytes]) -> list[str]:
-    """Run each model in a child process (restarted after a crash): "ok", "error ...",
-    or "crash"."""
-    tmp = tempfile.mkdtemp(prefix="jaxtf_probe_")
-    paths = []
-    for i, m in enumerate(models):
-        p = os.path.join(tmp, f"{i}.tflite")
-        with open(p, "wb") as f:
-            f.write(m)
-        paths.append(p)
-    plist, out = os.path.join(tmp, "models.txt"), os.path.join(tmp, "results.txt")
-    with open(plist, "w") as f:
-        f.write("\n".join(paths))
-    while True:
-        proc = subprocess.run([sys.executable, "-c",
-                               f"from core.probe import _worker; _worker({plist!r}, {out!r})"],
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        with open(out) as f:
-            n = sum(1 for _ in f)
-        if n >= len(paths):
-            break
-        if proc.returncode != 0:          # the model at position n crashed the runtime
-            with open(out, "a") as f:
-                f.write(f"crash (exit {proc.returncode})\n")
-    with open(out) as f:
-        return f.read().split("\n")[:len(paths)]
-
-
 def probe(target: str, harness_sample: int = 3, verbose: bool = False,
           limit: int = 0) -> dict:
     import jax
     import tensorflow as tf
+    from core import targets
     from core.converter import convert
-    from core.export import tflite_model
+    from core.export import runtime
     from core.registry import build_registry
-    if target != "tflite":
-        raise SystemExit(f"no probe for target {target!r}; known: tflite")
+    if targets.get(target).table is None:
+        raise SystemExit(f"target {target!r} accepts every TF op: nothing to probe")
+    rt = runtime(target)
+    rt.check_installed()
     os.environ["JAXTF_NO_PREFLIGHT"] = "1"
     registry = build_registry(strict=True, entry_points=False)
     t0 = time.time()
@@ -224,50 +161,56 @@ def probe(target: str, harness_sample: int = 3, verbose: bool = False,
     # shapes first), since one form may fail for reasons of its own (placeholder inputs)
     todo = {k: list(examples.get(k, [op])) for k, op in ops.items() if not _has_function(op)}
     while todo:
-        singles, models = [], []
-        for (typ, sig), cands in sorted(todo.items()):
-            op = cands.pop(0)
-            try:
-                models.append(convert_graph(*single_node_graph(op)))
-                singles.append((typ, sig))
-            except Exception as exc:
-                refused[f"{typ}({sig})"] = _short(exc)
-        for (typ, sig), res in zip(singles, run_models(models)):
+        keys = sorted(todo)
+        made = rt.export_graphs([single_node_graph(todo[k].pop(0)) for k in keys])
+        singles = [(k, m) for k, m in zip(keys, made) if not isinstance(m, Exception)]
+        for (typ, sig), m in zip(keys, made):
+            if isinstance(m, Exception):
+                refused[f"{typ}({sig})"] = _short(m)
+        for ((typ, sig), _), res in zip(singles, rt.run_ones([m for _, m in singles])):
             if res == "ok":
                 accepted.setdefault(typ, set()).add(sig)
                 refused.pop(f"{typ}({sig})", None)
             else:
-                refused[f"{typ}({sig})"] = "interpreter: " + res
+                refused[f"{typ}({sig})"] = "runtime: " + res
         todo = {k: c for k, c in todo.items()
                 if c and k[1] not in accepted.get(k[0], ())}
-    print(f"single ops: {sum(map(len, accepted.values()))} accepted, {len(refused)} refused "
-          f"({time.time() - t0:.0f}s)", flush=True)
-    # ops that carry functions: from whole programs that convert and run
+        print(f"single ops: {sum(map(len, accepted.values()))} accepted, {len(refused)} "
+              f"refused ({time.time() - t0:.0f}s)", flush=True)
+    # ops that carry functions: from whole programs that convert and run, picked greedily
+    # (each program only if it holds an op not yet accepted), a few rounds
     pending = {k for k, op in ops.items() if _has_function(op)}
-    whole = []
-    for keys, fn, args, prefer in programs:
-        if not keys & pending:
-            continue
-        try:
-            f_tf = tf.function(convert(fn, target=target, registry=registry, prefer=prefer),
-                               autograph=False)
-            specs = [tf.TensorSpec(np.shape(a), tf.as_dtype(np.asarray(a).dtype))
-                     for a in args]
-            whole.append((keys, tflite_model(f_tf, specs)))
-        except Exception as exc:
-            if verbose:
-                print("whole program refused:", _short(exc))
-    for (keys, _), res in zip(whole, run_models([m for _, m in whole])):
-        if res == "ok":
-            for typ, sig in keys & pending:
-                accepted.setdefault(typ, set()).add(sig)
+    tried = set()
+    for _ in range(3):
+        whole, cover = [], set()
+        for i, (keys, fn, args, prefer) in enumerate(programs):
+            new = (keys & pending) - cover
+            if i in tried or not new:
+                continue
+            tried.add(i)
+            try:
+                f_tf = tf.function(convert(fn, target=target, registry=registry,
+                                           prefer=prefer), autograph=False)
+                specs = [tf.TensorSpec(np.shape(a), tf.as_dtype(np.asarray(a).dtype))
+                         for a in args]
+                whole.append((keys, rt.export(f_tf, specs)))
+                cover |= new
+            except Exception as exc:
+                if verbose:
+                    print("whole program refused:", _short(exc))
+        if not whole:
+            break
+        for (keys, _), res in zip(whole, rt.run_ones([m for _, m in whole])):
+            if res == "ok":
+                for typ, sig in keys & pending:
+                    accepted.setdefault(typ, set()).add(sig)
+                pending -= keys
     for typ, sig in sorted(pending):
         if sig not in accepted.get(typ, ()):
             refused[f"{typ}({sig})"] = "no whole program holding it converted and ran"
     print(f"done: {sum(map(len, accepted.values()))} accepted, {len(refused)} refused "
           f"({time.time() - t0:.0f}s)")
-    from core.export import interpreter_name
-    return {"target": target, "tensorflow": tf.__version__, "runtime": interpreter_name(),
+    return {"target": target, "tensorflow": tf.__version__, "runtime": rt.runtime_name(),
             "how": "python -m core.probe " + target,
             "accepted": {k: sorted(v) for k, v in sorted(accepted.items())},
             "refused": dict(sorted(refused.items())),
@@ -310,7 +253,7 @@ def _short(exc) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.probe", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("target", choices=["tflite"])
+    p.add_argument("target", choices=["tflite", "onnx", "tfjs"])
     p.add_argument("--harness-sample", type=int, default=3,
                    help="JAX harness cases per group added to the rule cases (default 3)")
     p.add_argument("--limit", type=int, default=0, help="at most N programs (for a try)")

@@ -20,7 +20,7 @@ from core import dtypes as _dtypes
 
 DEVICES = ("cpu", "gpu", "tpu")
 #: Export targets a rule may be written for (see core.targets for what each accepts).
-TARGETS = ("tf", "tflite")
+TARGETS = ("tf", "tflite", "onnx", "tfjs")
 _MARK = "__jaxtf_rules__"
 
 
@@ -210,8 +210,8 @@ def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
     :param polymorphic: the rule reads shapes only through ``ctx.shape``/``ctx.dim`` (or
         not at all), so it handles symbolic dimensions (``polymorphic_shapes``). Rules
         without it are not selected for equations with symbolic dimensions.
-    :param targets: export targets (``"tf"``, ``"tflite"``) this lowering is written for;
-        it is then used only there, ahead of the generic rules. Default None: a generic
+    :param targets: export targets (``"tf"``, ``"tflite"``, ``"onnx"``, ``"tfjs"``) this
+        lowering is written for; it is then used only there, ahead of the generic rules. Default None: a generic
         rule, used for every target whose runtime accepts the TF ops it emits.
     """
     prims = list(primitive) if isinstance(primitive, (list, tuple)) else [primitive]

@@ -40,10 +40,17 @@ class Target:
     table: str | None = None          # file in core/target_ops, or None: every TF op
     way_out: str = ""                 # what a user can do when an op is refused
     zero_size: bool = True            # inputs/outputs with a 0 dimension are possible
+    runtime: str | None = None        # module of core that exports to and runs the target
+    inf_at_run_time: bool = False     # its converter folds ±inf constants to ±max finite
 
     @functools.cached_property
     def _data(self) -> dict:
-        with open(os.path.join(_TABLE_DIR, self.table)) as f:
+        path = os.path.join(_TABLE_DIR, self.table)
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"target {self.name!r} has no op table yet ({path}); make it with "
+                f"`python -m core.probe {self.name}`")
+        with open(path) as f:
             return json.load(f)
 
     @functools.cached_property
@@ -86,9 +93,20 @@ TARGETS: dict[str, Target] = {
     "tf": Target("tf", "TensorFlow"),
     "tflite": Target(
         "tflite", "TFLite/LiteRT builtin", table="tflite.json", zero_size=False,
+        runtime="core.export_tflite", inf_at_run_time=True,
         way_out=("convert with target='tf' and use the TFLite converter's Flex ops "
                  "(SELECT_TF_OPS) instead, or register a rule written for target='tflite' "
                  "(a plugin, see docs/writing_rules.md)")),
+    "onnx": Target(
+        "onnx", "tf2onnx (opset 18) + onnxruntime", table="onnx.json",
+        runtime="core.export_onnx",
+        way_out=("use target='tf' or 'tflite', or register a rule written for "
+                 "target='onnx' (a plugin, see docs/writing_rules.md)")),
+    "tfjs": Target(
+        "tfjs", "TensorFlow.js (tensorflowjs converter, tfjs in node)", table="tfjs.json",
+        runtime="core.export_tfjs",
+        way_out=("use target='tf' or 'tflite', or register a rule written for "
+                 "target='tfjs' (a plugin, see docs/writing_rules.md)")),
 }
 
 

@@ -86,10 +86,11 @@ def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None 
     """Convert ``fn``, run it under ``tf.function`` on ``args`` and compare with
     ``jax.jit(fn)(*args)``. Also checks that the traced graph has no Xla* op.
 
-    With ``target="tflite"`` the converted function is exported with the TFLite converter
-    (builtin ops only) and run in the LiteRT interpreter, and *that* result is compared.
-    A refusal by the target's pre-flight is the status "refused"; a model the pre-flight
-    let through but the converter or interpreter rejects is "export_error"."""
+    With an export target (``target="tflite"``, ``"onnx"``, ``"tfjs"``) the converted
+    function is exported with the target's converter and run in its runtime (the LiteRT
+    interpreter, onnxruntime, tfjs in node; see :mod:`core.export`), and *that* result is
+    compared. A refusal by the target's pre-flight is the status "refused"; a model the
+    pre-flight let through but the converter or runtime rejects is "export_error"."""
     import jax
     import tensorflow as tf
     from core import convert
@@ -119,9 +120,9 @@ def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None 
     bad = xla_ops(concrete)
     if bad and not convert_kw.get("allow_xla"):
         return Outcome("xla", f"graph contains {bad}")
-    if target == "tflite":
+    if target != "tf":
         try:
-            gots = _run_in_tflite(f_tf, concrete, args)
+            gots = run_in_target(target, f_tf, concrete, args)
         except tuple(known) as exc:
             return Outcome(next(v for k, v in known.items() if isinstance(exc, k)), str(exc))
         except Exception as exc:
@@ -139,7 +140,7 @@ def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None 
             compare(gots, wants)
         else:
             for i, (g, w) in enumerate(zip(gots, wants)):
-                assert_same(g, w, what=f"output {i}" + (" (in TFLite)" if target == "tflite"
+                assert_same(g, w, what=f"output {i}" + (f" (in {target})" if target != "tf"
                                                          else ""))
     except Mismatch as exc:
         return Outcome("mismatch", str(exc))
@@ -149,13 +150,15 @@ def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None 
     return Outcome("pass")
 
 
-def _run_in_tflite(f_tf, concrete, args) -> list:
-    """Export ``f_tf`` (traced as ``concrete``) to TFLite and run it on ``args`` in the
-    LiteRT interpreter (bfloat16 inputs are fed as float32, see core.export)."""
+def run_in_target(target: str, f_tf, concrete, args) -> list:
+    """Export ``f_tf`` (traced as ``concrete``) with the target's converter and run it on
+    ``args`` in the target's runtime (bfloat16 inputs are fed as float32: the exported
+    models take float32 and cast inside, see core.export); outputs in the graph's dtypes."""
     import tensorflow as tf
-    from core.export import run_tflite, tflite_model
+    from core.export import runtime
+    rt = runtime(target)
     specs = [tf.TensorSpec(t.shape, t.dtype) for t in concrete.inputs]
-    outs = run_tflite(tflite_model(f_tf, specs), [
+    outs = rt.run(rt.export(f_tf, specs), [
         np.asarray(a, np.float32) if s.dtype == tf.bfloat16 else np.asarray(a)
         for a, s in zip(args, specs)])
     want_dtypes = [t.dtype.as_numpy_dtype for t in concrete.outputs]

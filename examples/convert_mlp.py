@@ -25,6 +25,12 @@ def init(key, sizes=(784, 128, 10)):
     return params
 
 
+def trained_params():
+    """The parameters, for `python -m core export examples.convert_mlp:predict f32[b,784]
+    --params examples.convert_mlp:trained_params --out /tmp/mlp`."""
+    return init(jax.random.key(0))
+
+
 def predict(params, x):
     for w, b in params[:-1]:
         x = jax.nn.relu(x @ w + b)
