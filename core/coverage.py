@@ -260,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ls.add_argument("--dtype", help="only primitives with a rule that applies to this dtype")
     ls.add_argument("--device", help="only primitives with a rule that runs on this device")
     ls.add_argument("--allow-xla", action="store_true")
-    ls.add_argument("--target", default="tf", help="export target: tf (default) or tflite; "
+    ls.add_argument("--target", default="tf", help="export target: tf (default), tflite, onnx, tfjs; "
                     "shows the dtypes each primitive lowers to for that target's runtime")
     fmt = ls.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="a JSON array of objects")
@@ -270,14 +270,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ex.add_argument("--dtype", action="append", help="operand dtype(s); default float32")
     ex.add_argument("--device", default="cpu")
     ex.add_argument("--allow-xla", action="store_true")
-    ex.add_argument("--target", default="tf", help="export target: tf (default) or tflite")
+    ex.add_argument("--target", default="tf", help="export target: tf (default), tflite, onnx, tfjs")
     sub.add_parser("plugins", help="rule packages: source, distribution, rule count, errors")
     ck = sub.add_parser("check", help="pre-flight report for a function on example inputs")
     ck.add_argument("function", help="MODULE:FUNCTION")
     ck.add_argument("args", nargs="*", help="input specs such as f32[8,784] i32[]")
     ck.add_argument("--device", default="cpu")
     ck.add_argument("--allow-xla", action="store_true")
-    ck.add_argument("--target", default="tf", help="export target: tf (default) or tflite")
+    ck.add_argument("--target", default="tf", help="export target: tf (default), tflite, onnx, tfjs")
     args = p.parse_args(argv)
     reg = default_registry()
 
@@ -303,8 +303,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.json:
             print(json.dumps(rows, indent=1))
         elif args.markdown:
-            tflite = {r["primitive"]: r for r in target_coverage("tflite", reg)}
-            print(markdown_table(rows, {"tflite": tflite}))
+            from core.targets import TARGETS, has_table
+            print(markdown_table(rows, {
+                t: {r["primitive"]: r for r in target_coverage(t, reg)}
+                for t in TARGETS if has_table(t)}))
             print(f"\n{summary(rows)}")
         else:
             print(f"{'primitive':30} {'status':10} {'package':14} {'dtypes':28} rules")

@@ -116,6 +116,12 @@ def preflight_disabled() -> bool:
     return os.environ.get("JAXTF_NO_PREFLIGHT", "").strip().lower() in ("1", "true", "yes")
 
 
+def has_table(name: str) -> bool:
+    """Whether target ``name`` has a measured op table (``tf`` needs none)."""
+    t = get(name)
+    return t.table is not None and os.path.exists(os.path.join(_TABLE_DIR, t.table))
+
+
 def get(name: str) -> Target:
     try:
         return TARGETS[name]
