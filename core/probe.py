@@ -86,7 +86,8 @@ def corpus(registry, harness_sample: int):
 
 
 def single_node_graph(op):
-    """A GraphDef holding ``op`` alone (inputs: placeholders, or copies of constants)."""
+    """A graph holding ``op`` alone (inputs: placeholders, or copies of constants;
+    bfloat16 enters and leaves as float32, as in exported models)."""
     import tensorflow as tf
     g = tf.Graph()
     feeds = []
@@ -104,7 +105,10 @@ def single_node_graph(op):
         attrs = {k: v for k, v in op.node_def.attr.items()}
         node = g.create_op(op.type, inputs, [o.dtype for o in op.outputs], attrs=attrs,
                            name="probe")
-    return g, feeds, list(node.outputs)
+        # a bfloat16 result is fetched as float32, as exported models return it
+        outs = [tf.cast(o, tf.float32) if o.dtype == tf.bfloat16 else o
+                for o in node.outputs]
+    return g, feeds, outs
 
 
 def probe(target: str, harness_sample: int = 3, verbose: bool = False,
