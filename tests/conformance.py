@@ -4,11 +4,13 @@
     python tests/conformance.py --group add --group cumsum -v   # some groups, show failures
     JAX_ENABLE_X64=1 python tests/conformance.py     # the same with 64-bit JAX
     python tests/conformance.py --target tflite --per-group 3   # through the LiteRT interpreter
+    python tests/conformance.py --target onnx --per-group 3     # tf2onnx + onnxruntime
 
 A case passes when ``convert(f)`` under ``tf.function`` gives ``jax.jit(f)``'s numbers
 within the per-dtype tolerances of ``core.testing`` and its graph has no Xla* op. With
-``--target tflite`` the case is converted with ``target="tflite"``, exported with the
-TFLite converter (builtin ops only) and run in the LiteRT interpreter; "refused" then
+``--target tflite`` (``onnx``, ``tfjs``) the case is converted with that target, exported
+with the target's converter and run in its runtime (the LiteRT interpreter, onnxruntime,
+tfjs in node: one process per case, slow); "refused" then
 counts cases the pre-flight refused with a TargetError/NoRuleError (clear, never wrong),
 "export" cases the pre-flight let through but the converter or interpreter rejected.
 """
@@ -66,8 +68,8 @@ def main(argv=None) -> int:
     p.add_argument("--per-group", type=int, default=0,
                    help="the first N cases of each group by name (the fixed sample of the "
                         "issue reports: --per-group 3)")
-    p.add_argument("--target", default="tf", choices=["tf", "tflite"],
-                   help="export target; tflite runs each case in the LiteRT interpreter")
+    p.add_argument("--target", default="tf", choices=["tf", "tflite", "onnx", "tfjs"],
+                   help="export target; each case then runs in that target's runtime")
     p.add_argument("--dtype", help="only cases whose name mentions this dtype (e.g. float32)")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 on any wrong number, Xla op, or failure not listed as known")

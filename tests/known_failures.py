@@ -28,15 +28,15 @@ KNOWN_X64: dict[str, str] = {
 }
 
 
-#: Known wrong numbers in the LiteRT interpreter for target "tflite" (none may be silent:
+#: Harness cases an export target's runtime is known not to pass (none may be silent:
 #: each is listed here with its reason, and README says what it means in practice).
-KNOWN_TFLITE: dict[str, str] = {}
+KNOWN_TARGET: dict[str, dict[str, str]] = {"tflite": {}, "onnx": {}, "tfjs": {}}
 
 
-#: Rule cases that fail in LiteRT for target "tflite", by a regex over
+#: Rule cases that fail in an export target's runtime, by target, then by a regex over
 #: "rule id:case name:dtype", with the status they fail with (strict: another status, or
 #: a pass, fails the test) and the reason.
-KNOWN_LITERT_CASES: dict[str, tuple[str, str]] = {
+KNOWN_TARGET_CASES: dict[str, dict[str, tuple[str, str]]] = {"tflite": {
     r"^rules_nn\.conv:conv_general_dilated:inf and nan:float32$": (
         "mismatch", "TFLite's Conv2D kernel (XNNPACK) clamps its output to +-3.4e38, so an "
         "inf input gives +-3.4e38 where XLA gives +-inf (NaN is kept)"),
@@ -47,11 +47,11 @@ KNOWN_LITERT_CASES: dict[str, tuple[str, str]] = {
     r"conjugate=False|unit diagonal):float16$": (
         "export_error", "the TFLite converter moves the Cast from float16 behind a Gather "
         "of the loop, then refuses the float16 Gather it made"),
-}
+}, "onnx": {}, "tfjs": {}}
 
 
-def expected_litert_case(case_id: str) -> tuple[str, str] | None:
-    for pattern, known in KNOWN_LITERT_CASES.items():
+def expected_target_case(target: str, case_id: str) -> tuple[str, str] | None:
+    for pattern, known in KNOWN_TARGET_CASES[target].items():
         if re.search(pattern, case_id):
             return known
     return None
@@ -59,7 +59,7 @@ def expected_litert_case(case_id: str) -> tuple[str, str] | None:
 
 def expected_failure(harness, target: str = "tf") -> str | None:
     table = dict(KNOWN, **(KNOWN_X64 if jax.config.jax_enable_x64 else {}),
-                 **(KNOWN_TFLITE if target == "tflite" else {}))
+                 **KNOWN_TARGET.get(target, {}))
     for pattern, reason in table.items():
         if re.search(pattern, harness.fullname):
             return reason

@@ -3,12 +3,14 @@
 64-bit dtypes run with JAX's x64 mode switched on for the case, so a rule that claims
 float64 is really checked on float64.
 
-Export target "tflite": a rule written for it runs all its cases through the TFLite
-converter and the LiteRT interpreter and must give JAX's numbers there. The cases of the
-generic rules run there too, a fixed sample of them (``JAXTF_TFLITE_SAMPLE``: every N-th
-by name; 1 runs all), with the rules ``target="tflite"`` selects (what a user gets): each
-must give JAX's numbers in the interpreter or be refused by the pre-flight, never a wrong
-number and never a model the pre-flight let through that the converter then rejects.
+Export targets ("tflite", "onnx"): a rule written for one runs all its cases through that
+target's converter and runtime (the LiteRT interpreter, onnxruntime) and must give JAX's
+numbers there. The cases of the generic rules run there too, a fixed sample of them
+(``JAXTF_TFLITE_SAMPLE``, ``JAXTF_ONNX_SAMPLE``: every N-th by name; 1 runs all), with the
+rules the target selects (what a user gets): each must give JAX's numbers in the runtime
+or be refused by the pre-flight, never a wrong number and never a model the pre-flight let
+through that the converter then rejects. (TF.js, whose converter starts slowly, runs its
+cases in one batch: tests/test_tfjs_runtime.py.)
 """
 from __future__ import annotations
 
@@ -20,11 +22,12 @@ import pytest
 
 from core.registry import build_registry
 from core.testing import _np_dtype, run_function, run_rule_case
-from tests.known_failures import expected_litert_case
+from tests.known_failures import expected_target_case
 
 REGISTRY = build_registry(strict=True, entry_points=False)  # a broken built-in fails here
 X64_DTYPES = {"int64", "uint64", "float64", "complex128"}
-TFLITE_SAMPLE = int(os.environ.get("JAXTF_TFLITE_SAMPLE", "6"))
+SAMPLE = {"tflite": int(os.environ.get("JAXTF_TFLITE_SAMPLE", "6")),
+          "onnx": int(os.environ.get("JAXTF_ONNX_SAMPLE", "6"))}
 REFUSED = ("refused", "no_rule", "unsupported")
 
 
@@ -44,14 +47,21 @@ def _params(keep=lambda r, c, dt: True, once=False):
     return out
 
 
-def _for_tflite(r, c, dt) -> bool:
-    return bool(r.targets and "tflite" in r.targets)
+def _for_target(target):
+    return lambda r, c, dt: bool(r.targets and target in r.targets)
 
 
-def _generic_sample(r, c, dt) -> bool:
-    if r.targets is not None or dt in X64_DTYPES or "complex" in dt:
-        return False
-    return zlib.crc32(f"{r.id}:{c.name}:{dt}".encode()) % TFLITE_SAMPLE == 0
+def _generic_sample(target):
+    def keep(r, c, dt) -> bool:
+        if r.targets is not None or dt in X64_DTYPES or "complex" in dt:
+            return False
+        return zlib.crc32(f"{r.id}:{c.name}:{dt}".encode()) % SAMPLE[target] == 0
+    return keep
+
+
+def _per_target(keep_for):
+    return [pytest.param(t, *p.values, id=f"{t}:{p.id}")
+            for t in SAMPLE for p in _params(keep_for(t), once=True)]
 
 
 def test_every_rule_has_cases():
@@ -68,26 +78,30 @@ def test_rule_agrees_with_jax(rule, case, dtype):
     assert outcome.ok, f"{outcome.status}: {outcome.detail}"
 
 
-@pytest.mark.parametrize("rule, case, dtype", _params(_for_tflite, once=True))
-def test_tflite_rule_agrees_with_jax_in_litert(rule, case, dtype):
+@pytest.mark.parametrize("target, rule, case, dtype", _per_target(_for_target))
+def test_target_rule_agrees_with_jax_in_runtime(target, rule, case, dtype):
     with jax.enable_x64(dtype in X64_DTYPES):
-        outcome = run_rule_case(rule, case, dtype, REGISTRY, target="tflite")
-    assert outcome.status != "mismatch", f"WRONG NUMBERS in LiteRT: {outcome.detail}"
-    assert outcome.ok, f"{outcome.status}: {outcome.detail}"
+        outcome = run_rule_case(rule, case, dtype, REGISTRY, target=target)
+    _judge(outcome, target, f"{rule.id}:{case.name}:{dtype}", refusal_ok=False)
 
 
-@pytest.mark.parametrize("rule, case, dtype", _params(_generic_sample, once=True))
-def test_generic_case_in_litert_is_right_or_refused(rule, case, dtype):
+@pytest.mark.parametrize("target, rule, case, dtype", _per_target(_generic_sample))
+def test_generic_case_in_runtime_is_right_or_refused(target, rule, case, dtype):
     import numpy as np
     args = case.make_args(np.random.default_rng(0), np.dtype(_np_dtype(dtype)))
-    outcome = run_function(case.fn, args, registry=REGISTRY, target="tflite",
+    outcome = run_function(case.fn, args, registry=REGISTRY, target=target,
                            **case.convert_kw)
-    known = expected_litert_case(f"{rule.id}:{case.name}:{dtype}")
+    _judge(outcome, target, f"{rule.id}:{case.name}:{dtype}", refusal_ok=True)
+
+
+def _judge(outcome, target: str, case_id: str, refusal_ok: bool) -> None:
+    known = expected_target_case(target, case_id)
     if known:
         status, reason = known
         assert outcome.status == status, (
             f"known failure ({status}: {reason}) now gives {outcome.status}: "
             f"{outcome.detail[:500]}; update tests/known_failures.py")
         pytest.xfail(f"{reason} [{status}]")
-    assert outcome.status != "mismatch", f"WRONG NUMBERS in LiteRT: {outcome.detail}"
-    assert outcome.ok or outcome.status in REFUSED, f"{outcome.status}: {outcome.detail}"
+    assert outcome.status != "mismatch", f"WRONG NUMBERS in {target}: {outcome.detail}"
+    assert outcome.ok or (refusal_ok and outcome.status in REFUSED), \
+        f"{outcome.status}: {outcome.detail}"
