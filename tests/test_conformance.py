@@ -63,18 +63,20 @@ def test_harness(harness):
     _check(harness)
 
 
-#: JAXTF_TFLITE_PER_GROUP=N: the first N cases of each group (by name) go through the
-#: TFLite converter and the LiteRT interpreter (`python tests/conformance.py --target
-#: tflite` runs more).
-TFLITE_PER_GROUP = int(os.environ.get("JAXTF_TFLITE_PER_GROUP", "1"))
+#: JAXTF_TFLITE_PER_GROUP=N (JAXTF_ONNX_PER_GROUP): the first N cases of each group (by
+#: name) go through the target's converter and runtime (`python tests/conformance.py
+#: --target tflite` runs more).
+PER_GROUP = {"tflite": int(os.environ.get("JAXTF_TFLITE_PER_GROUP", "1")),
+             "onnx": int(os.environ.get("JAXTF_ONNX_PER_GROUP", "1"))}
 
 
-@pytest.mark.parametrize("harness", [
-    pytest.param(h, id=h.fullname) for h in per_group_sample(cpu_harnesses(), TFLITE_PER_GROUP)])
-def test_harness_in_litert(harness):
-    """Through target="tflite": JAX's numbers in the interpreter, or a clear refusal by the
+@pytest.mark.parametrize("target, harness", [
+    pytest.param(t, h, id=f"{t}:{h.fullname}") for t, n in PER_GROUP.items()
+    for h in per_group_sample(cpu_harnesses(), n)])
+def test_harness_in_target_runtime(target, harness):
+    """Through an export target: JAX's numbers in its runtime, or a clear refusal by the
     pre-flight; never a wrong number, never a model the converter then rejects."""
-    _check(harness, "tflite")
+    _check(harness, target)
 
 
 def test_x64_sample_subprocess():
