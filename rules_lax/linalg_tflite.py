@@ -1,5 +1,6 @@
 """Linear algebra for TFLite: the factorizations TFLite has no builtin for (Cholesky,
-MatrixTriangularSolve, Qr, SelfAdjointEigV2, Svd), written as loops of builtin ops.
+MatrixTriangularSolve, Qr, SelfAdjointEigV2, Svd, TridiagonalSolve), written as loops of
+builtin ops.
 
 Each algorithm runs column by column in a ``tf.while_loop`` (a TFLite WHILE) over the
 full ``[..., n, n]`` matrix: a step reads one column with GatherV2, updates with a
@@ -19,7 +20,7 @@ from jax._src.lax import linalg as _lax_linalg  # _qr_lowering: geqrf + orgqr
 from core.rule import case, rule
 from rules_lax.elementwise import _sqrt_f32   # TFLite's Sqrt is wrong above 2^126
 from rules_lax.linalg import (CHOLESKY_CASES, TRIANGULAR_SOLVE_CASES, _eigh_values, _pd,
-                              _poly, _svd_fn, _sym, _tri_args, _tri_solve_fn)
+                              _poly, _svd_fn, _sym, _tri_args, _tri_solve_fn, _tridiag_args)
 
 _F32 = "float32"
 
@@ -139,6 +140,99 @@ def triangular_solve_by_substitution(ctx, a, b, *, left_side, lower, transpose_a
 
     (x,) = _loop(shape[-1], body, b, reverse=not m_lower)
     return x if left_side else tf.linalg.matrix_transpose(x)
+
+
+# -- tridiagonal_solve -----------------------------------------------------------------
+
+def _tridiag_fixed(dl, d, du, b):
+    """Fixed diagonals and right-hand sides (``b`` one column per list entry)."""
+    return lambda rng, dtype: [np.array(v, dtype) for v in (dl, d, du, np.transpose(b))]
+
+
+_NAN, _INF = float("nan"), float("inf")
+_TRIDIAG = lambda *a: lax.linalg.tridiagonal_solve(*a)
+
+
+@rule("tridiagonal_solve", dtypes=_F32, targets="tflite", polymorphic=True,
+      when=lambda eqn: ("perturb_singular=True is not written for TFLite"
+                        if eqn.params.get("perturb_singular") else None),
+      cases=[case.custom("random", _TRIDIAG, _tridiag_args(6, 2)),
+             case.custom("random, 32x3", _TRIDIAG, _tridiag_args(32, 3)),
+             case.custom("singular gives NaN", _TRIDIAG, _tridiag_args(3, 1, singular=True)),
+             case.custom("batched", _TRIDIAG, lambda rng, dt: [
+                 rng.standard_normal(s).astype(dt) for s in [(2, 3, 5)] * 3 + [(2, 3, 5, 2)]]),
+             case.custom("symbolic sizes", _TRIDIAG, _tridiag_args(6, 2),
+                         convert_kw=_poly("(n,)", "(n,)", "(n,)", "(n, k)")),
+             case.custom("symbolic batch", _TRIDIAG, lambda rng, dt: [
+                 rng.standard_normal(s).astype(dt) for s in [(3, 5)] * 3 + [(3, 5, 2)]],
+                 convert_kw=_poly("(b, 5)", "(b, 5)", "(b, 5)", "(b, 5, 2)")),
+             case.custom("1x1", _TRIDIAG, _tridiag_fixed([0.0], [-2.0], [0.0], [[3.0], [-0.0]])),
+             case.custom("zero pivots need row interchanges; dl[0], du[-1] are not read",
+                         _TRIDIAG, _tridiag_fixed([_NAN, 1, 2, 3], [0.0, 0, 5, 0],
+                                                  [1.0, 1, 1, _NAN], [[1, 2, 3, 4], [-0.0] * 4])),
+             case.custom("inf right-hand side: 0 * inf is NaN, as in LAPACK", _TRIDIAG,
+                         _tridiag_fixed([0.0, 1, 1], [4.0, 4, 4], [1.0, 1, 0],
+                                        [[1, 1, _INF], [1, -1, 1]])),
+             case.custom("NaN on the diagonal propagates", _TRIDIAG,
+                         _tridiag_fixed([0.0, 1, 1], [4.0, _NAN, 4], [1.0, 1, 0], [[1, 2, 3]])),
+             case.custom("subnormal pivot fails, as under JAX's flush-to-zero", _TRIDIAG,
+                         _tridiag_fixed([0.0, 1e-39], [1e-39, 1.0], [1e-39, 0.0], [[1, 1]])),
+             case.custom("huge and tiny entries", _TRIDIAG,
+                         _tridiag_fixed([0.0, 3e38, 1e-30], [1e38, 1e-30, 2e38],
+                                        [2e38, 1e-37, 0.0], [[3e38, 1.0, -1e-37]]))])
+def tridiagonal_solve_by_gtsv(ctx, dl, d, du, b, **_):
+    """LAPACK's gtsv, what JAX runs on CPU: Gaussian elimination with partial pivoting
+    (row i+1 is swapped up when |dl_{i+1}| > |d_i|, which brings in a second
+    superdiagonal), then back substitution. A zero pivot (subnormals count as zero, as
+    under the flush-to-zero of JAX's CPU runtime) makes that system's solution NaN.
+    ``dl[0]`` and ``du[-1]`` are not read."""
+    shape = ctx.shape(ctx.avals_in[3])
+    if ctx.avals_in[3].shape[-2] == 0:
+        return b
+    nb, m = len(shape) - 2, shape[-2]
+    idx = tf.range(m, dtype=tf.int32)
+    row = lambda x, i: tf.gather(x, i, axis=nb)
+    put = lambda x, i, v, mask: tf.where(mask(tf.equal(idx, i)), v, x)
+    diag_put = lambda x, i, v: put(x, i, _e(v, -1), lambda m_: m_)
+    b_put = lambda x, i, v: put(x, i, _e(v, -2), lambda m_: m_[:, None])
+    flushed_abs = lambda x: tf.where(tf.abs(x) < _TINY, 0.0, tf.abs(x))
+
+    def eliminate(i, low, dd, up, x, ok):
+        di, dn, ui, un = row(dd, i), row(dd, i + 1), row(up, i), row(up, i + 1)
+        li, xi, xn = row(low, i + 1), row(x, i), row(x, i + 1)
+        keep = flushed_abs(di) >= flushed_abs(li)      # NaN: interchange, as LAPACK
+        ok = tf.logical_and(ok, tf.logical_not(tf.logical_and(keep, flushed_abs(di) == 0)))
+        fact = tf.where(keep, li, di) / tf.where(keep, di, li)
+        f = _e(fact, -1)
+        dd = diag_put(diag_put(dd, i, tf.where(keep, di, li)), i + 1,
+                      tf.where(keep, dn - fact * ui, ui - fact * dn))
+        up = diag_put(diag_put(up, i, tf.where(keep, ui, dn)), i + 1,
+                      tf.where(keep, un, -(fact * un)))
+        low = diag_put(low, i + 1, tf.where(keep, 0.0, un))    # the fill u2_i
+        k = _e(keep, -1)
+        x = b_put(b_put(x, i, tf.where(k, xi, xn)), i + 1,
+                  tf.where(k, xn - f * xi, xi - f * xn))
+        return low, dd, up, x, ok
+
+    # dl[i + 1] then holds the second superdiagonal's u2_i (LAPACK's DL(i)). (Read from a
+    # capture or an unchanged loop state, the TFLite converter moved the cast of a float64
+    # model input into the loop behind the Gather, then refused that Gather.)
+    ok = tf.ones(shape[:-2], tf.bool)
+    up2, dd, up, x, ok = _loop(m - 1, eliminate, dl, d, du, b, ok)
+    ok = tf.logical_and(ok, tf.not_equal(flushed_abs(row(dd, m - 1)), 0.0))
+
+    def substitute(i, x):
+        # (x_i - u_i x_{i+1} - u2_i x_{i+2}) / d_i, the terms past the end left out. (The
+        # rows after i are read back from x: carrying x_{i+1}, x_{i+2} as loop state
+        # gave wrong numbers in LiteRT, whose WHILE mixes up a state passed on shifted.)
+        after = lambda s: (_e(row(up, i) if s == 1 else row(up2, tf.minimum(i + 1, m - 1)), -1)
+                           * row(x, tf.minimum(i + s, m - 1)))
+        t = row(x, i) - tf.where(i < m - 1, after(1), 0.0)
+        t = (t - tf.where(i < m - 2, after(2), 0.0)) / _e(row(dd, i), -1)
+        return (b_put(x, i, t),)
+
+    (x,) = _loop(m, substitute, x, reverse=True)
+    return tf.where(_e(_e(ok, -1), -1), x, tf.constant(np.nan, tf.float32))
 
 
 # -- qr --------------------------------------------------------------------------------
