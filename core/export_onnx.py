@@ -174,6 +174,68 @@ def _finish(model, records, what: str, bf16_in=(), bf16_out=()) -> bytes:
     return data
 
 
+def _select(ctx, node, name, args):
+    """tf2onnx's handler for Select/SelectV2, made exact.
+
+    tf2onnx writes a float select as ``c*a + (1-c)*b`` (faster in onnxruntime, it says):
+    NaN where the branch not taken is inf or NaN, +0.0 where it should be -0.0. Asked
+    (``handles_nan``) it writes ONNX ``Where``, but onnxruntime's CPU ``Where`` on floats
+    (1.32) computes ``where(c, a, 0)`` and ``where(c, 0, b)`` and merges them by ``x != 0 ?
+    x : y``, so a -0.0 taken from ``a`` comes out +0.0. Hence, for floats, unless ``a``
+    (or, swapping the branches, ``b``) is a constant without -0.0:
+    ``r = Where(c, a, b)``; ``s = Where(c, 1/a, 1/b)`` (-inf exactly where the selected
+    value is -0.0); result ``Where(r != 0 or s >= 0, r, -0.0)``: a -0.0 comes from the
+    exact second branch, and NaN payloads, infinities and subnormals are copied.
+    (No ``Not`` feeds a ``Where``: onnxruntime's NotWhereFusion would swap it back.)"""
+    from onnx import TensorProto
+    from tf2onnx.onnx_opset.controlflow import Select
+    node.set_attr("handles_nan", True)
+    Select.version_9(ctx, node)
+    dtype = ctx.get_dtype(node.output[0])
+    if dtype not in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16,
+                     TensorProto.BFLOAT16) or node.type != "Where":
+        return
+    c, a, b = node.input
+
+    def has_neg_zero(t):
+        if not ctx.get_node_by_output(t).is_const():
+            return True
+        v = ctx.get_tensor_value(t, as_list=False)
+        return bool(np.any((v == 0) & np.signbit(v)))
+
+    if not has_neg_zero(a):
+        return
+    shape = ctx.get_shape(node.output[0])
+
+    def op(typ, *ins, dt=dtype):
+        return ctx.make_node(typ, list(ins), op_name_scope=node.name, dtypes=[dt],
+                             shapes=[shape]).output[0]
+    boolean = TensorProto.BOOL
+    if not has_neg_zero(b):         # (Xor, not Not: onnxruntime fuses Not into Where)
+        true = ctx.make_const(utils_make_name(node.name), np.array(True)).output[0]
+        ctx.replace_inputs(node, [op("Xor", c, true, dt=boolean), b, a])
+        return
+    np_type = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64,
+               TensorProto.FLOAT16: np.float16}.get(dtype)
+    if np_type is None:               # bfloat16: onnxruntime has no Where for it anyway
+        return
+    zero = ctx.make_const(utils_make_name(node.name), np.array(0, np_type)).output[0]
+    neg_zero = ctx.make_const(utils_make_name(node.name), np.array(-0.0, np_type)).output[0]
+    r = op("Where", c, a, b)
+    s = op("Where", c, op("Reciprocal", a), op("Reciprocal", b))
+    keep = op("Or", op("Not", op("Equal", r, zero, dt=boolean), dt=boolean),
+              op("GreaterOrEqual", s, zero, dt=boolean), dt=boolean)
+    ctx.replace_inputs(node, [keep, r, neg_zero])
+
+
+def utils_make_name(base: str) -> str:
+    from tf2onnx import utils
+    return utils.make_name(base)
+
+
+_HANDLERS = {"Select": (_select, []), "SelectV2": (_select, [])}
+
+
 def export(fn: Callable, input_signature: Sequence[Any]) -> bytes:
     """A serialized ONNX ModelProto of ``fn`` (a converted function, or any TF function)
     traced on ``input_signature`` (``tf.TensorSpec``s, ``None`` for unknown dimensions),
@@ -201,7 +263,8 @@ def export(fn: Callable, input_signature: Sequence[Any]) -> bytes:
     what = f"function {getattr(fn, '__name__', fn)!s}"
     with _converting() as records:
         model, _ = tf2onnx.convert.from_function(
-            tf.function(edges, autograph=False), input_signature=specs, opset=OPSET)
+            tf.function(edges, autograph=False), input_signature=specs, opset=OPSET,
+            custom_op_handlers=dict(_HANDLERS))
     return _finish(model, records, what, bf16_in, bf16_out)
 
 
@@ -228,7 +291,7 @@ def _convert_graph(g, ins, outs, catch_errors: bool):
     from tf2onnx import optimizer, tfonnx
     with _converting() as records:
         onnx_graph = tfonnx.process_tf_graph(
-            tf_graph=g, continue_on_error=True, opset=OPSET,
+            tf_graph=g, continue_on_error=True, opset=OPSET, custom_op_handlers=dict(_HANDLERS),
             input_names=[t.name for t in ins], output_names=[t.name for t in outs])
         onnx_graph = optimizer.optimize_graph(onnx_graph, catch_errors=catch_errors)
         return onnx_graph.make_model("jaxtf probe"), records
