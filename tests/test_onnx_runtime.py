@@ -1,0 +1,185 @@
+"""The runtime of target "onnx" (core/export_onnx.py): TF graphs converted by tf2onnx at
+opset 18 and run by onnxruntime give JAX's numbers; what tf2onnx cannot convert is a
+clear error, never a model holding TF ops."""
+from __future__ import annotations
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow as tf
+
+for _mod in ("tf2onnx", "onnx", "onnxruntime"):
+    pytest.importorskip(_mod, reason="target 'onnx' needs pip install 'jaxtf[onnx]'")
+
+import ml_dtypes  # noqa: E402
+
+from core import convert, export_onnx as rt  # noqa: E402
+from core.errors import JaxtfError, MissingDependency  # noqa: E402
+from core.export import runtime  # noqa: E402
+from core.testing import assert_same, run_function  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_preflight(monkeypatch):
+    # core/target_ops/onnx.json is made by the probe from this module; until it exists
+    # the pre-flight of target="onnx" has nothing to check against
+    if not os.path.exists(os.path.join(os.path.dirname(rt.__file__), "target_ops",
+                                       "onnx.json")):
+        monkeypatch.setenv("JAXTF_NO_PREFLIGHT", "1")
+
+
+def _in_onnx(fn, *args):
+    """Convert ``fn`` for target "onnx", export it, run it in onnxruntime and compare
+    every output with jax.jit's (the tolerances of core.testing)."""
+    f_tf = tf.function(convert(fn, target="onnx"), autograph=False)
+    specs = [tf.TensorSpec(np.shape(a), tf.as_dtype(np.asarray(a).dtype)) for a in args]
+    got = rt.run(rt.export(f_tf, specs), args)
+    want = jax.tree_util.tree_leaves(jax.jit(fn)(*args))
+    assert len(got) == len(want)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g.dtype == np.asarray(w).dtype, (i, g.dtype, w.dtype)
+        assert_same(g, w, what=f"output {i}")
+    return got
+
+
+def test_runtime_module_and_name():
+    assert runtime("onnx") is rt
+    rt.check_installed()
+    name = rt.runtime_name()
+    assert name.startswith("onnxruntime ") and "tf2onnx 1." in name and "opset 18" in name
+
+
+def test_mlp():
+    rng = np.random.default_rng(0)
+    x, w1, w2 = (rng.normal(size=s).astype(np.float32) for s in [(4, 8), (8, 16), (16, 3)])
+
+    def mlp(x, w1, w2):
+        return jax.nn.softmax(jnp.tanh(x @ w1) @ w2)
+    _in_onnx(mlp, x, w1, w2)
+
+
+def test_fori_loop():
+    def f(x, n):
+        return jax.lax.fori_loop(0, n, lambda i, c: c * 1.5 + i.astype(np.float32), x)
+    _in_onnx(f, np.linspace(-2, 2, 5, dtype=np.float32), np.int32(6))
+
+
+def test_sort_and_argsort_of_integers():
+    x = np.array([3, -1, 2**31 - 1, -2**31, 0, 3, -1, 7], np.int32)
+    _in_onnx(lambda x: (jnp.sort(x), jnp.argsort(x)), x)
+
+
+def test_integer_ops():
+    info = np.iinfo(np.int32)
+    a = np.array([7, -7, 7, -7, info.max, info.min, 0, 1], np.int32)
+    b = np.array([2, 2, -2, -2, 3, 7, -5, info.max], np.int32)
+    _in_onnx(lambda a, b: (a // b, a % b, a * b, a + b, jnp.maximum(a, b), -a, a >> 3,
+                           a ^ b, a < b), a, b)
+
+
+def test_through_core_testing():
+    out = run_function(lambda x: jnp.cumsum(jnp.abs(x)), [np.arange(-3, 4, dtype=np.float32)],
+                       target="onnx")
+    assert out.status == "pass", out.detail
+
+
+def _bits(x):
+    x = np.asarray(x)
+    return x.view(np.dtype(f"u{x.dtype.itemsize}"))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+def test_select_is_exact_on_zeros_infinities_and_nan(dtype):
+    # tf2onnx writes a float select as c*a + (1-c)*b, and onnxruntime's Where turns a
+    # -0.0 from its first branch into +0.0: both are worked around at export
+    vals = np.array([-0.0, 0.0, 1, -1, np.inf, -np.inf, np.nan, 6e-8, -6e-8], dtype)
+    a, b = (v.ravel() for v in np.meshgrid(vals, vals))
+    c = np.arange(a.size) % 2 == 0
+    t = tf.as_dtype(dtype)
+
+    @tf.function(autograph=False)
+    def f(c, a, b):
+        return (tf.where(c, a, b), tf.where(~c, a, b), tf.where(c, a, tf.constant(2, t)),
+                tf.where(c, tf.constant(-0.0, t), b), tf.where(c[:1], a, b))
+    specs = [tf.TensorSpec([None], tf.bool), tf.TensorSpec([None], t),
+             tf.TensorSpec([None], t)]
+    got = rt.run(rt.export(f, specs), [c, a, b])
+    for i, (g, w) in enumerate(zip(got, f(c, a, b))):
+        np.testing.assert_array_equal(_bits(g), _bits(w.numpy()), err_msg=f"output {i}")
+
+
+def test_bfloat16_at_the_edges():
+    @tf.function(autograph=False)
+    def f(x, y):
+        return tf.cast(tf.cast(x, tf.float32) * y, tf.bfloat16), tf.cast(x, tf.float32)
+    x = np.array([1.5, 3e38, -np.inf, np.nan, -0.0, 1.00390625], ml_dtypes.bfloat16)
+    y = np.full(6, 2.0, np.float32)
+    model = rt.export(f, [tf.TensorSpec([6], tf.bfloat16), tf.TensorSpec([6], tf.float32)])
+    got = rt.run(model, [x.astype(np.float32), y])
+    want = [w.numpy() for w in f(x, y)]
+    assert got[0].dtype == ml_dtypes.bfloat16 and got[1].dtype == np.float32
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(_bits(g), _bits(w))
+
+
+def test_bfloat16_arithmetic_is_refused_not_run_in_float16():
+    # tf2onnx maps bfloat16 to float16 (3e38 would become inf); export keeps BFLOAT16,
+    # which onnxruntime cannot multiply: an error, not a wrong number
+    @tf.function(autograph=False)
+    def f(x):
+        return x * x
+    with pytest.raises(rt.OnnxExportError, match="onnxruntime cannot load"):
+        rt.export(f, [tf.TensorSpec([3], tf.bfloat16)])
+
+
+def test_unsupported_tf_op_is_a_clear_error():
+    @tf.function(autograph=False)
+    def f(x):
+        return tf.math.special.bessel_i1e(x) + tf.math.lgamma(x)
+    with pytest.raises(rt.OnnxExportError, match="no conversion for: BesselI1e, Lgamma") as e:
+        rt.export(f, [tf.TensorSpec([3], tf.float32)])
+    assert isinstance(e.value, JaxtfError) and isinstance(e.value, ValueError)
+    assert e.value.ops == ["BesselI1e", "Lgamma"]
+
+
+def test_unknown_dimensions_save_and_ones(tmp_path):
+    @tf.function(autograph=False)
+    def f(x):
+        return tf.reduce_sum(x, axis=1), x[:, :1] * 2
+    model = rt.export(f, [tf.TensorSpec([None, 3], tf.int32)])
+    for n in (0, 1, 5):
+        x = np.arange(3 * n, dtype=np.int32).reshape(n, 3)
+        got = rt.run(model, [x])
+        np.testing.assert_array_equal(got[0], x.sum(1))
+        np.testing.assert_array_equal(got[1], x[:, :1] * 2)
+    [path] = rt.save(model, str(tmp_path / "m"))
+    assert path.endswith(".onnx")
+    rt.ones_once(path)
+    outs = rt.run_many([(model, [np.ones((2, 3), np.int32)]), (model, [np.ones(3, np.float32)])])
+    assert isinstance(outs[0], list) and isinstance(outs[1], Exception)
+
+
+def test_export_graphs_and_run_ones_for_the_probe():
+    from core.probe import single_node_graph
+    src = tf.Graph()
+    with src.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [2, 3])
+        b = tf.compat.v1.placeholder(tf.bfloat16, [2, 3])
+        ops = [tf.tanh(x).op, tf.bitcast(x, tf.int32).op, tf.cast(b, tf.float32).op,
+               (b * b).op, tf.where(x > 0, x, -x).op]
+    res = rt.export_graphs([single_node_graph(op) for op in ops])
+    assert [type(r) for r in res] == [bytes, rt.OnnxExportError, bytes, rt.OnnxExportError,
+                                      bytes]
+    assert "Bitcast" in str(res[1]) and "Mul" in str(res[3])
+    runs = rt.run_ones([r for r in res if isinstance(r, bytes)] + [b"not a model"])
+    assert runs[:3] == ["ok", "ok", "ok"] and runs[3].startswith("error ")
+
+
+def test_missing_tools_say_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)        # import raises ImportError
+    with pytest.raises(MissingDependency, match=r"pip install 'jaxtf\[onnx\]'"):
+        rt.check_installed()
