@@ -232,7 +232,8 @@ def _job(graph_def, inputs, outputs) -> dict:
 
 
 def _convert_jobs(jobs: list[dict]) -> list:
-    """Run the converter once over ``jobs``; restarted after the job that killed it."""
+    """Convert ``jobs`` in the converter process (kept running between calls: it takes
+    ~15 s to import TensorFlow); restarted after a job that killed it."""
     tmp = tempfile.mkdtemp(prefix="jaxtf_tfjs_")
     manifest = []
     for i, job in enumerate(jobs):
@@ -245,25 +246,19 @@ def _convert_jobs(jobs: list[dict]) -> list:
     with open(jobs_file, "w") as f:
         json.dump(manifest, f)
     open(results, "w").close()
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONNOUSERSITE": "1"}
-    env.pop("PYTHONPATH", None)
-    cmd = [_venv_python(), "-c", "import runpy, sys; sys.argv = sys.argv[1:]; "
-           "runpy.run_path(sys.argv[0], run_name='__main__')",
-           os.path.abspath(__file__), "_convert", jobs_file, results]
     while True:
-        proc = subprocess.run(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-        lines = _read_lines(results)
+        server = _Converter.get()
+        if server.ask(f"{jobs_file}\t{results}"):
+            break
+        lines = _read_lines(results)        # it died on the job at position len(lines)
         if len(lines) >= len(jobs):
             break
-        if proc.returncode == 0 or not lines and proc.returncode == 1:
-            raise TfjsExportError("the tensorflowjs converter failed to start:\n"
-                                  + proc.stderr[-3000:])
-        with open(results, "a") as f:      # the job at position len(lines) killed it
-            f.write(json.dumps({"error": f"the converter crashed (exit {proc.returncode}): "
-                                         f"{proc.stderr[-500:]}"}) + "\n")
+        with open(results, "a") as f:
+            f.write(json.dumps({"error": f"the converter crashed ({server.exit_reason()})"})
+                    + "\n")
     out = []
-    for m, line in zip(manifest, lines):
+    for m, line in zip(manifest, _read_lines(results)):
+        os.remove(m["graph"])
         res = json.loads(line)
         if "error" in res:
             out.append(TfjsExportError(res["error"], res.get("ops", ())))
@@ -272,9 +267,83 @@ def _convert_jobs(jobs: list[dict]) -> list:
     return out
 
 
+class _Converter:
+    """The converter's venv running :func:`_serve`: one request (a jobs file and a results
+    file) per line on its stdin, answered by a marker line on its stdout."""
+    READY, DONE = "@@jaxtf-tfjs-ready@@", "@@jaxtf-tfjs-done@@"
+    _current: "_Converter | None" = None
+
+    @classmethod
+    def get(cls) -> "_Converter":
+        if cls._current is None or cls._current.proc.poll() is not None:
+            cls._current = cls()
+        return cls._current
+
+    def __init__(self):
+        import atexit
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONNOUSERSITE": "1"}
+        env.pop("PYTHONPATH", None)
+        cmd = [_venv_python(), "-u", "-c", "import runpy, sys; sys.argv = sys.argv[1:]; "
+               "runpy.run_path(sys.argv[0], run_name='__main__')",
+               os.path.abspath(__file__), "_serve"]
+        self.log = tempfile.NamedTemporaryFile(prefix="jaxtf_tfjs_converter_", suffix=".log",
+                                               delete=False)
+        self.proc = subprocess.Popen(cmd, cwd=tempfile.gettempdir(), env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log)
+        atexit.register(self.close)
+        if not self._wait(self.READY):
+            raise TfjsExportError(f"the tensorflowjs converter failed to start "
+                                  f"({self.exit_reason()}); its venv is {_venv_python()} "
+                                  f"(remake it with {SETUP_COMMAND} after removing "
+                                  f"{os.path.join(home(), 'venv')})")
+
+    def _wait(self, marker: str) -> bool:
+        for line in self.proc.stdout:
+            if line.rstrip("\n") == marker:
+                return True
+        self.proc.wait()
+        return False
+
+    def ask(self, request: str) -> bool:
+        """Send a request; whether it was answered (False: the process died)."""
+        try:
+            self.proc.stdin.write(request + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.proc.wait()
+            return False
+        return self._wait(self.DONE)
+
+    def exit_reason(self) -> str:
+        with open(self.log.name, errors="replace") as f:
+            tail = f.read()[-1500:].strip()
+        return f"exit {self.proc.returncode}" + (f": {tail}" if tail else "")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if _Converter._current is self:
+            _Converter._current = None
+
+
 def _read_lines(path: str) -> list[str]:
     with open(path) as f:
         return [ln for ln in f.read().split("\n") if ln]
+
+
+def _serve() -> None:
+    """In the converter's venv: import once, then convert each requested batch."""
+    import tensorflow  # noqa: F401
+    from tensorflowjs.converters import tf_saved_model_conversion_v2  # noqa: F401
+    print(_Converter.READY, flush=True)
+    for line in sys.stdin:
+        _convert(*line.rstrip("\n").split("\t"))
+        print(_Converter.DONE, flush=True)
 
 
 def _convert(jobs_file: str, results_file: str) -> None:
@@ -329,6 +398,7 @@ def _convert_one(tf, conv, MessageToDict, job: dict) -> dict:
     outs = [graph.get_tensor_by_name(n) for n in job["outputs"]]
     signature = conv._build_signature_def(graph, ins, outs)
     optimized = conv.optimize_graph(graph, signature)
+    _unfuse_activations(optimized)
     _check_dtypes(tf, optimized)
     ops = sorted({n.op for n in optimized.node}
                  | {n.op for fn in optimized.library.function for n in fn.node_def})
@@ -349,6 +419,33 @@ def _convert_one(tf, conv, MessageToDict, job: dict) -> dict:
     with open(os.path.join(job["out_dir"], _SIDECAR), "w") as f:
         json.dump(sidecar, f)
     return {"ok": True}
+
+
+#: activations TF.js's cpu backend applies inside a fused MatMul/Conv2D (its
+#: applyActivation); grappler also fuses Tanh (and others) there, which then fail at run
+#: time with "Activation tanh has not been implemented for the CPU backend"
+_TFJS_FUSED_ACTIVATIONS = {"Relu", "Relu6", "Elu", "LeakyRelu", "Prelu", "Sigmoid"}
+
+
+def _unfuse_activations(graph_def) -> None:
+    """Split each fused op whose activation TF.js cannot apply into the fused op without
+    it and the activation as its own node (named as the fused op was, so its consumers
+    need no change)."""
+    nodes = list(graph_def.node)
+    for node in nodes:
+        if not node.op.startswith(("_Fused", "Fused")) or "fused_ops" not in node.attr:
+            continue
+        fused = [op.decode() for op in node.attr["fused_ops"].list.s]
+        if len(fused) < 2 or fused[-1] in _TFJS_FUSED_ACTIVATIONS or \
+                fused[-1] not in ("Tanh", "Softplus", "Softsign", "Selu"):
+            continue
+        act = graph_def.node.add()
+        act.name, act.op = node.name, fused[-1]
+        act.attr["T"].CopyFrom(node.attr["T"])
+        act.device = node.device
+        node.name += "/jaxtf_unfused"
+        act.input.append(node.name)
+        del node.attr["fused_ops"].list.s[-1]
 
 
 def _zero_dims(model_json: str) -> None:
@@ -445,6 +542,7 @@ def run_many(items) -> list:
             vals.append(a.astype(bool) if want["dtype"] == "bool" else
                         a.astype(np.dtype(want["dtype"]), copy=False))
         out[j] = vals
+    shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -519,12 +617,13 @@ def run_ones(artifacts: list[str]) -> list[str]:
             out.append("error " + res["error"].replace("\n", " ")[:300])
         else:
             out.append("ok")
+    shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
 def main(argv: list[str]) -> None:
-    if argv[:1] == ["_convert"]:
-        _convert(*argv[1:])
+    if argv[:1] == ["_serve"]:
+        _serve()
     elif argv[:1] == ["setup"]:
         setup()
     elif argv[:1] == ["check"]:
