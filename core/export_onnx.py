@@ -4,14 +4,20 @@
     model = export(f_tf, [tf.TensorSpec([1, 28, 28, 1], tf.float32)])   # ModelProto bytes
     outputs = run(model, [x])                                            # numpy, onnxruntime
 
-The TF graph is converted by tf2onnx (``tf2onnx.convert.from_function``) at opset 18 and
-run by onnxruntime on the CPU (``pip install 'jaxtf[onnx]'``).
+The TF graph is converted by tf2onnx at opset 18 (the steps of
+``tf2onnx.convert.from_function``) and run by onnxruntime on the CPU
+(``pip install 'jaxtf[onnx]'``).
 
 tf2onnx writes a model even when it could not convert some TF ops (it logs "Unsupported
 ops" or "Failed to convert node" and leaves the TF node in the ONNX graph). :func:`export`
 captures tf2onnx's log and raises :class:`OnnxExportError` naming those ops instead; it
 also refuses a model holding any op ONNX does not define, a model ``onnx.checker``
 rejects, and one onnxruntime cannot load.
+
+Two ways tf2onnx + onnxruntime give wrong numbers without an error are closed here:
+tf2onnx converts bfloat16 as float16 (bfloat16 is kept, see :func:`_converting`), and a
+float ``Select``/``SelectV2`` becomes ``c*a + (1-c)*b`` in tf2onnx and a ``Where`` that
+loses -0.0 in onnxruntime (see :func:`_select`).
 
 bfloat16 at the model's edges: onnxruntime takes no bfloat16 numpy arrays, so a bfloat16
 input becomes a float32 input of the model, cast to bfloat16 inside (exact for every
@@ -28,12 +34,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from core.errors import JaxtfError, MissingDependency
+
 #: The ONNX opset tf2onnx converts to.
 OPSET = 18
 _INSTALL = "pip install 'jaxtf[onnx]'"
 _BF16_IN, _BF16_OUT = "jaxtf.bfloat16_inputs", "jaxtf.bfloat16_outputs"
-
-from core.errors import JaxtfError, MissingDependency
 
 
 class OnnxExportError(JaxtfError, ValueError):
@@ -63,7 +69,8 @@ def runtime_name() -> str:
     check_installed()
     import onnxruntime
     import tf2onnx
-    return f"onnxruntime {onnxruntime.__version__} (tf2onnx {tf2onnx.__version__}, opset {OPSET})"
+    return (f"onnxruntime {onnxruntime.__version__} (tf2onnx {tf2onnx.__version__}, "
+            f"opset {OPSET})")
 
 
 # ---------------------------------------------------------------------------------------
@@ -149,7 +156,7 @@ def _all_nodes(graph):
     for node in graph.node:
         yield node
         for attr in node.attribute:
-            if attr.g is not None and attr.HasField("g"):
+            if attr.HasField("g"):
                 yield from _all_nodes(attr.g)
             for sub in attr.graphs:
                 yield from _all_nodes(sub)
@@ -188,12 +195,14 @@ def _select(ctx, node, name, args):
     exact second branch, and NaN payloads, infinities and subnormals are copied.
     (No ``Not`` feeds a ``Where``: onnxruntime's NotWhereFusion would swap it back.)"""
     from onnx import TensorProto
+    from tf2onnx import utils
     from tf2onnx.onnx_opset.controlflow import Select
     node.set_attr("handles_nan", True)
     Select.version_9(ctx, node)
     dtype = ctx.get_dtype(node.output[0])
-    if dtype not in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16,
-                     TensorProto.BFLOAT16) or node.type != "Where":
+    np_type = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64,
+               TensorProto.FLOAT16: np.float16}.get(dtype)
+    if np_type is None or node.type != "Where":    # (bfloat16: no Where in onnxruntime)
         return
     c, a, b = node.input
 
@@ -203,34 +212,24 @@ def _select(ctx, node, name, args):
         v = ctx.get_tensor_value(t, as_list=False)
         return bool(np.any((v == 0) & np.signbit(v)))
 
+    def op(typ, *ins, dt=dtype, like=node.output[0]):
+        return ctx.make_node(typ, list(ins), op_name_scope=node.name, dtypes=[dt],
+                             shapes=[ctx.get_shape(like)]).output[0]
+
+    def const(value):
+        return ctx.make_const(utils.make_name(node.name), np.array(value)).output[0]
+    boolean = TensorProto.BOOL
     if not has_neg_zero(a):
         return
-    shape = ctx.get_shape(node.output[0])
-
-    def op(typ, *ins, dt=dtype):
-        return ctx.make_node(typ, list(ins), op_name_scope=node.name, dtypes=[dt],
-                             shapes=[shape]).output[0]
-    boolean = TensorProto.BOOL
     if not has_neg_zero(b):         # (Xor, not Not: onnxruntime fuses Not into Where)
-        true = ctx.make_const(utils_make_name(node.name), np.array(True)).output[0]
-        ctx.replace_inputs(node, [op("Xor", c, true, dt=boolean), b, a])
+        ctx.replace_inputs(node, [op("Xor", c, const(True), dt=boolean, like=c), b, a])
         return
-    np_type = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64,
-               TensorProto.FLOAT16: np.float16}.get(dtype)
-    if np_type is None:               # bfloat16: onnxruntime has no Where for it anyway
-        return
-    zero = ctx.make_const(utils_make_name(node.name), np.array(0, np_type)).output[0]
-    neg_zero = ctx.make_const(utils_make_name(node.name), np.array(-0.0, np_type)).output[0]
+    zero = const(np_type(0))
     r = op("Where", c, a, b)
-    s = op("Where", c, op("Reciprocal", a), op("Reciprocal", b))
+    s = op("Where", c, op("Reciprocal", a, like=a), op("Reciprocal", b, like=b))
     keep = op("Or", op("Not", op("Equal", r, zero, dt=boolean), dt=boolean),
               op("GreaterOrEqual", s, zero, dt=boolean), dt=boolean)
-    ctx.replace_inputs(node, [keep, r, neg_zero])
-
-
-def utils_make_name(base: str) -> str:
-    from tf2onnx import utils
-    return utils.make_name(base)
+    ctx.replace_inputs(node, [keep, r, const(np_type(-0.0))])
 
 
 _HANDLERS = {"Select": (_select, []), "SelectV2": (_select, [])}
