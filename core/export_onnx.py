@@ -182,7 +182,7 @@ def _finish(model, records, what: str, bf16_in=(), bf16_out=()) -> bytes:
 
 
 def _select(ctx, node, name, args):
-    """tf2onnx's handler for Select/SelectV2, made exact.
+    """tf2onnx's handler for Select/SelectV2, made exact for floats.
 
     tf2onnx writes a float select as ``c*a + (1-c)*b`` (faster in onnxruntime, it says):
     NaN where the branch not taken is inf or NaN, +0.0 where it should be -0.0. Asked
@@ -197,12 +197,13 @@ def _select(ctx, node, name, args):
     from onnx import TensorProto
     from tf2onnx import utils
     from tf2onnx.onnx_opset.controlflow import Select
-    node.set_attr("handles_nan", True)
-    Select.version_9(ctx, node)
     dtype = ctx.get_dtype(node.output[0])
     np_type = {TensorProto.FLOAT: np.float32, TensorProto.DOUBLE: np.float64,
                TensorProto.FLOAT16: np.float16}.get(dtype)
-    if np_type is None or node.type != "Where":    # (bfloat16: no Where in onnxruntime)
+    if np_type is not None:           # integers: c*a + (1-c)*b is exact (and onnxruntime
+        node.set_attr("handles_nan", True)     # has no Where for bool, int16, uint16...)
+    Select.version_9(ctx, node)
+    if np_type is None or node.type != "Where":
         return
     c, a, b = node.input
 

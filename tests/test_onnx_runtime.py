@@ -183,3 +183,19 @@ def test_missing_tools_say_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tf2onnx", None)        # import raises ImportError
     with pytest.raises(MissingDependency, match=r"pip install 'jaxtf\[onnx\]'"):
         rt.check_installed()
+
+
+def test_select_of_integers_and_booleans():
+    # onnxruntime has no Where for bool, int16, uint16, uint64: those stay tf2onnx's
+    # c*a + (1-c)*b, exact on integers
+    @tf.function(autograph=False)
+    def f(c, a, b):
+        return [tf.where(c, tf.cast(a, t), tf.cast(b, t))
+                for t in (tf.bool, tf.int16, tf.uint16, tf.int32, tf.int64, tf.uint8)]
+    c = np.array([True, False, True, False])
+    a, b = np.array([0, 1, 255, -1], np.int32), np.array([7, -32768, 0, 1], np.int32)
+    specs = [tf.TensorSpec([4], tf.bool), tf.TensorSpec([4], tf.int32),
+             tf.TensorSpec([4], tf.int32)]
+    for g, w in zip(rt.run(rt.export(f, specs), [c, a, b]), f(c, a, b)):
+        assert g.dtype == w.numpy().dtype
+        np.testing.assert_array_equal(g, w.numpy())
