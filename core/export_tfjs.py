@@ -19,7 +19,8 @@ import) and node as one process for a batch of runs (:func:`run_many`).
 Dtypes: TF.js has float32, int32, bool and complex64 only. Its loader silently reads
 int64, uint8/16/32, int8/16 as int32 and float64, float16, bfloat16 as float32, which
 would give wrong numbers, so a graph with a tensor of any other dtype is refused at
-export (:class:`TfjsExportError`). Arguments given to :func:`run` are cast to the model's
+export (:class:`TfjsExportError`); complex64 too (its broadcasting complex arithmetic
+gives NaN). Arguments given to :func:`run` are cast to the model's
 input dtypes only when that is exact (an int64 array of int32 values for an int32 input);
 otherwise :func:`run` raises.
 
@@ -47,8 +48,10 @@ TFJS_VERSION = "4.22.0"
 PIP_PACKAGES = (f"tensorflowjs=={TFJS_VERSION}", "ydf==0.11.0", "tensorflow==2.19.0")
 NPM_PACKAGES = (f"@tensorflow/tfjs@{TFJS_VERSION}",)
 SETUP_COMMAND = "python -m core.export_tfjs setup"
-#: dtypes TF.js has (the runner feeds and reads them as they are)
-TFJS_DTYPES = ("float32", "int32", "bool", "complex64")
+#: dtypes a model may hold. TF.js also has complex64, but its cpu backend's complex
+#: binary ops give NaN when they broadcast (tf.add(complex [4], complex scalar), 4.22.0),
+#: and few of its kernels take complex at all: refused like the dtypes it lacks.
+TFJS_DTYPES = ("float32", "int32", "bool")
 #: ops after which TF.js's GraphModel.execute/predict throw (tfjs-converter's
 #: CONTROL_FLOW_OPS and DYNAMIC_SHAPE_OPS): such models need executeAsync
 ASYNC_OPS = frozenset({"Switch", "Merge", "Enter", "Exit", "NextIteration", "StatelessIf",
@@ -399,6 +402,7 @@ def _convert_one(tf, conv, MessageToDict, job: dict) -> dict:
     signature = conv._build_signature_def(graph, ins, outs)
     optimized = conv.optimize_graph(graph, signature)
     _unfuse_activations(optimized)
+    _round_int_to_float_casts(tf, optimized)
     _check_dtypes(tf, optimized)
     ops = sorted({n.op for n in optimized.node}
                  | {n.op for fn in optimized.library.function for n in fn.node_def})
@@ -448,6 +452,28 @@ def _unfuse_activations(graph_def) -> None:
         del node.attr["fused_ops"].list.s[-1]
 
 
+def _round_int_to_float_casts(tf, graph_def) -> None:
+    """TF.js's cpu backend casts int32 to float32 without rounding (it keeps the
+    Int32Array: 2**31 - 1 stays 2147483647, and ``cast(x) == 2.0**31`` is False). Each
+    such Cast is followed by a multiplication by 1.0 (the identity in TF; in TF.js it
+    writes a Float32Array, which rounds), named as the Cast was."""
+    one = tf.make_tensor_proto(1.0, tf.float32)
+    for node in list(graph_def.node):
+        if node.op != "Cast" or node.attr["DstT"].type != tf.float32.as_datatype_enum or \
+                node.attr["SrcT"].type != tf.int32.as_datatype_enum:
+            continue
+        name = node.name
+        node.name += "/jaxtf_unrounded"
+        const = graph_def.node.add()
+        const.name, const.op = name + "/jaxtf_one", "Const"
+        const.attr["dtype"].type = tf.float32.as_datatype_enum
+        const.attr["value"].tensor.CopyFrom(one)
+        mul = graph_def.node.add()
+        mul.name, mul.op = name, "Mul"
+        mul.attr["T"].type = tf.float32.as_datatype_enum
+        mul.input.extend([node.name, const.name])
+
+
 def _zero_dims(model_json: str) -> None:
     """The converter writes shapes with MessageToDict, which drops a dimension's size 0
     (proto3 default): TF.js then reads it as NaN and refuses a [0, 3] input of a [0, 3]
@@ -482,8 +508,9 @@ def _check_dtypes(tf, graph_def) -> None:
     if bad:
         what = "; ".join(f"{dt} (in {', '.join(sorted(ops))})" for dt, ops in sorted(bad.items()))
         raise _DtypeRefusal(
-            f"TF.js has no dtype {', '.join(sorted(bad))}: its loader would compute such "
-            f"tensors as int32/float32, giving wrong numbers; tensors of {what}",
+            f"TF.js has no dtype {', '.join(sorted(bad))} (its loader would read it as "
+            f"int32/float32, giving wrong numbers; complex64 arithmetic is wrong when it "
+            f"broadcasts): tensors of {what}",
             sorted({o for ops in bad.values() for o in ops}))
 
 
@@ -497,7 +524,7 @@ def save(artifact: str, path: str) -> list[str]:
 # running in node
 
 
-_NP_OF_TFJS = {"float32": "<f4", "int32": "<i4", "bool": "|u1", "complex64": "<c8"}
+_NP_OF_TFJS = {"float32": "<f4", "int32": "<i4", "bool": "|u1"}
 
 
 def run(artifact: str, args: Sequence[Any]) -> list:
@@ -589,18 +616,42 @@ def _node_jobs(jobs: list[dict], mode: str, tmp: str) -> list[dict]:
         json.dump({"mode": mode, "jobs": jobs}, f)
     open(results, "w").close()
     cmd = [_node(), _RUNNER, home(), jobs_file, results]
+    timeout = float(os.environ.get("JAXTF_TFJS_TIMEOUT", "300"))
     while True:
-        proc = subprocess.run(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True)
+        with open(os.path.join(tmp, "node.log"), "w+") as log:
+            proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=log)
+            why = _watch(proc, results, timeout)
+            log.seek(0)
+            err = log.read().strip()
         lines = _read_lines(results)
         if len(lines) >= len(jobs):
             break
-        if proc.returncode == 0:
-            raise TfjsRunError("the TF.js runner stopped early:\n" + proc.stderr[-3000:])
+        if why is None and proc.returncode == 0:
+            raise TfjsRunError("the TF.js runner stopped early:\n" + err[-3000:])
+        why = why or f"exit {proc.returncode}"
         with open(results, "a") as f:      # the job at position len(lines) killed node
-            f.write(json.dumps({"crash": f"crash (exit {proc.returncode}) "
-                                         + proc.stderr.strip()[-300:]}) + "\n")
+            f.write(json.dumps({"crash": f"crash ({why}) {err[-300:]}".strip()}) + "\n")
     return [json.loads(ln) for ln in lines[:len(jobs)]]
+
+
+def _watch(proc, results: str, timeout: float) -> str | None:
+    """Wait for ``proc``; kill it when no job finished for ``timeout`` seconds (a model
+    that loops forever), and say so."""
+    import time
+    size, last = -1, time.monotonic()
+    while True:
+        try:
+            proc.wait(timeout=0.05)
+            return None
+        except subprocess.TimeoutExpired:
+            pass
+        now, new = time.monotonic(), os.path.getsize(results)
+        if new != size:
+            size, last = new, now
+        elif now - last > timeout:
+            proc.kill()
+            proc.wait()
+            return f"no result after {timeout:.0f} s (JAXTF_TFJS_TIMEOUT), killed"
 
 
 def run_ones(artifacts: list[str]) -> list[str]:

@@ -75,6 +75,10 @@ CASES = {
     "several": (several, [F32_EDGES, np.arange(5, dtype=np.int32)]),
     "logic": (logic, [np.array([True, False, True, False]),
                       np.array([True, True, False, False])]),
+    # the cpu backend's Cast int32 -> float32 keeps an Int32Array: read as float32 it
+    # must still be rounded to float32 (2**31 - 1 -> 2**31)
+    "cast": (lambda a: (a.astype(jnp.float32), a.astype(jnp.float32) == 2.0**31),
+             [I32_EDGES]),
     "zero_size": (lambda x: (x * 2.0, jnp.sum(x, axis=0)), [np.zeros((0, 3), np.float32)]),
 }
 
