@@ -876,6 +876,64 @@ RULES += [
 ]
 
 
+
+# -- ONNX forms ---------------------------------------------------------------------------------
+# ONNX has no Log1p or Expm1 op (tf2onnx refuses both). The forms below keep full relative
+# precision near 0 with Log, Exp and arithmetic, and every select has finite branches.
+
+def _log1p_onnx(x):
+    """Goldberg's log(u) * x / (u - 1), u = 1 + x: the rounding error of u cancels. u and
+    x are capped at 2^60 in the ratio (it is 1 to working precision long before), so it
+    stays finite at x = inf (the Minimum also keeps grappler from folding (1 + x) - 1
+    into x); where u == 1, log(u) = 0 and the ratio's divisor is 1, then x is added."""
+    cap = tf.constant(2.0 ** 60, x.dtype)
+    u = 1.0 + x
+    u_1 = tf.math.minimum(u, cap) - 1.0
+    at_1 = tf.math.equal(u_1, 0.0)
+    xc = tf.math.minimum(x, cap)
+    ratio = xc / tf.where(at_1, tf.ones_like(x), u_1)
+    return tf.math.log(u) * ratio + tf.where(at_1, xc, tf.zeros_like(x))
+
+
+def _expm1_onnx(x):
+    """Kahan's (u - 1) * x / log(u), u = exp(x), for |x| < 1/2 (on x clipped there, so it
+    stays finite elsewhere); exp(x) - 1 beyond, where it loses no precision."""
+    half = tf.constant(0.5, x.dtype)
+    xs = tf.clip_by_value(x, -half, half)
+    us = tf.math.exp(xs)
+    log_us = tf.math.log(us)
+    at_1 = tf.math.equal(log_us, 0.0)
+    small = (us - 1.0) * (xs / tf.where(at_1, tf.ones_like(x), log_us))
+    small = small + tf.where(at_1, xs, tf.zeros_like(x))
+    return tf.where(tf.math.less(tf.math.abs(x), half), small, tf.math.exp(x) - 1.0)
+
+
+_NEAR_0 = [1e-7, -1e-7, 3e-8, -3e-8, 6e-8, 1e-20, -1e-20, 1e-30, 1e-38, 1e-40, -1e-45,
+           2.0 ** -24, -2.0 ** -25, 1e-3, -1e-3, 0.4999, 0.5, 0.5001, -0.4999, -0.5, -0.5001]
+
+
+def _onnx_unary(primitive, fn, extra):
+    def lower(ctx, x, **_):
+        return _f32(fn, x)
+    lower.__doc__ = f"{primitive} in ONNX-convertible ops (see the notes above _log1p_onnx)."
+    lax_fn = getattr(lax, primitive)
+    cases = [case.random(lax_fn, shapes=[(3, 4)]),
+             case("special values", lax_fn, _SPECIALS),
+             case("near 0", lax_fn, _NEAR_0),
+             case("large", lax_fn, extra)]
+    return make_rule(primitive, lower, dtypes=["bfloat16", "float16", "float32"],
+                     targets="onnx", name=f"onnx_{primitive}", when=_no_accuracy, cases=cases,
+                     polymorphic=True)
+
+
+RULES += [
+    _onnx_unary("log1p", _log1p_onnx, [-1.0, -0.9999999, -1.5, -inf, 1e10, 2.0 ** 60,
+                                       1.2e18, 3e38, 2.0 ** 24, 16777215.0]),
+    _onnx_unary("expm1", _expm1_onnx, [88.0, 88.72, 88.73, 89.0, -17.0, -20.0, -88.0,
+                                       -104.0, -1e10, 1e10]),
+]
+
+
 _TINY = float(np.finfo(np.float32).tiny)
 
 

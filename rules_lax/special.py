@@ -50,6 +50,8 @@ class _Math:
 _TF = _Math()
 _TFLITE = _Math(log=_ew._log_f32, log1p=_ew._log1p_f32, exp=_ew._exp_f32,
                 is_inf=_ew._is_inf, inf=_ew._inf)
+# erf_inv's TFLite rule was measured with TF's Log1p (the converter expands it)
+_TFLITE_ERFINV = dataclasses.replace(_TFLITE, log1p=tf.math.log1p)
 
 
 def _in_f32(fn):
@@ -99,8 +101,9 @@ _ERF_BETA = (-1.45660718464996e-05, -2.13374055278905e-04, -1.68282697438203e-03
 
 def _erf(x):
     if _f64(x):
-        # TF's double Erf kernel returns NaN at +-inf where JAX gives +-1.
-        return tf.where(tf.math.is_inf(x), tf.math.sign(x), tf.math.erf(x))
+        # TF's double Erf kernel returns NaN at +-inf where JAX gives +-1; erf is +-1.0
+        # exactly from |x| = 5.93 on (in both), so clip instead of selecting.
+        return tf.math.erf(tf.clip_by_value(x, _c(-6.0, x), _c(6.0, x)))
     # XLA's single-precision erf (Eigen's): x*P(x^2)/Q(x^2) on x clamped to [-4, 4].
     x = tf.clip_by_value(x, _c(-4.0, x), _c(4.0, x))
     x2 = x * x
@@ -137,13 +140,20 @@ def _erfc(x):
         return tf.math.erfc(x)
     # XLA's single-precision erfc (Cephes erfcf): 1 - x T(x^2) for |x| < 1, otherwise
     # exp(-x^2)/|x| P(1/x^2) on [1, 2) and R(1/x^2) beyond, mirrored for x <= -1.
-    ax, x2 = tf.abs(x), x * x
-    inv_x2 = _c(1.0, x) / x2
-    poly = tf.where(ax < _c(2.0, x), _horner(inv_x2, _ERFC_P), _horner(inv_x2, _ERFC_R))
-    tail = tf.exp(-x2) * (_c(1.0, x) / ax) * poly
+    # Each branch is computed on its input clamped into its own range (|x| >= 1 by max,
+    # |x| <= 1 by clip), the same numbers where it is taken, finite where it is not: a
+    # select may become c*a + (1-c)*b (tf2onnx), where an untaken inf turns into NaN.
+    one = _c(1.0, x)
+    ax = tf.abs(x)
+    at = tf.maximum(ax, one)
+    x2 = at * at
+    inv_x2 = one / x2
+    poly = tf.where(at < _c(2.0, x), _horner(inv_x2, _ERFC_P), _horner(inv_x2, _ERFC_R))
+    tail = tf.exp(-x2) * (one / at) * poly
     tail = tf.where(-x2 < _c(-88.72283905206835, x), tf.zeros_like(x), tail)
     tail = tf.where(x < _c(0.0, x), _c(2.0, x) - tail, tail)
-    return tf.where(ax < _c(1.0, x), _c(1.0, x) - x * _horner(x2, _ERFC_T), tail)
+    xs = tf.clip_by_value(x, -one, one)
+    return tf.where(ax < one, one - xs * _horner(xs * xs, _ERFC_T), tail)
 
 
 @rule("erfc", dtypes="floating",
@@ -186,7 +196,9 @@ _ERFINV64_GE16 = (
 
 
 def _erf_inv(x, m=_TF):
-    w = -tf.math.log1p(-x * x)
+    # w <= 37 for |x| < 1 (in f64); capped, it stays finite at |x| = 1 (inf there, where
+    # the polynomials would give inf or NaN in a branch the last select does not take).
+    w = tf.minimum(-m.log1p(-x * x), _c(100.0, x))
     if not _f64(x):
         lt5 = w < _c(5.0, x)
         w = tf.where(lt5, w - _c(2.5, x), tf.sqrt(w) - _c(3.0, x))
@@ -211,8 +223,9 @@ def _erf_inv(x, m=_TF):
         for i in range(1, 23):
             step = coeff(i) + p * w
             p = step if i < 17 else tf.where(lt16 if i < 19 else lt625, step, p)
-    # erfinv(+-1) = +-inf; the polynomial is indeterminate there.
-    return tf.where(tf.abs(x) == _c(1.0, x), x * m.inf(x), p * x)
+    # erfinv(+-1) = +-inf (as x / +0); the polynomial is indeterminate there.
+    ax = tf.abs(x)
+    return tf.where(ax == _c(1.0, x), x / (_c(1.0, x) - ax), p * x)
 
 
 @rule("erf_inv", dtypes="floating",
@@ -240,7 +253,9 @@ _LANCZOS = (676.520368121885098567009190444019, -1259.13921672240287047156078755
 def _lanczos_parts(x, with_derivative=False, m=_TF):
     """z (x-1, or -x where the reflection is used), a(z), a'(z) and log(t(z))."""
     reflect = x < _c(0.5, x)
-    z = tf.where(reflect, -x, x - _c(1.0, x))
+    # where(reflect, -x, x - 1) as arithmetic (same numbers): no untaken -x = -inf at +inf
+    z = tf.where(reflect, _c(-1.0, x), _c(1.0, x)) * x - tf.where(reflect, tf.zeros_like(x),
+                                                                  tf.ones_like(x))
     a, da = _c(_LANCZOS_BASE, x), tf.zeros_like(x)
     for k, coeff in enumerate(_LANCZOS, start=1):
         zk = z + _c(k, x)
@@ -255,31 +270,42 @@ def _lanczos_parts(x, with_derivative=False, m=_TF):
 
 
 def _lgamma(x, m=_TF):
+    # x is clipped to [-2^(p+1), max finite] first: beyond, x is an integer (a pole, +inf)
+    # or +inf, and so is lgamma of the bound; every select below then has finite branches.
+    info = np.finfo(x.dtype.as_numpy_dtype)
+    x = tf.clip_by_value(x, _c(-2.0 ** (info.nmant + 1), x), _c(info.max, x))
     reflect, z, a, _, t, log_t = _lanczos_parts(x, m=m)
     # (z + 1/2) log t - t, arranged so that t does not overflow.
     r = (z + _c(0.5, x) - t / log_t) * log_t
     lg = _c((math.log(2) + math.log(math.pi)) / 2, x) + r + m.log(a)
     # Reflection lgamma(x) = log(pi) - lgamma(1-x) - log|sin(pi x)|, with sin taken on the
-    # fractional part of |x| folded into [0, 1/2] so integers give exactly log(0) = -inf.
-    frac = tf.abs(x) - tf.floor(tf.abs(x))
+    # fractional part of |x| folded into [0, 1/2] so integers give exactly log(0) = -inf
+    # (then +inf results: lg is finite there). x >= 1/2 takes min(x, 1/2), so that the
+    # term stays finite where it is not used, and lg enters with its sign: the same sum.
+    ax = tf.abs(tf.minimum(x, _c(0.5, x)))
+    frac = ax - tf.floor(ax)
     frac = tf.where(_c(0.5, x) < frac, _c(1.0, x) - frac, frac)
     log_sin = m.log(tf.sin(_c(math.pi, x) * frac))
-    reflected = tf.where(tf.math.is_finite(log_sin),
-                         _c(math.log(math.pi), x) - log_sin - lg, -log_sin)
-    lg = tf.where(reflect, reflected, lg)
-    return tf.where(m.is_inf(x), m.inf(x), lg)
+    return (tf.where(reflect, _c(-1.0, x), _c(1.0, x)) * lg
+            + tf.where(reflect, _c(math.log(math.pi), x) - log_sin, tf.zeros_like(x)))
 
 
 def _digamma(x, m=_TF):
+    # Below -2^(p+1) every x is a pole, as is that bound: the branches stay finite at -inf.
+    x = tf.maximum(x, _c(-2.0 ** (np.finfo(x.dtype.as_numpy_dtype).nmant + 1), x))
     reflect, z, a, da, t, log_t = _lanczos_parts(x, with_derivative=True, m=m)
     dg = log_t + da / a - _c(_LANCZOS_G, x) / t
     # Reflection digamma(x) = digamma(1-x) - pi cot(pi x), with x shifted into
-    # [-1/2, 1/2] first so that pi*x keeps its precision.
-    rx = x + tf.abs(tf.floor(x + _c(0.5, x)))
+    # [-1/2, 1/2] first so that pi*x keeps its precision (and x >= 1/2, where it is not
+    # used, taken as 1/2, where cot is finite).
+    xr = tf.minimum(x, _c(0.5, x))
+    rx = xr + tf.abs(tf.floor(xr + _c(0.5, x)))
     pi_rx = _c(math.pi, x) * rx
     dg = tf.where(reflect, dg - _c(math.pi, x) * tf.cos(pi_rx) / tf.sin(pi_rx), dg)
+    # NaN at the poles 0, -1, -2, ...: sqrt(-1), added (a NaN constant in a select would
+    # be an operand that is not finite where it is not taken).
     pole = tf.logical_and(x <= _c(0.0, x), tf.equal(x, tf.floor(x)))
-    return tf.where(pole, _c(_NAN, x), dg)
+    return dg + tf.sqrt(-tf.cast(pole, x.dtype))
 
 
 _GAMMA_INPUTS = [-np.inf, -3.0, -2.5, -2.4570247, -1e-7, 0.0, 1e-30, 0.5, 0.99999, 1.0,
@@ -448,17 +474,22 @@ def regularized_incomplete_beta(ctx, a, b, x, **_):
 # ---------------------------------------------------------------------------------------
 # TFLite (float32): the same expansions written with the TFLite forms of _TFLITE.
 
-def _tflite_rule(prim_name, fn, cases):
+def _target_rule(target, prim_name, fn, cases, doc):
     def lower(ctx, *xs, **_):
         return fn(*xs)
-    lower.__doc__ = (f"{prim_name}: XLA's expansion with TFLite-safe log/exp/inf "
-                     f"(builtin ops only).")
-    lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
-    return rule(prim_name, dtypes="float32", targets="tflite", cases=cases,
+    lower.__doc__ = f"{prim_name}: XLA's expansion with {doc}."
+    lower.__name__ = lower.__qualname__ = f"{prim_name}_{target}"
+    return rule(prim_name, dtypes="float32", targets=target, cases=cases,
                 polymorphic=True)(lower)
 
 
-erf_inv_tflite = _tflite_rule("erf_inv", lambda x: _erf_inv(x, _TFLITE), rules_of(erf_inv)[0].cases)
+def _tflite_rule(prim_name, fn, cases):
+    return _target_rule("tflite", prim_name, fn, cases,
+                        "TFLite-safe log/exp/inf (builtin ops only)")
+
+
+erf_inv_tflite = _tflite_rule("erf_inv", lambda x: _erf_inv(x, _TFLITE_ERFINV),
+                              rules_of(erf_inv)[0].cases)
 lgamma_tflite = _tflite_rule("lgamma", lambda x: _lgamma(x, _TFLITE), [
     case("poles, zeros, tails and extremes", lax.lgamma,
          _GAMMA_INPUTS + [3.4e38, -3.4e38, -5.0083003, -4.0394807, 1e-45, -1e-45])])
@@ -469,6 +500,24 @@ digamma_tflite = _tflite_rule(
 zeta_tflite = _tflite_rule("zeta", lambda s, q: _zeta(s, q, _TFLITE), rules_of(zeta)[0].cases)
 polygamma_tflite = _tflite_rule("polygamma", lambda n, x: _polygamma(n, x, _TFLITE),
                                 rules_of(polygamma)[0].cases)
+
+
+# ONNX (float32): the same expansions with a log1p made of Log (ONNX has no Log1p).
+_ONNX = _Math(log1p=_ew._log1p_onnx)
+
+
+def _onnx_rule(prim_name, fn, cases):
+    return _target_rule("onnx", prim_name, fn, cases, "log1p written with Log (no ONNX Log1p)")
+
+
+erf_inv_onnx = _onnx_rule("erf_inv", lambda x: _erf_inv(x, _ONNX), rules_of(erf_inv)[0].cases)
+# onnxruntime keeps subnormals, XLA:CPU takes them as zeros (poles here): _daz.
+lgamma_onnx = _onnx_rule("lgamma", lambda x: _lgamma(_ew._daz(x), _ONNX),
+                         rules_of(lgamma_tflite)[0].cases)
+digamma_onnx = _onnx_rule("digamma", lambda x: _digamma(_ew._daz(x), _ONNX),
+                          rules_of(digamma_tflite)[0].cases)
+polygamma_onnx = _onnx_rule("polygamma", lambda n, x: _polygamma(n, _ew._daz(x), _ONNX),
+                            rules_of(polygamma)[0].cases)
 
 
 # Cephes i1ef (single precision): Chebyshev series for exp(-x) I1(x) / x on [0, 8] and for
