@@ -5,32 +5,50 @@
     outputs = run(model, [x])                                           # numpy, tfjs in node
 
 The TF function is frozen with this process's TensorFlow into a GraphDef (control flow
-lowered to Switch/Merge, as the converter does by default), converted by the
-``tensorflowjs`` 4.22 converter (grappler + TF.js op check, ``tensorflowjs_converter``'s
-own steps) and run by ``@tensorflow/tfjs`` 4.22 in node on the pure-JS ``cpu`` backend
-(``core/tfjs_run.mjs``, always with ``executeAsync``: models with control flow need it).
+lowered to Switch/Merge/Enter/Exit, as ``tensorflowjs_converter`` does by default; a
+``Case`` becomes ``_SwitchN``, which TF.js does not have), converted with the
+``tensorflowjs`` 4.22 converter's own steps (its op check, grappler, weight extraction)
+and run by ``@tensorflow/tfjs`` 4.22 in node on the pure-JS ``cpu`` backend
+(``core/tfjs_run.mjs``), always with ``executeAsync`` (models with control flow need it;
+``jaxtf.json`` says which do).
 
-The toolchain lives outside the project's venv (``tensorflowjs`` pins its own
-TensorFlow): a venv and a ``node_modules`` in ``~/.cache/jaxtf/tfjs`` (or
-``$JAXTF_TFJS_HOME``), made by ``python -m core.export_tfjs setup``. The converter runs
-as one subprocess for a whole batch (:func:`export_graphs`; TensorFlow takes seconds to
-import) and node as one process for a batch of runs (:func:`run_many`).
+The toolchain lives outside the project's venv (``tensorflowjs`` pins TensorFlow 2.19):
+a venv and a ``node_modules`` in ``~/.cache/jaxtf/tfjs`` (or ``$JAXTF_TFJS_HOME``), made
+by ``python -m core.export_tfjs setup``. The converter is one process kept running
+between calls (it takes ~15 s to import TensorFlow; then ~20 ms per single-op graph);
+node is one process per :func:`run_many` / :func:`run_ones` batch (~0.4 s to start, a
+few ms per small model). A model that runs longer than ``$JAXTF_TFJS_TIMEOUT`` seconds
+(300) is killed and reported as a crash; a process that dies is restarted after the job
+that killed it.
 
-Dtypes: TF.js has float32, int32, bool and complex64 only. Its loader silently reads
-int64, uint8/16/32, int8/16 as int32 and float64, float16, bfloat16 as float32, which
-would give wrong numbers, so a graph with a tensor of any other dtype is refused at
-export (:class:`TfjsExportError`); complex64 too (its broadcasting complex arithmetic
-gives NaN). Arguments given to :func:`run` are cast to the model's
-input dtypes only when that is exact (an int64 array of int32 values for an int32 input);
-otherwise :func:`run` raises.
+What the converter gives is repaired where TF.js would compute a different number or
+fail, each keeping TF's meaning: a fused MatMul/Conv2D activation the cpu backend cannot
+apply (``Tanh``) is split out again; a ``Cast`` int32 -> float32 is followed by ``* 1.0``
+(the cpu backend keeps the int32 values unrounded); sizes 0 in shapes are written back
+(the converter drops them, TF.js then reads NaN).
+
+Dtypes: TF.js has float32, int32, bool (and complex64). Its loader silently reads int64,
+uint8/16/32, int8/16 as int32 and float64, float16, bfloat16 as float32, so a graph with
+a tensor of any other dtype is refused at export (:class:`TfjsExportError`); complex64
+too (its cpu backend's complex ops give NaN when they broadcast). Arguments given to
+:func:`run` are cast to the model's input dtypes only when that is exact (an int64 array
+of int32 values for an int32 input); otherwise :func:`run` raises.
+
+Measured wrong numbers of TF.js 4.22's cpu backend itself, which no conversion step can
+repair (a rule for target "tfjs" must avoid them): int32 ``Mul``, ``Square``,
+``SquaredDifference``, ``Prod``, ``Pow``, ``MatMul``/``BatchMatMulV2`` compute in
+doubles (wrong once a product passes 2**53), int32 ``Abs`` in float32 (wrong past
+2**24), int32 ``Mean`` rounds instead of truncating; float ``Sign(NaN)`` is 0,
+``FloorDiv`` gives 0 where TF gives NaN or ±inf; ``BitwiseAnd`` converts but does not
+run. Subnormals are not flushed (XLA and TF on CPU flush them): ``x > 0``, ``ceil``,
+``log``, ``sign`` of a subnormal differ from JAX.
 
 The artifact is a directory holding ``model.json``, the weight shards and ``jaxtf.json``
 (the order, node names and dtypes of the function's inputs and outputs, the op types
-and ``needs_async``: whether the graph has control flow, so that ``model.predict`` /
-``execute`` would throw and ``executeAsync`` is needed).
+after conversion, and ``needs_async``).
 
-This file also runs inside the converter's venv (``_convert`` below), so it imports
-nothing beyond the standard library at module level.
+This file also runs inside the converter's venv (:func:`_serve`), so it imports nothing
+beyond the standard library at module level.
 """
 from __future__ import annotations
 
@@ -310,6 +328,7 @@ class _Converter:
 
     def ask(self, request: str) -> bool:
         """Send a request; whether it was answered (False: the process died)."""
+        self.log_start = os.path.getsize(self.log.name)
         try:
             self.proc.stdin.write(request + "\n")
             self.proc.stdin.flush()
@@ -320,6 +339,7 @@ class _Converter:
 
     def exit_reason(self) -> str:
         with open(self.log.name, errors="replace") as f:
+            f.seek(getattr(self, "log_start", 0))    # what it wrote since the request
             tail = f.read()[-1500:].strip()
         return f"exit {self.proc.returncode}" + (f": {tail}" if tail else "")
 
@@ -507,11 +527,13 @@ def _check_dtypes(tf, graph_def) -> None:
                 bad.setdefault(t.dtype.name, set()).add(op.type)
     if bad:
         what = "; ".join(f"{dt} (in {', '.join(sorted(ops))})" for dt, ops in sorted(bad.items()))
-        raise _DtypeRefusal(
-            f"TF.js has no dtype {', '.join(sorted(bad))} (its loader would read it as "
-            f"int32/float32, giving wrong numbers; complex64 arithmetic is wrong when it "
-            f"broadcasts): tensors of {what}",
-            sorted({o for ops in bad.values() for o in ops}))
+        why = ("its loader would read it as int32 or float32, giving wrong numbers"
+               if set(bad) - {"complex64"} else "")
+        if "complex64" in bad:
+            why += ("; " if why else "") + "TF.js's complex64 arithmetic gives NaN when it " \
+                                          "broadcasts"
+        raise _DtypeRefusal(f"TF.js has no dtype {', '.join(sorted(bad))} ({why}): tensors "
+                            f"of {what}", sorted({o for ops in bad.values() for o in ops}))
 
 
 def save(artifact: str, path: str) -> list[str]:

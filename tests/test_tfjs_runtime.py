@@ -171,3 +171,13 @@ def test_export_graphs_one_batch():
     out = rt.export_graphs([single_node_graph(op) for op in ops])
     assert isinstance(out[1], rt.TfjsExportError) and "Bitcast" in str(out[1])
     assert rt.run_ones([out[0], out[2]]) == ["ok", "ok"]
+
+
+def test_a_model_that_never_ends_is_killed_and_the_rest_run(exported, monkeypatch):
+    def forever(x):
+        return jax.lax.while_loop(lambda c: c[0] > 0, lambda c: c + 1.0, x)
+    hang = _export(forever, [np.ones(3, np.float32)])
+    monkeypatch.setenv("JAXTF_TFJS_TIMEOUT", "2")
+    out = rt.run_ones([exported["mlp"], hang, exported["loop"]])
+    assert out[0] == "ok" and out[2] == "ok"
+    assert out[1].startswith("crash (no result after 2 s")
