@@ -70,14 +70,16 @@ def order_keys(x, dtype, total: bool = False) -> list:
     return [_float_key(x, dtype, total)]
 
 
-def stable_argsort(keys: list, n: int, rank: int):
+def stable_argsort(keys: list, n: int, rank: int, flip=_descending, k=None):
     """Indices that sort the last axis ascending, lexicographically on ``keys`` and stably:
-    one TopKV2 per key, least significant key first."""
+    one TopKV2 per key, least significant key first, on ``flip(key)`` (a key that descends
+    where ``key`` ascends; ``flip=None``: sort descending). ``k``: the first k only."""
     perm = None
-    for key in reversed(keys):
+    for i, key in enumerate(reversed(keys)):
         if perm is not None:
             key = tf.gather(key, perm, batch_dims=rank - 1)
-        idx = tf.math.top_k(_descending(key), n).indices
+        last = i == len(keys) - 1
+        idx = tf.math.top_k(flip(key) if flip else key, k if last and k is not None else n).indices
         perm = idx if perm is None else tf.gather(perm, idx, batch_dims=rank - 1)
     return perm
 
@@ -142,7 +144,7 @@ def sort(ctx, *operands, dimension, is_stable, num_keys, **_):
     return _sort(ctx, operands, int(dimension), num_keys, order_keys)
 
 
-def _sort(ctx, operands, dimension, num_keys, keys_of):
+def _sort(ctx, operands, dimension, num_keys, keys_of, flip=_descending):
     """The sort of :func:`sort`, with ``keys_of(x, dtype)`` making the order keys."""
     aval = ctx.avals_in[0]
     shape = ctx.shape(aval)           # ints, or TF scalars for symbolic dimensions
@@ -152,7 +154,7 @@ def _sort(ctx, operands, dimension, num_keys, keys_of):
         return list(operands)
     moved = [_swap_last(x, dim, rank) for x in operands]
     keys = [k for x, a in zip(moved[:num_keys], ctx.avals_in) for k in keys_of(x, a.dtype)]
-    perm = stable_argsort(keys, n, rank)
+    perm = stable_argsort(keys, n, rank, flip)
     return [_swap_last(tf.gather(x, perm, batch_dims=rank - 1), dim, rank) for x in moved]
 
 
@@ -307,3 +309,88 @@ def approx_top_k(ctx, x, *, k, reduction_dimension, is_max_k, aggregate_to_topk,
     idx = tf.math.top_k(key if is_max_k else _descending(key), out_len).indices
     values = tf.gather(y, idx, batch_dims=rank - 1)
     return [_swap_last(values, dim, rank), _swap_last(idx, dim, rank)]
+
+
+# -- ONNX and TF.js (no Bitcast) ---------------------------------------------------------
+# tf2onnx has no Bitcast and TF.js neither (nor BitwiseXor): the keys are the values
+# themselves, compared by TopKV2 (ONNX TopK and TF.js topk both put ties lower index first,
+# measured), and a key descends as -key. tf2onnx casts integer TopK keys to float32, so
+# integers are split into pieces of at most 24 bits, one key each. A float
+# key is split in two, NaN first: [isnan, x with NaN as 0]; sort's key flushes subnormals
+# (XLA's CPU compare does, onnxruntime and TF.js do not). top_k's total order adds -0.0 <
+# 0.0 (1/x > 0) but cannot see a NaN's sign or payload without the bits: every NaN counts
+# as the largest value, as +NaN does (a -NaN input is placed wrong, see top_k_portable).
+PORTABLE_TARGETS = ("onnx", "tfjs")
+_PORTABLE_DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                    "float32", "float64"]
+
+
+def _flip_portable(key):
+    return -key
+
+
+def _chunks(x, dtype) -> list:
+    """Integer keys as pieces of at most 24 bits, most significant first: tf2onnx gives
+    ONNX's TopK integer keys as float32 (exact below 2^24 only)."""
+    if dtype.itemsize <= 2:
+        return [tf.cast(x, tf.int32)]
+    if dtype.itemsize == 4:
+        pieces, x = [16], (tf.cast(x, tf.int64) if dtype == np.uint32 else x)
+    else:
+        pieces = [24, 24]
+    keys = []
+    for bits in pieces:  # peel off the low bits
+        keys.insert(0, tf.math.floormod(x, tf.constant(1 << bits, x.dtype)))
+        x = tf.math.floordiv(x, tf.constant(1 << bits, x.dtype))
+    return [x] + keys
+
+
+def _portable_keys(x, dtype, total: bool = False) -> list:
+    """Bitcast-free keys (int32/int64/float), most significant first, that sort like JAX."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f":
+        return _chunks(x, dtype)
+    nan = tf.math.is_nan(x)
+    value = tf.where(nan, tf.zeros_like(x), x)
+    if not total:
+        tiny = tf.constant(np.finfo(dtype).tiny, x.dtype)
+        return [tf.cast(nan, tf.int32), tf.where(tf.abs(value) < tiny, tf.zeros_like(x), value)]
+    positive_zero = tf.logical_and(tf.equal(x, 0), tf.math.reciprocal(x) > 0)
+    return [tf.cast(nan, tf.int32), value, tf.cast(positive_zero, tf.int32)]
+
+
+@rule("sort", dtypes=_PORTABLE_DTYPES, targets=PORTABLE_TARGETS, polymorphic=True,
+      cases=_SORT_CASES + _LITE_SORT_CASES)
+def sort_portable(ctx, *operands, dimension, is_stable, num_keys, **_):
+    """The generic sort without Bitcast: TopKV2 per key on the values themselves."""
+    return _sort(ctx, operands, int(dimension), num_keys, _portable_keys, _flip_portable)
+
+
+def _no_negative_nan(rng, dtype):
+    x, = _lite_edge(rng, dtype)
+    return [x[~(np.isnan(x) & np.signbit(x))] if x.dtype.kind == "f" else x]
+
+
+def _top_k_nan_edge(rng, dtype):
+    return [np.array([_INF, _NAN, -_INF, 3.0, -0.0, 0.0, _NAN, -0.0, 0.0, 1e-45, -1e-45],
+                     dtype)]
+
+
+@rule("top_k", dtypes=[d for d in _PORTABLE_DTYPES if d != "bool"], targets=PORTABLE_TARGETS,
+      polymorphic=True, cases=[
+          *[c for c in _TOP_K_CASES if "NaN" not in c.name],
+          case.custom("+NaN, inf, -0.0 < 0.0, subnormals", lambda x: lax.top_k(x, 11),
+                      _top_k_nan_edge, dtypes="floating"),
+          case.custom("edge values", lambda x: lax.top_k(x, 5), _no_negative_nan)])
+def top_k_portable(ctx, x, *, k, axis=-1, **_):
+    """top_k without Bitcast: stable descending TopKV2 passes on [isnan, value, 0 < 1/x];
+    the last pass keeps k. Every NaN is ordered as +NaN (above +inf); XLA puts a -NaN below
+    -inf, which no op without the bits can tell from +NaN."""
+    aval = ctx.avals_in[0]
+    rank = len(aval.shape)
+    axis = int(axis) % rank
+    y = _swap_last(x, axis, rank)
+    n = ctx.shape(aval)[axis]
+    idx = stable_argsort(_portable_keys(y, aval.dtype, total=True), n, rank, flip=None, k=int(k))
+    values = tf.gather(y, idx, batch_dims=rank - 1)
+    return [_swap_last(values, axis, rank), _swap_last(idx, axis, rank)]
