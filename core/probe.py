@@ -58,12 +58,17 @@ def _lower(fn, args, registry, target, prefer=None, convert_kw=None):
     return conv.lower_checked(closed, in_tree, Recorder())
 
 
-def corpus(registry, harness_sample: int):
+def corpus(registry, harness_sample: int, only: tuple[str, ...] = ()):
     """(rule, dtype, fn, make_args, prefer, x64) for every rule case x dtype, then harness
-    cases (rule None, their name for dtype)."""
-    import jax
+    cases (rule None, their name for dtype); ``only``: rules whose id, and harness groups
+    whose name, contain one of these strings."""
     from core.testing import _np_dtype
+
+    def wanted(name: str) -> bool:
+        return not only or any(o in name for o in only)
     for r in registry.rules():
+        if not wanted(r.id):
+            continue
         for c in r.cases:
             for dt in r.concrete_dtypes():
                 if not c.applies_to(dt):
@@ -78,7 +83,7 @@ def corpus(registry, harness_sample: int):
         from tests.conformance import cpu_harnesses
         seen: dict[str, int] = {}
         for h in sorted(cpu_harnesses(), key=lambda h: h.fullname):
-            if seen.get(h.group_name, 0) >= harness_sample:
+            if seen.get(h.group_name, 0) >= harness_sample or not wanted(h.group_name):
                 continue
             seen[h.group_name] = seen.get(h.group_name, 0) + 1
             yield (None, h.fullname, h.dyn_fun,
@@ -112,7 +117,9 @@ def single_node_graph(op):
 
 
 def probe(target: str, harness_sample: int = 3, verbose: bool = False,
-          limit: int = 0) -> dict:
+          limit: int = 0, only: tuple[str, ...] = (), known: dict | None = None) -> dict:
+    """The op table of ``target``. With ``known`` (an existing table) only ops it does not
+    accept yet are tried, and the result is that table updated (see :func:`merge`)."""
     import jax
     import tensorflow as tf
     from core import targets
@@ -131,7 +138,8 @@ def probe(target: str, harness_sample: int = 3, verbose: bool = False,
     programs = []        # (keys, fn, args) of programs holding ops that carry functions
     cases = []           # (rule, dtype, keys) of every rule case lowered
     n = 0
-    for rule, dt, fn, make_args, prefer, x64, convert_kw in corpus(registry, harness_sample):
+    for rule, dt, fn, make_args, prefer, x64, convert_kw in corpus(registry, harness_sample,
+                                                                  only):
         label = f"{rule.id}:{dt}" if rule else dt
         n += 1
         if limit and n > limit:
@@ -159,11 +167,13 @@ def probe(target: str, harness_sample: int = 3, verbose: bool = False,
             programs.append((set(rec.ops), fn, args, prefer))
     print(f"{n} programs lowered, {len(ops)} distinct ops ({time.time() - t0:.0f}s)",
           flush=True)
-    accepted: dict[str, set[str]] = {}
+    accepted: dict[str, set[str]] = {k: set(v) for k, v in (known or {}).get(
+        "accepted", {}).items()}
     refused: dict[str, str] = {}
     # each op alone; an op seen in several forms is tried in up to 4 of them (static
     # shapes first), since one form may fail for reasons of its own (placeholder inputs)
-    todo = {k: list(examples.get(k, [op])) for k, op in ops.items() if not _has_function(op)}
+    todo = {k: list(examples.get(k, [op])) for k, op in ops.items()
+            if not _has_function(op) and k[1] not in accepted.get(k[0], ())}
     while todo:
         keys = sorted(todo)
         made = rt.export_graphs([single_node_graph(todo[k].pop(0)) for k in keys])
@@ -183,7 +193,8 @@ def probe(target: str, harness_sample: int = 3, verbose: bool = False,
               f"refused ({time.time() - t0:.0f}s)", flush=True)
     # ops that carry functions: from whole programs that convert and run, picked greedily
     # (each program only if it holds an op not yet accepted), a few rounds
-    pending = {k for k, op in ops.items() if _has_function(op)}
+    pending = {k for k, op in ops.items()
+               if _has_function(op) and k[1] not in accepted.get(k[0], ())}
     tried = set()
     for _ in range(3):
         whole, cover = [], set()
@@ -214,12 +225,27 @@ def probe(target: str, harness_sample: int = 3, verbose: bool = False,
             refused[f"{typ}({sig})"] = "no whole program holding it converted and ran"
     print(f"done: {sum(map(len, accepted.values()))} accepted, {len(refused)} refused "
           f"({time.time() - t0:.0f}s)")
-    return {"target": target, "tensorflow": tf.__version__, "runtime": rt.runtime_name(),
-            "how": "python -m core.probe " + target,
-            "accepted": {k: sorted(v) for k, v in sorted(accepted.items())},
-            "refused": dict(sorted(refused.items())),
-            "rules": rule_verdicts(cases, accepted,
-                                   {t for (t, _), op in ops.items() if _has_function(op)})}
+    function_types = {t for (t, _), op in ops.items() if _has_function(op)}
+    function_types |= set((known or {}).get("function_types", ()))
+    table = {"target": target, "tensorflow": tf.__version__, "runtime": rt.runtime_name(),
+             "how": "python -m core.probe " + target + "".join(f" --only {o}" for o in only),
+             "accepted": {k: sorted(v) for k, v in sorted(accepted.items())},
+             "refused": dict(sorted(refused.items())),
+             "function_types": sorted(function_types),
+             "rules": rule_verdicts(cases, accepted, function_types)}
+    return merge(known, table) if known else table
+
+
+def merge(old: dict, new: dict) -> dict:
+    """``old`` updated by a partial probe ``new``: accepted ops are the union, refused ones
+    those neither accepts, and the verdicts of the rules ``new`` probed are replaced."""
+    accepted = {k: sorted(set(old["accepted"].get(k, ())) | set(new["accepted"].get(k, ())))
+                for k in set(old["accepted"]) | set(new["accepted"])}
+    refused = {k: v for k, v in {**old["refused"], **new["refused"]}.items()
+               if k.split("(", 1)[1][:-1] not in accepted.get(k.split("(", 1)[0], ())}
+    return dict(new, how=old["how"], merged=[*old.get("merged", ()), new["how"]],
+                accepted=dict(sorted(accepted.items())), refused=dict(sorted(refused.items())),
+                rules=dict(sorted({**old.get("rules", {}), **new["rules"]}.items())))
 
 
 def rule_verdicts(cases, accepted, function_types=()) -> dict:
@@ -262,11 +288,21 @@ def main(argv=None) -> int:
                    help="JAX harness cases per group added to the rule cases (default 3)")
     p.add_argument("--limit", type=int, default=0, help="at most N programs (for a try)")
     p.add_argument("--out", help="default: core/target_ops/<target>.json")
+    p.add_argument("--only", action="append", default=[],
+                   help="only rules whose id (and harness groups whose name) contain this; "
+                        "repeatable; with --merge, after changing a few rules")
+    p.add_argument("--merge", action="store_true",
+                   help="update the existing table: try only ops it does not accept yet")
     p.add_argument("-v", action="store_true")
     args = p.parse_args(argv)
-    table = probe(args.target, args.harness_sample, args.v, args.limit)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "target_ops",
                                    f"{args.target}.json")
+    known = None
+    if args.merge:
+        with open(out) as f:
+            known = json.load(f)
+    table = probe(args.target, args.harness_sample, args.v, args.limit, tuple(args.only),
+                  known)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     with open(out, "w") as f:
         json.dump(table, f, indent=1)
