@@ -415,6 +415,8 @@ def _convert_one(tf, conv, MessageToDict, job: dict) -> dict:
     graph_def = tf.compat.v1.GraphDef()
     with open(job["graph"], "rb") as f:
         graph_def.ParseFromString(f.read())
+    graph_def = _strip_asserts(tf, graph_def, [n.split(":")[0] for n in
+                                               job["inputs"] + job["outputs"]])
     with tf.Graph().as_default() as graph:
         tf.import_graph_def(graph_def, name="")
     ins = [graph.get_tensor_by_name(n) for n in job["inputs"]]
@@ -443,6 +445,21 @@ def _convert_one(tf, conv, MessageToDict, job: dict) -> dict:
     with open(os.path.join(job["out_dir"], _SIDECAR), "w") as f:
         json.dump(sidecar, f)
     return {"ok": True}
+
+
+def _strip_asserts(tf, graph_def, keep: list[str]):
+    """Without its ``Assert`` nodes (and what only they used: the ``StringFormat`` of their
+    messages), which TF.js does not have: jaxtf's checks of symbolic-dimension
+    constraints are not made in TF.js (nor in TFLite, whose converter drops them too)."""
+    asserts = {n.name for n in graph_def.node if n.op == "Assert"}
+    if not asserts:
+        return graph_def
+    for node in graph_def.node:
+        kept = [i for i in node.input if i.lstrip("^").split(":")[0] not in asserts]
+        if len(kept) != len(node.input):
+            del node.input[:]
+            node.input.extend(kept)
+    return tf.compat.v1.graph_util.extract_sub_graph(graph_def, keep)
 
 
 #: activations TF.js's cpu backend applies inside a fused MatMul/Conv2D (its

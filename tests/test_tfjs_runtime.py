@@ -181,3 +181,17 @@ def test_a_model_that_never_ends_is_killed_and_the_rest_run(exported, monkeypatc
     out = rt.run_ones([exported["mlp"], hang, exported["loop"]])
     assert out[0] == "ok" and out[2] == "ok"
     assert out[1].startswith("crash (no result after 2 s")
+
+
+def test_symbolic_batch_runs_on_any_batch():
+    """jaxtf checks symbolic-dimension constraints with Assert ops; TF.js has none, so
+    they are left out (as the TFLite converter does) and the model takes any batch."""
+    def fn(x):
+        return jnp.sum(x, axis=0), (x * 2.0).reshape(-1), jnp.maximum(x, 0.5)
+    f_tf = tf.function(convert(fn, polymorphic_shapes=["(b, 3)"], target="tfjs"),
+                       autograph=False)
+    model = rt.export(f_tf, [tf.TensorSpec([None, 3], tf.float32)])
+    xs = [_RNG.normal(size=(n, 3)).astype(np.float32) for n in (1, 5)]
+    for x, got in zip(xs, rt.run_many([(model, [x]) for x in xs])):
+        for i, (g, w) in enumerate(zip(got, jax.jit(fn)(x))):
+            assert_same(g, w, what=f"batch {len(x)} output {i} (in tfjs)")
