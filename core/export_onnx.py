@@ -17,7 +17,8 @@ rejects, and one onnxruntime cannot load.
 Two ways tf2onnx + onnxruntime give wrong numbers without an error are closed here:
 tf2onnx converts bfloat16 as float16 (bfloat16 is kept, see :func:`_converting`), and a
 float ``Select``/``SelectV2`` becomes ``c*a + (1-c)*b`` in tf2onnx and a ``Where`` that
-loses -0.0 in onnxruntime (see :func:`_select`).
+loses -0.0 in onnxruntime (see :func:`_select`); a loop writing TensorArray items in
+another order than its iterations (a reverse scan) is refused (see :func:`_while`).
 
 bfloat16 at the model's edges: onnxruntime takes no bfloat16 numpy arrays, so a bfloat16
 input becomes a float32 input of the model, cast to bfloat16 inside (exact for every
@@ -137,14 +138,17 @@ def _raise_for(records, model, what: str) -> None:
         for node in _all_nodes(model.graph):
             if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
                 foreign[node.op_type] = None
-    ops = list(dict.fromkeys([*unsupported, *foreign]))
+    left = [op for op in foreign if op not in unsupported]
+    ops = [*unsupported, *left]
     if not (ops or failed or other):
         return
     lines = [f"tf2onnx (opset {OPSET}) could not convert {what}:"]
-    if ops:
-        lines.append(f"  TF ops tf2onnx has no conversion for: {', '.join(ops)}")
     for f in failed:
         lines.append(f"  a conversion failed: {f}")
+    if unsupported:
+        lines.append(f"  TF ops tf2onnx has no conversion for: {', '.join(unsupported)}")
+    if left:
+        lines.append(f"  TF ops left unconverted: {', '.join(left)}")
     for o in other:
         lines.append(f"  tf2onnx error: {o}")
     lines.append("  Ways out: use target='tf' or 'tflite', or register a rule written for "
@@ -233,7 +237,58 @@ def _select(ctx, node, name, args):
     ctx.replace_inputs(node, [keep, r, const(np_type(-0.0))])
 
 
-_HANDLERS = {"Select": (_select, []), "SelectV2": (_select, [])}
+def _while(ctx, node, name, args):
+    """tf2onnx's handler for While/StatelessWhile, refusing what it would get wrong.
+
+    tf2onnx turns each ``TensorListSetItem`` (a TensorArray write) in a loop body into a
+    scan output of the ONNX ``Loop``, in iteration order, and ignores the index written
+    to: a loop writing item ``length - 1 - i`` (a reverse scan) came out reversed, with
+    no error. A write is accepted when its index is the loop's own counter, or a loop
+    variable that starts at constant 0 and gains 1 each iteration."""
+    from tf2onnx.onnx_opset.controlflow import While
+    from tf2onnx.tf_loader import find_function
+    body = find_function(node.get_attr_str("body"))
+    ins = body.input_names
+
+    def source(t, g):
+        n = g.get_node_by_output(t)
+        while n is not None and n.type == "Identity":
+            t, n = n.input[0], n.inputs[0]
+        return t
+
+    def counts_from_zero(k):
+        start = node.inputs[k]
+        if not (start.is_const() and np.all(start.get_tensor_value(as_list=False) == 0)):
+            return False
+        step = body.get_node_by_output(source(body.outputs[k], body))
+        if step is None or step.type not in ("Add", "AddV2"):
+            return False
+        srcs = [source(t, body) for t in step.input]
+        return ins[k] in srcs and any(
+            body.get_node_by_output(t) is not None and body.get_node_by_output(t).is_const()
+            and np.all(body.get_node_by_output(t).get_tensor_value(as_list=False) == 1)
+            for t in srcs if t != ins[k])
+
+    for item in body.get_nodes():
+        if item.type != "TensorListSetItem":
+            continue
+        index = source(item.input[1], body)
+        if index == ins[0] or (index in ins[2:] and counts_from_zero(ins.index(index))):
+            continue
+        raise ValueError(
+            f"the loop {node.name} writes TensorArray items at an index that is not its "
+            f"iteration count (as a reverse scan does); tf2onnx {_tf2onnx_version()} "
+            f"writes them in iteration order, so the result would be wrong")
+    While.version_7(ctx, node)
+
+
+def _tf2onnx_version() -> str:
+    import tf2onnx
+    return tf2onnx.__version__
+
+
+_HANDLERS = {"Select": (_select, []), "SelectV2": (_select, []),
+             "While": (_while, []), "StatelessWhile": (_while, [])}
 
 
 def export(fn: Callable, input_signature: Sequence[Any]) -> bytes:
