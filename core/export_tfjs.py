@@ -650,6 +650,8 @@ def _feeds(info: dict, args, prefix: str) -> list[dict]:
 
 def _node_jobs(jobs: list[dict], mode: str, tmp: str) -> list[dict]:
     """Run ``jobs`` in one node process (restarted after the job that killed it)."""
+    if not jobs:
+        return []
     jobs_file, results = os.path.join(tmp, f"{mode}.json"), os.path.join(tmp, f"{mode}.jsonl")
     with open(jobs_file, "w") as f:
         json.dump({"mode": mode, "jobs": jobs}, f)
