@@ -257,8 +257,8 @@ def _while(ctx, node, name, args):
         return t
 
     def counts_from_zero(k):
-        start = node.inputs[k]
-        if not (start.is_const() and np.all(start.get_tensor_value(as_list=False) == 0)):
+        start = ctx.get_node_by_output(source(node.input[k], ctx))
+        if not (start is not None and start.is_const() and np.all(start.get_tensor_value(as_list=False) == 0)):
             return False
         step = body.get_node_by_output(source(body.outputs[k], body))
         if step is None or step.type not in ("Add", "AddV2"):
