@@ -186,7 +186,7 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
     f16/bf16, widened exactly), no dilation, at most 2 axes with a window, stride or
     padding (TFLite has no 3-D pool); the other axes go to the batch or the channels.
     MaxPool drops NaN, so a second pool of the NaN mask (run only when there is a NaN)
-    puts NaN back where XLA's max propagates it."""
+    puts NaN back where XLA's max propagates it. ``neg_inf()`` makes a float32 -inf."""
     active = [a for a, (w, s, (lo, hi)) in enumerate(zip(window, strides, padding))
               if w != 1 or s != 1 or not (is_zero(lo) and is_zero(hi))]
     if (np.dtype(dtype).name not in ("float32", "float16", "bfloat16")
@@ -211,7 +211,7 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
     y = tf.reshape(y, ev([batch, *[in_shape[a] for a in active], chans]))
     pads = [[0, 0], *[ev(padding[a]) for a in active], [0, 0]]
     if not all(is_zero(p) for pair in pads for p in pair):
-        y = tf.pad(y, pads, constant_values=neg_inf)
+        y = tf.pad(y, pads, constant_values=neg_inf())
     ksize = [1, *[window[a] for a in active], 1]
     kstrides = [1, *[strides[a] for a in active], 1]
     pool = tf.nn.max_pool1d if len(active) == 1 else tf.nn.max_pool2d
@@ -224,7 +224,7 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
         # whose -3.4e38 is a real element.
         has_nan = pool(tf.cast(tf.math.is_nan(y), tf.float32), ksize, kstrides, "VALID")
         has_low = pool(tf.cast(tf.equal(y, lowest), tf.float32), ksize, kstrides, "VALID")
-        fixed = tf.where(tf.equal(out, lowest) & tf.equal(has_low, 0), neg_inf, out)
+        fixed = tf.where(tf.equal(out, lowest) & tf.equal(has_low, 0), neg_inf(), out)
         return tf.where(has_nan > 0, tf.constant(np.nan, tf.float32), fixed)
     # The mask pools are needed only when the operand holds a NaN or a window max is
     # -3.4e38; skip them otherwise (two cheap reductions instead of more full pools).
@@ -252,8 +252,9 @@ def _monoid_window(ctx, operand, kind, *, window_dimensions, window_strides, pad
                            _ints(window_dimensions), _ints(window_strides),
                            [_dims(p) for p in padding], _ints(base_dilation),
                            _ints(window_dilation), ev,
-                           # -inf from ctx.constant: TFLite's converter keeps no inf constant
-                           ctx.constant(-np.inf, np.dtype("float32")),
+                           # -inf from ctx.constant: TFLite's converter keeps no inf constant;
+                           # made only when a pool needs it (for TFLite it reads an input)
+                           lambda: ctx.constant(-np.inf, np.dtype("float32")),
                            branchless=ctx.target == "tflite")
         if pooled is not None:
             return pooled
@@ -438,8 +439,8 @@ def _selects(select_prim, dtype):
         raise UnsupportedError(f"select_prim={name}: only ge and le (max / min pooling) "
                                "are supported")
     def select(a, b):
-        if a.dtype == tf.bool:  # ordered as False < True
-            a, b = tf.cast(a, tf.int8), tf.cast(b, tf.int8)
+        if a.dtype == tf.bool:  # ordered as False < True (int32: TFLite compares no int8)
+            a, b = tf.cast(a, tf.int32), tf.cast(b, tf.int32)
         return tf.greater_equal(a, b) if name == "ge" else tf.less_equal(a, b)
     return name, select
 
