@@ -27,7 +27,9 @@ Why that gives JAX's numbers:
   its own width, so the int32 result has the narrow result in its low bits (clz then
   drops the 32 - w leading zeros the extension added); a shift by the width or more
   leaves no low bit, as JAX defines it.
-bitcast_convert_type and nextafter need the narrow bit patterns and are not here.
+nextafter and bitcast_convert_type between float16 and bfloat16 need the narrow bit
+patterns: :func:`narrow_magnitude` reads them off the float32 value with int32 arithmetic,
+:func:`from_narrow_magnitude` builds the value back.
 """
 from __future__ import annotations
 
@@ -61,14 +63,16 @@ _ACCUMULATING = [
     "reduce_window_sum", "reduce_window_max", "reduce_window_min", "select_and_scatter_add",
     "select_and_gather_add", "scatter", "scatter-add", "scatter-mul", "scatter-min",
     "scatter-max", "cholesky", "triangular_solve"]
-PRIMITIVES = _ELEMENTWISE + _STRUCTURAL + _ACCUMULATING
+#: primitives carrying their own computation (a jaxpr), lowered with it stepwise
+_WITH_JAXPR = ["reduce", "reduce_window"]
+PRIMITIVES = _ELEMENTWISE + _STRUCTURAL + _ACCUMULATING + _WITH_JAXPR
 
 #: primitives whose results on narrow values are narrow values already (no rounding)
 _EXACT = set(_STRUCTURAL) | {
     "max", "min", "clamp", "abs", "neg", "sign", "floor", "ceil", "round", "select_n",
     "is_finite", "eq", "ne", "lt", "le", "gt", "ge", "reduce_max", "reduce_min", "argmax",
     "argmin", "cummax", "cummin", "sort", "top_k", "approx_top_k", "reduce_window_max", "reduce_window_min",
-    "convert_element_type"}
+    "convert_element_type", *_WITH_JAXPR}
 
 #: parameters naming a result dtype, widened with the operands
 _DTYPE_PARAMS = ("preferred_element_type", "dtype")
@@ -129,6 +133,17 @@ def _bf16(x):
     return np.asarray(x, np.float32).astype(jnp.bfloat16)
 
 
+def _products(rng, dtype):
+    """5x6 values whose window products overflow, round or wrap (and inf, NaN, -0)."""
+    if jnp.issubdtype(dtype, jnp.floating):
+        x = rng.standard_normal((5, 6)) * 3
+        x[0, :4] = [np.inf, np.nan, -0.0, 300.0 if dtype == np.float16 else 3e38]
+        x[4, 3:] = [np.inf, -0.0, 1e-7 if dtype == np.float16 else 1e-38]
+        return [x.astype(dtype)]
+    info = np.iinfo(dtype)
+    return [rng.integers(info.min, info.max, (5, 6), endpoint=True).astype(dtype)]
+
+
 _CASES = [
     case("bf16 add rounds once", lax.add, _bf16([1.0, 256.0, 1e38, -0.0, np.inf]),
          _bf16([2.0 ** -8, 1.0, 1e38, -0.0, -np.inf]), dtypes="bfloat16"),
@@ -180,6 +195,22 @@ _CASES = [
          np.int8([-128, -1, 0, 1, 127, -2]), dtypes="int8"),
     case("uint8 popcount and clz", lambda x: (lax.population_count(x), lax.clz(x)),
          np.uint8([0, 1, 128, 255, 17]), dtypes="uint8"),
+    case.custom("window products round every step", lambda x: lax.reduce_window(
+        x, np.array(2, x.dtype), lax.mul, (2, 2), (1, 1), "VALID"), _products,
+        dtypes=["float16", "bfloat16"]),
+    case.custom("window products wrap every step", lambda x: lax.reduce_window(
+        x, np.array(3, x.dtype), lax.mul, (2, 2), (1, 2), "VALID"), _products,
+        dtypes=["int8", "int16", "uint8", "uint16"]),
+    case.random(lambda x: lax.reduce(x, np.array(3, x.dtype), lambda a, b: a * 0.5 + b, (1,)),
+                shapes=[(2, 40)], name="reduce in XLA's order, rounded every step",
+                dtypes=["float16", "bfloat16"]),
+    case.random(lambda x, y: lax.reduce((x, y), (np.array(3, x.dtype), np.array(5, y.dtype)),
+                                        lambda a, b: (a[0] + b[0], lax.min(a[1], b[1])), (0,)),
+                shapes=[(4, 6), (4, 6)], name="reduce pair: add from 3, min", dtypes=list(NARROW)),
+    case.custom("argmax-like window pair with int32 positions", lambda x: lax.reduce_window(
+        (x, lax.broadcasted_iota(np.int32, x.shape, 1)), (np.array(1, x.dtype), np.int32(-1)),
+        lambda a, b: (lax.max(a[0], b[0]), lax.select(a[0] >= b[0], a[1], b[1])),
+        (2, 3), (1, 1), ((0, 1), (1, 0))), _products, dtypes=["bfloat16", "int8"]),
     case.random(lambda x, y: jnp.sin(x) * y + x.T.sum(), shapes=[(4, 4), (4, 4)],
                 name="random float chain", dtypes=["float16", "bfloat16"]),
     case.random(lambda x, y: (x * y - x // jnp.maximum(y, 1)).cumsum(0), shapes=[(4, 4), (4, 4)],
@@ -201,6 +232,8 @@ def widened(ctx, *xs, **params):
     for name in _DTYPE_PARAMS:
         if params.get(name) is not None and name in params:
             params[name] = _wide(params[name])
+    if prim.name in _WITH_JAXPR:
+        params.update(_wide_computation(prim.name, params, ctx.avals_in))
     if prim.name in _NARROW_FORM:
         # XLA computes these in the narrow type from simpler primitives: follow it
         return ctx.lower_fun(_NARROW_FORM[prim.name], *xs)
@@ -215,6 +248,34 @@ def widened(ctx, *xs, **params):
 #: than computing in float32: exp2(x) is exp(log(2) * x) with log(2) and the product
 #: rounded to the narrow type (measured: bfloat16 exp2(10) is 1000, not 1024)
 _NARROW_FORM = {"exp2": lambda x: lax.exp(x * np.array(np.log(2), x.dtype))}
+
+def _wide_computation(name: str, params: dict, avals_in) -> dict:
+    """The computation of a reduce/reduce_window on wide scalars: its operands cast to
+    their narrow dtypes, the narrow computation, its results cast back. Lowered, each of
+    its primitives meets this rule again, so every step is rounded (or wrapped) to the
+    narrow type, as XLA's CPU backend computes it (a float32 product of a 2x2 window
+    rounded once is not always XLA's)."""
+    import jax
+    from jax.extend import core as jex
+    closed = params["jaxpr"]
+    if name == "reduce_window":
+        closed = jex.ClosedJaxpr(closed, list(params["consts"]))
+    else:   # XLA keeps float16 add/mul reductions in its own order over several axes
+        from rules_lax.reductions import _recognize_monoids, _refuse_f16_multi_axis
+        for kind, aval in zip(_recognize_monoids(closed) or (), avals_in):
+            if kind in ("add", "mul") and aval.dtype == np.float16:
+                _refuse_f16_multi_axis(aval, params["dimensions"], kind)
+    fun = jex.jaxpr_as_fun(closed)
+    narrow = [a.dtype for a in avals_in[len(avals_in) // 2:]] * 2   # (accumulators, elements)
+
+    def wide(*zs):
+        outs = fun(*[z.astype(d) for z, d in zip(zs, narrow)])
+        return [o.astype(_wide(o.dtype)) for o in outs]
+    new = jax.make_jaxpr(wide)(*[jax.ShapeDtypeStruct((), _wide(d)) for d in narrow])
+    if name == "reduce":
+        return {"jaxpr": new, "computation": wide}
+    return {"jaxpr": new.jaxpr, "consts": tuple(new.consts)}
+
 
 #: primitives that see the operand's bits: how to extend it from its own width to int32
 _BIT_WIDTH = {"shift_right_logical": "zero", "population_count": "zero", "clz": "zero",
@@ -238,3 +299,103 @@ def _back(o, dtype, primitive: str):
         o = round_to_narrow(tf.cast(o, tf.float32), name)
     target = tf.as_dtype(jnp.dtype(dtype)) if name != "bfloat16" else tf.bfloat16
     return tf.cast(o, target) if o.dtype != target else o
+
+
+# -- the bit patterns of float16/bfloat16 values held in float32 --------------------------
+def _sign_term(b):
+    """The sign bit of int32 ``b`` alone: 0, or -2^31."""
+    return tf.bitwise.right_shift(b, 31) * (1 << 31)
+
+
+def narrow_magnitude(x, dtype: str):
+    """(sign, magnitude) of the ``dtype`` (float16/bfloat16) pattern of float32 ``x``, a
+    ``dtype`` value: the int32 sign bit (0 or -2^31) and the pattern's 15 low bits
+    (exponent and mantissa; NaN payloads kept, float16 subnormals from the value)."""
+    b = tf.bitcast(x, tf.int32)
+    sign = _sign_term(b)
+    m = b - sign
+    if dtype == "bfloat16":
+        return sign, tf.bitwise.right_shift(m, 16)
+    top = tf.bitwise.right_shift(m, 13)         # float32 exponent, 10 mantissa bits
+    normal = tf.where(m >= 0x7F800000, top - (0xFF - 0x1F << 10), top - (127 - 15 << 10))
+    tiny = tf.cast(tf.bitcast(m, tf.float32) * 2.0 ** 24, tf.int32)   # below 2^-14: k 2^-24
+    return sign, tf.where(m < 0x38800000, tiny, normal)
+
+
+def from_narrow_magnitude(sign, mag, dtype: str):
+    """The float32 value of the ``dtype`` pattern with ``sign`` and ``mag`` (the inverse
+    of :func:`narrow_magnitude`)."""
+    if dtype == "bfloat16":
+        bits = mag * (1 << 16)
+    else:
+        tiny = tf.bitcast(tf.cast(mag, tf.float32) * 2.0 ** -24, tf.int32)
+        bits = tf.where(mag >= 0x7C00, mag + (0xFF - 0x1F << 10), mag + (127 - 15 << 10))
+        bits = tf.where(mag < 0x400, tiny, bits * (1 << 13))
+    return tf.bitcast(bits + sign, tf.float32)
+
+
+def _halves(eqn):
+    pair = {str(eqn.invars[0].aval.dtype), np.dtype(eqn.params["new_dtype"]).name}
+    return None if pair == {"float16", "bfloat16"} else "only float16 <-> bfloat16 here"
+
+
+def _half_bits(rng, dtype):
+    bits = rng.integers(0, 2 ** 16, 200).astype(np.uint16)
+    # zeros, infinities, subnormals, the largest finite values, NaN (bfloat16 inputs reach
+    # the model as float32, so a signalling bfloat16 NaN is quieted there, as in TF)
+    bits[:14] = [0x0000, 0x8000, 0x7C00, 0xFC00, 0x7F80, 0xFF80, 0x0001, 0x83FF, 0x0400,
+                 0x7BFF, 0x7F7F, 0x7FC0, 0x7E00, 0xFE01]
+    return [bits.view(jnp.bfloat16 if dtype == "bfloat16" else np.float16)]
+
+
+@rule("bitcast_convert_type", dtypes=["float16", "bfloat16"], targets="tflite", priority=1,
+      when=_halves, polymorphic=True, cases=[
+          case.custom("every kind of pattern", lambda x: lax.bitcast_convert_type(
+              x, jnp.bfloat16 if x.dtype == np.float16 else np.float16), _half_bits)])
+def bitcast_halves(ctx, x, *, new_dtype, **_):
+    """float16 <-> bfloat16: the pattern read off the source value and built into the other
+    type's value, in int32 arithmetic (TFLite holds bfloat16 as float32: no Bitcast)."""
+    sign, mag = narrow_magnitude(tf.cast(x, tf.float32), str(ctx.avals_in[0].dtype))
+    return tf.cast(from_narrow_magnitude(sign, mag, np.dtype(new_dtype).name),
+                   ctx.tf_dtype(new_dtype))
+
+
+def _nextafter_cases():
+    from rules_lax.conversion import _NEXTAFTER_CASES
+    half = [0.0, -0.0, 6e-8, -6e-8, 1.2e-7, 6.1e-5, 6.0e-5, -6.1e-5, 65504.0, -65504.0,
+            np.inf, 1e-39, 2e-39, 1e-39, 3e38, 1.0, -1.0, np.nan]
+    toward = [-0.0, 0.0, 0.0, 1.0, -1.0, 0.0, 1.0, 0.0, np.inf, 0.0, 0.0, 2e-39, 1e-39,
+              -1e-39, np.inf, 1.0, np.inf, 0.0]
+    with np.errstate(over="ignore"):        # 3e38 is inf in float16
+        half16, toward16 = np.float16(half), np.float16(toward)
+    return _NEXTAFTER_CASES + [
+        case("subnormals, the normal boundary, the largest finite", lax.nextafter,
+             _bf16(half), _bf16(toward), dtypes="bfloat16"),
+        case("subnormals, the normal boundary, the largest finite", lax.nextafter,
+             half16, toward16, dtypes="float16")]
+
+
+@rule("nextafter", dtypes=["float16", "bfloat16"], targets="tflite", polymorphic=True,
+      cases=_nextafter_cases())
+def nextafter_narrow(ctx, x, y, **_):
+    """XLA's nextafter (see rules_lax.conversion) on the narrow patterns of the float32
+    values: the magnitude +-1 (towards zero when the signs differ or |x| > |y|), from +-0
+    the smallest subnormal signed like y, y when x == y (bfloat16 compares in float32,
+    which treats subnormals as zero, float16's subnormals are float32 normals), NaN when
+    either is NaN."""
+    dtype = str(ctx.avals_in[0].dtype)
+    shape = ctx.shape(ctx.aval_out)
+    x, y = (tf.broadcast_to(tf.cast(v, tf.float32), shape) for v in (x, y))
+    (xs, xm), (ys, ym) = narrow_magnitude(x, dtype), narrow_magnitude(y, dtype)
+    shrink = tf.math.logical_or(tf.math.greater(xm, ym), tf.math.not_equal(xs, ys))
+    mag = xm + tf.where(shrink, tf.constant(-1), tf.constant(1))
+    from_zero = tf.math.equal(xm, 0)
+    out = from_narrow_magnitude(tf.where(from_zero, ys, xs),
+                                tf.where(from_zero, tf.ones_like(xm), mag), dtype)
+    if dtype == "bfloat16":
+        from rules_lax.comparison import flush_subnormals
+        out = tf.where(tf.math.equal(flush_subnormals(x), flush_subnormals(y)), y, out)
+    else:
+        out = tf.where(tf.math.equal(x, y), y, out)
+    nan = tf.math.logical_or(tf.math.is_nan(x), tf.math.is_nan(y))
+    return tf.cast(tf.where(nan, tf.constant(np.nan, tf.float32), out), ctx.tf_dtype(ctx.aval_out))
