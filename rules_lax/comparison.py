@@ -204,6 +204,11 @@ def select_n(ctx, which, *cases, **_):
     """``cases[which]``: a bool predicate picks between two; an integer one is resolved by
     the same binary tree of ``which < mid`` selects that JAX emits, so out-of-range values
     pick the first or last case exactly as XLA does."""
+    return _select_tree(ctx, which, cases, tf.where)
+
+
+def _select_tree(ctx, which, cases, where):
+    """:func:`select_n` with ``where(pred, if_true, if_false)`` as the two-way select."""
     if len(cases) == 1:
         return tf.identity(cases[0])
     w_aval = ctx.avals_in[0]
@@ -212,17 +217,46 @@ def select_n(ctx, which, *cases, **_):
     if w_aval.ndim and phys_ndim > w_aval.ndim:
         which = tf.reshape(which, ctx.shape(w_aval) + [1] * (phys_ndim - w_aval.ndim))
     if np.dtype(w_aval.dtype) == np.bool_:
-        return tf.where(which, cases[1], cases[0])
-    w_dtype = np.dtype(w_aval.dtype)
-    which = _widen_for_compare(which, w_dtype)
+        return where(which, cases[1], cases[0])
+    which = _widen_for_compare(which, np.dtype(w_aval.dtype))
 
     def pick(offset, cs):
         if len(cs) == 1:
             return cs[0]
         mid = len(cs) // 2
         below = tf.math.less(which, tf.constant(offset + mid, which.dtype))
-        return tf.where(below, pick(offset, cs[:mid]), pick(offset + mid, cs[mid:]))
+        return where(below, pick(offset, cs[:mid]), pick(offset + mid, cs[mid:]))
     return pick(0, list(cases))
+
+
+def _bool_result(eqn):
+    return None if eqn.outvars[0].aval.dtype == np.bool_ else "only bool cases need this form"
+
+
+def _bool_cases(rng, dt):
+    return [rng.integers(-1, 6, (3, 4)).astype(np.int32), *(rng.random((5, 3, 4)) < 0.5)]
+
+
+@rule("select_n", dtypes=["bool", "int32"], targets=("onnx", "tfjs"), when=_bool_result,
+      polymorphic=True, cases=[
+          *[case.custom(c.name, c.fn, c.make_args, dtypes="bool") for c in _select_cases()[:2]],
+          case.custom("int32 predicate, 5 bool cases, -1 and 5 out of range", lax.select_n,
+                      _bool_cases, dtypes="int32"),
+          case.custom("scalar int32 predicate, 3 bool cases",
+                      lambda p, a, b, c: lax.select_n(p, a, b, c),
+                      lambda rng, dt: [np.int32(1), *(rng.random((3, 2, 3)) < 0.5)],
+                      dtypes="int32"),
+          case.random(lax.select_n, shapes=[(3, 4)] * 3, name="symbolic batch dimension",
+                      dtypes="bool", convert_kw={"polymorphic_shapes": ["(b, 4)"] * 3})])
+def select_n_bool_portable(ctx, which, *cases, **_):
+    """Bool cases picked with logical ops, (p and b) or (not p and a), as the generic rule's
+    tree of selects: onnxruntime's Where has no bool kernel."""
+    def where(p, b, a):
+        shape = ctx.shape(ctx.aval_out)
+        p, b, a = (tf.broadcast_to(t, shape) for t in (p, b, a))
+        return tf.math.logical_or(tf.math.logical_and(p, b),
+                                  tf.math.logical_and(tf.math.logical_not(p), a))
+    return _select_tree(ctx, which, cases, where)
 
 
 # -- shifts ----------------------------------------------------------------------------------

@@ -272,6 +272,44 @@ def bitcast_from_bfloat16_tflite(ctx, x, *, new_dtype, **_):
     return _as(bits[..., 0] + bits[..., 1] * (1 << 16), ctx.tf_dtype(dst))
 
 
+def _to_float32_only(eqn):
+    if np.dtype(eqn.params["new_dtype"]) != np.float32:
+        return "only int32/uint32 -> float32 has a form without Bitcast"
+    return None
+
+
+def _bits_to_float_edges(rng, dt):
+    pats = [0, 0x80000000, 1, 0x80000001, 0x007FFFFF, 0x00800000, 0x3F800000, 0xBF800001,
+            0x7F7FFFFF, 0xFF7FFFFF, 0x7F800000, 0xFF800000, 0x7FC00000, 0x34000000, 0x4B7FFFFF]
+    bits = np.concatenate([np.array(pats, np.uint32),
+                           rng.integers(0, 2**32, (40,), dtype=np.uint64).astype(np.uint32)])
+    return [bits.view(dt)]
+
+
+@rule("bitcast_convert_type", dtypes=["int32", "uint32"], targets=("onnx", "tfjs"),
+      when=_to_float32_only, polymorphic=True, cases=[
+          case.custom("bits -> float32: zeros, subnormals, extremes, inf, NaN, random",
+                      lambda x: lax.bitcast_convert_type(x, jnp.float32), _bits_to_float_edges),
+          _poly_case(lambda x: lax.bitcast_convert_type(x, jnp.float32), 1)])
+def bitcast_to_float32_portable(ctx, x, **_):
+    """32 bits -> float32 without Bitcast (tf2onnx and TF.js have none), from the fields:
+    (m + 2^23 [e > 0]) * 2^(max(e, 1) - 150) is exact (a product of an integer below 2^24
+    and a power of two that is the result's own scale), the sign a factor +-1 (so -0.0
+    stays), e = 255 gives +-inf or NaN (a NaN's payload and sign are not kept: NaN)."""
+    b = tf.cast(x, tf.int64)  # the bits as a number in [0, 2^32): tf2onnx's integer
+    if x.dtype == tf.int32:   # FloorDiv/FloorMod truncate negative operands
+        b = tf.where(x < 0, b + (1 << 32), b)
+    e = tf.cast(tf.math.floormod(tf.math.floordiv(b, tf.constant(1 << 23, tf.int64)),
+                                 tf.constant(256, tf.int64)), tf.int32)
+    m = tf.cast(tf.math.floormod(b, tf.constant(1 << 23, tf.int64)), tf.int32)
+    scale = tf.constant([2.0 ** (max(k, 1) - 150) for k in range(255)] + [0.0], tf.float32)
+    mag = tf.cast(tf.where(e > 0, m + (1 << 23), m), tf.float32) * tf.gather(scale, e)
+    special = tf.where(tf.equal(m, 0), tf.constant(np.inf, tf.float32),
+                       tf.constant(np.nan, tf.float32))
+    mag = tf.where(tf.equal(e, 255), special, mag)
+    return mag * tf.where(b >= (1 << 31), tf.constant(-1.0), tf.constant(1.0))
+
+
 # -- reduce_precision ------------------------------------------------------------------------
 def _rp(e, m):
     return lambda x: lax.reduce_precision(x, exponent_bits=e, mantissa_bits=m)

@@ -355,7 +355,7 @@ def _portable_keys(x, dtype, total: bool = False) -> list:
     if not total:
         tiny = tf.constant(np.finfo(dtype).tiny, x.dtype)
         return [tf.cast(nan, tf.int32), tf.where(tf.abs(value) < tiny, tf.zeros_like(x), value)]
-    positive_zero = tf.logical_and(tf.equal(x, 0), tf.math.reciprocal(x) > 0)
+    positive_zero = tf.logical_and(tf.equal(x, 0), tf.constant(1, x.dtype) / x > 0)
     return [tf.cast(nan, tf.int32), value, tf.cast(positive_zero, tf.int32)]
 
 
