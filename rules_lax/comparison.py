@@ -766,3 +766,60 @@ def count_leading_zeros_tflite(ctx, x, **_):
     log2 = tf.bitwise.right_shift(f, 23) - 127
     return _as(tf.where(has_hi, 15 - log2, 31 - log2), x.dtype)
 
+
+# -- bit counting (ONNX, TF.js) ----------------------------------------------------------------
+# Neither PopulationCount nor a shift on every integer type exports: both count on the value
+# as a non-negative number v (the sign bit apart) with FloorDiv/FloorMod by powers of two,
+# which tf2onnx and TF.js compute exactly on non-negative operands.
+_PORTABLE_COUNT_DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32"]
+
+
+def _magnitude_bits(x, dtype: np.dtype):
+    """(v, sign): v >= 0 holds the bits of ``x`` below its sign bit (all of them for an
+    unsigned type), ``sign`` is the sign bit as a bool (None when unsigned)."""
+    bits = _bits(dtype)
+    if dtype.kind == "u":
+        return tf.cast(x, tf.int64 if bits == 32 else tf.int32), None
+    v = tf.cast(x, tf.int32) if bits < 32 else x
+    negative = v < 0
+    low = v - tf.constant(-(1 << (bits - 1)), v.dtype)  # the bits below the sign, when < 0
+    return tf.where(negative, low, v), negative
+
+
+@rule("population_count", dtypes=_PORTABLE_COUNT_DTYPES, targets=("onnx", "tfjs"),
+      cases=_count_cases(lax.population_count) + [_poly_case(lax.population_count, 1)],
+      polymorphic=True)
+def population_count_portable(ctx, x, **_):
+    """A 256-entry table looked up at each byte of v (FloorMod/FloorDiv by 256), plus the
+    sign bit."""
+    dtype = _np(ctx.avals_in[0])
+    v, negative = _magnitude_bits(x, dtype)
+    table = tf.constant([bin(b).count("1") for b in range(256)], tf.int32)
+    count = tf.cast(negative, tf.int32) if negative is not None else tf.zeros_like(v, tf.int32)
+    for _ in range(_bits(dtype) // 8):
+        count += tf.gather(table, tf.cast(tf.math.floormod(v, tf.constant(256, v.dtype)),
+                                          tf.int32))
+        v = tf.math.floordiv(v, tf.constant(256, v.dtype))
+    return tf.cast(count, x.dtype)
+
+
+@rule("clz", dtypes=_PORTABLE_COUNT_DTYPES, targets=("onnx", "tfjs"),
+      cases=_count_cases(lax.clz) + [_poly_case(lax.clz, 1)], polymorphic=True)
+def count_leading_zeros_portable(ctx, x, **_):
+    """0 where the sign bit is set, else the width less the bit length of v, found by a
+    binary search of FloorDivs by 2^step."""
+    dtype = _np(ctx.avals_in[0])
+    bits = _bits(dtype)
+    v, negative = _magnitude_bits(x, dtype)
+    length = tf.zeros_like(v)
+    step = bits // 2
+    while step >= 1:
+        high = tf.math.floordiv(v, tf.constant(1 << step, v.dtype))
+        has_high = high > 0
+        length = tf.where(has_high, length + step, length)
+        v = tf.where(has_high, high, v)
+        step //= 2
+    out = tf.constant(bits, v.dtype) - length - tf.cast(v > 0, v.dtype)
+    if negative is not None:
+        out = tf.where(negative, tf.zeros_like(out), out)
+    return tf.cast(out, x.dtype)
