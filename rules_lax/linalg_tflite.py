@@ -192,9 +192,8 @@ def tridiagonal_solve_by_gtsv(ctx, dl, d, du, b, **_):
     nb, m = len(shape) - 2, shape[-2]
     idx = tf.range(m, dtype=tf.int32)
     row = lambda x, i: tf.gather(x, i, axis=nb)
-    put = lambda x, i, v, mask: tf.where(mask(tf.equal(idx, i)), v, x)
-    diag_put = lambda x, i, v: put(x, i, _e(v, -1), lambda m_: m_)
-    b_put = lambda x, i, v: put(x, i, _e(v, -2), lambda m_: m_[:, None])
+    diag_put = lambda x, i, v: tf.where(tf.equal(idx, i), _e(v, -1), x)     # x[..., i] = v
+    b_put = lambda x, i, v: tf.where(_e(tf.equal(idx, i), -1), _e(v, -2), x)  # x[..., i, :] = v
     flushed_abs = lambda x: tf.where(tf.abs(x) < _TINY, 0.0, tf.abs(x))
 
     def eliminate(i, low, dd, up, x, ok):

@@ -1,5 +1,6 @@
 """Threefry-2x32 (20 rounds) on whole uint32 arrays, shared by the threefry, key and rbg
-rules, and the uint32 word forms the TFLite target needs.
+rules, and the uint32 word forms the TFLite target needs (rotations, the carry of an
+addition, the high word of a product).
 
 The rounds need a rotate-left by a constant. For TF it is ``(x << r) | (x >> (32 - r))``;
 TFLite's builtins take no uint32 LeftShift or BitwiseOr (measured: uint32 Add, Mul, which
@@ -23,7 +24,40 @@ def rotl_bitwise(v: tf.Tensor, r: int) -> tf.Tensor:
 
 
 def rotl_builtin(v: tf.Tensor, r: int) -> tf.Tensor:
-    return v * tf.constant(2 ** r, _U32) + tf.bitwise.right_shift(v, tf.constant(32 - r, _U32))
+    return v * tf.constant(2 ** r, _U32) + _shr(v, 32 - r)
+
+
+def _shr(v, s: int):
+    return tf.bitwise.right_shift(v, tf.constant(s, _U32))
+
+
+def low_bits(v: tf.Tensor, k: int) -> tf.Tensor:
+    """``v & (2**k - 1)`` in builtin ops: a Mul that wraps, then a RightShift."""
+    return _shr(v * tf.constant(2 ** (32 - k), _U32), 32 - k)
+
+
+def carry(a, b, builtin: bool = False) -> tf.Tensor:
+    """The carry (0 or 1) out of the uint32 sum ``a + b``. ``builtin``: without compares
+    or BitwiseAnd, ``(a // 2 + b // 2 + (a & b & 1)) >> 31``."""
+    if not builtin:
+        return tf.cast(a + b < a, _U32)
+    return _shr(_shr(a, 1) + _shr(b, 1) + low_bits(a, 1) * low_bits(b, 1), 31)
+
+
+def mul_hi_lo(a: tf.Tensor, m: int, builtin: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+    """(high, low) words of the 64-bit product of uint32 ``a`` and the constant ``m``.
+    ``builtin``: from 16-bit halves, whose products fit in 32 bits (no uint64 in TFLite):
+    with a = a1 2^16 + a0, the high word is a1 m1 + (a1 m0 >> 16) + (a0 m1 >> 16) plus
+    the carry of the middle column, (a0 m0 >> 16) + low16(a1 m0) + low16(a0 m1) >> 16."""
+    lo = a * tf.constant(m, _U32)
+    if not builtin:
+        wide = tf.cast(a, tf.uint64) * tf.constant(m, tf.uint64)
+        return tf.cast(tf.bitwise.right_shift(wide, tf.constant(32, tf.uint64)), _U32), lo
+    c = lambda v: tf.constant(v, _U32)
+    a1, a0, m1, m0 = _shr(a, 16), low_bits(a, 16), m >> 16, m & 0xFFFF
+    p, q = a1 * c(m0), a0 * c(m1)
+    mid = _shr(a0 * c(m0), 16) + low_bits(p, 16) + low_bits(q, 16)
+    return a1 * c(m1) + _shr(p, 16) + _shr(q, 16) + _shr(mid, 16), lo
 
 
 def rounds(k0, k1, x0, x1, rotl=rotl_bitwise) -> list:

@@ -4,7 +4,8 @@ with XLA on CPU.
 XLA's CPU backend expands RngBitGenerator into Philox-4x32-10 (also for RNG_DEFAULT) or
 Threefry-2x32-20 on a u64[2] state; JAX hands it a uint32[4] key bitcast to u64[2]
 (little-endian: u64[i] = w[2i] | w[2i+1] << 32). We redo that expansion with whole-array
-uint32/uint64 TF ops (a few dozen ops whatever the output size):
+uint32 TF ops (a few dozen ops whatever the output size), 64-bit values held as
+(low, high) word pairs:
 
 - state = (key, counter). Philox uses the 128-bit counter (low=counter, high=key) and adds
   one per 4x32 block; outputs are the blocks' four words in row-major order. Threefry uses
@@ -16,6 +17,10 @@ uint32/uint64 TF ops (a few dozen ops whatever the output size):
 With symbolic dimensions (``polymorphic_shapes``) the sizes are TF scalars and the graph
 gives what XLA gives for the sizes it runs with; the one choice made from the sizes, the
 dimension Threefry halves, is then made at run time when it cannot be made when converting.
+
+For TFLite (``lite``) the same runs in the uint32 ops its builtins take (Add, Mul, BitwiseXor,
+RightShift, Cast; no compares, BitwiseAnd/Or, LeftShift or uint64 arithmetic): carries,
+rotations and Philox's 32x32->64 products come from ``_threefry_core``; counts are int32.
 """
 from __future__ import annotations
 
@@ -28,74 +33,83 @@ from core.errors import UnsupportedError
 from core.rule import case, rule
 from rules_random import _threefry_core as core3
 
-_U32, _U64 = tf.uint32, tf.uint64
+_U32 = tf.uint32
 _PHILOX_MUL = (0xD2511F53, 0xCD9E8D57)
 _PHILOX_WEYL = (0x9E3779B9, 0xBB67AE85)
 
 
-def _lo(v):            # low word of a uint64 tensor
-    return tf.cast(tf.bitwise.bitwise_and(v, tf.constant(0xFFFFFFFF, _U64)), _U32)
+def _itype(lite):
+    """Counts and indices: int32 for TFLite (its tensors hold fewer than 2**31 elements and
+    it takes no int64 FloorDiv), else int64."""
+    return tf.int32 if lite else tf.int64
 
 
-def _hi(v):
-    return tf.cast(tf.bitwise.right_shift(v, tf.constant(32, _U64)), _U32)
-
-
-def _join(lo, hi):
-    return tf.bitwise.bitwise_or(tf.cast(lo, _U64),
-                                 tf.bitwise.left_shift(tf.cast(hi, _U64), tf.constant(32, _U64)))
-
-
-def _iota64(n):
-    return tf.cast(tf.range(n, dtype=tf.int64), _U64)
-
-
-def _u64(n):
-    """A count (a Python int, or an int64 TF scalar for a symbolic size) as a uint64."""
-    return tf.constant(n, _U64) if isinstance(n, int) else tf.cast(n, _U64)
-
-
-def _count(dims):
-    """The number of elements: an int, or an int64 TF scalar if any dimension is one."""
+def _count(dims, lite):
+    """The number of elements: an int, or a TF scalar if any dimension is symbolic."""
     n = 1
     for d in dims:
-        n = n * (d if isinstance(d, int) else tf.cast(d, tf.int64))
+        n = n * (d if isinstance(d, int) else tf.cast(d, _itype(lite)))
     return n
 
 
-def _philox(x, k0, k1):
+def _words(n, lite):
+    """A count or index (an int, or an integer tensor) as (low, high) uint32 words."""
+    if isinstance(n, int):
+        return tf.constant(n & 0xFFFFFFFF, _U32), tf.constant(n >> 32, _U32)
+    hi, lo = core3.hi_lo_words(tf.cast(n, _itype(lite)))
+    return lo, hi
+
+
+def _iota(dims, lite):
+    """(low, high) words of each element's row-major index over ``dims``."""
+    if lite:
+        hi, lo = core3.iota_words(dims)
+        return lo, hi
+    return _words(tf.reshape(tf.range(_count(dims, lite), dtype=tf.int64), dims), lite)
+
+
+def _add(a, b, lite, carry_out=False):
+    """a + b mod 2**64 on (low, high) word pairs; with ``carry_out`` also the carry."""
+    lo, t = a[0] + b[0], a[1] + b[1]
+    c = core3.carry(a[0], b[0], lite)
+    total = (lo, t + c)
+    if not carry_out:
+        return total
+    return total, core3.carry(a[1], b[1], lite) + core3.carry(t, c, lite)
+
+
+def _philox(x, k0, k1, lite):
     """Philox-4x32 with 10 rounds; x: four uint32 arrays, k0/k1 uint32 scalars."""
     for _ in range(10):
-        p0 = tf.cast(x[0], _U64) * tf.constant(_PHILOX_MUL[0], _U64)
-        p1 = tf.cast(x[2], _U64) * tf.constant(_PHILOX_MUL[1], _U64)
-        x = [tf.bitwise.bitwise_xor(tf.bitwise.bitwise_xor(_hi(p1), x[1]), k0), _lo(p1),
-             tf.bitwise.bitwise_xor(tf.bitwise.bitwise_xor(_hi(p0), x[3]), k1), _lo(p0)]
+        hi0, lo0 = core3.mul_hi_lo(x[0], _PHILOX_MUL[0], lite)
+        hi1, lo1 = core3.mul_hi_lo(x[2], _PHILOX_MUL[1], lite)
+        x = [tf.bitwise.bitwise_xor(tf.bitwise.bitwise_xor(hi1, x[1]), k0), lo1,
+             tf.bitwise.bitwise_xor(tf.bitwise.bitwise_xor(hi0, x[3]), k1), lo0]
         k0 = k0 + tf.constant(_PHILOX_WEYL[0], _U32)
         k1 = k1 + tf.constant(_PHILOX_WEYL[1], _U32)
     return x
 
 
-def _threefry(x, k0, k1):
-    """Threefry-2x32 with 20 rounds; x: two uint32 arrays, k0/k1 uint32 scalars."""
-    return core3.rounds(k0, k1, x[0], x[1])
+def _threefry(x, words, lite):
+    """Threefry-2x32 with 20 rounds of the (low, high) pair x under key words 0 and 1."""
+    rotl = core3.rotl_builtin if lite else core3.rotl_bitwise
+    return core3.rounds(words[0], words[1], x[0], x[1], rotl=rotl)
 
 
-def _philox_bits(words, n, wide):
-    """n outputs (uint32, or uint64 if ``wide``) and the new counter's low 64 bits."""
+def _philox_bits(words, n, wide, lite):
+    """n outputs (uint32, or (low, high) pairs ``[n, 2]`` if ``wide``) and the new counter."""
     per_block = 2 if wide else 4
     blocks = (n + per_block - 1) // per_block
     # The 128-bit counter is (low=state[1], high=state[0]): XLA reverses a u64[2] state.
-    low, high = _join(words[2], words[3]), _join(words[0], words[1])
-    ctr_low = low + _iota64(blocks)
-    ctr_high = tf.where(ctr_low < low, high + tf.constant(1, _U64), high)
-    x = _philox([_lo(ctr_low), _hi(ctr_low), _lo(ctr_high), _hi(ctr_high)], words[0], words[1])
-    if wide:
-        x = [_join(x[0], x[1]), _join(x[2], x[3])]
-    bits = tf.reshape(tf.stack(x, axis=1), [-1])[:n]
-    return bits, low + _u64(blocks)
+    low, high = (words[2], words[3]), (words[0], words[1])
+    ctr_low, c = _add(low, _iota([blocks], lite), lite, carry_out=True)
+    ctr_high = _add(high, (c, tf.constant(0, _U32)), lite)
+    x = _philox([*ctr_low, *ctr_high], words[0], words[1], lite)
+    bits = tf.reshape(tf.stack(x, axis=1), [-1, 2] if wide else [-1])[:n]
+    return bits, _add(low, _words(blocks, lite), lite)
 
 
-def _threefry32(words, shape, parity):
+def _threefry32(words, shape, parity, lite):
     """XLA halves the shape along its first even dimension (else its largest one), hashes
     counter + row-major index over the half shape, and interleaves the two output words
     along that dimension.
@@ -104,11 +118,9 @@ def _threefry32(words, shape, parity):
     ``shape[i] % 2`` where it is known when converting (a symbolic ``2*b`` is even), else
     None. When the halved dimension is known it is done as above; when it depends on the
     sizes at run time, see ``_threefry32_dynamic``."""
-    counter = _join(words[2], words[3])
+    counter = (words[2], words[3])
     if not shape:
-        inputs = counter + _iota64(1)
-        x = _threefry([_lo(inputs), _hi(inputs)], words[0], words[1])
-        return tf.reshape(x[0], []), counter + tf.constant(1, _U64)
+        return _threefry(counter, words, lite)[0], _add(counter, _words(1, lite), lite)
     split = None
     for i, p in enumerate(parity):
         if p is None:
@@ -120,61 +132,57 @@ def _threefry32(words, shape, parity):
         if all(isinstance(d, int) for d in shape):
             split = max(range(len(shape)), key=lambda i: (shape[i], -i))
     if split is None:
-        return _threefry32_dynamic(words, shape, counter)
+        return _threefry32_dynamic(words, shape, counter, lite)
     half = list(shape)
     half[split] = (shape[split] + 1) // 2
-    m = _count(half)
-    inputs = tf.reshape(counter + _iota64(m), half)
-    x = _threefry([_lo(inputs), _hi(inputs)], words[0], words[1])
+    x = _threefry(_add(counter, _iota(half, lite), lite), words, lite)
     full = list(shape)
     full[split] = 2 * half[split]
     bits = tf.reshape(tf.stack(x, axis=split + 1), full)
     if parity[split] != 0:            # odd: drop the second word of the last pair
         bits = tf.slice(bits, [0] * len(shape), list(shape))
-    return bits, counter + _u64(m)
+    return bits, _add(counter, _words(_count(half, lite), lite), lite)
 
 
-def _threefry32_dynamic(words, shape, counter):
+def _threefry32_dynamic(words, shape, counter, lite):
     """The same when which dimension XLA halves is only known at run time: the halved
     dimension ``s`` is computed from the sizes, and each element at index ``i`` takes word
     ``i[s] % 2`` of the hash of counter + (its row-major index over the half shape, with
     ``i[s] // 2`` in dimension ``s``). The hash runs on the full shape instead of half of
     it, so this costs twice the static form."""
-    rank = len(shape)
-    dims = [tf.constant(d, tf.int64) if isinstance(d, int) else tf.cast(d, tf.int64)
-            for d in shape]
+    rank, itype = len(shape), _itype(lite)
+    dims = [tf.constant(d, itype) if isinstance(d, int) else tf.cast(d, itype) for d in shape]
     # the first even dimension, else the first of the largest ones
-    largest, size = tf.constant(0, tf.int64), dims[0]
+    largest, size = tf.constant(0, itype), dims[0]
     for i in range(1, rank):
         bigger = dims[i] > size
-        largest = tf.where(bigger, tf.constant(i, tf.int64), largest)
+        largest = tf.where(bigger, tf.constant(i, itype), largest)
         size = tf.maximum(size, dims[i])
     split = largest
     for i in reversed(range(rank)):
-        split = tf.where(dims[i] % 2 == 0, tf.constant(i, tf.int64), split)
+        split = tf.where(dims[i] % 2 == 0, tf.constant(i, itype), split)
     is_split = [tf.equal(split, i) for i in range(rank)]
     half = [tf.where(is_split[i], (dims[i] + 1) // 2, dims[i]) for i in range(rank)]
-    index = tf.zeros([1] * rank, tf.int64)
-    word = tf.zeros([1] * rank, tf.int64)
-    stride = tf.constant(1, tf.int64)
+    index = tf.zeros([1] * rank, itype)
+    word = tf.zeros([1] * rank, itype)
+    stride = tf.constant(1, itype)
     for i in reversed(range(rank)):
         along = [1] * rank
         along[i] = -1
-        pos = tf.reshape(tf.range(dims[i], dtype=tf.int64), along)
+        pos = tf.reshape(tf.range(dims[i], dtype=itype), along)
         index = index + tf.where(is_split[i], pos // 2, pos) * stride
-        word = word + tf.where(is_split[i], pos % 2, tf.zeros_like(pos))
+        word = word + tf.where(is_split[i], pos % 2, tf.constant(0, itype))
         stride = stride * half[i]
-    inputs = tf.broadcast_to(counter + tf.cast(index, _U64), shape)
-    x = _threefry([_lo(inputs), _hi(inputs)], words[0], words[1])
-    bits = tf.where(tf.broadcast_to(word, shape) == 0, x[0], x[1])
-    return bits, counter + tf.cast(stride, _U64)
+    x = _threefry(_add(counter, _words(tf.broadcast_to(index, shape), lite), lite), words, lite)
+    bits = tf.where(tf.equal(tf.broadcast_to(word, shape), 0), x[0], x[1])
+    return bits, _add(counter, _words(stride, lite), lite)
 
 
-def _threefry64(words, n):
-    counter = _join(words[2], words[3])
-    inputs = counter + _iota64(n)
-    x = _threefry([_lo(inputs), _hi(inputs)], words[0], words[1])
-    return _join(x[0], x[1]), counter + _u64(n)
+def _threefry64(words, n, lite):
+    """n (low, high) pairs ``[n, 2]``: the two words of Threefry of counter + i."""
+    counter = (words[2], words[3])
+    x = _threefry(_add(counter, _iota([n], lite), lite), words, lite)
+    return tf.stack(x, axis=-1), _add(counter, _words(n, lite), lite)
 
 
 def _parity(d):
@@ -209,12 +217,13 @@ def _bits(impl, shape, bit_width=32):
                        dtypes=["uint32"] if bit_width < 64 else ["uint64"])
 
 
-def _direct(algorithm, shape, out_dtype):
+def _direct(algorithm, shape, out_dtype, words=(None, None, 0xFFFFFFFC, 0xFFFFFFFF), label=""):
+    """By default the 64-bit counter wraps around; ``words``: the key's words (None: random)."""
     def make(rng, dtype):
-        words = rng.integers(0, 2**32, (4,), dtype=np.uint64).astype(np.uint32)
-        words[2:] = [0xFFFFFFFC, 0xFFFFFFFF]      # the 64-bit counter wraps around
-        return [words if dtype == np.uint32 else words.view(np.uint64)]
-    return case.custom(f"{algorithm.name} {out_dtype}{list(shape)}",
+        w = rng.integers(0, 2**32, (4,), dtype=np.uint64).astype(np.uint32)
+        w[:] = [r if v is None else v for r, v in zip(w, words)]
+        return [w if dtype == np.uint32 else w.view(np.uint64)]
+    return case.custom(f"{algorithm.name} {out_dtype}{list(shape)}{label}",
                        lambda k: lax.rng_bit_generator(k, shape, out_dtype, algorithm), make,
                        dtypes=["uint64"] if out_dtype == "uint64" else None)
 
@@ -257,19 +266,37 @@ _POLY_FORMS = [   # (label, shape from x.shape, x's shape in the case, spec, dty
 ]
 
 
-@rule("rng_bit_generator", dtypes=["uint32", "uint64"], when=_refuse, polymorphic=True, cases=[
+_CASES = [
     _bits("rbg", (2, 5)), _bits("rbg", (3,), 8), _bits("unsafe_rbg", (7,), 16),
     _bits("rbg", (3, 3), 64), _bits("unsafe_rbg", (), 64),
     *[_direct(a, s, t) for a in _ALGS for s, t in
       [((), "uint32"), ((5, 7), "uint8"), ((3, 1, 5), "uint16"), ((2, 6, 3), "uint32"),
        ((3, 5, 5), "uint32"), ((4, 5), "uint64"), ((3,), "uint64")]],
+    *[_direct(a, (3, 4), "uint32", w, label) for a in _ALGS for w, label in [
+        ((0xFFFFFFFF,) * 3 + (0x7FFFFFFF,), ", all-ones words, the counter's low word wraps"),
+        ((0, 0, 0, 0), ", zero key")]],
     *[_direct_poly(a, *form) for a in _ALGS for form in _POLY_FORMS],
-    _bits_poly("rbg", 8), _bits_poly("unsafe_rbg", 32), _bits_poly("rbg", 64)])
+    _bits_poly("rbg", 8), _bits_poly("unsafe_rbg", 32), _bits_poly("rbg", 64)]
+
+
+@rule("rng_bit_generator", dtypes=["uint32", "uint64"], when=_refuse, polymorphic=True,
+      cases=_CASES)
 def rng_bit_generator(ctx, key, *, shape, dtype, algorithm, **_):
     """XLA's CPU expansion of RngBitGenerator (Philox for RNG_DEFAULT). With symbolic
     dimensions the numbers are those XLA gives for the sizes the graph runs with."""
+    return _generate(ctx, key, shape, dtype, algorithm, lite=False)
+
+
+@rule("rng_bit_generator", dtypes=["uint32", "uint64"], when=_refuse, polymorphic=True,
+      targets="tflite", cases=_CASES)
+def rng_bit_generator_tflite(ctx, key, *, shape, dtype, algorithm, **_):
+    """The same in the uint32 ops TFLite's builtins take."""
+    return _generate(ctx, key, shape, dtype, algorithm, lite=True)
+
+
+def _generate(ctx, key, shape, dtype, algorithm, lite):
     dims = [ctx.dim(d) for d in shape]         # ints, or int32 TF scalars where symbolic
-    n = _count(dims)
+    n = _count(dims, lite)
     width = np.dtype(dtype).itemsize * 8
     if width not in (8, 16, 32, 64):
         raise UnsupportedError(f"rng_bit_generator: dtype {dtype} (XLA makes uint8..uint64)")
@@ -278,14 +305,16 @@ def rng_bit_generator(ctx, key, *, shape, dtype, algorithm, **_):
     words = [flat[i] for i in range(4)]
     if _algorithm_name(algorithm) == "RNG_THREE_FRY":
         if width == 64:
-            bits, counter = _threefry64(words, n)
+            bits, counter = _threefry64(words, n, lite)
         else:
-            bits, counter = _threefry32(words, dims, [_parity(d) for d in shape])
+            bits, counter = _threefry32(words, dims, [_parity(d) for d in shape], lite)
     else:
-        bits, counter = _philox_bits(words, n, width == 64)
+        bits, counter = _philox_bits(words, n, width == 64, lite)
+    if width == 64:
+        bits = tf.bitcast(bits, tf.uint64)                    # (low, high) pairs
     bits = tf.reshape(bits, dims)
     if width < 32:
         bits = tf.cast(bits, ctx.tf_dtype(np.dtype(dtype)))   # keeps the low bits, as XLA
-    new_words = tf.stack([words[0], words[1], _lo(counter), _hi(counter)])
-    new_key = tf.bitcast(tf.reshape(new_words, [2, 2]), _U64) if key_is_u64 else new_words
+    new_words = tf.stack([words[0], words[1], *counter])
+    new_key = tf.bitcast(tf.reshape(new_words, [2, 2]), tf.uint64) if key_is_u64 else new_words
     return [new_key, bits]
