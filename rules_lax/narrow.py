@@ -21,7 +21,10 @@ Why that gives JAX's numbers:
   compare/bitwise are unchanged by the extension.
 - Reductions, cumulative sums, dot products and convolutions accumulate in float32 and
   round once, where XLA rounds at each step in the narrow type: the results agree within
-  the per-dtype tolerances of ``core.testing`` (not bit for bit).
+  the per-dtype tolerances of ``core.testing`` (not bit for bit). The generic ``reduce``
+  and ``reduce_window`` instead run their computation through the narrow primitives at
+  every step (:func:`_wide_computation`), as XLA does: bit for bit where the order is
+  XLA's (float16 add/mul reductions over several axes are refused, as for target "tf").
 - Shifts, population_count and clz depend on the bit width: the operand is first
   zero-extended (logical shift, popcount, clz) or sign-extended (arithmetic shift) from
   its own width, so the int32 result has the narrow result in its low bits (clz then

@@ -13,7 +13,10 @@ which drops NaN and tops out at -FLT_MAX for all -inf windows, plus (only when n
 pools of masks that restore NaN and -inf.
 Known difference: XLA's f16/bf16 window *sums* round after every add, in an order that
 depends on the window layout and the padding; ours may differ by one rounding step
-(within the f16/bf16 tolerances), padded or not.
+(within the f16/bf16 tolerances), padded or not. With padding, XLA's CPU backend also
+folds a generic reducer's window in another order (measured: 2-D windows column-major,
+a padded axis outermost), so an order-dependent reducer (e.g. float adds of values far
+apart in size) can differ there; unpadded windows follow XLA's row-major order exactly.
 Sizes and padding may be symbolic (``polymorphic_shapes``): the slices' bounds are
 evaluated when the graph runs, and so are the padding masks of the generic reducers.
 """
