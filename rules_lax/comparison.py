@@ -823,3 +823,48 @@ def count_leading_zeros_portable(ctx, x, **_):
     if negative is not None:
         out = tf.where(negative, tf.zeros_like(out), out)
     return tf.cast(out, x.dtype)
+
+
+# -- shifts (ONNX) -----------------------------------------------------------------------------
+# tf2onnx turns LeftShift/RightShift into ONNX BitShift, which is unsigned only (a signed
+# operand fails to convert or comes out wrong): a signed operand is shifted as its unsigned
+# view, reached by Cast (which wraps modulo 2^bits in TF and onnxruntime, as Bitcast would).
+def _unsigned_shift(x, s, bits: int, left: bool):
+    """x << s or x >>> s on unsigned operands, 0 for amounts >= bits."""
+    in_range = tf.math.less(s, tf.constant(bits, s.dtype))
+    s = tf.where(in_range, s, tf.zeros_like(s))
+    out = tf.bitwise.left_shift(x, s) if left else tf.bitwise.right_shift(x, s)
+    return tf.where(in_range, out, tf.zeros_like(out))
+
+
+@rule("shift_left", dtypes="signed", targets="onnx", cases=_shift_cases(lax.shift_left)
+      + [_poly_case(lax.shift_left, 2)], polymorphic=True)
+@rule("shift_right_logical", dtypes="signed", targets="onnx",
+      cases=_shift_cases(lax.shift_right_logical) + [_poly_case(lax.shift_right_logical, 2)],
+      polymorphic=True)
+def shift_zero_fill_onnx(ctx, x, s, **_):
+    """The shift of the unsigned view (negative amounts are out of range there)."""
+    x, s = _bcast(ctx, x, s)
+    u = _uint(_bits(_np(ctx.avals_in[0])))
+    out = _unsigned_shift(tf.cast(x, u), tf.cast(s, u), u.size * 8,
+                          ctx.eqn.primitive.name == "shift_left")
+    return tf.cast(out, x.dtype)
+
+
+@rule("shift_right_arithmetic", dtypes="integer", targets="onnx",
+      cases=_shift_cases(lax.shift_right_arithmetic)
+      + [_poly_case(lax.shift_right_arithmetic, 2)], polymorphic=True)
+def shift_right_arithmetic_onnx(ctx, x, s, **_):
+    """Sign fill from a logical shift: x >> s = ~(~x >>> s) where x < 0 (~x = -1 - x);
+    amounts outside [0, bits) shift by bits - 1."""
+    x, s = _bcast(ctx, x, s)
+    bits = _bits(_np(ctx.avals_in[0]))
+    u, sd = _uint(bits), _sint(bits)
+    su = tf.cast(s, u)
+    amount = tf.where(tf.math.less(su, tf.constant(bits, u)), su, tf.constant(bits - 1, u))
+    xs = tf.cast(x, sd)
+    negative = tf.math.less(xs, tf.zeros_like(xs))
+    minus_one = tf.constant(-1, sd)
+    r = tf.cast(tf.bitwise.right_shift(tf.cast(tf.where(negative, minus_one - xs, xs), u),
+                                       amount), sd)
+    return tf.cast(tf.where(negative, minus_one - r, r), x.dtype)
