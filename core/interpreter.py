@@ -71,8 +71,8 @@ class RuleContext:
 
     @property
     def target(self) -> str:
-        """The export target ("tf", "tflite"): a generic rule may pick, among exact forms,
-        the one that target's runtime accepts."""
+        """The export target ("tf", "tflite", "onnx", "tfjs"): a generic rule may pick,
+        among exact forms, the one that target's runtime accepts."""
         return self.conversion.target
 
     # -- helpers ---------------------------------------------------------------------------
@@ -110,6 +110,24 @@ class RuleContext:
         converter would turn an inf constant into the largest finite float (TFLite)."""
         dtype = getattr(aval_or_dtype, "dtype", aval_or_dtype)
         return constant(value, dtype, self.conversion.anchor)
+
+    def loop_outputs(self, outs: Sequence[tf.Tensor], ins: Sequence[tf.Tensor]) -> list:
+        """A loop body's outputs, safe to return from ``tf.while_loop``: on a target whose
+        loop copies outputs into inputs one by one (LiteRT's WHILE), an output that *is*
+        another position's input would read that input already overwritten (measured: a
+        body ``(a + c, 2 * a, b)`` gave ``b`` the new ``2 * a``), so such an output is
+        copied through a gather by a run-time index the converter cannot fold."""
+        from core.targets import get
+        if not get(self.target).loop_copies_in_order or self.conversion.anchor is None:
+            return list(outs)
+        pos = {t.ref(): j for j, t in enumerate(ins)}
+
+        def source(t):                    # what the converter sees once it drops these
+            while t.op.type in ("Identity", "EnsureShape"):
+                t = t.op.inputs[0]
+            return t.ref()
+        return [tf.gather(tf.expand_dims(o, 0), self.conversion.anchor.get())
+                if pos.get(source(o), k) != k else o for k, o in enumerate(outs)]
 
     def lower_jaxpr(self, jaxpr, *args: tf.Tensor, consts: Sequence[Any] = ()) -> list[tf.Tensor]:
         """Lower a sub-jaxpr (open or closed) on TF values; returns its outputs."""

@@ -42,6 +42,7 @@ class Target:
     zero_size: bool = True            # inputs/outputs with a 0 dimension are possible
     runtime: str | None = None        # module of core that exports to and runs the target
     inf_at_run_time: bool = False     # its converter folds ±inf constants to ±max finite
+    loop_copies_in_order: bool = False  # a loop's outputs overwrite its inputs one by one
 
     @functools.cached_property
     def _data(self) -> dict:
@@ -93,7 +94,7 @@ TARGETS: dict[str, Target] = {
     "tf": Target("tf", "TensorFlow"),
     "tflite": Target(
         "tflite", "TFLite/LiteRT builtin", table="tflite.json", zero_size=False,
-        runtime="core.export_tflite", inf_at_run_time=True,
+        runtime="core.export_tflite", inf_at_run_time=True, loop_copies_in_order=True,
         way_out=("convert with target='tf' and use the TFLite converter's Flex ops "
                  "(SELECT_TF_OPS) instead, or register a rule written for target='tflite' "
                  "(a plugin, see docs/writing_rules.md)")),

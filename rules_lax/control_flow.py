@@ -81,7 +81,7 @@ def cond_by_switch(ctx, index, *operands, branches, **_):
     def branch_fn(jaxpr):
         return lambda: ctx.lower_jaxpr(jaxpr, *operands)
     fns = [branch_fn(b) for b in branches]
-    if ctx.target == "tflite":      # TFLite has IF but no CASE: a chain of two-way ifs
+    if ctx.target in ("tflite", "onnx"):  # no CASE (tf2onnx neither): a chain of two-way ifs
         outs = _if_chain(index, fns)
     else:
         outs = tf.switch_case(index, fns)
@@ -127,7 +127,11 @@ def platform_index_for_device(ctx, *, platforms, **_):
                                          (0, x))[1], shapes=[(2,)], dtypes="floating",
                 name="while with a counter"),
     case.random(jax.vmap(lambda x: lax.while_loop(lambda c: c < 100, lambda c: c * 2 + 1, x)),
-                shapes=[(5,)], dtypes=["int32", "int64"], name="vmapped: batched predicate")])
+                shapes=[(5,)], dtypes=["int32", "int64"], name="vmapped: batched predicate"),
+    case.random(lambda x: lax.fori_loop(0, 3, lambda i, s: (s[0] + s[2], s[0] * 2, s[1]),
+                                        (x, x * 3, x * 5)),
+                shapes=[(2,)], dtypes=["float32", "int32"],
+                name="carry passed on to another position")])
 def while_loop(ctx, *args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts, **_):
     cond_consts = args[:cond_nconsts]
     body_consts = args[cond_nconsts:cond_nconsts + body_nconsts]
@@ -148,8 +152,8 @@ def while_loop(ctx, *args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts, *
             pred = ctx.lower_jaxpr(cond_jaxpr, *cond_consts, *carry)[0]
             outs = [tf.where(_trailing_ones(pred, len(s)), o, c)
                     for o, c, s in zip(outs, carry, shapes)]
-        return [tf.ensure_shape(o, s) if not s.is_fully_defined() else o
-                for o, s in zip(outs, shapes)]
+        return ctx.loop_outputs([tf.ensure_shape(o, s) if not s.is_fully_defined() else o
+                                 for o, s in zip(outs, shapes)], carry)
     if not init:
         raise UnsupportedError("while loop with no carried values has no effect to lower")
     return list(tf.while_loop(cond, body, init, shape_invariants=shapes))
@@ -197,7 +201,7 @@ def scan_as_while(ctx, *args, jaxpr, length, reverse, num_consts, num_carry, **_
         t = length - 1 - i if reverse else i
         x_t = [tf.gather(x, t) for x in xs]
         outs = ctx.lower_jaxpr(jaxpr, *consts, *carry, *x_t)
-        new_carry, ys = outs[:num_carry], outs[num_carry:]
+        new_carry, ys = ctx.loop_outputs(outs[:num_carry], carry), outs[num_carry:]
         return i + 1, new_carry, [arr.write(t, y) for arr, y in zip(arrays, ys)]
 
     _, carry, arrays = tf.while_loop(lambda i, c, a: i < length, body,

@@ -2,6 +2,7 @@
 the accepted-op table read from the runtime, the TFLite round trip, the CLI."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -18,6 +19,9 @@ from core.registry import build_registry
 from core.rule import make_rule
 from core.targets import TARGETS, get
 from core.testing import rule_package
+
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _sin_generic(ctx, x, **_):
@@ -89,7 +93,7 @@ def test_table_is_read_from_the_runtime():
     lite = get("tflite")
     data = lite._data
     assert data["how"] == "python -m core.probe tflite"
-    assert data["runtime"] in ("ai-edge-litert", "tf.lite.Interpreter")
+    assert data["runtime"].startswith(("ai-edge-litert", "tf.lite.Interpreter"))
     assert "float32->float32" in lite.accepted["Sin"]
     assert "BesselI1e" not in lite.accepted
     assert "uint32->uint32" not in lite.accepted.get("LeftShift", ())   # measured refusal
@@ -154,3 +158,50 @@ def test_infinities_survive_the_tflite_converter():
     model = tflite_model(f_tf, [tf.TensorSpec([4], tf.float32), tf.TensorSpec([4], tf.bool)])
     for got, want in zip(run_tflite(model, [x, m]), jax.jit(f)(x, m)):
         np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_loop_carry_moved_to_another_position_is_right_in_litert():
+    """LiteRT's WHILE copies a body's outputs into its inputs one by one, so an output
+    that is another position's input read it already overwritten (silently wrong): jaxtf
+    copies such outputs through an op the converter keeps."""
+    from core.testing import run_function
+
+    def rotate(x):
+        return jax.lax.fori_loop(0, 3, lambda i, s: (s[0] + s[2], s[0] * 2.0, s[1]),
+                                 (x, x * 3.0, x * 5.0))
+
+    def scan_rotate(x):
+        return jax.lax.scan(lambda c, _: ((c[1], c[2], c[0] + c[1]), c[0]), (x, 2 * x, 3 * x),
+                            None, length=4)
+    x = np.array([1.0, -0.0], np.float32)
+    for fn in (rotate, scan_rotate):
+        out = run_function(fn, [x], target="tflite")
+        assert out.ok, out.detail
+    out = run_function(rotate, [np.arange(5, dtype=np.float32)], target="tflite",
+                       polymorphic_shapes=["(n,)"])
+    assert out.ok, out.detail
+
+
+def test_export_command_writes_and_checks_every_format(tmp_path):
+    """`python -m core export` (the `jaxtf` command): each format written, run in its
+    runtime and compared with jax.jit, a table printed; exit status 0 when all match."""
+    out = subprocess.run(
+        [sys.executable, "-m", "core", "export", "examples.convert_mlp:predict", "f32[b,784]",
+         "--params", "examples.convert_mlp:trained_params", "--out", str(tmp_path),
+         "--to", "saved_model,tflite,onnx,tfjs", "--sizes", "b=3"],
+        capture_output=True, text=True, cwd=_ROOT, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    rows = {ln.split()[0]: ln for ln in out.stdout.splitlines()[1:] if ln.strip()}
+    for fmt in ("saved_model", "tflite", "onnx", "tfjs"):
+        assert " ok " in rows[fmt], out.stdout
+    assert (tmp_path / "model.tflite").exists() and (tmp_path / "model.onnx").exists()
+    assert (tmp_path / "saved_model" / "saved_model.pb").exists()
+    assert "[4/4] tfjs" in out.stderr
+
+
+def test_export_command_names_a_bad_spec():
+    out = subprocess.run([sys.executable, "-m", "core", "export", "examples.convert_mlp:predict",
+                          "f32(3,784)", "--out", "/tmp/unused"],
+                         capture_output=True, text=True, cwd=_ROOT, timeout=120)
+    assert out.returncode == 1
+    assert "cannot read input spec 'f32(3,784)'; write it as f32[8,784]" in out.stderr
