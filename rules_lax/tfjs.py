@@ -25,24 +25,42 @@ from jax import lax
 from core.errors import UnsupportedError
 from core.rule import case, rule
 from rules_lax.cumulative import _cases as _scan_cases, scan
-from rules_lax.dot import _MATMUL, _dg, _transpose
+from rules_lax.dot import _MATMUL, _dg, dot_general_by_matmul
 from rules_lax.elementwise import _int_div_args, _ipow
-from rules_lax.reductions import _to_last, tree_reduce
+from rules_lax._dims import dims as _dims, evaluator
+from rules_lax.reductions import _recognize_monoids, _to_last, reduce_monoid, tree_reduce
+from rules_nn.conv import _conv_cases, conv_general_dilated
+from rules_nn.windows import _MONOIDS, _fold, _single_monoid
 
 nan, inf = float("nan"), float("inf")
 _I32 = np.iinfo(np.int32)
 #: int32 edges and values whose products pass 2**53
 _EDGES = [_I32.min, _I32.max, -1, 0, 1, 65536, -65536, 65535, 2 ** 30 + 7, -(2 ** 29) - 3,
           123456789, -987654321]
-#: a sum of fewer terms than this, each |v| <= 2**31, is exact in doubles
-_MAX_TERMS = 2 ** 22
+#: a sum of fewer terms than this, each |v| < 2**32, is exact in doubles
+_MAX_TERMS = 2 ** 21
+
+
+def _halves(x):
+    hi = tf.math.floordiv(x, 65536)
+    return x - hi * 65536, hi
 
 
 def mul32(a, b):
     """``a * b`` wrapped modulo 2**32 like XLA, from int32 products below 2**47."""
-    hi = tf.math.floordiv(b, 65536)
-    lo = b - hi * 65536
+    lo, hi = _halves(b)
     return a * lo + (a * hi) * 65536
+
+
+def split_bilinear(f, a, b):
+    """``f(a, b)`` modulo 2**32 for a bilinear ``f`` (a dot, a convolution) that TF.js sums
+    in doubles: ``f(lo_a, lo_b) + (f(hi_a, lo_b) + f(lo_a, hi_b)) * 65536``. Each product
+    is below 2**32 in magnitude, so each sum is exact for fewer than 2**21 terms; the
+    ``hi * hi`` part is 0 modulo 2**32. Written with subtractions: the converter's
+    grappler turns ``Add(MatMul, MatMul)`` into a BiasAdd and then fails on its rank."""
+    (lo_a, hi_a), (lo_b, hi_b) = _halves(a), _halves(b)
+    cross = f(hi_a, lo_b) - f(-lo_a, hi_b)
+    return f(lo_a, lo_b) - cross * -65536
 
 
 def _int32_edges(rng, dt):
@@ -174,14 +192,86 @@ def _prod(x, axes):
 def reduce_prod_int32_tfjs(ctx, x, *, axes, **_):
     """Pairwise halving with :func:`mul32` (the order is free: products modulo 2**32
     commute)."""
-    aval_in = ctx.avals_in[0]
+    return _prod32(ctx, x, ctx.avals_in[0], ctx.aval_out, axes)
+
+
+def _prod32(ctx, x, aval_in, aval_out, axes):
     axes = sorted(int(a) for a in axes)
     if not axes:
         return x
     if any(aval_in.shape[a] == 0 for a in axes):
-        return tf.ones(ctx.shape(ctx.aval_out), tf.int32)
+        return tf.ones(ctx.shape(aval_out), tf.int32)
     y, n = _to_last(x, ctx.shape(aval_in), axes)
     return tree_reduce([y], n, lambda a, b, _: [mul32(a[0], b[0])])[0]
+
+
+def _int32_mul_reduce(eqn):
+    kinds = _recognize_monoids(eqn.params["jaxpr"]) or []
+    k = len(eqn.invars) // 2
+    if any(kd == "mul" and np.dtype(v.aval.dtype) == np.int32
+           for kd, v in zip(kinds, eqn.invars[:k])):
+        return None
+    return "only reductions with an int32 multiplication"
+
+
+@rule("reduce", dtypes=["int32", "float32", "bool"], targets="tfjs", polymorphic=True,
+      when=_int32_mul_reduce,
+      cases=[case.custom("mul from an init value, full range",
+                         lambda x: lax.reduce(x, np.int32(-1640531535), lax.mul, (1,)),
+                         _random_int32((3, 9)), dtypes="int32"),
+             case.custom("mul and add together", lambda x: lax.reduce(
+                 (x, x), (np.int32(3), np.int32(5)),
+                 lambda a, b: (lax.mul(a[0], b[0]), lax.add(a[1], b[1])), (0,)),
+                 _random_int32((7, 2)), dtypes="int32"),
+             case("empty axis gives the init value", lambda x: lax.reduce(
+                 x, np.int32(_I32.min), lax.mul, (0,)), np.zeros((0, 3), np.int32),
+                 dtypes="int32")])
+def reduce_int32_mul_tfjs(ctx, *args, jaxpr, dimensions, **_):
+    """A reduce whose computation is a known monoid: int32 products by :func:`_prod32`
+    times the init value, the other operands as the generic rule does."""
+    k = len(args) // 2
+    kinds = _recognize_monoids(jaxpr)
+    out = []
+    for x, init, aval, aout, kind in zip(args[:k], args[k:], ctx.avals_in, ctx.avals_out, kinds):
+        if kind == "mul" and np.dtype(aval.dtype) == np.int32:
+            out.append(mul32(init, _prod32(ctx, x, aval, aout, dimensions)))
+        else:
+            out.append(reduce_monoid(ctx, x, aval, aout, [int(a) for a in dimensions], kind,
+                                     init))
+    return out
+
+
+def _int32_mul_window(eqn):
+    inner = getattr(eqn.params["jaxpr"], "jaxpr", eqn.params["jaxpr"])
+    if (np.dtype(eqn.invars[0].aval.dtype) == np.int32
+            and _single_monoid(inner, len(eqn.invars) // 2) is _MONOIDS["mul"]):
+        return None
+    return "only an int32 reduce_window of one multiplication"
+
+
+def _window_mul(*params):
+    return lambda x: lax.reduce_window(x, np.int32(-1640531535), lax.mul, *params)
+
+
+@rule("reduce_window", dtypes="int32", targets="tfjs", polymorphic=True, when=_int32_mul_window,
+      cases=[case.custom("full range, padding, base dilation",
+                         _window_mul((2, 2), (1, 1), ((1, 0), (0, 1)), (2, 1), (1, 1)),
+                         _random_int32((3, 4))),
+             case.custom("full range, strides, window dilation",
+                         _window_mul((2, 3), (2, 1), "VALID", (1, 1), (1, 2)),
+                         _random_int32((5, 7))),
+             case.custom("symbolic sizes",
+                         _window_mul((2, 2), (1, 1), ((1, 0), (0, 1)), (2, 1), (1, 1)),
+                         _random_int32((3, 4)), convert_kw={"polymorphic_shapes": ["(b, w)"]})])
+def reduce_window_int32_mul_tfjs(ctx, x, init, *, window_dimensions, window_strides, padding,
+                                 base_dilation, window_dilation, **_):
+    """The generic fold of the window slices, its products by :func:`mul32`."""
+    return _fold([x], [init], [init], lambda acc, el: [mul32(acc[0], el[0])],
+                 _dims(ctx.aval_out.shape), evaluator(ctx),
+                 window_dimensions=window_dimensions, window_strides=window_strides,
+                 padding=padding, base_dilation=base_dilation,
+                 window_dilation=window_dilation, in_shape=_dims(ctx.avals_in[0].shape),
+                 skip_padding=True)
 
 
 @rule("cumprod", dtypes="int32", targets="tfjs", polymorphic=True, cases=_scan_cases(
@@ -213,30 +303,42 @@ def _all_int32(eqn):
                   np.zeros((2, 0), np.int32), np.zeros((0, 2), np.int32)),
              case.custom("symbolic batch", _dg(_MATMUL), _random_int32((3, 4), (4, 2)),
                          convert_kw={"polymorphic_shapes": ["(b, 4)", None]})])
-def dot_general_int32_tfjs(ctx, lhs, rhs, *, dimension_numbers, **_):
-    """TF.js's int32 MatMul multiplies in doubles: the products by :func:`mul32` on
-    operands laid out as [batch, lhs free, 1.., contract] x [batch, 1.., rhs free,
-    contract], then one exact Sum over the contracting axes."""
-    (lc, rc), (lb, rb) = dimension_numbers
-    lc, rc, lb, rb = ([int(d) for d in ds] for ds in (lc, rc, lb, rb))
-    ls, rs = (ctx.avals_in[i].shape for i in (0, 1))
-    k = math.prod(ls[d] for d in lc) if lc else 1
+def dot_general_int32_tfjs(ctx, lhs, rhs, *, dimension_numbers, **kw):
+    """The generic MatMul form on 16-bit halves (:func:`split_bilinear`)."""
+    (lc, _), _ = dimension_numbers
+    shape = ctx.avals_in[0].shape
+    _check_terms("dot_general", math.prod(shape[int(d)] for d in lc))
+    return split_bilinear(
+        lambda a, b: dot_general_by_matmul(ctx, a, b, dimension_numbers=dimension_numbers,
+                                           **kw), lhs, rhs)
+
+
+def _check_terms(what, k):
     if not isinstance(k, int) or k >= _MAX_TERMS:
         raise UnsupportedError(
-            f"int32 dot_general over {k} terms for TF.js: its int32 sums are exact only "
-            f"below {_MAX_TERMS} terms of a static size; use target='tf'.")
-    lf = [d for d in range(len(ls)) if d not in lb and d not in lc]
-    rf = [d for d in range(len(rs)) if d not in rb and d not in rc]
-    a = _transpose(lhs, lb + lf + lc)
-    b = _transpose(rhs, rb + rf + rc)
-    nb, nc = len(lb), len(lc)
-    a = _expand(a, nb + len(lf), len(rf))     # [batch, lf, 1 * len(rf), contract]
-    b = _expand(b, nb, len(lf))               # [batch, 1 * len(lf), rf, contract]
-    prod = mul32(a, b)
-    return tf.reduce_sum(prod, list(range(-nc, 0))) if nc else prod
+            f"int32 {what} summing {k} products per result for TF.js: its int32 sums are "
+            f"exact only for fewer than {_MAX_TERMS} terms, of a static number; use "
+            f"target='tf'.")
 
 
-def _expand(x, at, count):
-    for _ in range(count):
-        x = tf.expand_dims(x, at)
-    return x
+def _full_range(cases):
+    """The generic cases with int32 operands over the whole range."""
+    return [case.custom(c.name, c.fn, (lambda c: lambda rng, dt: [
+        rng.integers(_I32.min, _I32.max, np.shape(a), dtype=np.int32, endpoint=True)
+        for a in c.make_args(rng, dt)])(c), dtypes="int32", convert_kw=c.convert_kw)
+        for c in cases if c.applies_to("int32") and "symbolic input features" not in c.name]
+
+
+# (a symbolic number of input features is refused: the sums' length must be known)
+@rule("conv_general_dilated", dtypes="int32", targets="tfjs", when=_all_int32,
+      polymorphic=True, cases=_full_range(_conv_cases()))
+def conv_int32_tfjs(ctx, lhs, rhs, *, dimension_numbers, feature_group_count=1, **kw):
+    """The generic convolution (a BatchMatMulV2 over window slices for integers) on
+    16-bit halves (:func:`split_bilinear`)."""
+    rhs_spec = [int(d) for d in dimension_numbers[1]]
+    shape = ctx.avals_in[1].shape
+    _check_terms("conv_general_dilated", math.prod(shape[d] for d in rhs_spec[1:]))
+    return split_bilinear(
+        lambda a, b: conv_general_dilated(ctx, a, b, dimension_numbers=dimension_numbers,
+                                          feature_group_count=feature_group_count, **kw),
+        lhs, rhs)
