@@ -28,6 +28,7 @@ from core.dtypes import is_key, physical_aval
 from core.errors import UnsupportedError
 from core.rule import case, rule
 from rules_random import _threefry_core as core3
+from rules_random.threefry import iota_words64
 
 IMPLS = {"threefry2x32": "key<fry>", "rbg": "key<rbg>", "unsafe_rbg": "key<urbg>"}
 
@@ -213,16 +214,49 @@ def random_bits(ctx, keys, *, bit_width, shape):
     return _lower_impl(ctx, bits, keys, avals=[physical_aval(aval)])[0]
 
 
-# -- TFLite: the Threefry key primitives in builtin ops ----------------------------------
+# -- TFLite and ONNX: the Threefry key primitives in builtin ops ---------------------------
 # JAX's threefry seed/split/fold_in/bits written directly in the uint32 ops TFLite's
 # builtins take (Add, Mul, BitwiseXor, logical RightShift, Cast; see _threefry_core),
 # rather than lowered from JAX's implementation, whose shift_left/or on uint32 and 64-bit
-# shifts TFLite refuses. Key data stays ``uint32[..., 2]``; 64-bit values go in and out by
-# bitcasts.
+# shifts TFLite refuses. Key data stays ``uint32[..., 2]``. 64-bit values go in and out by
+# bitcasts for TFLite; ONNX has no Bitcast (tf2onnx has no handler), there they are split
+# and joined by arithmetic, and counters are counted in int64 (``iota_words64``).
 
 def _fry_seed(eqn):
     name = eqn.params["impl"].name
-    return None if name == "threefry2x32" else f"{name} keys (this rule makes threefry keys)"
+    return None if name in IMPLS else f"{name} keys (this rule makes {', '.join(IMPLS)} keys)"
+
+
+def _hi_lo_words(ctx, x):
+    """(hi, lo) uint32 words of integer seeds or messages, as ``threefry_seed`` makes them.
+    ONNX: 64-bit ints by ``x // 2**32`` (for int64 the arithmetic shift, whose low 32 bits
+    are the logical shift's; uint64 by a RightShift) and ``x & 0xFFFFFFFF``; narrower ones
+    converted (wrapping) with a zero high word."""
+    if ctx.target != "onnx":
+        return core3.hi_lo_words(x)
+    if x.dtype.size != 8:
+        lo = tf.cast(x, tf.uint32)
+        return core3.zeros_like(lo), lo
+    mask = tf.constant(0xFFFFFFFF, x.dtype)
+    hi = (tf.bitwise.right_shift(x, tf.constant(32, x.dtype)) if x.dtype == tf.uint64
+          else x // tf.constant(2**32, x.dtype))
+    return (tf.cast(tf.bitwise.bitwise_and(hi, mask), tf.uint32),
+            tf.cast(tf.bitwise.bitwise_and(x, mask), tf.uint32))
+
+
+def _join64(ctx, hi, lo):
+    """uint64 values from (hi, lo) uint32 words: a bitcast of (lo, hi) for TFLite (no
+    64-bit shifts), ``hi << 32 | lo`` for ONNX (no Bitcast)."""
+    if ctx.target != "onnx":
+        return tf.bitcast(tf.stack([lo, hi], axis=-1), tf.uint64)
+    hi = tf.bitwise.left_shift(tf.cast(hi, tf.uint64), tf.constant(32, tf.uint64))
+    return tf.bitwise.bitwise_or(hi, tf.cast(lo, tf.uint64))
+
+
+def _iota_words(ctx, dims):
+    """(hi, lo) words of the row-major counter over ``dims``: counted in int32 for TFLite
+    (its tensors hold fewer than 2**31 elements), in int64 elsewhere."""
+    return core3.iota_words(dims) if ctx.target == "tflite" else iota_words64(dims)
 
 
 def _edge_seeds(rng, dtype):
@@ -238,6 +272,9 @@ def _fry_keys(k):
 def _tflite_seed_cases():
     batch = lambda s: _fry_keys(jax.vmap(jax.random.key)(s))
     return [case.custom("seed: edge seeds", batch, _edge_seeds),
+            *[case.custom(f"{impl}: seed: edge seeds", lambda s, impl=impl: _fry_keys(
+                jax.vmap(lambda x: jax.random.key(x, impl=impl))(s)), _edge_seeds)
+              for impl in ("rbg", "unsafe_rbg")],
             case.custom("seed: one seed (the dtype max)", lambda s: _fry_keys(
                 jax.random.key(s)), lambda rng, dt: [np.array(np.iinfo(dt).max, dt)]),
             case.custom("seed: seeds (b,)", batch, _edge_seeds,
@@ -246,12 +283,13 @@ def _tflite_seed_cases():
                 [batch(np.zeros((0,), s.dtype)), batch(s)]), _edge_seeds)]
 
 
-@rule("random_seed", dtypes="integer", targets="tflite", when=_fry_seed, polymorphic=True,
+@rule("random_seed", dtypes="integer", targets=("tflite", "onnx"), when=_fry_seed, polymorphic=True,
       cases=_tflite_seed_cases())
 def random_seed_tflite(ctx, seeds, *, impl):
-    """Key data ``(seed >> 32, seed & 0xFFFFFFFF)`` per seed, as ``threefry_seed``."""
-    hi, lo = core3.hi_lo_words(seeds)
-    return tf.stack([hi, lo], axis=-1)
+    """Key data ``(seed >> 32, seed & 0xFFFFFFFF)`` per seed, as ``threefry_seed``; rbg
+    keys hold that pair twice (``_rbg_seed``)."""
+    hi, lo = _hi_lo_words(ctx, seeds)
+    return tf.stack([hi, lo] * (impl.key_shape[-1] // 2), axis=-1)
 
 
 def _edge_keydata(rng, dtype):
@@ -272,7 +310,7 @@ def _fry_zero_case(name, fn):
                        _keydata("threefry2x32"), dtypes="key<fry>")
 
 
-@rule("random_split", dtypes="key<fry>", targets="tflite",
+@rule("random_split", dtypes="key<fry>", targets=("tflite", "onnx"),
       polymorphic=True, cases=[
           *_split_cases(["threefry2x32"]),
           _edge_key_case("split each in (2, 3)", lambda k: _fry_keys(
@@ -290,7 +328,7 @@ def random_split_tflite(ctx, keys, *, shape):
     if not jax.config.jax_threefry_partitionable:
         words = _threefry_2x32_counts(keys, kb, core3.count(dims) * 2)
         return tf.reshape(words, [*kb, *dims, 2])
-    hi, lo = core3.iota_words(dims)
+    hi, lo = _iota_words(ctx, dims)
     return tf.stack(core3.hash_with_keys(keys, hi, lo, [*kb, *dims], len(kb)), axis=-1)
 
 
@@ -336,7 +374,7 @@ def _fold_in_prim(data, msgs):
     return _fry_keys(prng.random_fold_in(jax.random.wrap_key_data(data), msgs))
 
 
-@rule("random_fold_in", dtypes=["key<fry>", "integer"], targets="tflite", polymorphic=True,
+@rule("random_fold_in", dtypes=["key<fry>", "integer"], targets=("tflite", "onnx"), polymorphic=True,
       cases=[*_fold_in_cases(["threefry2x32"]),
              _edge_key_case("fold_in 0, 1, 2**31, 2**32-1 and -1", _fold_in_edges),
              case.custom("threefry2x32: fold_in messages of every integer dtype",
@@ -347,7 +385,7 @@ def random_fold_in_tflite(ctx, keys, msgs):
     """Threefry of the counter ``(0, msg)`` (``threefry_2x32(key, threefry_seed(msg))``),
     keys and messages broadcast against each other."""
     out = ctx.shape(ctx.aval_out)[:-1]
-    _, m = core3.hi_lo_words(msgs)
+    _, m = _hi_lo_words(ctx, msgs)
     return tf.stack(core3.hash_with_keys(keys, core3.zeros_like(m), m, out, len(out)), axis=-1)
 
 
@@ -359,7 +397,7 @@ def _bits_of_every_width(k):
 
 # "uint64" never matches a random_bits operand (a key): it is claimed so that the test-suite
 # runs the cases marked uint64 with JAX's x64 mode on, where bits of 64 are uint64.
-@rule("random_bits", dtypes=["key<fry>", "uint64"], targets="tflite",
+@rule("random_bits", dtypes=["key<fry>", "uint64"], targets=("tflite", "onnx"),
       polymorphic=True, cases=[
           *[case.custom(f"threefry2x32: bits of 8, 16, 32 and 64{x64}", _via_impl(
               _bits_of_every_width), _keydata("threefry2x32"), dtypes=dt)
@@ -391,10 +429,10 @@ def random_bits_tflite(ctx, keys, *, bit_width, shape):
     out = [*kb, *dims]
     if not jax.config.jax_threefry_partitionable:
         return _original_bits(ctx, keys, kb, bit_width, shape, out)
-    hi, lo = core3.iota_words(dims)
+    hi, lo = _iota_words(ctx, dims)
     b1, b2 = core3.hash_with_keys(keys, hi, lo, out, len(kb))
     if bit_width == 64:
-        return tf.bitcast(tf.stack([b2, b1], axis=-1), tf.uint64)
+        return _join64(ctx, b1, b2)
     return tf.cast(tf.bitwise.bitwise_xor(b1, b2), ctx.tf_dtype(ctx.aval_out))
 
 
@@ -406,7 +444,7 @@ def _original_bits(ctx, keys, kb, bit_width, shape, out):
     n = _shr(size * bit_width + 31, 5)                  # ceil(bits / 32)
     if bit_width == 64:
         hi, lo = _threefry_2x32_counts(keys, kb, n, halves=True)
-        return tf.reshape(tf.bitcast(tf.stack([lo, hi], axis=-1), tf.uint64), out)
+        return tf.reshape(_join64(ctx, hi, lo), out)
     words = _threefry_2x32_counts(keys, kb, n)
     if bit_width == 32:
         return tf.reshape(words, out)

@@ -70,20 +70,25 @@ _IOTA_CASES = [
 @rule("iota_2x32_shape", dtypes="uint32", polymorphic=True, cases=_IOTA_CASES)
 def iota_2x32_shape(ctx, *, shape):
     """The row-major index of each element as a 64-bit count split into (hi, lo) words."""
-    dims = ctx.shape(ctx.aval_out)          # ints, or int32 TF scalars for symbolic dims
+    return list(iota_words64(ctx.shape(ctx.aval_out)))
+
+
+def iota_words64(dims) -> tuple[tf.Tensor, tf.Tensor]:
+    """(hi, lo) uint32 words of each element's row-major index over ``dims`` (ints, or
+    int32 TF scalars for symbolic sizes), counted in int64: the count may pass 2**31.
+    The high word by FloorDiv, not RightShift: ONNX has no int64 shifts."""
     n = 1
-    for d in dims:                          # the count in int64: it may pass 2**31
+    for d in dims:
         n = n * (d if isinstance(d, int) else tf.cast(d, tf.int64))
     counts = tf.reshape(tf.range(n, dtype=tf.int64), dims)
     lo = tf.cast(tf.bitwise.bitwise_and(counts, 0xFFFFFFFF), tf.uint32)
-    hi = tf.cast(tf.bitwise.right_shift(counts, tf.constant(32, tf.int64)), tf.uint32)
-    return [hi, lo]
+    return tf.cast(counts // 2**32, tf.uint32), lo
 
 
 
 # -- TFLite: the same in builtin ops (no uint32 LeftShift/BitwiseOr, no 64-bit shifts) -------
 
-@rule("threefry2x32", dtypes="uint32", targets="tflite", polymorphic=True,
+@rule("threefry2x32", dtypes="uint32", targets=("tflite", "onnx"), polymorphic=True,
       cases=_THREEFRY_CASES[:-1])   # the last: dynamic_slice's FloorDiv, refused by TFLite's table
 def threefry2x32_tflite(ctx, k1, k2, x1, x2):
     """The rounds with rotations as ``x * 2**r + (x >> (32 - r))``."""
@@ -92,7 +97,7 @@ def threefry2x32_tflite(ctx, k1, k2, x1, x2):
                         rotl=core3.rotl_builtin)
 
 
-@rule("iota_2x32_shape", dtypes="uint32", targets="tflite", polymorphic=True, cases=[
+@rule("iota_2x32_shape", dtypes="uint32", targets=("tflite", "onnx"), polymorphic=True, cases=[
     *_IOTA_CASES, case.custom("counts of (0, 3) (joined to (2, 3))", lambda: jnp.concatenate(
         [jnp.stack(prng.iota_2x32_shape((0, 3))), jnp.stack(prng.iota_2x32_shape((2, 3)))], 1),
         lambda rng, dt: [])])
