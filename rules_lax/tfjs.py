@@ -123,7 +123,7 @@ def _trunc_divmod(x, y):
     an integer it is not). ``y`` must be nonzero and not -1 where x is INT_MIN."""
     q = tf.math.floordiv(x, y)
     r = x - q * y                    # |q * y| <= |x| + |y|: exact
-    up = tf.math.not_equal(r, 0) & tf.math.not_equal(tf.math.less(x, 0), tf.math.less(y, 0))
+    up = tf.math.not_equal(r, 0) & tf.math.logical_xor(tf.math.less(x, 0), tf.math.less(y, 0))
     return tf.where(up, q + 1, q), tf.where(up, r - y, r)
 
 
