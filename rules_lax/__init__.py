@@ -19,6 +19,7 @@ FAMILIES = (
     "comparison",
     "conversion",
     "narrow",
+    "onnx",
 )
 
 

@@ -1,0 +1,208 @@
+"""What tf2onnx + onnxruntime compute wrong: exact forms for target ``"onnx"``.
+
+Measured with tf2onnx 1.17 (opset 18) and onnxruntime 1.32 (see :mod:`core.export_onnx`):
+
+- tf2onnx converts an integer ``FloorDiv`` to ONNX ``Div`` (it truncates) and ``FloorMod``
+  to a truncating remainder: ``-7 // 2`` is -3 there. Symbolic dimensions are evaluated
+  with them (``ceil(h / s) = -((-h) // s)`` in SAME padding, under ``polymorphic_shapes``),
+  so a SAME conv/pool over symbolic sizes came out with a wrong shape, and a pad by such
+  amounts padded wrong. :func:`exact_dims` gives a rule a ``ctx`` whose dimensions are
+  evaluated with floor division built from ``TruncateDiv`` (exact in ONNX); the generic
+  rules run unchanged on it.
+- ``ReduceProd`` of int32/int64 saturates (XLA wraps): the product is folded with ``Mul``,
+  which wraps.
+- ``Atan2`` loses the signs of zeros and gives NaN for infinities: the angle is taken on
+  |x|, |y| with the special values set explicitly, and the quadrant and sign restored.
+- A float ``FloorMod`` by an infinite divisor is NaN (C's fmod gives the dividend).
+- ``Sign(NaN)`` is 0 for float16.
+
+Not a rule: onnxruntime keeps subnormal floats where XLA's CPU backend flushes them to
+zero, so a computation whose result hinges on a subnormal intermediate (e.g. ``lu`` of a
+matrix with a huge pivot, whose multipliers underflow) differs; use target='tf'.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import tensorflow as tf
+from jax import lax
+
+from core.rule import case, rule, rules_of
+from core.shapes import is_symbolic
+from rules_lax.elementwise import rem_floating, sign
+from rules_lax.reductions import reduce_monoid
+from rules_lax.structural import pad
+from rules_nn.conv import conv_general_dilated
+from rules_nn.windows import (reduce_window_max, reduce_window_min, reduce_window_sum,
+                              select_and_scatter_add)
+
+nan, inf = float("nan"), float("inf")
+
+
+# -- symbolic dimensions with exact floor division ---------------------------------------
+
+def floordiv(a, b):
+    """Floor division of int32 scalars from ``TruncateDiv`` (tf2onnx's ``FloorDiv``
+    truncates): one less where the remainder is nonzero and the signs differ."""
+    q = tf.truncatediv(a, b)
+    r = a - q * b
+    off = ((r < 0) & (b > 0)) | ((r > 0) & (b < 0))
+    return q - tf.cast(off, q.dtype)
+
+
+def _evaluate(e, env):
+    """A JAX dimension expression on TF int32 scalars (as core.shapes does), with exact
+    floor division and modulo."""
+    from jax._src.export import shape_poly
+    if not isinstance(e, shape_poly._DimExpr):
+        return int(e)
+    f_ = shape_poly._DimFactor
+    ops = {f_.FLOORDIV: floordiv, f_.MOD: lambda a, b: a - floordiv(a, b) * b,
+           f_.MAX: tf.maximum, f_.MIN: tf.minimum}
+    total = 0
+    for term, coeff in e._sorted_terms:
+        val = coeff
+        for f, exp in term._factors:
+            v = env[f.var] if f.var is not None else ops[f.operation](
+                *[_evaluate(o, env) for o in f.operands])
+            for _ in range(exp):
+                val = val * v
+        total = total + val
+    return total
+
+
+class _ExactDims:
+    def __init__(self, dims):
+        self.values, self.assertions = dims.values, dims.assertions
+
+    def evaluate(self, d):
+        return _evaluate(d, self.values) if is_symbolic(d) else int(d)
+
+
+def exact_dims(ctx):
+    """``ctx`` with its symbolic dimensions evaluated by :func:`floordiv`."""
+    exact = copy.copy(ctx)
+    exact.conversion = copy.copy(ctx.conversion)
+    exact.conversion.dims = _ExactDims(ctx.conversion.dims)
+    return exact
+
+
+def _has_symbolic(eqn):
+    if any(is_symbolic(d) for v in (*eqn.invars, *eqn.outvars)
+           for d in getattr(v.aval, "shape", ())):
+        return None
+    return "no symbolic dimensions"
+
+
+def _on_exact_dims(generic):
+    """The generic rule ``generic`` for target onnx on equations with symbolic dimensions,
+    with :func:`exact_dims`; its cases are the generic rule's symbolic ones."""
+    r, = rules_of(generic)
+
+    def lower(ctx, *args, **params):
+        return generic(exact_dims(ctx), *args, **params)
+    lower.__name__ = lower.__qualname__ = f"{generic.__name__}_onnx"
+    lower.__doc__ = f"{generic.__name__} with symbolic dimensions evaluated exactly in ONNX"
+    cases = [c for c in r.cases if "symbolic" in c.name]
+    return rule(r.primitive, dtypes=list(r.dtypes), targets="onnx", polymorphic=True,
+                when=_has_symbolic, cases=cases)(lower)
+
+
+conv_general_dilated_onnx = _on_exact_dims(conv_general_dilated)
+reduce_window_sum_onnx = _on_exact_dims(reduce_window_sum)
+reduce_window_max_onnx = _on_exact_dims(reduce_window_max)
+reduce_window_min_onnx = _on_exact_dims(reduce_window_min)
+select_and_scatter_add_onnx = _on_exact_dims(select_and_scatter_add)
+pad_onnx = _on_exact_dims(pad)
+
+
+# -- reduce_prod of integers -------------------------------------------------------------
+
+def _int_extremes(rng, dt):
+    info = np.iinfo(dt)
+    x = rng.integers(info.min, info.max, (3, 6), dtype=dt, endpoint=True)
+    x[0, :3], x[1, :3], x[2, :2] = info.max, info.min, -1
+    x[2, 2:] = [3, 65537, 2 ** 16 + 1, -(2 ** 15) - 1][:x.shape[1] - 2]
+    return [x]
+
+
+@rule("reduce_prod", dtypes=["int32", "int64"], targets="onnx", polymorphic=True,
+      cases=[case.custom("wraps: extremes, axis 1", lambda x: lax.reduce_prod(x, (1,)),
+                         _int_extremes),
+             case.custom("wraps: extremes, axes 0 1", lambda x: lax.reduce_prod(x, (0, 1)),
+                         _int_extremes),
+             case.random(lambda x: lax.reduce_prod(x, (0, 2)),
+                         shapes=[(3, 4, 5)], name="axes 0 2"),
+             case.random(lambda x: lax.reduce_prod(x, (1,)),
+                         shapes=[(3, 20)], name="symbolic",
+                         convert_kw={"polymorphic_shapes": ["(b, n)"]})])
+def reduce_prod_int_onnx(ctx, x, *, axes, **_):
+    """ONNX's ReduceProd saturates: fold with Mul (it wraps), from the init value 1."""
+    dtype = ctx.avals_in[0].dtype
+    return reduce_monoid(ctx, x, ctx.avals_in[0], ctx.aval_out, axes, "mul",
+                         init=ctx.constant(np.ones((), dtype), dtype))
+
+
+# -- atan2, rem, sign ---------------------------------------------------------------------
+
+def _wide(v):
+    """float16/bfloat16 as float32 (exact; onnxruntime lacks their IsInf/IsNan)."""
+    return v if v.dtype in (tf.float32, tf.float64) else tf.cast(v, tf.float32)
+
+
+def _negative(v):
+    """v < 0, -0.0 included (1 / -0.0 = -inf)."""
+    return tf.math.less(v, 0) | (tf.math.equal(v, 0) & tf.math.less(1 / v, 0))
+
+
+_ATAN2_X = [0.0, -0.0, 0.0, -0.0, 1.0, -1.0, inf, inf, nan, -inf, -inf, 2.0, -2.0, 0.0,
+            -0.0, inf, -inf, 1.0, -1.0, 0.0, nan, 3.0, -1e-30, 1e30, 65504.0]
+_ATAN2_Y = [0.0, 0.0, -0.0, -0.0, -inf, -inf, inf, -inf, 1.0, inf, -inf, 0.0, -0.0, 2.0,
+            -2.0, 5.0, -5.0, inf, inf, nan, nan, -4.0, 1e30, -1e-30, -1.0]
+
+
+@rule("atan2", dtypes=["float16", "bfloat16", "float32"], targets="onnx", polymorphic=True,
+      cases=[case("signed zeros and infinities", lax.atan2, _ATAN2_X, _ATAN2_Y),
+             case.random(lax.atan2, shapes=[(3, 4), (3, 4)])])
+def atan2_onnx(ctx, x, y, **_):
+    """The angle of (|y|, |x|) in [0, pi/2], zeros and infinities set explicitly (tf2onnx's
+    Atan2 loses them), then pi - angle for a negative (or -0.0) y, and x's sign."""
+    x, y = _wide(x), _wide(y)
+    wide = x.dtype
+    shape = ctx.shape(ctx.aval_out)
+    x, y = tf.broadcast_to(x, shape), tf.broadcast_to(y, shape)
+    ax, ay = tf.math.abs(x), tf.math.abs(y)
+    x_inf, y_inf = tf.math.is_inf(ax), tf.math.is_inf(ay)
+    pi = np.pi
+    t = tf.math.atan2(ax, ay)
+    t = tf.where(x_inf & y_inf, tf.constant(pi / 4, wide),
+                 tf.where(x_inf | (tf.math.equal(ay, 0) & tf.math.greater(ax, 0)),
+                          tf.constant(pi / 2, wide),
+                          tf.where(y_inf | tf.math.equal(ax, 0), tf.zeros_like(t), t)))
+    t = tf.where(_negative(y), tf.constant(pi, wide) - t, t)
+    t = tf.where(_negative(x), -t, t)
+    t = tf.where(tf.math.is_nan(x) | tf.math.is_nan(y), x + y, t)
+    return tf.cast(t, ctx.tf_dtype(ctx.aval_out))
+
+
+@rule("rem", dtypes="floating", targets="onnx", polymorphic=True,
+      cases=[case("C fmod: infinite divisors give the dividend", lax.rem,
+                  [5.5, -5.5, 5.5, -5.5, 1.0, inf, 1.0, -0.0, -4.0, -1.0, 0.0, -inf, nan, 3e38],
+                  [2.0, 2.0, -2.0, -2.0, 0.0, 1.0, inf, inf, 2.0, -inf, -inf, inf, inf, -inf]),
+             case.random(lax.rem, shapes=[(3, 4), (3, 4)])])
+def rem_onnx(ctx, x, y, **_):
+    """The generic fmod, but x where the divisor is infinite and x finite (fmod(x, ±inf)
+    is NaN in onnxruntime)."""
+    r, x, y = _wide(rem_floating(ctx, x, y)), _wide(x), _wide(y)
+    keep = tf.math.is_inf(y) & tf.math.is_finite(x)
+    return tf.cast(tf.where(keep, x, r), ctx.tf_dtype(ctx.aval_out))
+
+
+@rule("sign", dtypes=["float16", "bfloat16"], targets="onnx", polymorphic=True,
+      cases=[case("zeros keep their sign, NaN stays", lax.sign,
+                  [-0.0, 0.0, nan, -nan, -inf, inf, 2.0, -3.0, -1e-30, 65504.0])])
+def sign_onnx(ctx, x, **_):
+    """The generic sign in float32 (onnxruntime's float16 Sign(NaN) is 0; exact: the
+    result is -1, ±0, 1 or NaN)."""
+    return tf.cast(sign(ctx, _wide(x)), x.dtype)
