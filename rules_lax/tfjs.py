@@ -11,8 +11,14 @@ below 2**53 in magnitude (the double is exact, its store into an Int32Array wrap
 modulo 2**32), and ``FloorDiv`` of an int32 by a power of two. So ``a * b`` is computed
 as ``a * lo + (a * hi) * 65536`` with ``b = hi * 65536 + lo``, ``0 <= lo < 65536``: every
 product stays below 2**47, each wraps exactly, and the wrapped sums are ``a * b`` modulo
-2**32 (:func:`mul32`). integer_pow, square, reduce_prod and dot_general on int32 are
-built from it; sums (``Sum`` over fewer than 2**22 terms) are exact as well.
+2**32 (:func:`mul32`). integer_pow, square, reduce_prod, cumprod, reduce and
+reduce_window with a multiplication are built from it. dot_general and
+conv_general_dilated run the generic MatMul forms three times on 16-bit halves
+(:func:`split_bilinear`): products below 2**32, so their double sums are exact below
+2**21 terms (more, or a symbolic number, is refused).
+
+TF.js has no ``TruncateDiv`` (int32 div/rem are made from its exact ``FloorDiv``) and no
+bool ``NotEqual``. Left as they are: subnormals, which TF.js does not flush (XLA does).
 """
 from __future__ import annotations
 
