@@ -197,13 +197,21 @@ def scan_as_while(ctx, *args, jaxpr, length, reverse, num_consts, num_carry, **_
                              element_shape=_static_shape(ctx, a)[1:])
               for a in y_avals]
 
+    # tf2onnx takes TensorArray writes at the loop counter only: for onnx a reverse scan
+    # writes its ys in loop order and reverses them after the loop
+    in_order = ctx.target == "onnx"
+
     def body(i, carry, arrays):
         t = length - 1 - i if reverse else i
         x_t = [tf.gather(x, t) for x in xs]
         outs = ctx.lower_jaxpr(jaxpr, *consts, *carry, *x_t)
         new_carry, ys = ctx.loop_outputs(outs[:num_carry], carry), outs[num_carry:]
-        return i + 1, new_carry, [arr.write(t, y) for arr, y in zip(arrays, ys)]
+        return i + 1, new_carry, [arr.write(i if in_order else t, y)
+                                  for arr, y in zip(arrays, ys)]
 
     _, carry, arrays = tf.while_loop(lambda i, c, a: i < length, body,
                                      (tf.constant(0), init, arrays))
-    return list(carry) + [arr.stack() for arr in arrays]
+    ys = [arr.stack() for arr in arrays]
+    if reverse and in_order:
+        ys = [tf.reverse(y, [0]) for y in ys]
+    return list(carry) + ys

@@ -282,3 +282,22 @@ def cumlogsumexp_tflite(ctx, x, *, axis, reverse, **_):
     """The generic cumlogsumexp with its -inf made at run time (the TFLite converter writes
     a -inf constant as -FLT_MAX, and logaddexp(-inf, -FLT_MAX) is not -inf)."""
     return _inexact_scan(ctx, x, axis, reverse, _logaddexp, lite_scalar(-np.inf, x))
+
+
+# -- ONNX ----------------------------------------------------------------------------------
+_WIDE_SUM = {"int8": tf.int32, "int16": tf.int32, "uint8": tf.int32, "uint16": tf.int32,
+             "uint32": tf.int64}
+
+
+@rule("cumsum", dtypes=list(_WIDE_SUM), targets="onnx", polymorphic=True, cases=_cases(
+    lax.cumsum, [case("uint32 extremes", lambda x: lax.cumsum(x, 0, reverse=True), _U32,
+                      dtypes="uint32"),
+                 case.custom("wrapping at max and min", lambda x: lax.cumsum(x, 0),
+                             lambda rng, dt: [np.array([np.iinfo(dt).max] * 20
+                                                       + [np.iinfo(dt).min] * 30, dt)])]))
+def cumsum_onnx(ctx, x, *, axis, reverse, **_):
+    """onnxruntime's CumSum takes no 8/16-bit ints nor uint32: sum in a wider signed type
+    (which holds every partial sum) and Cast back, which wraps as XLA's sum does."""
+    wide = _WIDE_SUM[np.dtype(ctx.avals_in[0].dtype).name]
+    return tf.cast(tf.math.cumsum(tf.cast(x, wide), axis=int(axis), reverse=bool(reverse)),
+                   x.dtype)

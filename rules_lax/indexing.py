@@ -345,15 +345,34 @@ def _is_overwrite(update_jaxpr):
             and jaxpr.outvars[0] is jaxpr.invars[1])
 
 
-def _segment_reduce(kind, values, pos, m):
+def _segment_reduce(kind, values, pos, m, target="tf"):
+    if target == "onnx" and kind != "prod":
+        return _scatter_reduce(kind, values, pos, m)
     seg = {"sum": tf.math.unsorted_segment_sum, "prod": tf.math.unsorted_segment_prod,
            "max": tf.math.unsorted_segment_max, "min": tf.math.unsorted_segment_min}[kind]
     return seg(values, pos, m + 1)[:m]
 
 
-def _hits(pos, m):
+def _scatter_reduce(kind, values, pos, m):
+    """The segment reduction as TensorScatterAdd/Max/Min into the reduction's identity
+    (tf2onnx's UnsortedSegment* fail or miscount; these become ONNX ScatterND with a
+    reduction, measured exact with duplicates)."""
+    dt = values.dtype
+    if kind == "sum":
+        init = 0
+    elif dt.is_floating:
+        init = -np.inf if kind == "max" else np.inf
+    else:
+        init = dt.min if kind == "max" else dt.max
+    acc = tf.fill(tf.reshape(tf.cast(m + 1, tf.int64), [1]), tf.constant(init, dt))
+    op = {"sum": tf.tensor_scatter_nd_add, "max": tf.tensor_scatter_nd_max,
+          "min": tf.tensor_scatter_nd_min}[kind]
+    return op(acc, tf.cast(pos, tf.int64)[:, None], values)[:m]
+
+
+def _hits(pos, m, target="tf"):
     """How many update elements land on each operand element."""
-    return _segment_reduce("sum", tf.ones_like(pos), pos, m)
+    return _segment_reduce("sum", tf.ones_like(pos), pos, m, target)
 
 
 def _widen(x):
@@ -404,40 +423,41 @@ def _scatter_impl(kind, ctx, operand, indices, updates, *, dimension_numbers, mo
     upd = tf.reshape(grid.to_grid_layout(updates), [-1])
     op = tf.reshape(operand, [-1])
     dtype = op.dtype
+    t = ctx.target
     if kind == "scatter":
         # The last scatter position wins: updates are now numbered in XLA's order.
         order = tf.range(n, dtype=pos.dtype)
-        winner = _segment_reduce("max", order, pos, m)
+        winner = _segment_reduce("max", order, pos, m, t)
         out = tf.where(winner >= 0, tf.gather(upd, tf.maximum(winner, 0)), op)
     elif kind == "apply" or (kind in ("min", "max") and dtype.is_complex):
         out = _combine_ordered(ctx, kind, op, upd, pos, m, n_scatter, window,
                                update_jaxpr, update_consts)
     elif kind in ("add", "sub", "mul"):
-        red = _segment_reduce("prod" if kind == "mul" else "sum", _widen(upd), pos, m)
+        red = _segment_reduce("prod" if kind == "mul" else "sum", _widen(upd), pos, m, t)
         wide = _widen(op)
         out = {"add": wide + red, "sub": wide - red, "mul": wide * red}[kind]
         out = tf.cast(out, dtype)
     elif dtype == tf.bool:   # min is AND, max is OR
-        red = _segment_reduce(kind, tf.cast(upd, tf.int32), pos, m)
-        hit = _hits(pos, m) > 0
+        red = _segment_reduce(kind, tf.cast(upd, tf.int32), pos, m, t)
+        hit = _hits(pos, m, t) > 0
         red = tf.cast(red, tf.bool)
         out = tf.where(hit, tf.logical_and(op, red) if kind == "min" else
                        tf.logical_or(op, red), op)
     else:
         wide_u, wide_o = _widen(upd), _widen(op)
-        hit = _hits(pos, m) > 0
+        hit = _hits(pos, m, t) > 0
         if dtype.is_floating:
             # XLA's min/max propagate NaN from either side; segment min/max do not.
             inf = np.inf if kind == "min" else -np.inf
             is_nan = tf.math.is_nan(wide_u)
             red = _segment_reduce(kind, tf.where(is_nan, tf.constant(inf, wide_u.dtype),
-                                                 wide_u), pos, m)
-            nan_hit = _segment_reduce("max", tf.cast(is_nan, tf.int32), pos, m) > 0
+                                                 wide_u), pos, m, t)
+            nan_hit = _segment_reduce("max", tf.cast(is_nan, tf.int32), pos, m, t) > 0
             both = tf.minimum(wide_o, red) if kind == "min" else tf.maximum(wide_o, red)
             both = tf.where(tf.logical_or(nan_hit, tf.math.is_nan(wide_o)),
                             tf.constant(np.nan, wide_o.dtype), both)
         else:
-            red = _segment_reduce(kind, wide_u, pos, m)
+            red = _segment_reduce(kind, wide_u, pos, m, t)
             both = tf.minimum(wide_o, red) if kind == "min" else tf.maximum(wide_o, red)
         out = tf.cast(tf.where(hit, both, wide_o), dtype)
     return tf.reshape(out, grid.operand_shape)

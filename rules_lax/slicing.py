@@ -26,7 +26,8 @@ def _clamped_starts(ctx, starts, avals, operand_shape, window_shape) -> list[tf.
     for t, aval, dim, size in zip(starts, avals, operand_shape, window_shape):
         dt = np.dtype(aval.dtype)
         hi = ctx.dim(dim - size)
-        if not isinstance(hi, int):
+        # onnxruntime has no 8/16-bit Min/Max: compare those in int64 as well
+        if not isinstance(hi, int) or (dt.itemsize <= 2 and ctx.target == "onnx"):
             t = _as_int64(t, dt)  # a symbolic bound: compare in int64, exact for every type
             t = tf.clip_by_value(t, tf.constant(0, tf.int64), tf.cast(hi, tf.int64))
         elif dt.kind == "u":
