@@ -539,9 +539,13 @@ def _check_dtypes(tf, graph_def) -> None:
         tf.import_graph_def(graph_def, name="")
     bad: dict[str, set] = {}
     for op in g.get_operations():
-        for t in list(op.inputs) + list(op.outputs):
-            if t.dtype.name not in TFJS_DTYPES:
-                bad.setdefault(t.dtype.name, set()).add(op.type)
+        dts = [t.dtype.name for t in list(op.inputs) + list(op.outputs)
+               if t.dtype.name != "variant"]        # a TensorList: TF.js has those
+        if "element_dtype" in op.node_def.attr:     # ... of items of this dtype
+            dts.append(tf.as_dtype(op.get_attr("element_dtype")).name)
+        for dt in dts:
+            if dt not in TFJS_DTYPES:
+                bad.setdefault(dt, set()).add(op.type)
     if bad:
         what = "; ".join(f"{dt} (in {', '.join(sorted(ops))})" for dt, ops in sorted(bad.items()))
         why = ("its loader would read it as int32 or float32, giving wrong numbers"
