@@ -296,18 +296,22 @@ def bitcast_to_float32_portable(ctx, x, **_):
     (m + 2^23 [e > 0]) * 2^(max(e, 1) - 150) is exact (a product of an integer below 2^24
     and a power of two that is the result's own scale), the sign a factor +-1 (so -0.0
     stays), e = 255 gives +-inf or NaN (a NaN's payload and sign are not kept: NaN)."""
-    b = tf.cast(x, tf.int64)  # the bits as a number in [0, 2^32): tf2onnx's integer
-    if x.dtype == tf.int32:   # FloorDiv/FloorMod truncate negative operands
-        b = tf.where(x < 0, b + (1 << 32), b)
-    e = tf.cast(tf.math.floormod(tf.math.floordiv(b, tf.constant(1 << 23, tf.int64)),
-                                 tf.constant(256, tf.int64)), tf.int32)
-    m = tf.cast(tf.math.floormod(b, tf.constant(1 << 23, tf.int64)), tf.int32)
+    if ctx.target == "tfjs":  # int32 only (TF.js has no int64); its FloorDiv/FloorMod floor
+        b, negative = x, x < 0
+    else:                     # the bits as a number in [0, 2^32): tf2onnx's integer
+        b = tf.cast(x, tf.int64)  # FloorDiv/FloorMod truncate negative operands
+        if x.dtype == tf.int32:
+            b = tf.where(x < 0, b + (1 << 32), b)
+        negative = b >= (1 << 31)
+    e = tf.cast(tf.math.floormod(tf.math.floordiv(b, tf.constant(1 << 23, b.dtype)),
+                                 tf.constant(256, b.dtype)), tf.int32)
+    m = tf.cast(tf.math.floormod(b, tf.constant(1 << 23, b.dtype)), tf.int32)
     scale = tf.constant([2.0 ** (max(k, 1) - 150) for k in range(255)] + [0.0], tf.float32)
     mag = tf.cast(tf.where(e > 0, m + (1 << 23), m), tf.float32) * tf.gather(scale, e)
     special = tf.where(tf.equal(m, 0), tf.constant(np.inf, tf.float32),
                        tf.constant(np.nan, tf.float32))
     mag = tf.where(tf.equal(e, 255), special, mag)
-    return mag * tf.where(b >= (1 << 31), tf.constant(-1.0), tf.constant(1.0))
+    return mag * tf.where(negative, tf.constant(-1.0), tf.constant(1.0))
 
 
 # -- reduce_precision ------------------------------------------------------------------------
