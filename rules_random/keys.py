@@ -255,8 +255,9 @@ def _join64(ctx, hi, lo):
 
 def _iota_words(ctx, dims):
     """(hi, lo) words of the row-major counter over ``dims``: counted in int32 for TFLite
-    (its tensors hold fewer than 2**31 elements), in int64 elsewhere."""
-    return core3.iota_words(dims) if ctx.target == "tflite" else iota_words64(dims)
+    (its tensors hold fewer than 2**31 elements), in int64 for ONNX."""
+    return (core3.iota_words(dims) if ctx.target == "tflite"
+            else iota_words64(dims, floordiv=ctx.target == "onnx"))
 
 
 def _edge_seeds(rng, dtype):

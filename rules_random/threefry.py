@@ -70,19 +70,22 @@ _IOTA_CASES = [
 @rule("iota_2x32_shape", dtypes="uint32", polymorphic=True, cases=_IOTA_CASES)
 def iota_2x32_shape(ctx, *, shape):
     """The row-major index of each element as a 64-bit count split into (hi, lo) words."""
-    return list(iota_words64(ctx.shape(ctx.aval_out)))
+    return list(iota_words64(ctx.shape(ctx.aval_out), floordiv=ctx.target == "onnx"))
 
 
-def iota_words64(dims) -> tuple[tf.Tensor, tf.Tensor]:
+def iota_words64(dims, floordiv: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
     """(hi, lo) uint32 words of each element's row-major index over ``dims`` (ints, or
     int32 TF scalars for symbolic sizes), counted in int64: the count may pass 2**31.
-    The high word by FloorDiv, not RightShift: ONNX has no int64 shifts."""
+    ``floordiv``: the high word by FloorDiv (ONNX has no int64 shifts; in TF it takes
+    twice the RightShift's time)."""
     n = 1
     for d in dims:
         n = n * (d if isinstance(d, int) else tf.cast(d, tf.int64))
     counts = tf.reshape(tf.range(n, dtype=tf.int64), dims)
     lo = tf.cast(tf.bitwise.bitwise_and(counts, 0xFFFFFFFF), tf.uint32)
-    return tf.cast(counts // 2**32, tf.uint32), lo
+    hi = (counts // 2**32 if floordiv
+          else tf.bitwise.right_shift(counts, tf.constant(32, tf.int64)))
+    return tf.cast(hi, tf.uint32), lo
 
 
 
