@@ -63,11 +63,12 @@ def test_harness(harness):
     _check(harness)
 
 
-#: JAXTF_TFLITE_PER_GROUP=N (JAXTF_ONNX_PER_GROUP): the first N cases of each group (by
+#: JAXTF_TFLITE_PER_GROUP=N (JAXTF_ONNX_PER_GROUP, JAXTF_TFJS_PER_GROUP): the first N cases of each group (by
 #: name) go through the target's converter and runtime (`python tests/conformance.py
 #: --target tflite` runs more).
 PER_GROUP = {"tflite": int(os.environ.get("JAXTF_TFLITE_PER_GROUP", "1")),
-             "onnx": int(os.environ.get("JAXTF_ONNX_PER_GROUP", "1"))}
+             "onnx": int(os.environ.get("JAXTF_ONNX_PER_GROUP", "1")),
+             "tfjs": int(os.environ.get("JAXTF_TFJS_PER_GROUP", "1"))}
 
 
 @pytest.mark.parametrize("target, harness", [

@@ -3,14 +3,14 @@
 64-bit dtypes run with JAX's x64 mode switched on for the case, so a rule that claims
 float64 is really checked on float64.
 
-Export targets ("tflite", "onnx"): a rule written for one runs all its cases through that
-target's converter and runtime (the LiteRT interpreter, onnxruntime) and must give JAX's
-numbers there. The cases of the generic rules run there too, a fixed sample of them
-(``JAXTF_TFLITE_SAMPLE``, ``JAXTF_ONNX_SAMPLE``: every N-th by name; 1 runs all), with the
-rules the target selects (what a user gets): each must give JAX's numbers in the runtime
-or be refused by the pre-flight, never a wrong number and never a model the pre-flight let
-through that the converter then rejects. (TF.js, whose converter starts slowly, runs its
-cases in one batch: tests/test_tfjs_runtime.py.)
+Export targets ("tflite", "onnx", "tfjs"): a rule written for one runs all its cases
+through that target's converter and runtime (the LiteRT interpreter, onnxruntime, tfjs in
+node) and must give JAX's numbers there. The cases of the generic rules run there too, a
+fixed sample of them (``JAXTF_TFLITE_SAMPLE``, ``JAXTF_ONNX_SAMPLE``,
+``JAXTF_TFJS_SAMPLE``: every N-th by name; 1 runs all), with the rules the target selects
+(what a user gets): each must give JAX's numbers in the runtime or be refused by the
+pre-flight, never a wrong number and never a model the pre-flight let through that the
+converter then rejects.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ from tests.known_failures import expected_target_case
 REGISTRY = build_registry(strict=True, entry_points=False)  # a broken built-in fails here
 X64_DTYPES = {"int64", "uint64", "float64", "complex128"}
 SAMPLE = {"tflite": int(os.environ.get("JAXTF_TFLITE_SAMPLE", "6")),
-          "onnx": int(os.environ.get("JAXTF_ONNX_SAMPLE", "6"))}
+          "onnx": int(os.environ.get("JAXTF_ONNX_SAMPLE", "6")),
+          "tfjs": int(os.environ.get("JAXTF_TFJS_SAMPLE", "24"))}
 REFUSED = ("refused", "no_rule", "unsupported")
 
 
