@@ -23,7 +23,9 @@ matrix with a huge pivot, whose multipliers underflow) differs; use target='tf'.
 from __future__ import annotations
 
 import copy
+import dataclasses
 
+import ml_dtypes
 import numpy as np
 import tensorflow as tf
 from jax import lax
@@ -95,26 +97,75 @@ def _has_symbolic(eqn):
     return "no symbolic dimensions"
 
 
-def _on_exact_dims(generic):
+def _on_exact_dims(generic, refused=None, extra=()):
     """The generic rule ``generic`` for target onnx on equations with symbolic dimensions,
-    with :func:`exact_dims`; its cases are the generic rule's symbolic ones."""
+    with :func:`exact_dims`; its cases are the generic rule's symbolic ones, less the
+    dtypes ``refused[case name]`` whose TF ops (e.g. ``PadV2`` of int8) onnx refuses,
+    measured: the pre-flight refuses them for the generic rule too."""
     r, = rules_of(generic)
 
     def lower(ctx, *args, **params):
         return generic(exact_dims(ctx), *args, **params)
     lower.__name__ = lower.__qualname__ = f"{generic.__name__}_onnx"
     lower.__doc__ = f"{generic.__name__} with symbolic dimensions evaluated exactly in ONNX"
-    cases = [c for c in r.cases if "symbolic" in c.name]
+    cases = [dataclasses.replace(c, dtypes=frozenset(
+                 d for d in (c.dtypes or r.dtypes) if d not in (refused or {}).get(c.name, ())))
+             for c in [*r.cases, *extra] if "symbolic" in c.name]
+    cases = [c for c in cases if c.dtypes]
     return rule(r.primitive, dtypes=list(r.dtypes), targets="onnx", polymorphic=True,
                 when=_has_symbolic, cases=cases)(lower)
 
 
-conv_general_dilated_onnx = _on_exact_dims(conv_general_dilated)
-reduce_window_sum_onnx = _on_exact_dims(reduce_window_sum)
-reduce_window_max_onnx = _on_exact_dims(reduce_window_max)
-reduce_window_min_onnx = _on_exact_dims(reduce_window_min)
-select_and_scatter_add_onnx = _on_exact_dims(select_and_scatter_add)
-pad_onnx = _on_exact_dims(pad)
+# (case, dtypes) the pre-flight refuses, measured (PadV2 of narrow ints/bool/half floats,
+# Conv2D of float64, complex constants): refused for the generic rules as well.
+_CPLX = {"complex64", "complex128"}
+_NARROW_INTS = {"int8", "int16", "uint8", "uint16", "uint32", "uint64"}
+_HALF = {"float16", "bfloat16"}
+_SAME, _DIL, _2X2 = ("symbolic batch and spatial, SAME",
+                     "symbolic spatial, dilations, negative padding",
+                     "symbolic batch, 2x2 pooling")
+_MINMAX = {_SAME: {"bool"} | _NARROW_INTS | _CPLX, _DIL: {"bool"} | _NARROW_INTS | _CPLX | _HALF,
+           _2X2: _CPLX | {"int16", "uint16"}}
+
+conv_general_dilated_onnx = _on_exact_dims(conv_general_dilated, {
+    c.name: _CPLX | {"float64"} for c in rules_of(conv_general_dilated)[0].cases})
+reduce_window_sum_onnx = _on_exact_dims(reduce_window_sum, {
+    _SAME: _NARROW_INTS | _CPLX, _DIL: _NARROW_INTS | _CPLX | _HALF, _2X2: _CPLX | {"bfloat16"}})
+reduce_window_max_onnx = _on_exact_dims(reduce_window_max, _MINMAX)
+reduce_window_min_onnx = _on_exact_dims(reduce_window_min, _MINMAX)
+select_and_scatter_add_onnx = _on_exact_dims(select_and_scatter_add, {
+    "symbolic batch and spatial, SAME (a max-pool gradient)": {"bool", "int8", "int16"},
+    _2X2: {"bfloat16", "bool", "int16", "uint16", "uint64"}})
+
+
+def _edges(rng, dt):
+    """A 5x7 operand of the dtype's edge values (NaN, ±inf, -0.0, min/max), a pad value."""
+    dt = np.dtype(dt)
+    if dt.kind in "fcV":
+        fi = ml_dtypes.finfo(dt)
+        vals = [nan, inf, -inf, -0.0, fi.max, fi.min, fi.tiny, 1.5, -2.0]
+    elif dt.kind == "b":
+        vals = [True, False]
+    else:
+        vals = [np.iinfo(dt).min, np.iinfo(dt).max, 0, 1]
+    return [np.resize(np.array(vals, dt), (5, 7)), np.asarray(vals[-1], dt)]
+
+
+def _pad_by_negative_floordiv(x, v):
+    """Edge amounts from floor division / modulo of negatives (for a 5x7 operand: rows
+    +1/+0, columns -2/+2, where truncating division would give +1/+1 and -1/-1)."""
+    a, n = x.shape
+    return lax.pad(x, v, ((1, (-a) // 3 + 2, 0), ((-n) // 2 + 2, (-n) % 3, 0)))
+
+
+# The generic pad case (the gradient of a SAME sum-pool) fails in onnxruntime in a Mul
+# whose operand shapes other rules evaluated with tf2onnx's truncating FloorDiv: left out.
+pad_onnx = _on_exact_dims(pad, {
+    "symbolic edge amounts (gradient of a SAME sum-pool)": {"float32"},
+    "symbolic amounts: floor division of negatives, edge values":
+        {"bool"} | _NARROW_INTS | _CPLX | _HALF}, extra=[case.custom(
+    "symbolic amounts: floor division of negatives, edge values", _pad_by_negative_floordiv,
+    _edges, convert_kw={"polymorphic_shapes": ["(a, n)", None]})])
 
 
 # -- reduce_prod of integers -------------------------------------------------------------
