@@ -8,7 +8,10 @@ Measured with tf2onnx 1.17 (opset 18) and onnxruntime 1.32 (see :mod:`core.expor
   so a SAME conv/pool over symbolic sizes came out with a wrong shape, and a pad by such
   amounts padded wrong. :func:`exact_dims` gives a rule a ``ctx`` whose dimensions are
   evaluated with floor division built from ``TruncateDiv`` (exact in ONNX); the generic
-  rules run unchanged on it.
+  rules run unchanged on it. Only the primitives below get it: any other rule reading a
+  shape with such a dimension (e.g. a ``mul`` in the gradient of a SAME pool) still gets a
+  truncated one; the lasting fix is exact floor division in ``core.shapes`` for target
+  onnx, after which these wrappers can go.
 - ``ReduceProd`` of int32/int64 saturates (XLA wraps): the product is folded with ``Mul``,
   which wraps.
 - ``Atan2`` loses the signs of zeros and gives NaN for infinities: the angle is taken on
@@ -134,7 +137,7 @@ reduce_window_sum_onnx = _on_exact_dims(reduce_window_sum, {
 reduce_window_max_onnx = _on_exact_dims(reduce_window_max, _MINMAX)
 reduce_window_min_onnx = _on_exact_dims(reduce_window_min, _MINMAX)
 select_and_scatter_add_onnx = _on_exact_dims(select_and_scatter_add, {
-    "symbolic batch and spatial, SAME (a max-pool gradient)": {"bool", "int8", "int16"},
+    "symbolic batch and spatial, SAME (a max-pool gradient)": {"bool"} | _NARROW_INTS | _HALF,
     _2X2: {"bfloat16", "bool", "int16", "uint16", "uint64"}})
 
 
