@@ -408,7 +408,9 @@ def _argminmax(ctx, x, axes, index_dtype, is_max):
     hit = tf.equal(x, best)
     if is_float(aval.dtype):
         nan = tf.math.is_nan(x)
-        hit = tf.where(tf.reduce_any(nan, [axis], keepdims=True), nan, hit)
+        any_nan = tf.reduce_any(nan, [axis], keepdims=True)
+        hit = (tf.where(any_nan, nan, hit) if ctx.target == "tf" else  # onnxruntime: no
+               (any_nan & nan) | (~any_nan & hit))                     # bool Where
     itype = tf.int64 if isinstance(n, int) and n >= 2 ** 31 - 1 else tf.int32
     iota = tf.reshape(tf.range(n, dtype=itype), [n if i == axis else 1 for i in range(len(aval.shape))])
     idx = tf.reduce_min(tf.where(hit, iota, tf.cast(n, itype)), [axis])
