@@ -178,6 +178,19 @@ class _Converted:
                 f"{target.description} models cannot hold zero-size tensors, and "
                 f"{'; '.join(empty)}. Drop the empty arrays from the function's inputs and "
                 f"outputs (they carry no data), or use target='tf'.")
+        if target.dtypes is not None:
+            foreign = [f"{kind} {i} is {_dtypes.name_of(a.dtype)}"
+                       for kind, avals in (("input", closed.in_avals),
+                                           ("output", closed.out_avals))
+                       for i, a in enumerate(avals)
+                       if _dtypes.name_of(a.dtype) not in target.dtypes]
+            if foreign:
+                raise TargetError(
+                    f"{_fun_name(self.fun_jax)} cannot be exported to target "
+                    f"{target.name!r}: {target.description} holds only "
+                    f"{', '.join(sorted(target.dtypes))}, and {'; '.join(foreign)}. Cast "
+                    f"those inputs/outputs to one of these dtypes in the function, or use "
+                    f"another target.")
         checker = self.lower_checked(closed, in_tree, _targets.OpChecker(target))
         if checker.refusals:
             raise TargetError(_targets.format_refusals(

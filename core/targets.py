@@ -43,6 +43,7 @@ class Target:
     runtime: str | None = None        # module of core that exports to and runs the target
     inf_at_run_time: bool = False     # its converter folds ±inf constants to ±max finite
     loop_copies_in_order: bool = False  # a loop's outputs overwrite its inputs one by one
+    dtypes: frozenset | None = None   # the only dtypes its models can hold (None: any)
 
     @functools.cached_property
     def _data(self) -> dict:
@@ -105,7 +106,7 @@ TARGETS: dict[str, Target] = {
                  "target='onnx' (a plugin, see docs/writing_rules.md)")),
     "tfjs": Target(
         "tfjs", "TensorFlow.js (tensorflowjs converter, tfjs in node)", table="tfjs.json",
-        runtime="core.export_tfjs",
+        runtime="core.export_tfjs", dtypes=frozenset({"float32", "int32", "bool"}),
         way_out=("use target='tf' or 'tflite', or register a rule written for "
                  "target='tfjs' (a plugin, see docs/writing_rules.md)")),
 }

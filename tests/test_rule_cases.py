@@ -21,6 +21,7 @@ import jax
 import pytest
 
 from core.registry import build_registry
+from core.targets import get as get_target
 from core.testing import _np_dtype, run_function, run_rule_case
 from tests.known_failures import expected_target_case
 
@@ -49,7 +50,10 @@ def _params(keep=lambda r, c, dt: True, once=False):
 
 
 def _for_target(target):
-    return lambda r, c, dt: bool(r.targets and target in r.targets)
+    """A rule declared for ``target``, on the dtypes that target's models can hold."""
+    held = get_target(target).dtypes
+    return lambda r, c, dt: bool(r.targets and target in r.targets) and (
+        held is None or dt in held)
 
 
 def _generic_sample(target):
