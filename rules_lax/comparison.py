@@ -795,10 +795,10 @@ def population_count_portable(ctx, x, **_):
     dtype = _np(ctx.avals_in[0])
     v, negative = _magnitude_bits(x, dtype)
     table = tf.constant([bin(b).count("1") for b in range(256)], tf.int32)
-    count = tf.cast(negative, tf.int32) if negative is not None else tf.zeros_like(v, tf.int32)
+    count = tf.cast(negative, tf.int32) if negative is not None else 0
     for _ in range(_bits(dtype) // 8):
-        count += tf.gather(table, tf.cast(tf.math.floormod(v, tf.constant(256, v.dtype)),
-                                          tf.int32))
+        count = tf.gather(table, tf.cast(tf.math.floormod(v, tf.constant(256, v.dtype)),
+                                         tf.int32)) + count
         v = tf.math.floordiv(v, tf.constant(256, v.dtype))
     return tf.cast(count, x.dtype)
 
@@ -819,7 +819,7 @@ def count_leading_zeros_portable(ctx, x, **_):
         length = tf.where(has_high, length + step, length)
         v = tf.where(has_high, high, v)
         step //= 2
-    out = tf.constant(bits, v.dtype) - length - tf.cast(v > 0, v.dtype)
+    out = tf.constant(bits, v.dtype) - length - v  # v is now 0 or 1
     if negative is not None:
         out = tf.where(negative, tf.zeros_like(out), out)
     return tf.cast(out, x.dtype)
@@ -863,7 +863,7 @@ def shift_right_arithmetic_onnx(ctx, x, s, **_):
     su = tf.cast(s, u)
     amount = tf.where(tf.math.less(su, tf.constant(bits, u)), su, tf.constant(bits - 1, u))
     xs = tf.cast(x, sd)
-    negative = tf.math.less(xs, tf.zeros_like(xs))
+    negative = tf.math.less(xs if bits >= 32 else tf.cast(xs, tf.int32), 0)  # no int8 Less
     minus_one = tf.constant(-1, sd)
     r = tf.cast(tf.bitwise.right_shift(tf.cast(tf.where(negative, minus_one - xs, xs), u),
                                        amount), sd)
