@@ -237,6 +237,47 @@ def _select(ctx, node, name, args):
     ctx.replace_inputs(node, [keep, r, const(np_type(-0.0))])
 
 
+def _floor_int(ctx, node, name, args):
+    """tf2onnx's FloorDiv/FloorMod, made exact for integers: it writes an integer
+    FloorDiv as ONNX ``Div`` (which truncates: -7 // 2 gave -3) and FloorMod from it (-7 %
+    2 gave -1), silently wrong for operands of different signs. Here FloorMod is ONNX
+    ``Mod`` with ``fmod=0`` (the divisor's sign, as TF), and FloorDiv is the truncated
+    quotient minus 1 where the division is inexact and the signs differ (no
+    intermediate overflows)."""
+    from onnx import TensorProto, helper
+    from tf2onnx import utils
+    from tf2onnx.onnx_opset.math import FloorDiv
+    dtype = ctx.get_dtype(node.input[0])
+    floating = dtype in (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16)
+    if floating and node.type == "FloorDiv":        # Floor(Div(a, b)), as TF computes it
+        return FloorDiv.version_6(ctx, node)
+    a, b = node.input
+    shape = ctx.get_shape(node.output[0])
+    boolean = TensorProto.BOOL
+
+    def op(typ, *ins, dt=boolean, **attr):
+        return ctx.make_node(typ, list(ins), attr=attr, op_name_scope=node.name,
+                             dtypes=[dt], shapes=[shape]).output[0]
+    zero = ctx.make_const(utils.make_name(node.name),
+                          np.zeros((), helper.tensor_dtype_to_np_dtype(dtype))).output[0]
+    if node.type == "FloorMod" and not floating:
+        node.type = "Mod"
+        node.set_attr("fmod", 0)
+        return
+    if node.type == "FloorMod":     # TF: r = fmod(a, b), plus b where r != 0 has not b's
+        r = op("Mod", a, b, dt=dtype, fmod=1)   # sign (tf2onnx's a - floor(a/b)*b rounds
+        fix = op("And", op("Not", op("Equal", r, zero)),            # and loses -0.0)
+                 op("Xor", op("Less", r, zero), op("Less", b, zero)))
+        node.type = "Where"
+        ctx.replace_inputs(node, [fix, op("Add", r, b, dt=dtype), r])
+        return
+    inexact = op("Not", op("Equal", op("Mod", a, b, dt=dtype, fmod=1), zero))
+    differ = op("Xor", op("Less", a, zero), op("Less", b, zero))
+    fix = op("Cast", op("And", inexact, differ), dt=dtype, to=dtype)
+    node.type = "Sub"
+    ctx.replace_inputs(node, [op("Div", a, b, dt=dtype), fix])
+
+
 def _while(ctx, node, name, args):
     """tf2onnx's handler for While/StatelessWhile, refusing what it would get wrong.
 
@@ -288,6 +329,7 @@ def _tf2onnx_version() -> str:
 
 
 _HANDLERS = {"Select": (_select, []), "SelectV2": (_select, []),
+             "FloorDiv": (_floor_int, []), "FloorMod": (_floor_int, []),
              "While": (_while, []), "StatelessWhile": (_while, [])}
 
 

@@ -202,3 +202,18 @@ def test_scan_forward_runs_and_reverse_is_refused():
     _in_onnx(scan(False), xs)
     with pytest.raises(rt.OnnxExportError, match="not its iteration count"):
         _in_onnx(scan(True), xs)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float32])
+def test_floor_division_and_modulo_are_exact(dtype):
+    """tf2onnx writes an integer FloorDiv as ONNX Div (truncation: -7 // 2 gave -3) and
+    FloorMod from it, and a float FloorMod as a - floor(a/b)*b (rounded, -0.0 lost): the
+    exporter's handlers give TF's numbers."""
+    a = np.array([-7, 7, -7, 7, 0, -2**31, -2**31, 2**31 - 1, -1, 6, -6, 5], np.int64)
+    b = np.array([2, -2, -2, 2, 3, 3, -3, -2, 5, 3, -3, -1], np.int64)
+    a, b = a.astype(dtype), b.astype(dtype)
+    f = tf.function(lambda x, y: (tf.math.floordiv(x, y), tf.math.floormod(x, y)))
+    model = rt.export(f, [tf.TensorSpec([12], tf.as_dtype(dtype))] * 2)
+    for got, want in zip(rt.run(model, [a, b]), f(a, b)):
+        np.testing.assert_array_equal(got, want.numpy())
+        assert np.array_equal(np.signbit(got), np.signbit(want.numpy()))
