@@ -191,17 +191,26 @@ def test_select_of_integers_and_booleans():
         np.testing.assert_array_equal(g, w.numpy())
 
 
-def test_scan_forward_runs_and_reverse_is_refused():
-    # tf2onnx writes TensorArray items in iteration order whatever their index: a
-    # reverse scan (items written at length-1-i) would come out reversed
+def test_scan_forward_and_reverse_run_and_a_loop_writing_elsewhere_is_refused():
+    # tf2onnx writes TensorArray items in iteration order whatever their index: the onnx
+    # scan rule writes a reverse scan's items in loop order and reverses them after; a
+    # raw TF loop writing at another index is refused by the exporter
     xs = np.arange(10, dtype=np.int32).reshape(5, 2)
 
     def scan(reverse):
         return lambda xs: jax.lax.scan(lambda c, x: (c + x, c * 2 + x),
                                        np.ones(2, np.int32), xs, reverse=reverse)
     _in_onnx(scan(False), xs)
+    _in_onnx(scan(True), xs)
+
+    def backwards(x):
+        arr = tf.TensorArray(tf.float32, size=3)
+        _, arr = tf.while_loop(lambda i, a: i < 3,
+                               lambda i, a: (i + 1, a.write(2 - i, x * tf.cast(i, tf.float32))),
+                               (0, arr))
+        return arr.stack()
     with pytest.raises(rt.OnnxExportError, match="not its iteration count"):
-        _in_onnx(scan(True), xs)
+        rt.export(tf.function(backwards), [tf.TensorSpec([2], tf.float32)])
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.float32])
