@@ -30,7 +30,12 @@ KNOWN_X64: dict[str, str] = {
 
 #: Harness cases an export target's runtime is known not to pass (none may be silent:
 #: each is listed here with its reason, and README says what it means in practice).
-KNOWN_TARGET: dict[str, dict[str, str]] = {"tflite": {}, "onnx": {}, "tfjs": {}}
+KNOWN_TARGET: dict[str, dict[str, str]] = {"tflite": {}, "onnx": {
+    r"^rules_lax\.onnx:conv_general_dilated_onnx:symbolic .*SAME with strides.*:float32$": (
+        "mismatch", "onnxruntime's Conv sums the window in another order than XLA; on this "
+        "case terms cancel and one element differs by ~1e-5 absolute (integer and float16 "
+        "convolutions of the same case match)"),
+}, "tfjs": {}}
 
 
 #: Rule cases that fail in an export target's runtime, by target, then by a regex over
@@ -47,7 +52,12 @@ KNOWN_TARGET_CASES: dict[str, dict[str, tuple[str, str]]] = {"tflite": {
     r"conjugate=False|unit diagonal):float16$": (
         "export_error", "the TFLite converter moves the Cast from float16 behind a Gather "
         "of the loop, then refuses the float16 Gather it made"),
-}, "onnx": {}, "tfjs": {}}
+}, "onnx": {
+    r"^rules_lax\.onnx:conv_general_dilated_onnx:symbolic .*SAME with strides.*:float32$": (
+        "mismatch", "onnxruntime's Conv sums the window in another order than XLA; on this "
+        "case terms cancel and one element differs by ~1e-5 absolute (integer and float16 "
+        "convolutions of the same case match)"),
+}, "tfjs": {}}
 
 
 def expected_target_case(target: str, case_id: str) -> tuple[str, str] | None:
