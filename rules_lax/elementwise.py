@@ -169,6 +169,25 @@ def rem_integer(ctx, x, y, **_):
     return tf.where(zero, x, x - tf.truncatediv(x, safe_y) * safe_y)
 
 
+_U32_EDGE_X = [7, 0, 255, 2**32 - 1, 2**32 - 1, 2**31, 2**31 + 5, 12345678]
+_U32_EDGE_Y = [0, 0, 2, 1, 2**32 - 1, 2**31 + 1, 2**31, 2**32 - 3]
+
+
+@rule("rem", dtypes="uint32", targets="tflite", polymorphic=True, cases=[
+    case("x%0 = x, operands past 2**31", lax.rem, _U32_EDGE_X, _U32_EDGE_Y),
+    case.custom("random", lax.rem,
+                lambda rng, dt: [rng.integers(0, 2**32, (4, 5), dtype=np.uint64).astype(dt),
+                                 rng.integers(1, 2**32, (4, 5), dtype=np.uint64).astype(dt)])])
+def rem_uint32_tflite(ctx, x, y, **_):
+    """TFLite has no uint32 division or compare: both operands are exact in int64, whose
+    FloorMod it has (truncation, no negatives); x%0 is x, as XLA. (uint32 ``div`` needs an
+    int64 FloorDiv, which TFLite lacks: refused.)"""
+    a, b = tf.cast(x, tf.int64), tf.cast(y, tf.int64)
+    zero = tf.math.equal(b, 0)
+    out = tf.where(zero, a, tf.math.floormod(a, tf.where(zero, tf.ones_like(b), b)))
+    return tf.cast(out, tf.uint32)
+
+
 @rule("rem", dtypes="floating",
       cases=[case("C fmod: sign of the dividend", lax.rem,
                   [5.5, -5.5, 5.5, -5.5, 1.0, inf, 1.0, -0.0, -4.0, -1.0],
