@@ -45,7 +45,11 @@ KNOWN_TARGET: dict[str, dict[str, str]] = {"tflite": {}, "onnx": {
     r"^rules_lax\.cumulative:cum(max|min):symbolic length(, chunks of chunks)?:u?int16$": (
         "export_error", "tf2onnx casts an int16 Max/Min to a type onnxruntime has a kernel "
         "for in the main graph, not inside a Loop body: onnxruntime refuses the model"),
-}, "tfjs": {}}
+}, "tfjs": {
+    r"^rules_lax\.reductions:reduce_and:symbolic:int32$": (
+        "export_error", "TF.js's BitwiseAnd kernel fails at run time inside the loop of a "
+        "symbolic reduction (its input arrives as null); an error, not a number"),
+}}
 
 
 #: Rule cases that fail in an export target's runtime, by target, then by a regex over
@@ -77,7 +81,11 @@ KNOWN_TARGET_CASES: dict[str, dict[str, tuple[str, str]]] = {"tflite": {
     r"^rules_lax\.cumulative:cum(max|min):symbolic length(, chunks of chunks)?:u?int16$": (
         "export_error", "tf2onnx casts an int16 Max/Min to a type onnxruntime has a kernel "
         "for in the main graph, not inside a Loop body: onnxruntime refuses the model"),
-}, "tfjs": {}}
+}, "tfjs": {
+    r"^rules_lax\.reductions:reduce_and:symbolic:int32$": (
+        "export_error", "TF.js's BitwiseAnd kernel fails at run time inside the loop of a "
+        "symbolic reduction (its input arrives as null); an error, not a number"),
+}}
 
 
 def expected_target_case(target: str, case_id: str) -> tuple[str, str] | None:
