@@ -30,26 +30,7 @@ KNOWN_X64: dict[str, str] = {
 
 #: Harness cases an export target's runtime is known not to pass (none may be silent:
 #: each is listed here with its reason, and README says what it means in practice).
-KNOWN_TARGET: dict[str, dict[str, str]] = {"tflite": {}, "onnx": {
-    r"^rules_lax\.onnx:conv_general_dilated_onnx:symbolic .*SAME with strides.*:float32$": (
-        "mismatch", "onnxruntime's Conv sums the window in another order than XLA; on this "
-        "case terms cancel and one element differs by ~1e-5 absolute (integer and float16 "
-        "convolutions of the same case match)"),
-    r"^rules_lax\.structural:reshape:empty:(bool|uint8)$": (
-        "export_error", "onnxruntime's Reshape of an empty bool/uint8 tensor fails at run "
-        "time (an error, not a number); the single-op probe passed on a non-empty one"),
-    r"^rules_lax\.reductions:reduce:(add from 3, symbolic:uint(8|16)|an order-dependent "
-    r"computation, XLA's order, symbolic:float16)$": (
-        "export_error", "inside the ONNX Loop of a symbolic reduce, onnxruntime's type "
-        "inference binds Pad to two types and refuses the model"),
-    r"^rules_lax\.cumulative:cum(max|min):symbolic length(, chunks of chunks)?:u?int16$": (
-        "export_error", "tf2onnx casts an int16 Max/Min to a type onnxruntime has a kernel "
-        "for in the main graph, not inside a Loop body: onnxruntime refuses the model"),
-}, "tfjs": {
-    r"^rules_lax\.reductions:reduce_and:symbolic:int32$": (
-        "export_error", "TF.js's BitwiseAnd kernel fails at run time inside the loop of a "
-        "symbolic reduction (its input arrives as null); an error, not a number"),
-}}
+KNOWN_TARGET: dict[str, dict[str, str]] = {"tflite": {}, "onnx": {}, "tfjs": {}}
 
 
 #: Rule cases that fail in an export target's runtime, by target, then by a regex over
