@@ -128,8 +128,9 @@ def platform_index_for_device(ctx, *, platforms, **_):
                 name="while with a counter"),
     case.random(jax.vmap(lambda x: lax.while_loop(lambda c: c < 100, lambda c: c * 2 + 1, x)),
                 shapes=[(5,)], dtypes=["int32", "int64"], name="vmapped: batched predicate"),
-    case.random(lambda x: lax.fori_loop(0, 3, lambda i, s: (s[0] + s[2], s[0] * 2, s[1]),
-                                        (x, x * 3, x * 5)),
+    case.random(lambda x: lax.while_loop(lambda s: s[0] < 3,
+                                         lambda s: (s[0] + 1, s[1] + s[3], s[1] * 2, s[2]),
+                                         (0, x, x * 3, x * 5))[1:],
                 shapes=[(2,)], dtypes=["float32", "int32"],
                 name="carry passed on to another position")])
 def while_loop(ctx, *args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts, **_):
