@@ -42,6 +42,26 @@ def runtime(target: str):
     return importlib.import_module(t.runtime)
 
 
+def each_or_error(fn, items) -> list:
+    """``fn(*item)`` for each item: its result, or the exception it raised (the batch
+    goes on), as ``run_many`` and ``export_graphs`` return them."""
+    out = []
+    for item in items:
+        try:
+            out.append(fn(*item))
+        except Exception as exc:
+            out.append(exc)
+    return out
+
+
+def save_bytes(model: bytes, path: str, suffix: str) -> list[str]:
+    """Write a one-file artifact to ``path`` (``suffix`` added if missing)."""
+    path = path if path.endswith(suffix) else path + suffix
+    with open(path, "wb") as f:
+        f.write(model)
+    return [path]
+
+
 def run_ones_in_children(artifacts: Sequence[Any], module: str, suffix: str) -> list[str]:
     """Run each artifact on ones with ``module.ones_once(path)`` in a child process that
     is restarted after a crash; "ok", "error ..." or "crash (exit N)" per artifact.

@@ -460,20 +460,13 @@ def run(model: bytes, args: Sequence[Any]) -> list:
 
 def run_many(items) -> list:
     """Each (model, args) run; its outputs or the exception."""
-    out = []
-    for model, args in items:
-        try:
-            out.append(run(model, args))
-        except Exception as exc:
-            out.append(exc)
-    return out
+    from core.export import each_or_error
+    return each_or_error(run, items)
 
 
 def save(model: bytes, path: str) -> list[str]:
-    path = path if path.endswith(".onnx") else path + ".onnx"
-    with open(path, "wb") as f:
-        f.write(model)
-    return [path]
+    from core.export import save_bytes
+    return save_bytes(model, path, ".onnx")
 
 
 def run_ones(models: list[bytes]) -> list[str]:

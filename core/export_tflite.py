@@ -85,10 +85,8 @@ def export_graphs(graphs) -> list:
 
 
 def save(model: bytes, path: str) -> list[str]:
-    path = path if path.endswith(".tflite") else path + ".tflite"
-    with open(path, "wb") as f:
-        f.write(model)
-    return [path]
+    from core.export import save_bytes
+    return save_bytes(model, path, ".tflite")
 
 
 def run(model: bytes, args: Sequence[Any]) -> list:
@@ -114,13 +112,8 @@ def benchmark(model: bytes, args: Sequence[Any]) -> float:
 
 def run_many(items) -> list:
     """Each (model, args) run; its outputs or the exception."""
-    out = []
-    for model, args in items:
-        try:
-            out.append(run_tflite(model, args))
-        except Exception as exc:
-            out.append(exc)
-    return out
+    from core.export import each_or_error
+    return each_or_error(run_tflite, items)
 
 
 def run_ones(models: list[bytes]) -> list[str]:
