@@ -435,6 +435,36 @@ def nextafter_tflite(ctx, x, y, **_):
     return _nextafter(ctx, x, y, TFLiteBits)
 
 
+@rule("nextafter", dtypes=["float32", "float64"], targets=("onnx", "tfjs"), polymorphic=True,
+      cases=_NEXTAFTER_CASES + [
+          case("subnormal operands, both directions across the normal boundary",
+               lax.nextafter, [1e-45, 1e-45, -1e-45, 3e-40, 0.0, 1e-40, 1.2e-38, 1.1754944e-38],
+               [0.0, 2e-45, 0.0, -3e-40, 1e-45, 1e-40, 0.0, 1.0], dtypes="float32"),
+          case("powers of two, both directions", lax.nextafter,
+               [1.0, 1.0, -1.0, -1.0, 2.0**-126, 2.0**100, -(2.0**-125), 0.5],
+               [2.0, 0.0, -2.0, 0.0, 0.0, _INF, 0.0, -0.0]),
+          _poly_case(lax.nextafter, 2)])
+def nextafter_arith(ctx, x, y, **_):
+    """The same without a bitcast (tf2onnx and TF.js have none), in float arithmetic:
+    ``x +- max(|x| * 0.7 ulp(1), smallest subnormal)`` rounds to the neighbour of x, since
+    the step lies strictly between half and one and a half of the spacing on either side of
+    x (at a power of two, the spacing below is half the one above). The compare x == y
+    treats subnormals as zero, as XLA's does; infinities step to the largest finite."""
+    shape = ctx.shape(ctx.aval_out)
+    x, y = tf.broadcast_to(x, shape), tf.broadcast_to(y, shape)
+    fi = np.finfo(ctx.avals_in[0].dtype)
+    const = lambda v: tf.constant(v, x.dtype)
+    step = tf.maximum(tf.abs(x) * const(0.7 * float(fi.eps)), const(fi.smallest_subnormal))
+    out = x + tf.where(y > x, step, -step)
+    out = tf.where(tf.math.is_inf(x), tf.where(x > 0, const(fi.max), const(-fi.max)), out)
+    tiny = const(fi.tiny)
+    equal = tf.math.logical_or(tf.equal(x, y), tf.math.logical_and(tf.abs(x) < tiny,
+                                                                   tf.abs(y) < tiny))
+    out = tf.where(equal, y, out)
+    either_nan = tf.math.logical_or(tf.math.is_nan(x), tf.math.is_nan(y))
+    return tf.where(either_nan, const(_NAN), out)
+
+
 def _nextafter(ctx, x, y, bit_ops):
     shape = ctx.shape(ctx.aval_out)
     x, y = tf.broadcast_to(x, shape), tf.broadcast_to(y, shape)
