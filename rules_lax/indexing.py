@@ -24,6 +24,7 @@ NaN behaviour depends on order) and ``scatter_apply`` run XLA's order in a ``tf.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -41,7 +42,8 @@ _I32_MAX = np.iinfo(np.int32).max
 
 # -- the index grid shared by gather and scatter -----------------------------------------------
 # Sizes are Python ints where known and TF int32 scalars where symbolic (polymorphic_shapes);
-# products of sizes and positions are int64, so they cannot overflow.
+# products of sizes and positions are int64, so they cannot overflow (int32 on TF.js, which
+# has no int64 and whose tensors hold fewer than 2**31 elements).
 
 def _ints(xs):
     return [int(x) for x in xs]
@@ -51,39 +53,45 @@ def _known_zero(d) -> bool:
     return isinstance(d, int) and d == 0
 
 
-def _i64(d):
-    return d if isinstance(d, int) else tf.cast(d, tf.int64)
+def _index_type(ctx):
+    """The integer type of positions and sizes: int64, int32 on TF.js (no int64 there)."""
+    return tf.int32 if ctx.target == "tfjs" else tf.int64
 
 
-def _prod(dims):
-    """Product of sizes: a Python int if all are known (or one is a known 0), else int64."""
+def _i64(d, itype=tf.int64):
+    return d if isinstance(d, int) else tf.cast(d, itype)
+
+
+def _prod(dims, itype=tf.int64):
+    """Product of sizes: a Python int if all are known (or one is a known 0), else a
+    scalar of ``itype``."""
     if any(_known_zero(d) for d in dims):
         return 0
     out = 1
     for d in dims:
-        out = out * _i64(d)
+        out = out * _i64(d, itype)
     return out
 
 
-def _int64_vector(dims):
+def _int64_vector(dims, itype=tf.int64):
     if all(isinstance(d, int) for d in dims):
-        return tf.constant(dims, tf.int64, shape=[len(dims)])
-    return tf.stack([tf.cast(d, tf.int64) for d in dims])
+        return tf.constant(dims, itype, shape=[len(dims)])
+    return tf.stack([tf.cast(d, itype) for d in dims])
 
 
-def _as_int64(idx, dtype):
-    """Indices as int64 with the same order as in their own dtype (uint64 beyond int64
-    saturates: it is out of bounds either way)."""
-    x = tf.cast(idx, tf.int64)
+def _as_int64(idx, dtype, itype=tf.int64):
+    """Indices as int64 (``itype``) with the same order as in their own dtype (uint64
+    beyond int64 saturates: it is out of bounds either way)."""
+    x = tf.cast(idx, itype)
     if np.dtype(dtype) == np.uint64:
         x = tf.where(x < 0, tf.constant(_I64_MAX, tf.int64), x)
     return x
 
 
-def _iota(n, axis, rank):
+def _iota(n, axis, rank, itype=tf.int64):
     shape = [1] * rank
     shape[axis] = n
-    return tf.reshape(tf.range(n, dtype=tf.int64), shape)
+    return tf.reshape(tf.range(n, dtype=itype), shape)
 
 
 def _narrow(ctx, pos, limit):
@@ -108,6 +116,7 @@ class _IndexGrid:
     indices_batching: list  # the indices dim paired with each operand batching dim
     batch_shape: list       # the indices' shape without the index vector dim
     to_grid: list
+    itype: Any = tf.int64   # of positions and sizes (see _index_type)
 
     @property
     def shape(self) -> list:
@@ -115,15 +124,16 @@ class _IndexGrid:
 
     @property
     def operand_size(self):
-        return _prod(self.operand_shape)
+        return _prod(self.operand_shape, self.itype)
 
     def clamp(self, idx64):
         """(start indices clamped so the whole window is in bounds, and for every batch
         element whether it was in bounds already). The bounds are run-time values when
         dims are symbolic."""
-        upper = _int64_vector([self.operand_shape[d] - self.window[d] for d in self.start_map])
+        upper = _int64_vector([self.operand_shape[d] - self.window[d] for d in self.start_map],
+                              self.itype)
         in_bounds = tf.reduce_all(tf.logical_and(idx64 >= 0, idx64 <= upper), axis=-1)
-        clamped = tf.minimum(tf.maximum(idx64, tf.constant(0, tf.int64)), upper)
+        clamped = tf.minimum(tf.maximum(idx64, tf.constant(0, self.itype)), upper)
         return clamped, in_bounds
 
     def positions(self, starts):
@@ -132,8 +142,8 @@ class _IndexGrid:
         nb, rank, n = len(self.batch_shape), len(self.shape), len(self.operand_shape)
         strides = [1] * n
         for d in reversed(range(n - 1)):
-            strides[d] = strides[d + 1] * _i64(self.operand_shape[d + 1])
-        pos = tf.zeros([1] * rank, tf.int64)
+            strides[d] = strides[d + 1] * _i64(self.operand_shape[d + 1], self.itype)
+        pos = tf.zeros([1] * rank, self.itype)
         for d, stride in enumerate(strides):
             comp = None
             if d in self.start_map:
@@ -141,9 +151,9 @@ class _IndexGrid:
                                   self.batch_shape + [1] * (rank - nb))
             if d in self.operand_batching:
                 axis = self.indices_batching[self.operand_batching.index(d)]
-                comp = _iota(self.batch_shape[axis], axis, rank)
+                comp = _iota(self.batch_shape[axis], axis, rank, self.itype)
             if d in self.window_dims:
-                off = _iota(self.window[d], nb + self.window_dims.index(d), rank)
+                off = _iota(self.window[d], nb + self.window_dims.index(d), rank, self.itype)
                 comp = off if comp is None else comp + off
             if comp is not None and not _known_zero(stride):
                 pos = pos + comp * stride
@@ -191,7 +201,7 @@ def _index_grid(ctx, dn, result_aval) -> _IndexGrid:
     batch_axes = [r for r in range(rank) if r not in result_window]
     return _IndexGrid(operand_shape, window, window_dims, _ints(start_map), operand_batching,
                       _ints(indices_batching), ctx.shape(ctx.avals_in[1])[:-1],
-                      batch_axes + result_window)
+                      batch_axes + result_window, _index_type(ctx))
 
 
 def _mode(mode):
@@ -309,9 +319,9 @@ def gather(ctx, operand, indices, *, dimension_numbers, mode, fill_value=None, *
         # symbolic dims (whose values are int32 here) count as small. (JAX's own symbolic
         # lowering would use the default int type, int64 under x64.)
         wide = any(isinstance(d, int) and d > _I32_MAX for d in grid.operand_shape)
-        idx64 = tf.cast(tf.cast(indices, tf.int64 if wide else tf.int32), tf.int64)
+        idx64 = tf.cast(tf.cast(indices, tf.int64 if wide else tf.int32), grid.itype)
     else:
-        idx64 = _as_int64(indices, idx_aval.dtype)
+        idx64 = _as_int64(indices, idx_aval.dtype, grid.itype)
     starts, in_bounds = grid.clamp(idx64)
     pos = _narrow(ctx, grid.positions(starts), grid.operand_size)
     out = tf.gather(tf.reshape(operand, [-1]), pos)
@@ -328,11 +338,11 @@ def gather(ctx, operand, indices, *, dimension_numbers, mode, fill_value=None, *
 def _scatter_positions(ctx, grid, indices, mode):
     """For every update element, in grid order (flattened): its linear position in the
     flattened operand, or M, one past the end, where XLA drops its window."""
-    starts, in_bounds = grid.clamp(_as_int64(indices, ctx.avals_in[1].dtype))
+    starts, in_bounds = grid.clamp(_as_int64(indices, ctx.avals_in[1].dtype, grid.itype))
     pos = grid.positions(starts)
     m = grid.operand_size
     if mode != GatherScatterMode.CLIP:
-        pos = grid.where_in_bounds(in_bounds, pos, tf.cast(m, tf.int64))
+        pos = grid.where_in_bounds(in_bounds, pos, tf.cast(m, grid.itype))
     return _narrow(ctx, tf.reshape(pos, [-1]), m + 1)   # the segment ops count M + 1 segments
 
 
@@ -346,6 +356,12 @@ def _is_overwrite(update_jaxpr):
 
 
 def _segment_reduce(kind, values, pos, m, target="tf"):
+    if target == "tfjs":
+        # TF.js has no segment ops; its ScatterNd sums duplicate positions (only "sum"
+        # comes here on TF.js, see _scatter_impl)
+        assert kind == "sum", kind
+        size = [m + 1] if isinstance(m, int) else tf.reshape(m + 1, [1])
+        return tf.scatter_nd(pos[:, None], values, size)[:m]
     if target == "onnx" and kind != "prod":
         return _scatter_reduce(kind, values, pos, m)
     seg = {"sum": tf.math.unsorted_segment_sum, "prod": tf.math.unsorted_segment_prod,
@@ -384,11 +400,13 @@ def _combine_ordered(ctx, kind, op_flat, upd_flat, pos, m, n_scatter, window,
                      update_jaxpr=None, update_consts=()):
     """XLA:CPU's own order: scatter positions one after another (each one's window
     elements land on distinct operand elements). Used where order changes the numbers."""
-    upd2 = tf.reshape(upd_flat, _int64_vector([n_scatter, window]))
-    pos2 = tf.reshape(pos, _int64_vector([n_scatter, window]))
+    upd2 = tf.reshape(upd_flat, _int64_vector([n_scatter, window], pos.dtype))
+    pos2 = tf.reshape(pos, _int64_vector([n_scatter, window], pos.dtype))
     acc0 = tf.concat([op_flat, tf.zeros([1], op_flat.dtype)], 0)
 
     def combine(x, y):
+        if kind == "scatter":
+            return y
         if kind in ("min", "max"):
             rx, ry = tf.math.real(x), tf.math.real(y)
             ix, iy = tf.math.imag(x), tf.math.imag(y)
@@ -403,7 +421,7 @@ def _combine_ordered(ctx, kind, op_flat, upd_flat, pos, m, n_scatter, window,
         new = combine(tf.gather(acc, p), upd2[i])
         return i + 1, tf.tensor_scatter_nd_update(acc, p[:, None], new)
 
-    _, acc = tf.while_loop(lambda i, _: i < n_scatter, body, (tf.constant(0, tf.int64), acc0))
+    _, acc = tf.while_loop(lambda i, _: i < n_scatter, body, (tf.constant(0, pos.dtype), acc0))
     return acc[:m]
 
 
@@ -414,9 +432,9 @@ def _scatter_impl(kind, ctx, operand, indices, updates, *, dimension_numbers, mo
         kind = "apply"
     grid = _index_grid(ctx, dimension_numbers, ctx.avals_in[2])
     m = grid.operand_size
-    n_scatter = _prod(grid.batch_shape)
-    window = _prod(grid.shape[len(grid.batch_shape):])
-    n = _prod([n_scatter, window])
+    n_scatter = _prod(grid.batch_shape, grid.itype)
+    window = _prod(grid.shape[len(grid.batch_shape):], grid.itype)
+    n = _prod([n_scatter, window], grid.itype)
     if _known_zero(m) or _known_zero(n):
         return operand
     pos = _scatter_positions(ctx, grid, indices, mode)
@@ -424,7 +442,13 @@ def _scatter_impl(kind, ctx, operand, indices, updates, *, dimension_numbers, mo
     op = tf.reshape(operand, [-1])
     dtype = op.dtype
     t = ctx.target
-    if kind == "scatter":
+    if t == "tfjs" and kind not in ("add", "sub"):
+        # TF.js's only scatter that combines duplicates sums them: the others go one
+        # scatter position after another, with the primitive's own combiner
+        kind = kind if kind == "scatter" or update_jaxpr is None else "apply"
+        out = _combine_ordered(ctx, kind, op, upd, pos, m, n_scatter, window,
+                               update_jaxpr, update_consts)
+    elif kind == "scatter":
         # The last scatter position wins: updates are now numbered in XLA's order.
         order = tf.range(n, dtype=pos.dtype)
         winner = _segment_reduce("max", order, pos, m, t)
