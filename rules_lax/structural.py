@@ -140,6 +140,42 @@ def concatenate(ctx, *xs, dimension, **_):
     return xs[0] if len(xs) == 1 else tf.concat(list(xs), axis=int(dimension))
 
 
+def _tile_weighted(x):
+    """``jnp.tile`` and its VJP: the value and the gradient of a weighted sum of tiles."""
+    def loss(a):
+        t = jnp.tile(a, (2, 3))
+        return (t * jnp.arange(t.size, dtype=t.dtype).reshape(t.shape)).sum()
+    return jax.value_and_grad(loss)(x)
+
+
+@rule("tile", dtypes=SHAPE_DTYPES, polymorphic=True, cases=[
+    case.random(lambda x: jnp.tile(x, (2, 3)), shapes=[(2, 3)]),
+    case.random(lambda x: lax.tile(x, (1, 3, 1)), shapes=[(2, 1, 4)], name="ones in reps"),
+    case.random(lambda x: lax.tile(x, (0, 2)), shapes=[(2, 3)], name="zero reps"),
+    case.random(lambda x: lax.tile(x, (3, 2)), shapes=[(0, 3)], name="empty operand"),
+    case.random(lambda x: lax.tile(x, ()), shapes=[()], name="scalar"),
+    case.random(lambda x: jnp.tile(x, (2, 1, 3)), shapes=[(5, 2)], name="symbolic",
+                convert_kw={"polymorphic_shapes": ["(b, 2)"]}),
+    case.random(_tile_weighted, shapes=[(2, 3)], name="value and gradient",
+                dtypes="floating"),
+    *_key_cases("tile", lambda k: jnp.tile(k, (2, 2)), (2, 3))])
+def tile(ctx, x, *, reps, **_):
+    """``lax.tile``: TF's Tile (key data untouched in its trailing dimensions). Tile has no
+    uint16 kernel: there, JAX's own lowering (a new axis of size ``rep`` in front of each
+    axis, broadcast, merged)."""
+    reps = [int(r) for r in reps]
+    aval = ctx.avals_in[0]
+    trail = _trail(ctx, aval)
+    if all(r == 1 for r in reps):
+        return x
+    if x.dtype != tf.uint16:
+        return tf.tile(x, reps + [1] * len(trail))
+    shape = ctx.shape(aval)
+    x = tf.reshape(x, [k for d in shape for k in (1, d)])
+    x = tf.broadcast_to(x, [k for r, d in zip(reps, shape) for k in (r, d)])
+    return tf.reshape(x, ctx.shape(ctx.aval_out))
+
+
 @rule("slice", dtypes=SHAPE_DTYPES,
       cases=[case.random(lambda x: lax.slice(x, (1, 0), (3, 2)), shapes=[(4, 3)]),
              case.random(lambda x: lax.slice(x, (1, 0), (7, 5), (2, 3)), shapes=[(8, 5)],
