@@ -113,6 +113,44 @@ def neg(ctx, x, **_):
     return tf.math.negative(x)
 
 
+def _mulhi_edges(rng, dtype):
+    """Extremes of the dtype against each other, -1, 0, 1 and a mid value."""
+    info = np.iinfo(dtype)
+    vals = np.array([info.min, info.max, 0, 1, info.max // 3, info.min + 1,
+                     -1 if info.min < 0 else info.max - 1], dtype)
+    return [np.repeat(vals, len(vals)), np.tile(vals, len(vals))]
+
+
+@rule("mulhi", dtypes="integer", polymorphic=True, cases=[
+    _random_pair(lax.mulhi), _broadcast_pair(lax.mulhi),
+    case.custom("extremes against each other", lax.mulhi, _mulhi_edges)])
+def mulhi(ctx, x, y, **_):
+    """The upper half of the double-width product. Up to 32 bits: the product in 64 bits
+    (exact), shifted (arithmetically for signed types). 64 bits: JAX's own split into four
+    32x32-bit products in uint64, then the signed correction
+    ``hi(x*y) = uhi(x*y) - (x<0 ? y : 0) - (y<0 ? x : 0)`` (mod 2^64)."""
+    dt = x.dtype
+    bits = dt.size * 8
+    if bits < 64:
+        wide = tf.uint64 if dt.is_unsigned else tf.int64
+        prod = tf.cast(x, wide) * tf.cast(y, wide)
+        return tf.cast(tf.bitwise.right_shift(prod, tf.constant(bits, wide)), dt)
+    u = [tf.cast(v, tf.uint64) for v in (x, y)]
+    mask, k32 = tf.constant(0xFFFFFFFF, tf.uint64), tf.constant(32, tf.uint64)
+    (x_lo, y_lo), (x_hi, y_hi) = [[tf.bitwise.bitwise_and(v, mask) for v in u],
+                                  [tf.bitwise.right_shift(v, k32) for v in u]]
+    lo_lo, lo_hi, hi_lo = x_lo * y_lo, x_lo * y_hi, x_hi * y_lo
+    cross = (tf.bitwise.bitwise_and(lo_hi, mask) + tf.bitwise.bitwise_and(hi_lo, mask)
+             + tf.bitwise.right_shift(lo_lo, k32))
+    hi = (x_hi * y_hi + tf.bitwise.right_shift(lo_hi, k32) + tf.bitwise.right_shift(hi_lo, k32)
+          + tf.bitwise.right_shift(cross, k32))
+    if dt.is_unsigned:
+        return hi
+    k63 = tf.constant(63, dt)
+    return (tf.cast(hi, dt) + tf.bitwise.right_shift(x, k63) * y
+            + tf.bitwise.right_shift(y, k63) * x)
+
+
 # -- div, rem -----------------------------------------------------------------------------------
 
 def _int_div_args(x, y):
