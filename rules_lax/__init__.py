@@ -3,6 +3,7 @@ from core.hookspecs import hookimpl
 
 FAMILIES = (
     "special",
+    "calls",
     "indexing",
     "elementwise",
     "structural",
@@ -20,6 +21,7 @@ FAMILIES = (
     "conversion",
     "narrow",
     "onnx",
+    "tfjs",
 )
 
 
