@@ -13,11 +13,12 @@ import operator
 
 import numpy as np
 import tensorflow as tf
+import jax
 import jax.numpy as jnp
 from jax import lax
 
 from core.errors import UnsupportedError
-from core.rule import case, rule
+from core.rule import _rand, case, rule
 
 # The dtype TF multiplies in, for result dtypes whose MatMul kernel is missing or
 # accumulates differently from XLA. Small integers are exact in int32 modulo 2^32, so the
@@ -187,3 +188,59 @@ def dot_general_by_matmul(ctx, lhs, rhs, *, dimension_numbers, precision=None,
     lhs, rhs = _to(lhs, preset or out_dtype), _to(rhs, preset or out_dtype)
     lhs, rhs = _to(lhs, compute), _to(rhs, compute)
     return _from(_dot(ctx, lhs, rhs, dimension_numbers), out_dtype)
+
+
+# -- ragged_dot_general (mixture-of-experts) ---------------------------------------------------
+
+def _ragged(dims=None):
+    """``lax.ragged_dot`` (rows of ``lhs`` in groups, group ``i`` times ``rhs[i]``), or
+    ``ragged_dot_general`` with other dimension numbers."""
+    if dims is None:
+        return lambda lhs, rhs, gs: lax.ragged_dot(lhs, rhs, gs)
+    return lambda lhs, rhs, gs: lax.ragged_dot_general(lhs, rhs, gs, dims)
+
+
+def _groups(*sizes):
+    return np.array(sizes, np.int32)
+
+
+def _ragged_args(lhs_shape, rhs_shape, groups):
+    def make(rng, dtype):
+        return [_rand(rng, lhs_shape, dtype), _rand(rng, rhs_shape, dtype), groups]
+    return make
+
+
+def _ragged_case(name, lhs_shape, rhs_shape, groups, dims=None, **kw):
+    return case.custom(name, _ragged(dims), _ragged_args(lhs_shape, rhs_shape, groups), **kw)
+
+
+def _ragged_value_and_grad(lhs, rhs, gs):
+    return jax.value_and_grad(lambda a, b: lax.ragged_dot(a, b, gs).sum(), (0, 1))(lhs, rhs)
+
+
+_RAGGED_CONTRACTING = lax.RaggedDotDimensionNumbers((([1], [0]), ([], [])), [1], [])
+_RAGGED_BATCH = lax.RaggedDotDimensionNumbers((([2], [1]), ([0], [0])), [0], [])
+
+
+@rule("ragged_dot_general", dtypes="numeric", polymorphic=True, cases=[
+    _ragged_case("rows in 3 groups", (7, 4), (3, 4, 2), _groups(2, 0, 5)),
+    _ragged_case("groups cover fewer rows than lhs has", (6, 3), (2, 3, 5), _groups(1, 2)),
+    _ragged_case("groups past the last row, a negative size", (6, 3), (3, 3, 2),
+                 _groups(-2, 4, 5), dtypes="signed"),
+    _ragged_case("ragged contracting dimension", (3, 6), (6, 2), _groups(4, 2),
+                 _RAGGED_CONTRACTING),
+    _ragged_case("ragged batch dimension", (4, 2, 3), (4, 3, 5), _groups(1, 3), _RAGGED_BATCH),
+    case.custom("value and gradient", _ragged_value_and_grad,
+                _ragged_args((5, 3), (2, 3, 4), _groups(3, 2)), dtypes="floating"),
+    case.custom("symbolic rows", _ragged(), _ragged_args((6, 3), (2, 3, 2), _groups(2, 4)),
+                dtypes="float32", convert_kw={"polymorphic_shapes": ["(m, 3)", None, None]})])
+def ragged_dot_general(ctx, lhs, rhs, group_sizes, *, group_offset=None, **params):
+    """JAX's own definition (``_ragged_dot_general_impl``, what it lowers to when XLA's
+    ragged-dot instruction is off): each group's rows masked out of the ragged operand,
+    then one dot_general over the group axis. Rows past the last group give zeros."""
+    from jax._src.lax.lax import _ragged_dot_general_impl
+    if group_offset is not None:
+        raise UnsupportedError("ragged_dot_general with group_offset: JAX has no lowering "
+                               "of it either; slice group_sizes instead")
+    return ctx.lower_fun(lambda a, b, g: _ragged_dot_general_impl(a, b, g, **params),
+                         lhs, rhs, group_sizes)[0]
