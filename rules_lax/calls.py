@@ -16,6 +16,7 @@ callbacks are refused, with the way out in the message. Two rules are used only 
 """
 from __future__ import annotations
 
+import math
 import string
 import sys
 
@@ -105,6 +106,85 @@ def linear_call_callee(ctx, *args, callee, **_):
     """``linear_call``: the value is the callee's; the transpose only serves JAX's
     autodiff, which the converter's gradient (JAX's VJP) already runs."""
     return ctx.lower_jaxpr(callee, *args)
+
+
+# -- select_and_scatter: a window reduction whose select and scatter are jaxprs --------------
+
+def _sas(select, scatter, window, strides, padding, init=0):
+    """JAX's internal ``_select_and_scatter`` (public code reaches only the ``_add`` form,
+    see rules_nn/windows.py)."""
+    from jax._src.lax import windowed_reductions as wr
+    return lambda x, src: wr._select_and_scatter(x, select, window, strides, padding, src,
+                                                 jnp.asarray(init, x.dtype), scatter)
+
+
+def _sas_args(x_shape, src_shape, lo=1, hi=5):
+    def make(rng, dtype):       # few distinct values: ties
+        return [rng.integers(lo, hi, x_shape).astype(dtype),
+                rng.integers(0, 3, src_shape).astype(dtype)]
+    return make
+
+
+@rule("select_and_scatter", dtypes=["integer", "floating"], polymorphic=True, cases=[
+    case.custom("ge, add, padding is never selected",
+                _sas(lax.ge, lax.add, (3,), (1,), ((2, 2),)), _sas_args((5,), (7,))),
+    case.custom("le, 2-d windows, stride and padding",
+                _sas(lax.le, lax.add, (2, 2), (1, 2), ((1, 0), (0, 1))),
+                _sas_args((3, 3), (3, 2))),
+    case.custom("order of a non-commutative scatter, init value",
+                _sas(lax.gt, lambda a, b: a * 2 - b, (3,), (1,), ((1, 1),), init=3),
+                _sas_args((6,), (6,), hi=3)),
+    case.custom("NaN in the window", _sas(lax.ge, lax.max, (2,), (1,), ((0, 0),)),
+                lambda rng, dt: [np.array([0, np.nan, 2, np.nan, 1], dt),
+                                 np.array([1, 2, 3, 4], dt)], dtypes="floating"),
+    case.custom("symbolic batch", _sas(lax.ge, lax.add, (1, 2), (1, 2), ((0, 0), (0, 0))),
+                _sas_args((3, 4), (3, 2)), dtypes="float32",
+                convert_kw={"polymorphic_shapes": ["(b, _)", "(b, _)"]})])
+def select_and_scatter(ctx, operand, source, init_value, *, select_jaxpr, select_consts,
+                       scatter_jaxpr, scatter_consts, window_dimensions, window_strides,
+                       padding, **_):
+    """XLA's SelectAndScatter: in each window, the first element, replaced by each later
+    one the ``select`` jaxpr rejects it for (padding is skipped, never selected); then,
+    from ``init_value`` everywhere, ``scatter(out, source)`` at the selected elements, in
+    row-major window order (decreasing window offset). The jaxprs act elementwise."""
+    from rules_nn.windows import _prepare, _scatter_back, _valid_masks, _window_elements
+    from rules_lax._dims import dims, evaluator, grow_and_cut, ints, is_zero, same
+
+    def call(jaxpr, consts, *xs):
+        consts = [ctx.constant(c, v.aval) for c, v in zip(consts, jaxpr.constvars)]
+        return ctx.lower_jaxpr(jaxpr, *xs, consts=consts)[0]
+    ev = evaluator(ctx)
+    window, strides, ones = ints(window_dimensions), ints(window_strides), (1,) * len(padding)
+    pads = [dims(p) for p in padding]
+    in_shape, out_shape = dims(ctx.avals_in[0].shape), dims(ctx.avals_in[1].shape)
+    if any(map(is_zero, (*in_shape, *out_shape))) or math.prod(window) == 0:
+        return tf.broadcast_to(init_value, ev(in_shape))
+    x, pshape = _prepare(operand, in_shape, pads, ones, init_value, ev)
+    masks = _valid_masks(in_shape, out_shape, window, strides, pads, ones, ones, ev)
+    best = best_k = have = None
+    offsets = []
+    for k, ((offset, elem), valid) in enumerate(zip(
+            _window_elements(x, window, strides, ones, out_shape, ev, pshape), masks)):
+        offsets.append(offset)
+        valid = tf.broadcast_to(tf.constant(True) if valid is None else valid, ev(out_shape))
+        if best is None:
+            best, best_k, have = elem, tf.zeros(ev(out_shape), tf.int32), valid
+            continue
+        keep = tf.logical_or(tf.logical_not(valid),
+                             tf.logical_and(have, call(select_jaxpr, select_consts, best, elem)))
+        best = tf.where(keep, best, elem)
+        best_k = tf.where(keep, best_k, tf.constant(k, tf.int32))
+        have = tf.logical_or(have, valid)
+    out = tf.broadcast_to(init_value, ev(pshape))
+    for k in reversed(range(len(offsets))):
+        hit = tf.cast(tf.logical_and(have, tf.equal(best_k, k)), tf.int32)
+        back = [_scatter_back(t, out_shape, offsets[k], strides, pshape, ev)
+                for t in (hit, source)]
+        out = tf.where(tf.equal(back[0], 1), call(scatter_jaxpr, scatter_consts, out, back[1]),
+                       out)
+    if all(same(p, n) for p, n in zip(pshape, in_shape)):
+        return out
+    return tf.slice(out, [grow_and_cut(lo, ev)[0] for lo, _ in pads], ev(in_shape))
 
 
 # -- debug_print ------------------------------------------------------------------------------
