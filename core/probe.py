@@ -41,9 +41,9 @@ class Recorder:
         return g, g.num_operations()
 
     def finish(self, mark, eqn, rule_id, origin=None):
-        from core.targets import new_operations, op_signature
+        from core.targets import emitted_operations, op_signature
         g, n0 = mark
-        for op in new_operations(g, n0):
+        for op in emitted_operations(g, n0):
             self.all.setdefault((op.type, op_signature(op)), []).append(op)
 
 

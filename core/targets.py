@@ -44,6 +44,16 @@ class Target:
     inf_at_run_time: bool = False     # its converter folds ±inf constants to ±max finite
     loop_copies_in_order: bool = False  # a loop's outputs overwrite its inputs one by one
     dtypes: frozenset | None = None   # the only dtypes its models can hold (None: any)
+    carried: tuple = ()               # (JAX dtype, dtype that holds its bits in the graph)
+
+    def carrier(self, dtype_name: str) -> str | None:
+        """The dtype whose tensors hold ``dtype_name``'s bits on this target, or None when
+        it is held as itself (TF.js has no uint32: uint32 and key data are int32 bits)."""
+        for jax_dtype, holder in self.carried:
+            if dtype_name == jax_dtype or (dtype_name.startswith("key<")
+                                           and jax_dtype == "uint32"):
+                return holder
+        return None
 
     @functools.cached_property
     def _data(self) -> dict:
@@ -107,9 +117,23 @@ TARGETS: dict[str, Target] = {
     "tfjs": Target(
         "tfjs", "TensorFlow.js (tensorflowjs converter, tfjs in node)", table="tfjs.json",
         runtime="core.export_tfjs", dtypes=frozenset({"float32", "int32", "bool"}),
+        carried=(("uint32", "int32"),),
         way_out=("use target='tf' or 'tflite', or register a rule written for "
                  "target='tfjs' (a plugin, see docs/writing_rules.md)")),
 }
+
+
+#: Primitives whose generic rules move or add bits without reading them as numbers: they
+#: are exact on a carried dtype (uint32 held as int32 bits: the same wrapping sums, the
+#: same equalities). Any other primitive on a carried dtype needs a rule written for the
+#: target (see Rule.reject_reason); a generic one would read the bits as signed.
+BIT_AGNOSTIC = frozenset({
+    "reshape", "broadcast_in_dim", "squeeze", "expand_dims", "slice", "dynamic_slice",
+    "dynamic_update_slice", "concatenate", "transpose", "rev", "select_n", "gather", "pad",
+    "copy", "copy_p", "add", "sub", "neg", "eq", "ne", "split", "pjit", "jit", "closed_call",
+    "core_call", "remat", "checkpoint", "custom_jvp_call", "custom_vjp_call", "while", "cond",
+    "scan", "optimization_barrier", "random_wrap", "random_unwrap", "random_clone",
+    "stop_gradient", "reduce_sum", "cumsum", "iota"})
 
 
 def preflight_disabled() -> bool:
@@ -177,13 +201,7 @@ class OpChecker:
 
     def finish(self, mark, eqn, rule_id: str, origin=None) -> None:
         g, n0 = mark
-        seen = getattr(g, "_jaxtf_checked", None)
-        if seen is None:
-            seen = g._jaxtf_checked = set()
-        for op in new_operations(g, n0):
-            if op.name in seen:        # an inner equation's op, already checked
-                continue
-            seen.add(op.name)
+        for op in emitted_operations(g, n0):
             reason = self.target.refuses(op)
             if reason:
                 self.refusals.append(Refusal(eqn, rule_id, op.type, reason, origin or eqn))
@@ -204,6 +222,49 @@ def new_operations(g, n0: int) -> list:
         return [ops[i] for i in range(base + n0, base + n1)]
     except Exception:                  # pragma: no cover - a TF without that layout
         return g.get_operations()[n0:]
+
+
+def function_graphs(op) -> list:
+    """The graphs of the functions ``op`` runs (a loop's cond and body, a branch, a call)."""
+    attrs, names = op.node_def.attr, []
+    for a in _FUNCTION_ATTRS:
+        if a in attrs:
+            names += [attrs[a].func.name] if attrs[a].func.name else \
+                [f.name for f in attrs[a].list.func]
+    graphs = []
+    for name in names:
+        g = op.graph
+        while g is not None:            # a function made inside a function graph may be
+            fn = g._get_function(name)  # registered in the graph it is nested in
+            if fn is not None:
+                graphs.append(fn.graph)
+                break
+            g = getattr(g, "outer_graph", None)
+    return graphs
+
+
+def emitted_operations(g, n0: int) -> list:
+    """The ops created in ``g`` after it had ``n0`` of them and, for those that run
+    functions (a ``tf.while_loop`` a rule builds), the ops in their graphs, recursively.
+    Each op is handed out once: a graph remembers those it gave (an inner equation's ops
+    belong to the inner equation)."""
+    out = []
+
+    def visit(graph, ops):
+        seen = getattr(graph, "_jaxtf_checked", None)
+        if seen is None:
+            seen = graph._jaxtf_checked = set()
+        for op in ops:
+            if op.name in seen:
+                continue
+            seen.add(op.name)
+            out.append(op)
+            if carries_functions(op):
+                for fg in function_graphs(op):
+                    visit(fg, fg.get_operations())
+
+    visit(g, new_operations(g, n0))
+    return out
 
 
 def format_refusals(refusals: list[Refusal], target: Target, what: str) -> str:
