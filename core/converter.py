@@ -123,6 +123,8 @@ class _Converted:
                 entry = self._cache[key] = self._trace(in_tree, avals)
         tensors = [tf.cast(t, _dtypes.to_tf(a.dtype)) if t.dtype != _dtypes.to_tf(a.dtype)
                    else t for t, a in zip(tensors, avals)]
+        if _targets.get(self.conv.target).carried:   # before any wrapping hides a bitcast
+            tensors = [self.conv.carry_in(t, a.dtype) for t, a in zip(tensors, avals)]
         outs = self._run(entry, tensors, in_tree)
         return jax.tree_util.tree_unflatten(entry.out_tree, outs)
 
@@ -183,7 +185,8 @@ class _Converted:
                        for kind, avals in (("input", closed.in_avals),
                                            ("output", closed.out_avals))
                        for i, a in enumerate(avals)
-                       if _dtypes.name_of(a.dtype) not in target.dtypes]
+                       if _dtypes.name_of(a.dtype) not in target.dtypes
+                       and not target.carrier(_dtypes.name_of(a.dtype))]
             if foreign:
                 raise TargetError(
                     f"{_fun_name(self.fun_jax)} cannot be exported to target "
@@ -203,8 +206,8 @@ class _Converted:
         graph = func_graph.FuncGraph(f"jaxtf_check_{self.conv.target}")
         with graph.as_default():
             xs = [tf.compat.v1.placeholder(
-                _dtypes.to_tf(a.dtype), [d if isinstance(d, int) else None
-                                         for d in _dtypes.physical_shape(a)])
+                self.conv.tf_dtype(a.dtype), [d if isinstance(d, int) else None
+                                              for d in _dtypes.physical_shape(a)])
                   for a in closed.in_avals]
             self._lower(closed, xs, in_tree, dataclasses.replace(
                 self.conv, checker=checker, used=set()))
@@ -217,6 +220,8 @@ class _Converted:
         if _targets.get(conv.target).inf_at_run_time:
             from core.interpreter import RunTimeZero
             conv = dataclasses.replace(conv, anchor=RunTimeZero(xs))
+        if _targets.get(conv.target).carried:
+            xs = [conv.carry_in(x, a.dtype) for x, a in zip(xs, closed.in_avals)]
         if dims.assertions:
             with tf.control_dependencies(dims.assertions):
                 xs = [tf.identity(x) for x in xs]

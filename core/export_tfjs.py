@@ -226,17 +226,38 @@ def export(fn: Callable, input_signature: Sequence[Any]) -> str:
     from tensorflow.python.framework.convert_to_constants import \
         convert_variables_to_constants_v2
     specs = list(input_signature)
+    fn, specs = carry_uint32(fn, specs)
     concrete = fn.get_concrete_function(*specs) if hasattr(fn, "get_concrete_function") \
         else tf.function(fn, autograph=False).get_concrete_function(*specs)
     # what tensorflowjs_converter does to a SavedModel's function (control flow lowered)
     frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=True,
                                                aggressive_inlining=True)
     inputs = [t for t in frozen.inputs if t.dtype != tf.resource]
-    job = _job(frozen.graph.as_graph_def(), inputs, frozen.outputs)
+    graph_def = tf.compat.v1.graph_util.extract_sub_graph(   # without unused nodes
+        frozen.graph.as_graph_def(), sorted({t.op.name for t in [*frozen.outputs, *inputs]}))
+    job = _job(graph_def, inputs, frozen.outputs)
     res = _convert_jobs([job])[0]
     if isinstance(res, Exception):
         raise res
     return res
+
+
+def carry_uint32(fn: Callable, specs: list) -> tuple[Callable, list]:
+    """TF.js has no uint32: a uint32 input (PRNG key data) becomes an int32 input holding
+    its bits, passed to the converted function as ``tf.bitcast(bits, tf.uint32)``, which
+    target 'tfjs' unwraps (``RuleContext.carry_in``): the model has no uint32 tensor.
+    Feed ``key_data.view(np.int32)`` (``run`` does it for uint32 arrays); uint32 results
+    come out as int32 bits too."""
+    import tensorflow as tf
+    held = [s.dtype == tf.uint32 for s in specs]
+    if not any(held):
+        return fn, specs
+    inner = getattr(fn, "python_function", fn)    # traced here: the bitcast stays visible
+
+    def on_bits(*xs):
+        return inner(*[tf.bitcast(x, tf.uint32) if h else x for x, h in zip(xs, held)])
+    return (tf.function(on_bits, autograph=False),
+            [tf.TensorSpec(s.shape, tf.int32, s.name) if h else s for s, h in zip(specs, held)])
 
 
 def export_graphs(graphs) -> list:
@@ -631,6 +652,8 @@ def _feeds(info: dict, args, prefix: str) -> list[dict]:
     for n, (spec, a) in enumerate(zip(info["inputs"], args)):
         a = np.asarray(a)
         want = np.dtype(spec["dtype"])
+        if a.dtype == np.uint32 and want == np.int32:
+            a = a.view(np.int32)              # uint32 is fed as its bits (carry_uint32)
         if a.dtype != want:
             b = a.astype(want)
             if a.dtype == bool or want == np.dtype(bool) or not np.array_equal(

@@ -40,6 +40,28 @@ class ConversionContext:
     def rule_context(self, eqn) -> "RuleContext":
         return RuleContext(self, eqn)
 
+    def tf_dtype(self, dtype) -> tf.DType:
+        """The TF dtype of the tensors that hold values of JAX's ``dtype`` on this target
+        (TF.js: uint32 and key data as int32 bits, see core.targets.Target.carried)."""
+        from core.targets import get
+        if isinstance(dtype, tf.DType):
+            return dtype
+        held = get(self.target).carrier(_dtypes.name_of(dtype))
+        return tf.as_dtype(held) if held else _dtypes.to_tf(dtype)
+
+    def carry_in(self, x: tf.Tensor, dtype) -> tf.Tensor:
+        """An input of JAX's ``dtype`` as this target holds it: on TF.js a uint32 input
+        must arrive as ``tf.bitcast(int32_bits, tf.uint32)`` (what core.export_tfjs does),
+        whose int32 operand is used; anything else is bitcast (fine in TF, refused by the
+        TF.js exporter)."""
+        held = self.tf_dtype(dtype)
+        if x.dtype == held:
+            return x
+        if not tf.executing_eagerly() and x.op.type == "Bitcast" \
+                and x.op.inputs[0].dtype == held:
+            return x.op.inputs[0]
+        return tf.bitcast(x, held)
+
 
 class RuleContext:
     """What a rule receives as ``ctx``: the equation, its abstract values, and helpers."""
@@ -77,7 +99,10 @@ class RuleContext:
 
     # -- helpers ---------------------------------------------------------------------------
     def tf_dtype(self, aval_or_dtype) -> tf.DType:
-        return _dtypes.to_tf(getattr(aval_or_dtype, "dtype", aval_or_dtype))
+        """The TF dtype holding values of this aval or dtype (on TF.js, uint32 is int32)."""
+        if isinstance(aval_or_dtype, type):       # np.uint32
+            aval_or_dtype = np.dtype(aval_or_dtype)
+        return self.conversion.tf_dtype(getattr(aval_or_dtype, "dtype", aval_or_dtype))
 
     def shape(self, aval) -> list:
         """``aval``'s shape with symbolic dimensions evaluated: Python ints where known,
@@ -109,7 +134,7 @@ class RuleContext:
         """A constant of JAX's dtype; ±inf in it is made at run time where the target's
         converter would turn an inf constant into the largest finite float (TFLite)."""
         dtype = getattr(aval_or_dtype, "dtype", aval_or_dtype)
-        return constant(value, dtype, self.conversion.anchor)
+        return constant(value, dtype, self.conversion.anchor, self.tf_dtype(dtype))
 
     def loop_outputs(self, outs: Sequence[tf.Tensor], ins: Sequence[tf.Tensor]) -> list:
         """A loop body's outputs, safe to return from ``tf.while_loop``: on a target whose
@@ -153,19 +178,26 @@ class RuleContext:
         return lower_jaxpr(conv, closed, args)
 
 
-def constant(value, dtype, anchor=None) -> tf.Tensor:
+def constant(value, dtype, anchor=None, held=None) -> tf.Tensor:
     """A TF constant holding ``value`` as JAX's ``dtype`` (extended dtypes: key data).
 
     With ``anchor`` (a :class:`RunTimeZero`), infinities are made from their
     bits plus the anchor instead of stored: the TFLite converter rewrites an inf constant,
     and anything it can fold into one, as the largest finite float, silently (measured:
-    ``x * inf``, ``1 / 0`` and ``max + max`` all gave 3.4e38 in LiteRT)."""
+    ``x * inf``, ``1 / 0`` and ``max + max`` all gave 3.4e38 in LiteRT).
+
+    ``held``: the TF dtype holding ``dtype`` on the target, when it differs (TF.js holds
+    uint32 as int32): the constant has ``value``'s bits in it."""
     from jax import dtypes as jdtypes
     if jdtypes.issubdtype(dtype, jdtypes.extended):
         import jax
-        value = jax.random.key_data(value)
-        return tf.constant(np.asarray(value), dtype=_dtypes.to_tf(dtype))
+        value = np.asarray(jax.random.key_data(value))
+        if held is not None and held != _dtypes.to_tf(dtype):
+            return tf.constant(value.view(held.as_numpy_dtype))
+        return tf.constant(value, dtype=_dtypes.to_tf(dtype))
     arr = np.asarray(value, dtype=dtype)
+    if held is not None and held != _dtypes.to_tf(dtype):
+        return tf.constant(arr.view(held.as_numpy_dtype))
     if anchor is not None and (arr.dtype.kind == "f" or arr.dtype.name == "bfloat16"):
         wide = arr.astype(np.float32)
         inf = np.isinf(wide)
@@ -222,7 +254,7 @@ def lower_jaxpr(conv: ConversionContext, jaxpr, args: Sequence[tf.Tensor],
                 consts: Sequence[Any] = ()) -> list[tf.Tensor]:
     """Emit TF ops for each equation of ``jaxpr`` (a Jaxpr or ClosedJaxpr), in order."""
     if isinstance(jaxpr, jex.ClosedJaxpr):
-        consts = [constant(c, v.aval.dtype, conv.anchor)
+        consts = [constant(c, v.aval.dtype, conv.anchor, conv.tf_dtype(v.aval.dtype))
                   if not isinstance(c, (tf.Tensor, tf.Variable)) else c
                   for c, v in zip(jaxpr.consts, jaxpr.jaxpr.constvars)]
         jaxpr = jaxpr.jaxpr
@@ -230,7 +262,8 @@ def lower_jaxpr(conv: ConversionContext, jaxpr, args: Sequence[tf.Tensor],
 
     def read(atom) -> tf.Tensor:
         if isinstance(atom, jex.Literal):
-            return constant(atom.val, atom.aval.dtype, conv.anchor)
+            return constant(atom.val, atom.aval.dtype, conv.anchor,
+                            conv.tf_dtype(atom.aval.dtype))
         return env[atom]
 
     def write(var, value) -> None:

@@ -111,6 +111,10 @@ class Rule:
         bad = sorted({d for d in dtype_names if not _dtypes.matches(d, self.dtypes)})
         if bad:
             return f"{', '.join(bad)} not in {_fmt(self.dtype_spec)}"
+        if self.targets is None and target != "tf":
+            held = _carried_refusal(self.primitive, dtype_names, target)
+            if held:
+                return held
         if device not in self.devices:
             return f"device {device} not in {{{', '.join(sorted(self.devices))}}}"
         if self.needs_xla and not allow_xla:
@@ -186,6 +190,18 @@ def make_rule(primitive: Any, fn: Callable, *, dtypes="all", devices=DEVICES,
                 cases=tuple(cases), when=when, replaces=replaces, polymorphic=bool(polymorphic),
                 targets=tgts, primitive_obj=primitive_obj,
                 doc=(getattr(fn, "__doc__", None) or "").strip().split("\n")[0], id=rid)
+
+
+def _carried_refusal(primitive: str, dtype_names, target: str) -> str | None:
+    """Why a generic rule cannot lower ``primitive`` on a dtype the target holds as the
+    bits of another (uint32 as int32 on TF.js): it would read those bits as signed."""
+    from core.targets import BIT_AGNOSTIC, get
+    tgt = get(target)
+    if not tgt.carried or primitive in BIT_AGNOSTIC:
+        return None
+    held = sorted({f"{d} as {tgt.carrier(d)} bits" for d in dtype_names if tgt.carrier(d)})
+    return (f"{target} holds {', '.join(held)}; this generic rule would read them as "
+            f"signed numbers (a rule written for target {target!r} is needed)") if held else None
 
 
 def rule(primitive: Any, *, dtypes="all", devices=DEVICES,

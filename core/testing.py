@@ -140,6 +140,8 @@ def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None 
             compare(gots, wants)
         else:
             for i, (g, w) in enumerate(zip(gots, wants)):
+                if w.dtype == np.uint32 and np.asarray(g).dtype == np.int32:
+                    g = np.asarray(g).view(np.uint32)     # TF.js: uint32 as int32 bits
                 assert_same(g, w, what=f"output {i}" + (f" (in {target})" if target != "tf"
                                                          else ""))
     except Mismatch as exc:
