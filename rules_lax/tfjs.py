@@ -348,3 +348,267 @@ def conv_int32_tfjs(ctx, lhs, rhs, *, dimension_numbers, feature_group_count=1, 
         lambda a, b: conv_general_dilated(ctx, a, b, dimension_numbers=dimension_numbers,
                                           feature_group_count=feature_group_count, **kw),
         lhs, rhs)
+
+
+# -- uint32, held as int32 bits (core.targets: Target.carried) ------------------------------
+# TF.js has no uint32 and no bitwise ops (BitwiseAnd converts but fails when run), so
+# uint32 values (PRNG key data, random bits) travel as int32 tensors holding the same bits.
+# Adds, subtracts, equalities and data movement are the same on the bits (the generic rules
+# run, see core.targets.BIT_AGNOSTIC); everything that reads a value as a number is here,
+# in the arithmetic TF.js does exactly: int32 Add/Sub wrap, FloorDiv/FloorMod by powers of
+# two are exact, products stay below 2**53 (mul32). Bits are taken one by one where no
+# arithmetic form exists (and, or, xor): 31 bits by FloorDiv/FloorMod, the sign bit by a
+# compare.
+
+_MIN32 = np.int32(_I32.min)
+
+
+def bits_of(v) -> np.int32:
+    """A uint32 value (or 2**k, k <= 32) as the int32 with its bits (2**32 -> 0)."""
+    return np.int32(np.uint32(v % 2 ** 32).view(np.int32))
+
+
+#: 2**k as int32 bits, for k = 0..32 (2**31 is INT_MIN, 2**32 is 0)
+_POW2 = np.array([bits_of(2 ** k) for k in range(33)], np.int32)
+
+
+def u32_shift_right(x, s):
+    """Logical right shift of int32 bits by ``s`` (a tensor or int; >= 32 or negative, as
+    an unsigned amount, gives 0): ``floor(x / 2**s)`` in two exact FloorDivs by at most
+    2**16, plus ``2**(32 - s)`` where x is negative (its unsigned value is x + 2**32)."""
+    if isinstance(s, int):
+        if not 0 <= s < 32:
+            return tf.zeros_like(x)
+        if s == 0:
+            return x
+        q = tf.math.floordiv(tf.math.floordiv(x, 2 ** (s // 2)), 2 ** (s - s // 2))
+        return q + tf.where(x < 0, tf.constant(_POW2[32 - s]), tf.constant(0))
+    ok = (s >= 0) & (s < 32)
+    sc = tf.where(ok, s, tf.zeros_like(s))
+    half = tf.math.floordiv(sc, 2)
+    q = tf.math.floordiv(tf.math.floordiv(x, tf.gather(_POW2, half)), tf.gather(_POW2, sc - half))
+    q = q + tf.where(x < 0, tf.gather(_POW2, 32 - sc), tf.zeros_like(x))
+    return tf.where(ok, q, tf.zeros_like(x))
+
+
+def u32_shift_left(x, s):
+    """``x << s`` on int32 bits (0 for amounts outside [0, 32)): a wrapping product by
+    2**s (:func:`mul32`)."""
+    if isinstance(s, int):
+        return mul32(x, tf.constant(_POW2[s])) if 0 <= s < 32 else tf.zeros_like(x)
+    ok = (s >= 0) & (s < 32)
+    p = tf.gather(_POW2, tf.where(ok, s, tf.zeros_like(s)))
+    return tf.where(ok, mul32(x, p), tf.zeros_like(x))
+
+
+def u32_rotl(x, r: int):
+    """Rotate left by a constant: the two parts share no bit, so ``+`` is ``|``."""
+    return u32_shift_left(x, r) + u32_shift_right(x, 32 - r)
+
+
+_LOW31 = np.array([2 ** k for k in range(31)], np.int32)
+
+
+def _bit_planes(x, ks=range(31)):
+    """Bits ``ks`` (< 31) of x along a new last axis, 0 or 1."""
+    p = tf.constant(_LOW31[list(ks)])
+    return tf.math.floormod(tf.math.floordiv(tf.expand_dims(x, -1), p), 2)
+
+
+_BIT_OPS = {"and": lambda a, b: a * b, "or": lambda a, b: a + b - a * b,
+            "xor": lambda a, b: tf.math.floormod(a + b, 2)}
+_SIGN_OPS = {"and": tf.math.logical_and, "or": tf.math.logical_or,
+             "xor": tf.math.logical_xor}
+
+
+def u32_bitwise(op: str, a, b):
+    """``a & b``, ``a | b`` or ``a ^ b`` of int32 bits of one shape, bit by bit."""
+    low = tf.reduce_sum(_BIT_OPS[op](_bit_planes(a), _bit_planes(b)) * _LOW31, axis=-1)
+    sign = _SIGN_OPS[op](a < 0, b < 0)
+    return low + tf.where(sign, tf.constant(_MIN32), tf.constant(np.int32(0)))
+
+
+def u32_xor(a, b):
+    return u32_bitwise("xor", a, b)
+
+
+def u32_flip(x):
+    """x with its top bit flipped: signed order of the result is unsigned order of x."""
+    return x + tf.constant(_MIN32)
+
+
+def u32_to_float32(x):
+    """The unsigned value as float32, rounded once: 65536 * high half + low half."""
+    hi = u32_shift_right(x, 16)
+    lo = tf.math.floormod(x, 65536)
+    return tf.cast(hi, tf.float32) * 65536.0 + tf.cast(lo, tf.float32)
+
+
+def u32_rem(x, y):
+    """Unsigned x % y of int32 bits (x % 0 = x, as XLA). For y >= 2**31 (negative bits):
+    x - y where x >= y unsigned, else x. Otherwise FloorMod of the signed value, plus
+    2**32 % y where x is negative, each sum of two values below y reduced without
+    overflow."""
+    zero = tf.equal(y, 0)
+    big = y < 0
+    ys = tf.where(zero | big, tf.ones_like(y), y)
+
+    def add_mod(a, b):            # (a + b) % ys for 0 <= a, b < ys
+        return tf.where(a >= ys - b, a - (ys - b), a + b)
+    t = tf.math.floormod(-tf.math.floormod(tf.fill(tf.shape(ys), _MIN32), ys), ys)  # 2**31 % y
+    wrap = add_mod(t, t)                                                           # 2**32 % y
+    small = tf.math.floormod(x, ys)
+    small = tf.where(x < 0, add_mod(small, wrap), small)
+    large = tf.where(u32_flip(x) >= u32_flip(y), x - y, x)
+    return tf.where(zero, x, tf.where(big, large, small))
+
+
+_U32_EDGES = np.array([0, 1, 2, 3, 7, 9, 16, 31, 32, 33, 65535, 65536, 2 ** 31 - 1, 2 ** 31,
+                       2 ** 31 + 1, 2 ** 32 - 1, 2 ** 32 - 2, 0x9E3779B9, 0x3F800000,
+                       123456789], np.uint32)
+
+
+def _u32_pairs(rng, dt):
+    x = _U32_EDGES
+    return [x[:, None], x[None, :]]
+
+
+def _u32_random(*shapes):
+    def make(rng, dt):
+        return [rng.integers(0, 2 ** 32, s, dtype=np.uint64).astype(np.uint32) for s in shapes]
+    return make
+
+
+def _u32_cases(prim, nargs=2):
+    pairs = _u32_pairs if nargs == 2 else lambda rng, dt: [_U32_EDGES]
+    return [case.custom("every pair of edges" if nargs == 2 else "edges", prim, pairs,
+                        dtypes="uint32"),
+            case.custom("random full range", prim, _u32_random(*[(3, 4)] * nargs),
+                        dtypes="uint32")]
+
+
+def _shift_args(rng, dt):
+    x = _U32_EDGES[:, None]
+    s = np.array([0, 1, 9, 16, 23, 31, 32, 33, 2 ** 31, 2 ** 32 - 1], np.uint32)[None, :]
+    return [x.astype(dt), s.astype(dt) if dt == np.uint32 else s.view(np.int32).astype(dt)]
+
+
+def _shift_cases(prim):
+    return [case.custom("edges by amounts in and out of range", prim, _shift_args),
+            case.custom("by a constant 9", lambda x: prim(x, np.array(9, x.dtype)),
+                        lambda rng, dt: [_U32_EDGES.astype(dt)])]
+
+
+@rule("shift_right_logical", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
+      cases=_shift_cases(lax.shift_right_logical))
+def shift_right_logical_tfjs(ctx, x, s, **_):
+    shape = ctx.shape(ctx.aval_out)
+    x = tf.broadcast_to(x, shape)
+    k = tf.get_static_value(s)
+    return u32_shift_right(x, int(k) if k is not None and np.ndim(k) == 0
+                           else tf.broadcast_to(s, shape))
+
+
+@rule("shift_left", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
+      cases=_shift_cases(lax.shift_left))
+def shift_left_tfjs(ctx, x, s, **_):
+    shape = ctx.shape(ctx.aval_out)
+    x = tf.broadcast_to(x, shape)
+    k = tf.get_static_value(s)
+    return u32_shift_left(x, int(k) if k is not None and np.ndim(k) == 0
+                          else tf.broadcast_to(s, shape))
+
+
+def _bitwise_case_args(rng, dt):
+    x, y = _u32_pairs(rng, dt)
+    return [x.astype(dt), y.astype(dt)] if dt == np.uint32 else [x.view(np.int32), y.view(np.int32)]
+
+
+@rule("and", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
+      cases=[case.custom("every pair of edges", lax.bitwise_and, _bitwise_case_args)])
+@rule("or", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
+      cases=[case.custom("every pair of edges", lax.bitwise_or, _bitwise_case_args)])
+@rule("xor", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
+      cases=[case.custom("every pair of edges", lax.bitwise_xor, _bitwise_case_args)])
+def bitwise_tfjs(ctx, x, y, **_):
+    """Bit by bit (TF.js has no bitwise ops); ``x | c`` for a constant c with few bits
+    set still takes all 32: it is the PRNG's float-making step, once per sample."""
+    shape = ctx.shape(ctx.aval_out)
+    return u32_bitwise(ctx.eqn.primitive.name, tf.broadcast_to(x, shape),
+                       tf.broadcast_to(y, shape))
+
+
+@rule("not", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
+      cases=[case.custom("edges", lax.bitwise_not, lambda rng, dt: [_U32_EDGES.astype(dt)
+                                                                    if dt == np.uint32 else
+                                                                    _U32_EDGES.view(np.int32)])])
+def bitwise_not_tfjs(ctx, x, **_):
+    return tf.constant(np.int32(-1)) - x
+
+
+@rule("mul", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.mul))
+def mul_uint32_tfjs(ctx, x, y, **_):
+    """The low 32 bits of the product do not depend on signedness: :func:`mul32`."""
+    return mul32(x, y)
+
+
+@rule("rem", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.rem))
+def rem_uint32_tfjs(ctx, x, y, **_):
+    return u32_rem(x, y)
+
+
+@rule("lt", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.lt))
+@rule("le", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.le))
+@rule("gt", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.gt))
+@rule("ge", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.ge))
+def compare_uint32_tfjs(ctx, x, y, **_):
+    op = {"lt": tf.less, "le": tf.less_equal, "gt": tf.greater,
+          "ge": tf.greater_equal}[ctx.eqn.primitive.name]
+    return op(u32_flip(x), u32_flip(y))
+
+
+@rule("max", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.max))
+@rule("min", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.min))
+def max_min_uint32_tfjs(ctx, x, y, **_):
+    shape = ctx.shape(ctx.aval_out)
+    x, y = tf.broadcast_to(x, shape), tf.broadcast_to(y, shape)
+    pick_x = tf.greater(u32_flip(x), u32_flip(y))
+    if ctx.eqn.primitive.name == "min":
+        pick_x = tf.logical_not(pick_x)
+    return tf.where(pick_x, x, y)
+
+
+def _u32_convert(eqn):
+    src, dst = (np.dtype(v.aval.dtype).name for v in (eqn.invars[0], eqn.outvars[0]))
+    if "uint32" not in (src, dst):
+        return "no uint32 operand or result"
+    other = dst if src == "uint32" else src
+    if other not in ("uint32", "int32", "bool") and not (src == "uint32" and other == "float32"):
+        return f"{src} -> {dst} (TF.js holds uint32 as int32 bits: to/from int32, bool, " \
+               f"and to float32 only)"
+    return None
+
+
+def _convert_args(rng, dt):
+    return [_U32_EDGES if dt == np.uint32 else _U32_EDGES.view(np.int32)]
+
+
+@rule("convert_element_type", dtypes=["uint32", "int32", "bool", "float32"], targets="tfjs",
+      when=_u32_convert, polymorphic=True, cases=[
+          case.custom(f"{a} -> {b}", lambda x, b=b: lax.convert_element_type(x, b),
+                      lambda rng, dt, a=a: [_U32_EDGES.astype(a) if a != "int32" else
+                                            _U32_EDGES.view(np.int32)], dtypes=a)
+          for a, b in [("uint32", "int32"), ("int32", "uint32"), ("uint32", "float32"),
+                       ("uint32", "bool"), ("bool", "uint32")]])
+def convert_uint32_tfjs(ctx, x, *, new_dtype, **_):
+    """Same bits for int32 <-> uint32; the unsigned value for float32 (:func:`u32_to_float32`)
+    and bool."""
+    src = np.dtype(ctx.avals_in[0].dtype).name
+    dst = np.dtype(new_dtype).name
+    if dst == "float32":
+        return u32_to_float32(x)
+    if dst == "bool":
+        return tf.not_equal(x, 0)
+    if src == "bool":
+        return tf.cast(x, tf.int32)
+    return x
