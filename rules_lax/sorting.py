@@ -334,6 +334,9 @@ def _chunks(x, dtype) -> list:
     ONNX's TopK integer keys as float32 (exact below 2^24 only)."""
     if dtype.itemsize <= 2:
         return [tf.cast(x, tf.int32)]
+    if dtype == np.uint32 and x.dtype == tf.int32:   # TF.js: uint32 held as int32 bits
+        hi = tf.math.floordiv(x, 65536)
+        return [tf.where(x < 0, hi + 65536, hi), tf.math.floormod(x, 65536)]
     if dtype.itemsize == 4:
         pieces, x = [16], (tf.cast(x, tf.int64) if dtype == np.uint32 else x)
     else:

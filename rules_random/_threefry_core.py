@@ -9,6 +9,7 @@ is ``x * 2**r + (x >> (32 - r))``: the two halves share no bit, so ``+`` is ``|`
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from core.errors import UnsupportedError
@@ -60,19 +61,32 @@ def mul_hi_lo(a: tf.Tensor, m: int, builtin: bool = False) -> tuple[tf.Tensor, t
     return a1 * c(m1) + _shr(p, 16) + _shr(q, 16) + _shr(mid, 16), lo
 
 
-def rounds(k0, k1, x0, x1, rotl=rotl_bitwise) -> list:
+def rounds(k0, k1, x0, x1, rotl=rotl_bitwise, xor=tf.bitwise.bitwise_xor) -> list:
     """Threefry-2x32 as Salmon et al. and JAX define it: 20 rounds, 5 key injections.
-    All four operands must already have the result's shape (or be scalar keys)."""
-    ks = [k0, k1, tf.bitwise.bitwise_xor(tf.bitwise.bitwise_xor(k0, k1),
-                                         tf.constant(PARITY, _U32))]
+    All four operands must already have the result's shape (or be scalar keys), uint32
+    words, or int32 tensors holding their bits (TF.js, with that target's ``rotl`` and
+    ``xor``: see :func:`words_for`)."""
+    dt = k0.dtype
+    parity = tf.constant(np.uint32(PARITY).view(np.int32) if dt == tf.int32 else PARITY, dt)
+    ks = [k0, k1, xor(xor(k0, k1), tf.broadcast_to(parity, tf.shape(k0)))]
     x = [x0 + ks[0], x1 + ks[1]]
     for block in range(5):
         for r in ROTATIONS[block % 2]:
             x[0] = x[0] + x[1]
-            x[1] = tf.bitwise.bitwise_xor(x[0], rotl(x[1], r))
+            x[1] = xor(x[0], rotl(x[1], r))
         x[0] = x[0] + ks[(block + 1) % 3]
-        x[1] = x[1] + ks[(block + 2) % 3] + tf.constant(block + 1, _U32)
+        x[1] = x[1] + ks[(block + 2) % 3] + tf.constant(block + 1, dt)
     return x
+
+
+def words_for(target: str) -> dict:
+    """The ``rotl``/``xor`` forms of :func:`rounds` for a target: uint32 bitwise ops for
+    TF, builtins for TFLite and ONNX, int32 arithmetic for TF.js (no uint32 and no bitwise
+    ops there: uint32 words are int32 bits, rules_lax.tfjs)."""
+    if target == "tfjs":
+        from rules_lax.tfjs import u32_rotl, u32_xor
+        return {"rotl": u32_rotl, "xor": u32_xor}
+    return {"rotl": rotl_builtin if target in ("tflite", "onnx") else rotl_bitwise}
 
 
 # -- TFLite forms --------------------------------------------------------------------------
@@ -85,7 +99,7 @@ def count(dims):
     return n
 
 
-def iota_words(dims) -> tuple[tf.Tensor, tf.Tensor]:
+def iota_words(dims, held=_U32) -> tuple[tf.Tensor, tf.Tensor]:
     """(hi, lo) uint32 words of each element's row-major index, in builtin ops.
 
     The index is counted in int32: a TFLite tensor cannot hold 2**31 elements, so
@@ -94,7 +108,8 @@ def iota_words(dims) -> tuple[tf.Tensor, tf.Tensor]:
     if isinstance(n, int) and n >= 2 ** 31:
         raise UnsupportedError(f"a PRNG counter over {n} elements (shape {list(dims)}): "
                                "TFLite tensors hold fewer than 2**31 elements")
-    lo = tf.cast(tf.reshape(tf.range(n, dtype=tf.int32), dims), _U32)
+    lo = tf.reshape(tf.range(n, dtype=tf.int32), dims)
+    lo = lo if held == tf.int32 else tf.cast(lo, held)    # TF.js holds words as int32
     return zeros_like(lo), lo
 
 
@@ -115,7 +130,8 @@ def zeros_like(x):
     return x * tf.constant(0, x.dtype)
 
 
-def hash_with_keys(keys: tf.Tensor, x0, x1, shape, key_rank: int) -> list:
+def hash_with_keys(keys: tf.Tensor, x0, x1, shape, key_rank: int,
+                   target: str = "tflite") -> list:
     """Threefry of (x0, x1) under keys ``(*kb, 2)`` (key data of a key array of rank
     ``key_rank``), in builtin ops; every operand is broadcast to ``shape`` whose leading
     ``key_rank`` dimensions are the keys' (each key hashes its own trailing block)."""
@@ -123,4 +139,4 @@ def hash_with_keys(keys: tf.Tensor, x0, x1, shape, key_rank: int) -> list:
     k0, k1 = keys[..., 0], keys[..., 1]
     for _ in range(extra):
         k0, k1 = tf.expand_dims(k0, -1), tf.expand_dims(k1, -1)
-    return rounds(*(tf.broadcast_to(v, shape) for v in (k0, k1, x0, x1)), rotl=rotl_builtin)
+    return rounds(*(tf.broadcast_to(v, shape) for v in (k0, k1, x0, x1)), **words_for(target))

@@ -232,6 +232,9 @@ def _hi_lo_words(ctx, x):
     ONNX: 64-bit ints by ``x // 2**32`` (for int64 the arithmetic shift, whose low 32 bits
     are the logical shift's; uint64 by a RightShift) and ``x & 0xFFFFFFFF``; narrower ones
     converted (wrapping) with a zero high word."""
+    if ctx.target == "tfjs":       # int32 (or uint32 as its int32 bits): a zero high word
+        lo = x if x.dtype == tf.int32 else tf.cast(x, tf.int32)
+        return core3.zeros_like(lo), lo
     if ctx.target != "onnx":
         return core3.hi_lo_words(x)
     if x.dtype.size != 8:
@@ -256,7 +259,7 @@ def _join64(ctx, hi, lo):
 def _iota_words(ctx, dims):
     """(hi, lo) words of the row-major counter over ``dims``: counted in int32 for TFLite
     (its tensors hold fewer than 2**31 elements), in int64 for ONNX."""
-    return (core3.iota_words(dims) if ctx.target == "tflite"
+    return (core3.iota_words(dims, ctx.tf_dtype(np.uint32)) if ctx.target in ("tflite", "tfjs")
             else iota_words64(dims, floordiv=ctx.target == "onnx"))
 
 
@@ -284,7 +287,7 @@ def _tflite_seed_cases():
                 [batch(np.zeros((0,), s.dtype)), batch(s)]), _edge_seeds)]
 
 
-@rule("random_seed", dtypes="integer", targets=("tflite", "onnx"), when=_fry_seed, polymorphic=True,
+@rule("random_seed", dtypes="integer", targets=("tflite", "onnx", "tfjs"), when=_fry_seed, polymorphic=True,
       cases=_tflite_seed_cases())
 def random_seed_tflite(ctx, seeds, *, impl):
     """Key data ``(seed >> 32, seed & 0xFFFFFFFF)`` per seed, as ``threefry_seed``; rbg
@@ -311,7 +314,7 @@ def _fry_zero_case(name, fn):
                        _keydata("threefry2x32"), dtypes="key<fry>")
 
 
-@rule("random_split", dtypes="key<fry>", targets=("tflite", "onnx"),
+@rule("random_split", dtypes="key<fry>", targets=("tflite", "onnx", "tfjs"),
       polymorphic=True, cases=[
           *_split_cases(["threefry2x32"]),
           _edge_key_case("split each in (2, 3)", lambda k: _fry_keys(
@@ -327,21 +330,23 @@ def random_split_tflite(ctx, keys, *, shape):
     kb = ctx.shape(ctx.avals_in[0])[:-1]
     dims = [ctx.dim(d) for d in shape]
     if not jax.config.jax_threefry_partitionable:
-        words = _threefry_2x32_counts(keys, kb, core3.count(dims) * 2)
+        words = _threefry_2x32_counts(ctx, keys, kb, core3.count(dims) * 2)
         return tf.reshape(words, [*kb, *dims, 2])
     hi, lo = _iota_words(ctx, dims)
-    return tf.stack(core3.hash_with_keys(keys, hi, lo, [*kb, *dims], len(kb)), axis=-1)
+    return tf.stack(core3.hash_with_keys(keys, hi, lo, [*kb, *dims], len(kb), ctx.target),
+                    axis=-1)
 
 
-def _threefry_2x32_counts(keys, kb, n, halves=False):
+def _threefry_2x32_counts(ctx, keys, kb, n, halves=False):
     """JAX's ``threefry_2x32(key, iota(n))`` under each key, ``(*kb, n)`` words: the counts
     padded to an even length are hashed as (first half, second half) and the two output
     halves concatenated; with ``halves``, the two halves of the padded result instead."""
     h = _shr(n + 1, 1)
     first = tf.range(h, dtype=tf.int32)
     second = tf.math.floormod(first + h, tf.maximum(n, 1))    # the padding count is 0
-    y = core3.hash_with_keys(keys, tf.cast(first, tf.uint32), tf.cast(second, tf.uint32),
-                             [*kb, h], len(kb))
+    held = ctx.tf_dtype(np.uint32)
+    y = core3.hash_with_keys(keys, tf.cast(first, held), tf.cast(second, held),
+                             [*kb, h], len(kb), ctx.target)
     return y if halves else _first(tf.concat(y, axis=-1), n)
 
 
@@ -375,7 +380,7 @@ def _fold_in_prim(data, msgs):
     return _fry_keys(prng.random_fold_in(jax.random.wrap_key_data(data), msgs))
 
 
-@rule("random_fold_in", dtypes=["key<fry>", "integer"], targets=("tflite", "onnx"), polymorphic=True,
+@rule("random_fold_in", dtypes=["key<fry>", "integer"], targets=("tflite", "onnx", "tfjs"), polymorphic=True,
       cases=[*_fold_in_cases(["threefry2x32"]),
              _edge_key_case("fold_in 0, 1, 2**31, 2**32-1 and -1", _fold_in_edges),
              case.custom("threefry2x32: fold_in messages of every integer dtype",
@@ -387,7 +392,8 @@ def random_fold_in_tflite(ctx, keys, msgs):
     keys and messages broadcast against each other."""
     out = ctx.shape(ctx.aval_out)[:-1]
     _, m = _hi_lo_words(ctx, msgs)
-    return tf.stack(core3.hash_with_keys(keys, core3.zeros_like(m), m, out, len(out)), axis=-1)
+    return tf.stack(core3.hash_with_keys(keys, core3.zeros_like(m), m, out, len(out),
+                                         ctx.target), axis=-1)
 
 
 def _bits_of_every_width(k):
@@ -398,7 +404,7 @@ def _bits_of_every_width(k):
 
 # "uint64" never matches a random_bits operand (a key): it is claimed so that the test-suite
 # runs the cases marked uint64 with JAX's x64 mode on, where bits of 64 are uint64.
-@rule("random_bits", dtypes=["key<fry>", "uint64"], targets=("tflite", "onnx"),
+@rule("random_bits", dtypes=["key<fry>", "uint64"], targets=("tflite", "onnx", "tfjs"),
       polymorphic=True, cases=[
           *[case.custom(f"threefry2x32: bits of 8, 16, 32 and 64{x64}", _via_impl(
               _bits_of_every_width), _keydata("threefry2x32"), dtypes=dt)
@@ -431,10 +437,11 @@ def random_bits_tflite(ctx, keys, *, bit_width, shape):
     if not jax.config.jax_threefry_partitionable:
         return _original_bits(ctx, keys, kb, bit_width, shape, out)
     hi, lo = _iota_words(ctx, dims)
-    b1, b2 = core3.hash_with_keys(keys, hi, lo, out, len(kb))
+    b1, b2 = core3.hash_with_keys(keys, hi, lo, out, len(kb), ctx.target)
     if bit_width == 64:
         return _join64(ctx, b1, b2)
-    return tf.cast(tf.bitwise.bitwise_xor(b1, b2), ctx.tf_dtype(ctx.aval_out))
+    xor = core3.words_for(ctx.target).get("xor", tf.bitwise.bitwise_xor)
+    return tf.cast(xor(b1, b2), ctx.tf_dtype(ctx.aval_out))
 
 
 def _original_bits(ctx, keys, kb, bit_width, shape, out):
@@ -444,9 +451,9 @@ def _original_bits(ctx, keys, kb, bit_width, shape, out):
     size = ctx.dim(math.prod(shape))
     n = _shr(size * bit_width + 31, 5)                  # ceil(bits / 32)
     if bit_width == 64:
-        hi, lo = _threefry_2x32_counts(keys, kb, n, halves=True)
+        hi, lo = _threefry_2x32_counts(ctx, keys, kb, n, halves=True)
         return tf.reshape(_join64(ctx, hi, lo), out)
-    words = _threefry_2x32_counts(keys, kb, n)
+    words = _threefry_2x32_counts(ctx, keys, kb, n)
     if bit_width == 32:
         return tf.reshape(words, out)
     parts = [tf.bitwise.right_shift(words, tf.constant(s, tf.uint32))

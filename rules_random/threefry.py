@@ -91,22 +91,22 @@ def iota_words64(dims, floordiv: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
 
 # -- TFLite: the same in builtin ops (no uint32 LeftShift/BitwiseOr, no 64-bit shifts) -------
 
-@rule("threefry2x32", dtypes="uint32", targets=("tflite", "onnx"), polymorphic=True,
+@rule("threefry2x32", dtypes="uint32", targets=("tflite", "onnx", "tfjs"), polymorphic=True,
       cases=_THREEFRY_CASES[:-1])   # the last: dynamic_slice's FloorDiv, refused by TFLite's table
 def threefry2x32_tflite(ctx, k1, k2, x1, x2):
     """The rounds with rotations as ``x * 2**r + (x >> (32 - r))``."""
     shape = ctx.shape(ctx.aval_out)
     return core3.rounds(*(tf.broadcast_to(v, shape) for v in (k1, k2, x1, x2)),
-                        rotl=core3.rotl_builtin)
+                        **core3.words_for(ctx.target))
 
 
-@rule("iota_2x32_shape", dtypes="uint32", targets=("tflite", "onnx"), polymorphic=True, cases=[
+@rule("iota_2x32_shape", dtypes="uint32", targets=("tflite", "onnx", "tfjs"), polymorphic=True, cases=[
     *_IOTA_CASES, case.custom("counts of (0, 3) (joined to (2, 3))", lambda: jnp.concatenate(
         [jnp.stack(prng.iota_2x32_shape((0, 3))), jnp.stack(prng.iota_2x32_shape((2, 3)))], 1),
         lambda rng, dt: [])])
 def iota_2x32_shape_tflite(ctx, *, shape):
     """The index counted in int32 (TFLite tensors hold fewer than 2**31 elements)."""
-    return list(core3.iota_words(ctx.shape(ctx.aval_out)))
+    return list(core3.iota_words(ctx.shape(ctx.aval_out), ctx.tf_dtype(ctx.aval_out)))
 
 def _gamma_case(impl, shape=(4,), spec=None, keys=None):
     """gamma(key, a) for a of ``shape``; with ``keys`` a number of keys (one per row of a,
