@@ -1,6 +1,6 @@
-"""Calls whose body is a jaxpr (composite, custom_vmap_call, linear_call), and the
-primitives that call back into Python (debug_print, debug_callback, pure_callback,
-io_callback).
+"""Calls whose body is a jaxpr (composite, custom_vmap_call, linear_call), the general
+select_and_scatter (its select and scatter are jaxprs), and the primitives that call back
+into Python (debug_print, debug_callback, pure_callback, io_callback).
 
 A TF graph cannot hold a Python function: a SavedModel, TFLite, ONNX or TF.js model runs
 without the process that converted it. So ``jax.debug.print`` becomes ``tf.print`` of the
@@ -17,6 +17,7 @@ callbacks are refused, with the way out in the message. Two rules are used only 
 from __future__ import annotations
 
 import math
+import re
 import string
 import sys
 
@@ -190,14 +191,13 @@ def select_and_scatter(ctx, operand, source, init_value, *, select_jaxpr, select
 # -- debug_print ------------------------------------------------------------------------------
 
 def _print_pieces(args, fmt, in_tree, static_args, has_placeholders):
-    """What ``jax.debug.print`` writes, as strings and tensors for ``tf.print``: the
+    """What ``jax.debug.print`` writes, as strings and (tensor, format spec) pairs: the
     format string's fields are resolved (``{}``, ``{0}``, ``{x}``, ``{x[1]}``) on the
-    call's arguments; a static argument is formatted by Python, a tensor is printed by
-    TF (its format spec, e.g. ``:.3f``, is not applied)."""
+    call's arguments; a static argument is formatted by Python."""
     from jax._src.debugging import merge_callback_args
     pos, kw = merge_callback_args(in_tree, list(args), static_args)
     if not has_placeholders:
-        return [fmt, *(p for a in pos for p in (" ", a))]
+        return [fmt, *(p for a in pos for p in (" ", (a, "")))]
     fm, pieces, auto = string.Formatter(), [], 0
     for literal, field, spec, conversion in fm.parse(fmt):
         if literal:
@@ -207,17 +207,36 @@ def _print_pieces(args, fmt, in_tree, static_args, has_placeholders):
         if field == "":
             field, auto = str(auto), auto + 1
         value, _ = fm.get_field(field, pos, kw)
-        if not isinstance(value, tf.Tensor):
-            value = fm.format_field(fm.convert_field(value, conversion), spec or "")
-        pieces.append(value)
+        pieces.append((value, spec or "") if isinstance(value, tf.Tensor) else
+                      fm.format_field(fm.convert_field(value, conversion), spec or ""))
     return pieces
 
 
-def _complex_text(z):
-    """tf.print shows complex numbers as "?": their text, element by element."""
-    re, im = tf.math.real(z), tf.math.imag(z)
-    return tf.strings.join([tf.strings.as_string(re), tf.where(im < 0, "-", "+"),
-                            tf.strings.as_string(tf.abs(im)), "j"])
+# [[fill]>][0][width][.precision](f|e|d): what tf.strings.as_string (printf) writes alike
+_SPEC = re.compile(r"^(?:(?P<fill>[ 0])?>)?(?P<zero>0)?(?P<width>\d+)?"
+                   r"(?:\.(?P<precision>\d+))?(?P<kind>[fed])$")
+
+
+def _text(t, spec: str, summarize: int):
+    """A tensor's text: a scalar with a numeric format spec (``{x:.3f}``, ``{i:4d}``)
+    formatted as Python would; anything else as tf.print shows it (the spec is not
+    applied: numpy arrays take none)."""
+    m = _SPEC.match(spec) if t.shape.rank == 0 and not t.dtype.is_complex else None
+    if m and (m["kind"] == "d") == t.dtype.is_integer and t.dtype != tf.bool:
+        if m["kind"] != "d" and t.dtype != tf.float64:
+            t = tf.cast(t, tf.float64)
+        return tf.strings.as_string(
+            t, precision=int(m["precision"] or 6) if m["kind"] != "d" else -1,
+            scientific=m["kind"] == "e", width=int(m["width"] or -1),
+            fill="0" if m["zero"] or m["fill"] == "0" else "")
+    if t.dtype.is_complex:          # tf.print shows complex numbers as "?"
+        re_, im = tf.math.real(t), tf.math.imag(t)
+        t = tf.strings.join([tf.strings.as_string(re_, shortest=True),
+                             tf.where(im < 0, "-", "+"),
+                             tf.strings.as_string(tf.abs(im), shortest=True), "j"])
+        if t.shape.rank == 0:
+            return tf.strings.join(["(", t, ")"])
+    return tf.strings.format("{}", t, summarize=summarize)
 
 
 def _summarize(avals, np_printoptions) -> int:
@@ -232,7 +251,8 @@ def _summarize(avals, np_printoptions) -> int:
 
 
 def _print_twice(x):
-    jax.debug.print("x={x} sum={} {{braces}}", x.sum(), x=x)
+    jax.debug.print("x={x} sum={} {{braces}} {s:.3f} {i:>4d}", x.sum(), x=x,
+                    s=x.sum().astype(jnp.float32), i=x.size)
     jax.debug.print("no placeholders:", x[0], 7, skip_format_check=True)
     return x * 2
 
@@ -258,10 +278,10 @@ def debug_print_as_tf_print(ctx, *args, fmt, in_tree, static_args, np_printoptio
     targets: their runtimes have no console, so there it is dropped."""
     if ctx.target != "tf":
         return []
-    pieces = [_complex_text(p) if isinstance(p, tf.Tensor) and p.dtype.is_complex else p
-              for p in _print_pieces(args, fmt, in_tree, static_args, has_placeholders)]
-    tf.print(*pieces, sep="", output_stream=sys.stdout,
-             summarize=_summarize(ctx.avals_in, np_printoptions))
+    n = _summarize(ctx.avals_in, np_printoptions)
+    pieces = _print_pieces(args, fmt, in_tree, static_args, has_placeholders)
+    tf.print(tf.strings.join([p if isinstance(p, str) else _text(*p, n) for p in pieces]),
+             output_stream=sys.stdout)
     return []
 
 

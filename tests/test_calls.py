@@ -64,6 +64,8 @@ def test_debug_callback_dropped_when_asked():
 def _prints(x):
     jax.debug.print("x={x} total={} {{literal}}", x.sum(), x=x)
     jax.debug.print("{0} and {name!r}", x[0, 0], name="static")
+    jax.debug.print("{t:.2f}|{n:4d}|{n:04d}|{t:.1e}|{z}", t=x.sum() / 7, n=x.size,
+                    z=lax.complex(x[0, 1], -x[0, 2]))
     return x * 2
 
 
@@ -73,6 +75,7 @@ def test_debug_print_writes_the_values_to_stdout(capfd):
     out = capfd.readouterr().out
     assert "x=[[0 1 2]\n [3 4 5]] total=15 {literal}" in out
     assert "0 and 'static'" in out
+    assert "2.14|   6|0006|2.1e+00|(1-2j)" in out
 
 
 def test_debug_print_in_a_loop_prints_each_step(capfd):
@@ -96,7 +99,11 @@ def test_debug_print_dropped_when_asked(capfd):
 
 
 def test_debug_print_is_dropped_for_an_export_target():
-    assert run_function(_prints, [X], target="tflite").status == "pass"
+    def f(x):
+        jax.debug.print("x={}", x)
+        return x + 1
+    outcome = run_function(f, [X], target="tflite")
+    assert outcome.status == "pass", outcome.detail
 
 
 def test_jnp_tile_has_a_tf_gradient():
