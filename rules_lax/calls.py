@@ -362,8 +362,10 @@ def python_callback_in_process(ctx, *args, callback, **params):
     return outs
 
 
-@rule("debug_callback", dtypes="all", priority=-1, cases=[
-    case.random(_debug_callback, shapes=[(2,)], dtypes="numeric")])
+@rule("debug_callback", dtypes="all", priority=-1, polymorphic=True, cases=[
+    case.random(_debug_callback, shapes=[(2,)], dtypes="numeric"),
+    case.random(_debug_callback, shapes=[(3,)], name="symbolic", dtypes="float32",
+                convert_kw={"polymorphic_shapes": ["(b,)"]})])
 def debug_callback_dropped(ctx, *args, **_):
     """``jax.debug.callback`` left out of the graph: with
     ``prefer={"debug_callback": "rules_lax.calls:debug_callback_dropped"}``."""

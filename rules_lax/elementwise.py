@@ -123,7 +123,9 @@ def _mulhi_edges(rng, dtype):
 
 @rule("mulhi", dtypes="integer", polymorphic=True, cases=[
     _random_pair(lax.mulhi), _broadcast_pair(lax.mulhi),
-    case.custom("extremes against each other", lax.mulhi, _mulhi_edges)])
+    case.custom("extremes against each other", lax.mulhi, _mulhi_edges),
+    case.random(lax.mulhi, shapes=[(3, 4), (3, 4)], name="symbolic", dtypes=["int32", "uint8"],
+                convert_kw={"polymorphic_shapes": ["(b, 4)", "(b, 4)"]})])
 def mulhi(ctx, x, y, **_):
     """The upper half of the double-width product. Up to 32 bits: the product in 64 bits
     (exact), shifted (arithmetically for signed types). 64 bits: JAX's own split into four
