@@ -334,8 +334,10 @@ def _debug_callback(x):
     return x + 1
 
 
-@rule(["pure_callback", "io_callback", "debug_callback"], dtypes="all", cases=[
+@rule(["pure_callback", "io_callback", "debug_callback"], dtypes="all", polymorphic=True, cases=[
     case.random(_pure_pair, shapes=[(3,), (3,)], name="two results"),
+    case.random(_sin_callback, shapes=[(4, 3)], name="symbolic", dtypes="float32",
+                convert_kw={"polymorphic_shapes": ["(b, 3)"]}),
     case.random(_io_callback, shapes=[(4,)], name="io_callback"),
     case.random(_sin_callback, shapes=[(2, 3)], dtypes="floating"),
     case.random(_debug_callback, shapes=[(2,)], name="debug callback", dtypes="numeric")])
@@ -358,7 +360,7 @@ def python_callback_in_process(ctx, *args, callback, **params):
         return []
     outs = [outs] if isinstance(outs, tf.Tensor) else list(outs)
     for o, a in zip(outs, avals):
-        o.set_shape(a.shape)
+        o.set_shape([d if isinstance(d, int) else None for d in a.shape])
     return outs
 
 

@@ -48,6 +48,11 @@ def test_python_callbacks_are_refused_with_the_way_out(fn, api):
         assert "outside the converted function" in msg and "jax.numpy" in msg
 
 
+def test_callback_refusal_is_the_same_with_symbolic_shapes():
+    with pytest.raises(UnsupportedError, match="cannot be serialized into a TF graph"):
+        convert(_pure, polymorphic_shapes=["(b, 3)"])(X)
+
+
 @pytest.mark.parametrize("fn", [_pure, _io, _debug])
 def test_python_callbacks_run_in_process_when_asked(fn):
     want = np.asarray(jax.jit(fn)(X))
