@@ -1,7 +1,7 @@
 """rules_random: see FAMILIES."""
 from core.hookspecs import hookimpl
 
-FAMILIES: tuple[str, ...] = ("keys", "threefry", "rbg")
+FAMILIES: tuple[str, ...] = ("keys", "threefry", "rbg", "rng_uniform")
 
 
 @hookimpl

@@ -141,3 +141,14 @@ def test_ragged_dot_has_a_tf_gradient():
     np.testing.assert_allclose(y.numpy(), f(lhs, rhs), rtol=1e-5)
     np.testing.assert_allclose(ga.numpy(), wa, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(gb.numpy(), wb, rtol=1e-5, atol=1e-6)
+
+
+def test_rng_uniform_is_refused_unless_tf_numbers_are_asked_for():
+    def f(a, b):
+        return lax.rng_uniform(a, b, (1000,))
+    a, b = np.float32(2), np.float32(3)
+    with pytest.raises(UnsupportedError, match="JAX itself gives other numbers on every call"):
+        convert(f)(a, b)
+    r = convert(f, prefer={"rng_uniform": "rules_random.rng_uniform:rng_uniform_stateful_tf"})(
+        a, b).numpy()
+    assert r.shape == (1000,) and ((r >= 2) & (r < 3)).all() and r.std() > 0.2
