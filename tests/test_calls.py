@@ -61,6 +61,18 @@ def test_python_callbacks_run_in_process_when_asked(fn):
     np.testing.assert_allclose(tf.function(f_tf, autograph=False)(X).numpy(), want, rtol=1e-6)
 
 
+def test_debug_callback_runs_in_process_each_call():
+    seen = []
+
+    def f(x):
+        jax.debug.callback(lambda a: seen.append(np.asarray(a).sum()), x)
+        return x * 3
+    f_tf = tf.function(convert(f, prefer={"debug_callback": IN_PROCESS}), autograph=False)
+    f_tf(X)
+    f_tf(X + 1)
+    assert seen == [15, 21]
+
+
 def test_debug_callback_dropped_when_asked():
     f_tf = convert(_debug, prefer={"debug_callback": "rules_lax.calls:debug_callback_dropped"})
     np.testing.assert_array_equal(f_tf(X).numpy(), X - 1)
