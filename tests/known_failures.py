@@ -55,17 +55,7 @@ KNOWN_TARGET_CASES: dict[str, dict[str, tuple[str, str]]] = {"tflite": {
     r"^rules_lax\.structural:reshape:empty:(bool|uint8)$": (
         "export_error", "onnxruntime's Reshape of an empty bool/uint8 tensor fails at run "
         "time (an error, not a number); the single-op probe passed on a non-empty one"),
-    r"^rules_lax\.reductions:reduce:(add from 3, symbolic:uint(8|16)|an order-dependent "
-    r"computation, XLA's order, symbolic:float16)$": (
-        "export_error", "inside the ONNX Loop of a symbolic reduce, onnxruntime's type "
-        "inference binds Pad to two types and refuses the model"),
-    r"^rules_lax\.cumulative:cum(max|min):symbolic length(, chunks of chunks)?:u?int16$": (
-        "export_error", "tf2onnx casts an int16 Max/Min to a type onnxruntime has a kernel "
-        "for in the main graph, not inside a Loop body: onnxruntime refuses the model"),
 }, "tfjs": {
-    r"^rules_lax\.reductions:reduce_and:symbolic:int32$": (
-        "export_error", "TF.js's BitwiseAnd kernel fails at run time inside the loop of a "
-        "symbolic reduction (its input arrives as null); an error, not a number"),
 }}
 
 
