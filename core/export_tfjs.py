@@ -233,8 +233,10 @@ def export(fn: Callable, input_signature: Sequence[Any]) -> str:
     frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=True,
                                                aggressive_inlining=True)
     inputs = [t for t in frozen.inputs if t.dtype != tf.resource]
-    graph_def = tf.compat.v1.graph_util.extract_sub_graph(   # without unused nodes
-        frozen.graph.as_graph_def(), sorted({t.op.name for t in [*frozen.outputs, *inputs]}))
+    from tensorflow.python.util import deprecation
+    with deprecation.silence():                                # without unused nodes
+        graph_def = tf.compat.v1.graph_util.extract_sub_graph(
+            frozen.graph.as_graph_def(), sorted({t.op.name for t in [*frozen.outputs, *inputs]}))
     job = _job(graph_def, inputs, frozen.outputs)
     res = _convert_jobs([job])[0]
     if isinstance(res, Exception):

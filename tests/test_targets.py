@@ -205,3 +205,18 @@ def test_export_command_names_a_bad_spec():
                          capture_output=True, text=True, cwd=_ROOT, timeout=120)
     assert out.returncode == 1
     assert "cannot read input spec 'f32(3,784)'; write it as f32[8,784]" in out.stderr
+
+
+def _sampler(key_data, x):
+    k1, k2 = jax.random.split(jax.random.wrap_key_data(key_data))
+    return x + jax.random.normal(k1, x.shape), jax.random.randint(k2, (3,), 0, 10)
+
+
+def test_export_of_a_sampler_taking_key_data_matches_jax_in_every_format(tmp_path):
+    """A uint32 key input: TF.js holds it as int32 bits (fed as key.view(np.int32)), the
+    other formats as uint32; every artifact gives JAX's bits."""
+    from core.export import export_model
+    results = export_model(_sampler, ["u32[2]", "f32[4]"], str(tmp_path),
+                           to=("saved_model", "tflite", "onnx", "tfjs"), progress=lambda m: None)
+    assert [r.format for r in results if r.matches] == ["saved_model", "tflite", "onnx", "tfjs"], \
+        [(r.format, r.detail) for r in results]
