@@ -16,8 +16,9 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    # Imported lazily so `import core` (and `python -m core.registry`) stays cheap and does
-    # not scan entry points or import TensorFlow until something is used.
+    # Imported lazily so `import core` stays cheap: it neither scans entry points nor
+    # imports TensorFlow until one of these names is used. (`python -m core.registry` does
+    # import TensorFlow: rules are built with TF dtypes.)
     if name == "convert":
         from core.converter import convert
         return convert
