@@ -51,6 +51,13 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
         others remain as fallbacks when it does not apply).
     :param polymorphic_shapes: jax2tf's shape specs (``"(b, 28, 28)"``): the program is
         traced once with symbolic dimensions, solved from the inputs' shapes at run time.
+    :param polymorphic_constraints: constraints on those dimensions (``"b >= 16"``,
+        ``"c == 2 * b"``), as in jax2tf: JAX's shape reasoning relies on them while
+        tracing, and inputs that break them raise at run time.
+    :param native_serialization: jaxtf never serializes StableHLO (no ``XlaCallModule``);
+        ``True`` raises, ``False`` is what jaxtf does anyway.
+        ``native_serialization_platforms`` and ``native_serialization_disabled_checks``
+        have no effect here: any other value than the default gives a warning.
     :param with_gradient: with True (default) the result carries a TF custom gradient
         computed from JAX's VJP of ``fun_jax`` (custom_jvp/custom_vjp rules included),
         converted by the same machinery. With False, asking for a gradient raises.
@@ -63,8 +70,24 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
         raise JaxtfError("jaxtf never emits XlaCallModule (native serialization); it lowers "
                          "each primitive to plain TF ops. For native serialization use "
                          "jax.experimental.jax2tf.convert, or drop native_serialization=True.")
+    for name, value in (("native_serialization_platforms", native_serialization_platforms),
+                        ("native_serialization_disabled_checks",
+                         native_serialization_disabled_checks)):
+        if value:
+            import warnings
+            warnings.warn(f"convert: {name}={value!r} has no effect in jaxtf, which never "
+                          "serializes StableHLO (it lowers each primitive to TF ops)",
+                          stacklevel=2)
     if polymorphic_shapes is not None and _all_none(polymorphic_shapes):
         polymorphic_shapes = None
+    if isinstance(polymorphic_constraints, str):
+        polymorphic_constraints = (polymorphic_constraints,)
+    if polymorphic_constraints:
+        if polymorphic_shapes is None:
+            raise ValueError(f"polymorphic_constraints={list(polymorphic_constraints)!r} "
+                             "need symbolic dimensions to constrain: give polymorphic_shapes")
+        from core.shapes import Constrained
+        polymorphic_shapes = Constrained(polymorphic_shapes, tuple(polymorphic_constraints))
     if device not in ("cpu", "gpu", "tpu"):
         raise ValueError(f"device must be 'cpu', 'gpu' or 'tpu', got {device!r}")
     _targets.get(target)                      # an unknown target fails here, by name

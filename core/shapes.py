@@ -5,10 +5,13 @@ symbolic dimension ``b``. When the TF graph runs, ``b`` is solved from the input
 ``tf.shape`` (the same solver JAX's export uses), the constraints between dimensions are
 checked with TF assertions (so inconsistent inputs raise, never compute), and rules read
 shapes through ``ctx.shape(aval)``, which gives Python ints for known dimensions and TF
-scalars for symbolic ones.
+scalars for symbolic ones. ``polymorphic_constraints=["b >= 16"]`` adds constraints of
+one's own: JAX's shape reasoning may rely on them while tracing, and they are asserted at
+run time like the others.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import Any, Sequence
 
@@ -26,11 +29,20 @@ def has_symbolic(shape) -> bool:
     return any(is_symbolic(d) for d in shape)
 
 
+@dataclasses.dataclass(frozen=True)
+class Constrained:
+    """``polymorphic_shapes`` together with ``polymorphic_constraints`` (``"b >= 16"``,
+    ``"c == 2 * b"``): the symbolic dimensions are made in one scope holding them."""
+    specs: Any
+    constraints: tuple[str, ...]
+
+
 def symbolic_avals(args, kwargs, polymorphic_shapes, avals: list) -> list:
     """The input avals with the dimensions named in ``polymorphic_shapes`` made symbolic.
 
     ``polymorphic_shapes`` follows ``jax2tf.convert``: a spec string per positional
-    argument (or a pytree prefix of them), ``None`` for fully known shapes.
+    argument (or a pytree prefix of them), ``None`` for fully known shapes; or a
+    :class:`Constrained` of such specs.
     """
     import jax
     from jax import export
@@ -38,14 +50,18 @@ def symbolic_avals(args, kwargs, polymorphic_shapes, avals: list) -> list:
     pos_tree = jax.tree_util.tree_structure(args)
     pos = jax.tree_util.tree_unflatten(
         pos_tree, [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals[:n_pos]])
-    spec = polymorphic_shapes
+    spec, constraints = polymorphic_shapes, ()
+    if isinstance(spec, Constrained):
+        spec, constraints = spec.specs, spec.constraints
+    given = f"polymorphic_shapes={spec!r}" + (
+        f" with polymorphic_constraints={list(constraints)!r}" if constraints else "")
     if isinstance(spec, list) and isinstance(pos, tuple):
         spec = tuple(spec)
     try:
-        sym = export.symbolic_args_specs(pos, spec)
+        sym = export.symbolic_args_specs(pos, spec, constraints=constraints)
     except Exception as exc:
-        raise InputError(f"polymorphic_shapes={polymorphic_shapes!r} does not fit the "
-                         f"arguments {[tuple(a.shape) for a in avals[:n_pos]]}: {exc}") from None
+        raise InputError(f"{given} does not fit the arguments "
+                         f"{[tuple(a.shape) for a in avals[:n_pos]]}: {exc}") from None
     out = jax.tree_util.tree_leaves(sym) + list(avals[n_pos:])
     for i, a in enumerate(out):
         if any(d is None for d in a.shape):
