@@ -189,13 +189,22 @@ def test_cli_list_filters_and_markdown():
 def test_cli_check_reports_the_whole_program():
     out = _cli("check", "tests.test_registry:_program_for_check", "f32[4]", "i32[4]")
     assert "uses" in out.stdout and "jit" in out.stdout
-    assert out.returncode in (0, 1)
-    if out.returncode == 1:        # some primitive lacks a rule: it must be named
-        assert "no usable rule" in out.stdout
+    assert out.returncode == 0, out.stdout + out.stderr     # jit, mul, add all have rules
+    assert "every equation has a rule" in out.stdout
+    out = _cli("check", "tests.test_registry:_program_with_gap", "f32[4]")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "no usable rule" in out.stdout and "test_registry_no_rule" in out.stdout
 
 
 def _program_for_check(x, i):
     return jax.jit(lambda a: a * 2)(x), i + 1
+
+
+def _program_with_gap(x):
+    from jax.extend.core import Primitive
+    prim = Primitive("test_registry_no_rule")       # a primitive no package lowers
+    prim.def_abstract_eval(lambda a: a)
+    return prim.bind(x) + 1
 
 
 def test_docs_coverage_table_is_current():
