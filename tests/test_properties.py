@@ -21,7 +21,8 @@ EDGE_I32 = st.sampled_from([0, 1, -1, 2**31 - 1, -2**31, 7, -7, 31, 32, 33, -32]
 ints = st.lists(st.one_of(I32, EDGE_I32), min_size=N, max_size=N).map(
     lambda v: np.array(v, np.int32))
 floats = st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
-                            st.sampled_from([0.0, -0.0, np.nan, 2.5, -2.5, 3e9, -3e9])),
+                            st.sampled_from([0.0, -0.0, np.nan, np.inf, -np.inf, 2.5, -2.5,
+                                             3e9, -3e9, 2147483520.0, -2147483648.0, 1e-45])),
                   min_size=N, max_size=N).map(lambda v: np.array(v, np.float32))
 
 
@@ -38,7 +39,11 @@ def _check(name, *args):
     fn, graph = _graph(name)
     want = np.asarray(jax.jit(fn)(*args))
     got = graph(*args).numpy()
-    np.testing.assert_array_equal(got, want, err_msg=f"{name}{tuple(a.tolist() for a in args)}")
+    msg = f"{name}{tuple(a.tolist() for a in args)}"
+    np.testing.assert_array_equal(got, want, err_msg=msg)
+    if want.dtype.kind == "f":      # equal above takes -0.0 for 0.0: the sign of zero too
+        np.testing.assert_array_equal(np.signbit(got) | np.isnan(got),
+                                      np.signbit(want) | np.isnan(want), err_msg=msg)
 
 
 @settings(max_examples=40, deadline=None)
@@ -53,3 +58,9 @@ def test_integer_ops(name, x, y):
 @pytest.mark.parametrize("name", ["max", "min"])
 def test_nan_and_signed_zero_in_max_min(name, x, y):
     _check(name, x, y)
+
+
+@settings(max_examples=40, deadline=None)
+@given(floats)
+def test_float_to_int_conversion(x):
+    _check("f2i", x)                # NaN, ±inf and out-of-range values included
