@@ -177,49 +177,52 @@ def _time_side_by_side(fns, reps: int, rounds: int = 9) -> list[float]:
 def main(names) -> int:
     print(f"{'model':12} {'jax.jit':>10} {'tf graph':>10} {'ratio':>6} {'target':>6} "
           f"{'jit ratio':>8} {'vs hand':>8} {'tf eager':>10} {'convert':>9} {'ops':>6}")
+    failed = []
     for name in names:
         try:
             _bench(name)
         except Exception as exc:  # a model that does not convert is a row, not a crash
             print(f"{name:12} FAILED: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-    return 0
+            failed.append(name)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _bench(name: str) -> None:
-    if True:
-        make, target, make_tf = MODELS[name]
-        fn, args = make()
-        jitted = jax.jit(fn)
-        jax.block_until_ready(jitted(*args))
-        t0 = time.perf_counter()
-        converted = convert(fn, with_gradient=False)
-        graph = tf.function(converted, autograph=False, jit_compile=False)
-        tf_args = [tf.constant(a) for a in args]
-        concrete = graph.get_concrete_function(*tf_args)
-        graph(*tf_args)
-        t_convert = time.perf_counter() - t0
-        n_ops = len(concrete.graph.as_graph_def().node)
-        run_jax = lambda: jax.block_until_ready(jitted(*args))
-        run_tf = lambda: [o.numpy() for o in tf.nest.flatten(graph(*tf_args))]
-        reps = max(1, int(0.1 / max(_time(run_jax, 1, 3), 1e-6)))
-        # the same plain graph, compiled by TF's own XLA JIT when it runs (what a TF
-        # Serving user can opt into); shows how much of the gap is TF's runtime
-        graph_jit = tf.function(converted, autograph=False, jit_compile=True)
-        graph_jit(*tf_args)
-        run_tf_jit = lambda: [o.numpy() for o in tf.nest.flatten(graph_jit(*tf_args))]
-        runs = [run_jax, run_tf, run_tf_jit]
-        if make_tf is not None:
-            hand = tf.function(make_tf(*args), autograph=False)
-            np.testing.assert_allclose(hand(*tf_args).numpy(), np.asarray(jitted(*args)),
-                                       rtol=1e-4, atol=1e-4)   # the same model
-            runs.append(lambda: hand(*tf_args).numpy())
-        t_jax, t_tf, t_tf_jit, *t_hand = _time_side_by_side(runs, reps)
-        vs_hand = f"{t_tf / t_hand[0]:8.2f}" if t_hand else f"{'-':>8}"
-        t_eager = _time(lambda: [o.numpy() for o in tf.nest.flatten(converted(*tf_args))], 1, 3)
-        ratio = t_tf / t_jax
-        print(f"{name:12} {t_jax * 1e3:8.3f}ms {t_tf * 1e3:8.3f}ms {ratio:6.2f} {target:6.1f} "
-              f"{t_tf_jit / t_jax:8.2f} {vs_hand} {t_eager * 1e3:8.1f}ms {t_convert:8.2f}s {n_ops:6d}"
-              + ("" if ratio <= target else "  (over target)"), flush=True)
+    make, target, make_tf = MODELS[name]
+    fn, args = make()
+    jitted = jax.jit(fn)
+    jax.block_until_ready(jitted(*args))
+    t0 = time.perf_counter()
+    converted = convert(fn, with_gradient=False)
+    graph = tf.function(converted, autograph=False, jit_compile=False)
+    tf_args = [tf.constant(a) for a in args]
+    concrete = graph.get_concrete_function(*tf_args)
+    graph(*tf_args)
+    t_convert = time.perf_counter() - t0
+    n_ops = len(concrete.graph.as_graph_def().node)
+    run_jax = lambda: jax.block_until_ready(jitted(*args))
+    run_tf = lambda: [o.numpy() for o in tf.nest.flatten(graph(*tf_args))]
+    reps = max(1, int(0.1 / max(_time(run_jax, 1, 3), 1e-6)))
+    # the same plain graph, compiled by TF's own XLA JIT when it runs (what a TF
+    # Serving user can opt into); shows how much of the gap is TF's runtime
+    graph_jit = tf.function(converted, autograph=False, jit_compile=True)
+    graph_jit(*tf_args)
+    run_tf_jit = lambda: [o.numpy() for o in tf.nest.flatten(graph_jit(*tf_args))]
+    runs = [run_jax, run_tf, run_tf_jit]
+    if make_tf is not None:
+        hand = tf.function(make_tf(*args), autograph=False)
+        np.testing.assert_allclose(hand(*tf_args).numpy(), np.asarray(jitted(*args)),
+                                   rtol=1e-4, atol=1e-4)   # the same model
+        runs.append(lambda: hand(*tf_args).numpy())
+    t_jax, t_tf, t_tf_jit, *t_hand = _time_side_by_side(runs, reps)
+    vs_hand = f"{t_tf / t_hand[0]:8.2f}" if t_hand else f"{'-':>8}"
+    t_eager = _time(lambda: [o.numpy() for o in tf.nest.flatten(converted(*tf_args))], 1, 3)
+    ratio = t_tf / t_jax
+    print(f"{name:12} {t_jax * 1e3:8.3f}ms {t_tf * 1e3:8.3f}ms {ratio:6.2f} {target:6.1f} "
+          f"{t_tf_jit / t_jax:8.2f} {vs_hand} {t_eager * 1e3:8.1f}ms {t_convert:8.2f}s {n_ops:6d}"
+          + ("" if ratio <= target else "  (over target)"), flush=True)
 
 
 if __name__ == "__main__":
