@@ -17,10 +17,11 @@ from typing import Sequence
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from core import _import_tensorflow_quietly
+    _import_tensorflow_quietly()    # before anything imports it: a quiet command line
     if argv[:1] == ["registry"]:
         from core.coverage import main as registry_main
         return registry_main(argv[1:])
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from core.export import FORMATS
     p = argparse.ArgumentParser(prog="jaxtf", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

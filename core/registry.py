@@ -17,6 +17,10 @@ import traceback
 import types
 from typing import Any, Callable, Iterable, Sequence
 
+if __name__ == "__main__":      # the CLI: without TensorFlow's start-up log lines
+    from core import _import_tensorflow_quietly
+    _import_tensorflow_quietly()
+
 import pluggy
 
 from core import hookspecs

@@ -196,6 +196,30 @@ def test_cli_check_reports_the_whole_program():
     assert "no usable rule" in out.stdout and "test_registry_no_rule" in out.stdout
 
 
+def test_cli_is_quiet_unless_asked(tmp_path):
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = subprocess.run([sys.executable, "-m", "core.registry", "plugins"], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "rules_lax" in out.stdout
+    assert "oneDNN" not in out.stderr and "absl::InitializeLog" not in out.stderr, out.stderr
+    # the lines TF writes while it is imported pass on when at or above the user's level
+    (tmp_path / "tensorflow").mkdir()
+    (tmp_path / "tensorflow" / "__init__.py").write_text(
+        "import os, warnings\n"
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called\\n'"
+        " b'I0000 00:00:1.5 1 port.cc:153] oneDNN\\nW0000 00:00:1.5 1 a.cc:1] warned\\n'"
+        " b'2026-01-01 10:00:00.5: E tsl/b.cc:2] failed\\nplain line\\n')\n"
+        "warnings.warn('from python')\n")
+    code = "from core import _import_tensorflow_quietly as q; q(); import tensorflow"
+    words = ["oneDNN", "absl", "warned", "failed", "plain line", "from python"]
+    for level, shown in [("1", words[2:]), ("3", words[4:]), ("0", words)]:
+        err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             timeout=600, env={**env, "TF_CPP_MIN_LOG_LEVEL": level,
+                                               "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.getcwd()}"},
+                             ).stderr
+        assert [w for w in words if w in err] == shown, (level, err)
+
 def _program_for_check(x, i):
     return jax.jit(lambda a: a * 2)(x), i + 1
 
