@@ -133,7 +133,8 @@ BIT_AGNOSTIC = frozenset({
     "copy", "copy_p", "add", "sub", "neg", "eq", "ne", "split", "pjit", "jit", "closed_call",
     "core_call", "remat", "checkpoint", "custom_jvp_call", "custom_vjp_call", "while", "cond",
     "scan", "optimization_barrier", "random_wrap", "random_unwrap", "random_clone",
-    "stop_gradient", "reduce_sum", "cumsum", "iota"})
+    "stop_gradient", "reduce_sum", "cumsum", "iota", "stack", "unstack", "tile",
+    "device_put", "pvary", "squeeze_p"})
 
 
 def preflight_disabled() -> bool:

@@ -494,29 +494,24 @@ def _shift_args(rng, dt):
 
 
 def _shift_cases(prim):
-    return [case.custom("edges by amounts in and out of range", prim, _shift_args),
-            case.custom("by a constant 9", lambda x: prim(x, np.array(9, x.dtype)),
+    return [case.custom(f"{prim.__name__}: edges by amounts in and out of range", prim,
+                        _shift_args),
+            case.custom(f"{prim.__name__}: by a constant 9",
+                        lambda x: prim(x, np.array(9, x.dtype)),
                         lambda rng, dt: [_U32_EDGES.astype(dt)])]
 
 
 @rule("shift_right_logical", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
       cases=_shift_cases(lax.shift_right_logical))
-def shift_right_logical_tfjs(ctx, x, s, **_):
-    shape = ctx.shape(ctx.aval_out)
-    x = tf.broadcast_to(x, shape)
-    k = tf.get_static_value(s)
-    return u32_shift_right(x, int(k) if k is not None and np.ndim(k) == 0
-                           else tf.broadcast_to(s, shape))
-
-
 @rule("shift_left", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
       cases=_shift_cases(lax.shift_left))
-def shift_left_tfjs(ctx, x, s, **_):
+def shift_tfjs(ctx, x, s, **_):
+    """A constant amount takes the short form; a tensor one looks its powers of two up."""
+    shift = u32_shift_left if ctx.eqn.primitive.name == "shift_left" else u32_shift_right
     shape = ctx.shape(ctx.aval_out)
-    x = tf.broadcast_to(x, shape)
     k = tf.get_static_value(s)
-    return u32_shift_left(x, int(k) if k is not None and np.ndim(k) == 0
-                          else tf.broadcast_to(s, shape))
+    return shift(tf.broadcast_to(x, shape), int(k) if k is not None and np.ndim(k) == 0
+                 else tf.broadcast_to(s, shape))
 
 
 def _bitwise_case_args(rng, dt):

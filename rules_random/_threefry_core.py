@@ -67,6 +67,8 @@ def rounds(k0, k1, x0, x1, rotl=rotl_bitwise, xor=tf.bitwise.bitwise_xor) -> lis
     words, or int32 tensors holding their bits (TF.js, with that target's ``rotl`` and
     ``xor``: see :func:`words_for`)."""
     dt = k0.dtype
+    if 0 in x0.shape:      # nothing to hash (TF.js's kernels give a wrong shape on empties)
+        return [tf.zeros_like(x0), tf.zeros_like(x0)]
     parity = tf.constant(np.uint32(PARITY).view(np.int32) if dt == tf.int32 else PARITY, dt)
     ks = [k0, k1, xor(xor(k0, k1), tf.broadcast_to(parity, tf.shape(k0)))]
     x = [x0 + ks[0], x1 + ks[1]]
@@ -108,7 +110,8 @@ def iota_words(dims, held=_U32) -> tuple[tf.Tensor, tf.Tensor]:
     if isinstance(n, int) and n >= 2 ** 31:
         raise UnsupportedError(f"a PRNG counter over {n} elements (shape {list(dims)}): "
                                "TFLite tensors hold fewer than 2**31 elements")
-    lo = tf.reshape(tf.range(n, dtype=tf.int32), dims)
+    lo = (tf.zeros(dims, tf.int32) if isinstance(n, int) and n == 0
+          else tf.reshape(tf.range(n, dtype=tf.int32), dims))
     lo = lo if held == tf.int32 else tf.cast(lo, held)    # TF.js holds words as int32
     return zeros_like(lo), lo
 

@@ -56,6 +56,12 @@ KNOWN_TARGET_CASES: dict[str, dict[str, tuple[str, str]]] = {"tflite": {
         "export_error", "onnxruntime's Reshape of an empty bool/uint8 tensor fails at run "
         "time (an error, not a number); the single-op probe passed on a non-empty one"),
 }, "tfjs": {
+    r"^rules_random\.keys:random_bits_tflite:threefry2x32: (8 bits of \(n, 3\)|bits of 8, 16, "
+    r"32).*:key<fry>$": (
+        "refused", "8- and 16-bit random bits are uint8/uint16 results, which TF.js cannot "
+        "hold (its 32-bit bits run, see the other cases)"),
+    r"^rules_lax\.comparison:(population_count|count_leading_zeros)_portable:.*:uint32$": (
+        "refused", "the portable popcount/clz count uint32 in int64, which TF.js has not"),
 }}
 
 

@@ -50,10 +50,11 @@ def _params(keep=lambda r, c, dt: True, once=False):
 
 
 def _for_target(target):
-    """A rule declared for ``target``, on the dtypes that target's models can hold."""
-    held = get_target(target).dtypes
+    """A rule declared for ``target``, on the dtypes that target's models can hold (or
+    hold as the bits of another: uint32 and PRNG keys on TF.js)."""
+    tgt = get_target(target)
     return lambda r, c, dt: bool(r.targets and target in r.targets) and (
-        held is None or dt in held)
+        tgt.dtypes is None or dt in tgt.dtypes or tgt.carrier(dt) is not None)
 
 
 def _generic_sample(target):
