@@ -421,7 +421,8 @@ def _combine_ordered(ctx, kind, op_flat, upd_flat, pos, m, n_scatter, window,
         new = combine(tf.gather(acc, p), upd2[i])
         return i + 1, tf.tensor_scatter_nd_update(acc, p[:, None], new)
 
-    _, acc = tf.while_loop(lambda i, _: i < n_scatter, body, (tf.constant(0, pos.dtype), acc0))
+    n = n_scatter if isinstance(n_scatter, int) else tf.cast(n_scatter, pos.dtype)
+    _, acc = tf.while_loop(lambda i, _: i < n, body, (tf.constant(0, pos.dtype), acc0))
     return acc[:m]
 
 
