@@ -100,6 +100,7 @@ def _converting():
     import onnx
     from tensorflow.core.framework import types_pb2
     from tf2onnx import tf_utils
+    from tf2onnx.optimizer import back_to_back_optimizer as b2b
     log = logging.getLogger("tf2onnx")
     handler, level = _Errors(), log.level
     table = tf_utils.TF_TO_ONNX_DTYPE
@@ -107,12 +108,31 @@ def _converting():
     log.addHandler(handler)
     log.setLevel(logging.ERROR)
     table[types_pb2.DT_BFLOAT16] = onnx.TensorProto.BFLOAT16
+    cast_pairs = b2b._func_map[("Cast",)]
+    b2b._func_map[("Cast",)] = _keep_rounding_casts(cast_pairs)
     try:
         yield handler.records
     finally:
+        b2b._func_map[("Cast",)] = cast_pairs
         table[types_pb2.DT_BFLOAT16] = bf16
         log.removeHandler(handler)
         log.setLevel(level)
+
+
+def _keep_rounding_casts(optimize_cast):
+    """tf2onnx's back-to-back optimizer drops a float cast followed by another cast
+    (``float32 -> float16 -> float32`` becomes nothing: "high information type, ok to
+    eliminate"), so a value rounded to float16/bfloat16 between two float32 steps was not
+    rounded (a float16 reduction with XLA's per-step rounding came out 2 ulps off, silently).
+    A cast to a half type is kept."""
+    import onnx
+    half = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+    def guarded(g, node, consumer_nodes):
+        if node.get_attr("to").i in half:
+            return []
+        return optimize_cast(g, node, consumer_nodes)
+    return guarded
 
 
 def _raise_for(records, model, what: str) -> None:

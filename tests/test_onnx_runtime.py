@@ -226,3 +226,13 @@ def test_floor_division_and_modulo_are_exact(dtype):
     for got, want in zip(rt.run(model, [a, b]), f(a, b)):
         np.testing.assert_array_equal(got, want.numpy())
         assert np.array_equal(np.signbit(got), np.signbit(want.numpy()))
+
+
+def test_float16_steps_stay_rounded():
+    """A float16 reduction with an init value rounds after every step, as XLA does; the
+    round trip float32 -> float16 -> float32 between steps must survive tf2onnx's cast
+    optimizer (it dropped it: 2 ulps off, silently, on this input)."""
+    x = (np.random.default_rng(2).standard_normal((4, 6)) * 5).astype(np.float16)
+    out = run_function(lambda x: jax.lax.reduce(x, np.float16(3), jax.lax.add, (0,)), [x],
+                       target="onnx")
+    assert out.ok, out.detail
