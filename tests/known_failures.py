@@ -30,7 +30,11 @@ KNOWN_X64: dict[str, str] = {
 
 #: Harness cases an export target's runtime is known not to pass (none may be silent:
 #: each is listed here with its reason, and README says what it means in practice).
-KNOWN_TARGET: dict[str, dict[str, str]] = {"tflite": {}, "onnx": {}, "tfjs": {}}
+KNOWN_TARGET: dict[str, dict[str, str]] = {"tflite": {}, "onnx": {}, "tfjs": {
+    r"^dot_general_batch_dimensions_lhs_float32_8_4_3_3_4_rhs_float32_4_8_3_4_2_": (
+        "TF.js's cpu MatMul sums float32 products in another order than XLA; one element "
+        "cancels to -0.0151 from terms near 50 and is 1.2e-6 off (rtol 1e-5, atol 1e-6)"),
+}}
 
 
 #: Rule cases that fail in an export target's runtime, by target, then by a regex over
