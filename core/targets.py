@@ -112,6 +112,10 @@ TARGETS: dict[str, Target] = {
     "onnx": Target(
         "onnx", "tf2onnx (opset 18) + onnxruntime", table="onnx.json",
         runtime="core.export_onnx",
+        # onnxruntime loads no complex tensor ("MLDataType for tensor(complex64) is not
+        # registered"), not even one only passed through
+        dtypes=frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                          "uint32", "uint64", "float16", "bfloat16", "float32", "float64"}),
         way_out=("use target='tf' or 'tflite', or register a rule written for "
                  "target='onnx' (a plugin, see docs/writing_rules.md)")),
     "tfjs": Target(
