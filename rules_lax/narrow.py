@@ -58,7 +58,8 @@ _ELEMENTWISE = [
     "shift_left", "shift_right_logical", "shift_right_arithmetic", "population_count", "clz"]
 _STRUCTURAL = [
     "reshape", "broadcast_in_dim", "transpose", "squeeze", "concatenate", "slice",
-    "dynamic_slice", "dynamic_update_slice", "rev", "pad", "gather", "split", "copy", "iota"]
+    "dynamic_slice", "dynamic_update_slice", "rev", "pad", "gather", "split", "copy", "iota",
+    "tile"]
 _ACCUMULATING = [
     "reduce_sum", "reduce_prod", "reduce_max", "reduce_min", "reduce_and", "reduce_or",
     "reduce_xor", "argmax", "argmin", "cumsum", "cumprod", "cummax", "cummin",
