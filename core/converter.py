@@ -13,7 +13,7 @@ from core import targets as _targets
 from core.errors import InputError, JaxtfError
 from core.interpreter import ConversionContext, lower_jaxpr
 from core.registry import Registry, default_registry
-from core.shapes import DimEnv, symbolic_avals
+from core.shapes import Constrained, DimEnv, symbolic_avals
 
 _UNSET = object()
 
@@ -86,7 +86,6 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
         if polymorphic_shapes is None:
             raise ValueError(f"polymorphic_constraints={list(polymorphic_constraints)!r} "
                              "need symbolic dimensions to constrain: give polymorphic_shapes")
-        from core.shapes import Constrained
         polymorphic_shapes = Constrained(polymorphic_shapes, tuple(polymorphic_constraints))
     if device not in ("cpu", "gpu", "tpu"):
         raise ValueError(f"device must be 'cpu', 'gpu' or 'tpu', got {device!r}")
@@ -304,6 +303,8 @@ class _Converted:
             if self.polymorphic_shapes is not None:
                 poly = ([_spec(a) for a in in_avals],
                         [_spec(a) for a, d in zip(out_avals, diff_out) if d])
+                if isinstance(self.polymorphic_shapes, Constrained):    # keep them
+                    poly = Constrained(poly, self.polymorphic_shapes.constraints)
             entry.vjp = _Converted(vjp, self.with_gradient, self.conv, poly)
         cts = [tf.zeros_like(y) if dy is None else tf.cast(dy, y.dtype)
                for dy, y, d in zip(dys, outs, diff_out) if d]

@@ -40,8 +40,6 @@ def test_constraints_need_symbolic_dimensions_and_must_parse():
         _poly(SLICE16, ["b >= "]).get_concrete_function()
 
 
-@pytest.mark.xfail(strict=True, reason="the gradient's VJP is re-traced from spec strings "
-                   "(converter._Converted._grad) and loses the constraints")
 def test_constraints_hold_for_the_gradient():
     f = convert(SLICE16, polymorphic_shapes=["(b,)"], polymorphic_constraints=["b >= 16"])
     x = tf.Variable(np.arange(20, dtype=np.float32))
