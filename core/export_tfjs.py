@@ -250,15 +250,18 @@ def carry_uint32(fn: Callable, specs: list) -> tuple[Callable, list]:
     target 'tfjs' unwraps (``RuleContext.carry_in``): the model has no uint32 tensor.
     Feed ``key_data.view(np.int32)`` (``run`` does it for uint32 arrays); uint32 results
     come out as int32 bits too.
-    An int64 input of a function converted without JAX's x64 mode is an int32 input: the
-    converted function casts it to int32 first anyway (JAX sees int32)."""
+    An int64 input of a function converted by jaxtf without JAX's x64 mode is an int32
+    input: the converted function casts it to int32 first anyway (JAX sees int32); any
+    other function keeps its int64 input (and is refused: TF.js has no int64)."""
     import jax
     import tensorflow as tf
+    from core.converter import _Converted
+    inner = getattr(fn, "python_function", fn)    # traced here: the bitcast stays visible
     held = [s.dtype == tf.uint32 for s in specs]
-    narrowed = [s.dtype == tf.int64 and not jax.config.jax_enable_x64 for s in specs]
+    narrowed = [s.dtype == tf.int64 and isinstance(inner, _Converted)
+                and not jax.config.jax_enable_x64 for s in specs]
     if not any(held) and not any(narrowed):
         return fn, specs
-    inner = getattr(fn, "python_function", fn)    # traced here: the bitcast stays visible
 
     def on_bits(*xs):
         return inner(*[tf.bitcast(x, tf.uint32) if h else x for x, h in zip(xs, held)])
