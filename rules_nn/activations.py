@@ -53,6 +53,7 @@ from jax._src import config as _jax_config
 from jax.extend.core import Literal
 
 from core.rule import _rand, case, rule
+from rules_lax.elementwise import relu
 
 #: Call primitives whose body is inlined when comparing structures.
 _INLINED = frozenset({"jit", "pjit", "closed_call", "core_call"})
@@ -176,6 +177,27 @@ def _edges_at_every_lane(rng, dtype):
     return [x]
 
 
+_BIAS = np.array([-0.0, 0.0, -0.0, nan, 1.0, -1.0, -0.0, 2.0, -0.0])
+
+
+def _bias_add(act):
+    """``act`` of x plus a bias shaped (1, 9) (the form of a dense layer that grappler
+    fuses), a constant or an argument, both with -0.0 where x has -0.0 in many lanes, the
+    scalar tail included: the sum is -0.0 there."""
+    def f(x, *b):
+        return _and_zero_sign(act)(x + (b[0] if b else _BIAS.astype(x.dtype))[None, :])
+    return f
+
+
+def _bias_add_cases(act):
+    def with_bias(rng, dtype):
+        return [*_edges_at_every_lane(rng, dtype), _BIAS.astype(dtype)]
+    return [case.custom("bias add, -0.0 sums, constant bias", _bias_add(act),
+                        _edges_at_every_lane, dtypes="floating"),
+            case.custom("bias add, -0.0 sums, bias an argument", _bias_add(act), with_bias,
+                        dtypes="floating")]
+
+
 def _integer_extremes(rng, dtype):
     info = np.iinfo(dtype)
     return [np.array(sorted({info.min, info.min + 1, max(-1, info.min), 0, 1, 6, 7, info.max}),
@@ -209,25 +231,26 @@ def _softmax_rows(rng, dtype):
           case.custom("edges in every lane", _and_zero_sign(jax.nn.relu), _edges_at_every_lane,
                       dtypes="floating"),
           case.custom("extremes", jax.nn.relu, _integer_extremes, dtypes="integer"),
+          *_bias_add_cases(jax.nn.relu),
           case.random(jax.nn.relu, shapes=[(5, 7)]),
           case.random(lambda x: jax.vmap(jax.nn.relu)(x) * 3, shapes=[(2, 3, 4)], name="under vmap"),
           case.random(jax.nn.relu, shapes=[(3, 4)], dtypes="float32", name="symbolic batch",
                       convert_kw=dict(polymorphic_shapes=["(b, 4)"]))])
 def relu_fused(ctx, x, **_):
-    """jax.nn.relu as Relu; Abs turns TF's -0.0 for -0.0 into XLA's +0.0."""
-    y = tf.nn.relu(x)
-    return [tf.math.abs(y) if y.dtype.is_floating else y]
+    """jax.nn.relu as Relu, with XLA's +0.0 for -0.0 (``rules_lax.elementwise.relu``)."""
+    return [relu(x)]
 
 
 @rule("custom_jvp_call", dtypes="floating", priority=1, polymorphic=True,
       when=_unless(_relu6_body, "jax.nn.relu6 (min(max(x, 0), 6))"), cases=[
           case("NaN, inf, signed zeros", _and_zero_sign(jax.nn.relu6), _EDGES),
           case.custom("edges in every lane", _and_zero_sign(jax.nn.relu6), _edges_at_every_lane),
+          *_bias_add_cases(jax.nn.relu6),
           case.random(jax.nn.relu6, shapes=[(4, 9)]),
           case.random(_hard_silu_net, shapes=[(6, 5)], name="hard_silu and a jitted relu6")])
 def relu6_fused(ctx, x, **_):
-    """jax.nn.relu6 as Relu6; Abs turns TF's -0.0 for -0.0 into XLA's +0.0."""
-    return [tf.math.abs(tf.nn.relu6(x))]
+    """jax.nn.relu6 as Relu6, with XLA's +0.0 for -0.0 (``rules_lax.elementwise.relu``)."""
+    return [relu(x, cap=6)]
 
 
 @rule("custom_jvp_call", dtypes=["float16", "float32", "float64"], priority=1, polymorphic=True,
