@@ -230,11 +230,14 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
         fixed = tf.where(tf.equal(out, lowest) & tf.equal(has_low, 0), neg_inf(), out)
         return tf.where(has_nan > 0, tf.constant(np.nan, tf.float32), fixed)
     # The mask pools are needed only when the operand holds a NaN or a window max is
-    # -3.4e38; skip them otherwise (two cheap reductions instead of more full pools).
+    # -3.4e38; skip them otherwise. One Sum of the operand finds a NaN (NaN + anything is
+    # NaN; +inf with -inf also gives NaN, which only takes the exact path needlessly), one
+    # Min of the output its -3.4e38 (the lowest MaxPool gives): two reductions, where
+    # IsNan/Any and Equal/Any took two passes each and made a bool tensor of each.
     if branchless:      # TFLite fails to convert this If under symbolic shapes
         out = fix()
     else:
-        out = tf.cond(tf.reduce_any(tf.math.is_nan(y)) | tf.reduce_any(tf.equal(out, lowest)),
+        out = tf.cond(tf.math.is_nan(tf.reduce_sum(y)) | tf.equal(tf.reduce_min(out), lowest),
                       fix, lambda: out)
     if kind == "min":
         out = -out
