@@ -368,18 +368,20 @@ def minmax_floating(ctx, x, y, **_):
     # Fast path (e.g. relu = max(x, 0.0)): a scalar constant operand that is not NaN
     # needs no NaN check (max/min are commutative in XLA's semantics, so either side).
     for var, c in ((y, x), (x, y)):
-        k = _scalar_constant(var)
+        k = _scalar_constant(var, c)
         if k is not None:
             return _fminmax_const(c, var, k, is_max)
     return (_fmax if is_max else _fmin)(x, y)
 
 
-def _scalar_constant(t):
-    """The value of a rank-0, non-NaN constant tensor, else None."""
-    if t.shape.rank != 0:
+def _scalar_constant(t, other):
+    """The value of a non-NaN constant tensor of one element (a scalar, or shaped (1, 1)
+    like jax.random.uniform's bounds, also after a reshape) that broadcasts into
+    ``other``'s shape, else None."""
+    if t.shape.num_elements() != 1 or t.shape.rank > (other.shape.rank or 0):
         return None
-    v = tf.get_static_value(t)
-    return None if v is None or np.isnan(v) else np.asarray(v)
+    v = _static(t)
+    return None if v is None or np.isnan(v).any() else np.asarray(v).reshape(())
 
 
 def _fminmax_const(x, c, k, is_max):
@@ -1076,7 +1078,7 @@ def minmax_tflite(ctx, x, y, **_):
     (an inf constant becomes FLT_MAX in TFLite)."""
     is_max = ctx.eqn.primitive.name == "max"
     for var, c in ((y, x), (x, y)):
-        k = _scalar_constant(var)
+        k = _scalar_constant(var, c)
         if k is not None and np.isinf(k) and (k > 0) == is_max:
             inf_ = _inf(c)
             return (inf_ if is_max else _negate(inf_)) + _keep_nan(c)

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from core.errors import UnsupportedError
+from rules_lax.comparison import shr_u32
 
 ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 PARITY = 0x1BD11BDA          # Threefry's key-schedule constant
@@ -20,8 +21,10 @@ _U32 = tf.uint32
 
 
 def rotl_bitwise(v: tf.Tensor, r: int) -> tf.Tensor:
-    return tf.bitwise.bitwise_or(tf.bitwise.left_shift(v, tf.constant(r, _U32)),
-                                 tf.bitwise.right_shift(v, tf.constant(32 - r, _U32)))
+    """For TF: ``v * 2**r`` (wraps) plus ``v >> (32 - r)`` (the two share no bit), the
+    shift in float64: TF's uint32 shift and or kernels are slow (``shr_u32``); they were
+    80% of a sampler's time."""
+    return v * tf.constant(2 ** r, _U32) + shr_u32(v, 32 - r)
 
 
 def rotl_builtin(v: tf.Tensor, r: int) -> tf.Tensor:
