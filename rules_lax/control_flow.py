@@ -176,6 +176,25 @@ def _cumulative(xs):
     return lax.scan(lambda c, x: (c + x, c * x), xs[0], xs)
 
 
+# A scan of a static length whose body totals at most this many equations over all steps
+# is unrolled: a TF while loop costs tens of microseconds per step on CPU and LiteRT's
+# WHILE more (measured on a 100-step RNN of 4 equations per step, see benchmarks/).
+UNROLL_EQUATIONS = 1024
+
+
+def _unroll(ctx, jaxpr, length, unroll) -> int:
+    """Steps per loop iteration: the scan's own ``unroll`` (True: all), or all of a short
+    static scan (``UNROLL_EQUATIONS``); 1 for a symbolic length, and on ONNX (tf2onnx
+    takes TensorArray writes only inside a loop, and an unrolled float16 scan gave other
+    roundings in onnxruntime than the loop and JAX: measured, not understood)."""
+    if not isinstance(length, int) or ctx.target == "onnx":
+        return 1
+    k = length if unroll is True else max(int(unroll or 1), 1)
+    if length * max(len(jaxpr.eqns), 1) <= UNROLL_EQUATIONS:
+        k = length
+    return min(k, length)
+
+
 @rule("scan", dtypes=ANY, polymorphic=True, cases=[
     case.random(_cumulative, shapes=[(5, 3)], dtypes=["signed", "floating"], name="scan"),
     case.random(lambda xs: lax.scan(lambda c, x: (c - x, c), xs[0], xs, reverse=True),
@@ -183,35 +202,61 @@ def _cumulative(xs):
     case.random(lambda xs: lax.scan(lambda c, x: (c + x, c), xs[0], xs[:0]),
                 shapes=[(3, 2)], dtypes="floating", name="length 0"),
     case.random(lambda xs: lax.scan(lambda c, x: (c * x, c), xs[0], xs, unroll=2),
-                shapes=[(5, 2)], dtypes="floating", name="unrolled")])
-def scan_as_while(ctx, *args, jaxpr, length, reverse, num_consts, num_carry, **_):
-    """``scan`` as a TF while loop: xs are read by index, ys written to TensorArrays.
-    ``unroll`` only changes XLA's schedule, not the numbers."""
+                shapes=[(5, 2)], dtypes="floating", name="unrolled"),
+    *[case.random(lambda xs, r=r: lax.scan(lambda c, x: (c * 0.5 + x, c - x), xs[0],
+                                           jnp.tile(xs, (200, 1)), unroll=3, reverse=r),
+                  shapes=[(4, 2)], dtypes="floating",
+                  name=f"long{' reverse' if r else ''} (a loop), unroll=3 with a remainder")
+      for r in (False, True)],
+    case.random(lambda xs: lax.scan(lambda c, x: (c + x, c * x), xs[0], jnp.tile(xs, (600, 1))),
+                shapes=[(3, 2)], dtypes=["int32", "float32"], name="long (a loop)")])
+def scan_as_while(ctx, *args, jaxpr, length, reverse, num_consts, num_carry, unroll=1, **_):
+    """``scan`` as TF ops: unrolled when short (``UNROLL_EQUATIONS``), else a TF while loop
+    of ``unroll`` steps per iteration (the remainder after it), xs read by index, ys
+    written to TensorArrays. ``unroll`` only changes the schedule, not the numbers."""
     consts = list(args[:num_consts])
     init = list(args[num_consts:num_consts + num_carry])
     xs = list(args[num_consts + num_carry:])
     y_avals = ctx.avals_out[num_carry:]
     if length == 0:
         return init + [tf.zeros(ctx.shape(a), ctx.tf_dtype(a)) for a in y_avals]
+    k = _unroll(ctx, jaxpr, length, unroll)
     length = ctx.dim(length)
-    arrays = [tf.TensorArray(ctx.tf_dtype(a), size=length,
-                             element_shape=_static_shape(ctx, a)[1:])
-              for a in y_avals]
+
+    def step(i, carry, put):
+        """Step ``i`` (a tensor or an int): its ys go to ``put(i, t, ys)``."""
+        t = length - 1 - i if reverse else i
+        outs = ctx.lower_jaxpr(jaxpr, *consts, *carry, *[tf.gather(x, t) for x in xs])
+        return ctx.loop_outputs(outs[:num_carry], carry), put(i, t, outs[num_carry:])
+
+    if isinstance(length, int) and k == length:      # all unrolled: no loop, ys stacked
+        carry, ys = init, []
+        for i in range(length):
+            carry, _ = step(i, carry, lambda i, t, y: ys.append(y))
+        return list(carry) + [tf.stack(y[::-1] if reverse else y) for y in zip(*ys)]
 
     # tf2onnx takes TensorArray writes at the loop counter only: for onnx a reverse scan
     # writes its ys in loop order and reverses them after the loop
     in_order = ctx.target == "onnx"
 
-    def body(i, carry, arrays):
-        t = length - 1 - i if reverse else i
-        x_t = [tf.gather(x, t) for x in xs]
-        outs = ctx.lower_jaxpr(jaxpr, *consts, *carry, *x_t)
-        new_carry, ys = ctx.loop_outputs(outs[:num_carry], carry), outs[num_carry:]
-        return i + 1, new_carry, [arr.write(i if in_order else t, y)
-                                  for arr, y in zip(arrays, ys)]
+    def write(arrays):
+        def put(i, t, ys):
+            arrays[:] = [arr.write(i if in_order else t, y) for arr, y in zip(arrays, ys)]
+        return put
 
-    _, carry, arrays = tf.while_loop(lambda i, c, a: i < length, body,
+    def body(j, carry, arrays):
+        arrays = list(arrays)
+        for s in range(k):      # (tf2onnx needs the counter itself as the index)
+            carry, _ = step(j if k == 1 else j * k + s, carry, write(arrays))
+        return j + 1, carry, arrays
+
+    arrays = [tf.TensorArray(ctx.tf_dtype(a), size=length,
+                             element_shape=_static_shape(ctx, a)[1:]) for a in y_avals]
+    _, carry, arrays = tf.while_loop(lambda j, c, a: j < length // k, body,
                                      (tf.constant(0), init, arrays))
+    arrays = list(arrays)
+    for i in range(length // k * k, length) if k > 1 else ():   # the remainder
+        carry, _ = step(i, carry, write(arrays))
     ys = [arr.stack() for arr in arrays]
     if reverse and in_order:
         ys = [tf.reverse(y, [0]) for y in ys]

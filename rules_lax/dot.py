@@ -73,6 +73,12 @@ def _transpose(x, perm):
     return x if perm == list(range(len(perm))) else tf.transpose(x, perm)
 
 
+def _reshape(x, shape):
+    """``x`` reshaped to ``shape``, or ``x`` itself when it has that static shape already."""
+    same = all(isinstance(d, int) for d in shape) and x.shape.as_list() == list(shape)
+    return x if same else tf.reshape(x, shape)
+
+
 def _dot(ctx, lhs, rhs, dimension_numbers):
     """Contract lhs and rhs (already in the compute dtype) with one (batch) matmul."""
     (lc, rc), (lb, rb) = dimension_numbers
@@ -92,9 +98,9 @@ def _dot(ctx, lhs, rhs, dimension_numbers):
     a_shape = [k, m] if adj_a else [m, k]
     b_shape = [n, k] if adj_b else [k, n]
     if lb:
-        a, b = tf.reshape(a, [nb, *a_shape]), tf.reshape(b, [nb, *b_shape])
+        a, b = _reshape(a, [nb, *a_shape]), _reshape(b, [nb, *b_shape])
     else:
-        a, b = tf.reshape(a, a_shape), tf.reshape(b, b_shape)
+        a, b = _reshape(a, a_shape), _reshape(b, b_shape)
     if ctx.target == "tflite" and a.dtype.is_integer:
         # TFLite's MatMul has no integer kernel: products and a wrapping sum, exact
         a = tf.linalg.matrix_transpose(a) if adj_a else a
@@ -103,7 +109,7 @@ def _dot(ctx, lhs, rhs, dimension_numbers):
     else:
         out = tf.linalg.matmul(a, b, transpose_a=adj_a, transpose_b=adj_b)
     out_shape = [ls[d] for d in lb] + [ls[d] for d in lf] + [rs[d] for d in rf]
-    return tf.reshape(out, out_shape)
+    return _reshape(out, out_shape)
 
 
 def _dg(dims, **kw):
