@@ -275,7 +275,18 @@ def _shift_cases(f):
             s = np.array([0, 1, bits - 1, bits, bits + 1, info.max, 2, info.max - 1,
                           bits * 4 - 1, 3], dt)
         return [x, s]
+    def by_constants(x):
+        # every amount a static scalar (one op each), in and out of range, negative too
+        bits = _bits(x.dtype)
+        amounts = [0, 1, 9 % bits, bits - 1, bits, bits + 5, 2 * bits - 1]
+        if np.issubdtype(x.dtype, np.signedinteger):
+            amounts.append(-1)
+        return [f(x, np.array(k, x.dtype)) for k in amounts]
+
+    def extremes(rng, dt):
+        return [args(rng, dt)[0]]
     return [case.custom("amounts out of range and extremes", f, args),
+            case.custom("static amounts", by_constants, extremes),
             case.random(f, shapes=[(3, 4), (3, 4)])]
 
 
