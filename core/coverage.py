@@ -355,12 +355,32 @@ def _parse_argspec(spec: str):
     return jax.ShapeDtypeStruct(dims, np.dtype(dtype))
 
 
+class _Recorder:
+    """Sees each equation the interpreter lowers (the hook a target's op checker uses)."""
+
+    def __init__(self):
+        self.counts: dict[tuple[str, str, bool], int] = {}
+
+    def start(self):
+        return None
+
+    def finish(self, _mark, eqn, rule_id, origin) -> None:
+        key = (eqn.primitive.name, rule_id, origin is not None)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
 def check(function: str, argspecs: Sequence[str], device="cpu", allow_xla=False,
-          registry: Registry | None = None, target: str = "tf") -> tuple[list[str], list, str]:
+          registry: Registry | None = None, target: str = "tf") -> tuple[list[dict], list, str]:
     """The whole-program pre-flight report of ``MODULE:FUNCTION`` on the given inputs:
-    the primitives it needs with the rule selected for each (and counts), the gaps, and
-    for an export target the TargetError text of the ops its runtime refuses ("" if none)."""
+    ``(uses, gaps, refused)``. ``uses``: one entry per (primitive, rule) with its count,
+    read from a real lowering of the program into a scratch graph, so each equation's rule
+    is the one selection takes on that equation, and equations a rule lowers whole (the
+    body of a fused jax.nn.relu) or adds (its own decomposition, ``via`` "decomposition")
+    are counted as conversion sees them. When some equation has no rule, ``uses`` is the
+    static selection of every equation instead and ``gaps`` lists the others. ``refused``:
+    for an export target, the TargetError text of the ops its runtime refuses ("" if none)."""
     import jax
+    from core.converter import convert
     from core.errors import NoRuleError, TargetError
     from core.registry import all_eqns
     mod_name, _, fn_name = function.partition(":")
@@ -372,25 +392,36 @@ def check(function: str, argspecs: Sequence[str], device="cpu", allow_xla=False,
     reg = registry or default_registry()
     specs = [_parse_argspec(a) for a in argspecs]
     closed = jax.make_jaxpr(fn)(*specs)
-    counts: dict[tuple[str, str], int] = {}
-    for eqn in all_eqns(closed):
-        try:
-            rid = reg.select(eqn, device, allow_xla, target=target).id
-        except NoRuleError:
-            rid = "(no usable rule)"
-        key = (eqn.primitive.name, rid)
-        counts[key] = counts.get(key, 0) + 1
-    lines = [f"{name:28} x{n:<5} {rid}" for (name, rid), n in sorted(counts.items())]
     gaps = reg.check(closed, device, allow_xla, target=target)
+    counts: dict[tuple[str, str, bool], int] = {}
     refused = ""
-    if not gaps and target != "tf":
-        from core.converter import convert
+    if gaps:
+        for eqn in all_eqns(closed):
+            try:
+                rid = reg.select(eqn, device, allow_xla, target=target).id
+            except NoRuleError:
+                rid = "(no usable rule)"
+            counts[(eqn.primitive.name, rid, False)] = \
+                counts.get((eqn.primitive.name, rid, False), 0) + 1
+    else:
+        converted = convert(fn, device=device, allow_xla=allow_xla, registry=reg,
+                            target=target, with_gradient=False)
         try:
-            convert(fn, device=device, allow_xla=allow_xla, registry=reg,
-                    target=target).trace(*specs)
+            traced = converted.trace(*specs)
         except TargetError as exc:
-            refused = str(exc)
-    return lines, gaps, refused
+            refused, traced = str(exc), closed
+        in_tree = jax.tree_util.tree_flatten((tuple(specs), {}))[1]
+        counts = converted.lower_checked(traced, in_tree, _Recorder()).counts
+    uses = [{"primitive": p, "rule": r, "count": n,
+             "via": "decomposition" if dec else "program"}
+            for (p, r, dec), n in sorted(counts.items(), key=lambda kv: (kv[0][2], kv[0][:2]))]
+    return uses, gaps, refused
+
+
+def format_uses(uses: list[dict]) -> list[str]:
+    return [f"{u['primitive']:28} x{u['count']:<5} {u['rule']}"
+            + ("   (in a rule's decomposition)" if u["via"] == "decomposition" else "")
+            for u in uses]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -423,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ck.add_argument("--device", default="cpu")
     ck.add_argument("--allow-xla", action="store_true")
     ck.add_argument("--target", default="tf", help="export target: tf (default), tflite, onnx, tfjs")
+    ck.add_argument("--json", action="store_true", help="the report as a JSON object")
     args = p.parse_args(argv)
     reg = default_registry()
 
@@ -479,10 +511,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + (f"  FAILED: {rec.error}" if rec.error else ""))
         return 0
     if args.cmd == "check":
-        lines, gaps, refused = check(args.function, args.args, args.device, args.allow_xla,
-                                     reg, target=args.target)
-        print(f"{args.function} uses {len(lines)} primitives:")
-        print("\n".join("  " + ln for ln in lines))
+        uses, gaps, refused = check(args.function, args.args, args.device, args.allow_xla,
+                                    reg, target=args.target)
+        if args.json:
+            print(json.dumps({"function": args.function, "uses": uses, "refused": refused,
+                              "gaps": [{"primitive": g.primitive, "dtypes": list(g.dtypes),
+                                        "where": g.where, "params": g.params,
+                                        "candidates": [{"rule": c.rule.id, "reason": c.reason}
+                                                       for c in g.candidates]}
+                                       for g in gaps]}, indent=1))
+            return 1 if gaps or refused else 0
+        print(f"{args.function} uses "
+              f"{len({u['primitive'] for u in uses if u['via'] == 'program'})} primitives "
+              f"({'the rule each equation takes when converted' if not gaps else 'the rule selection gives each equation'}):")
+        print("\n".join("  " + ln for ln in format_uses(uses)))
         if gaps:
             from core.registry import format_gaps
             print("\n" + format_gaps(gaps, args.device, args.allow_xla, args.function,
