@@ -44,9 +44,9 @@ NO_RULE: dict[str, tuple[str, str]] = {
               "convert the per-device program"),
     "precv": (UNSUPPORTED, "a point-to-point receive from another device (pipeline "
               "parallelism); convert the per-device program"),
-    "ragged_all_to_all": (NOT_WRITTEN, "on one device it copies send_sizes[0] rows of the "
-                          "operand from input_offsets[0] into the output at "
-                          "output_offsets[0]; no rule yet"),
+    "ragged_all_to_all": (UNSUPPORTED, "XLA:CPU cannot run it, so no rule can be checked "
+                          "against JAX here; on one device it copies send_sizes[0] rows of "
+                          "the operand from input_offsets[0] to output_offsets[0]"),
     # -- GPU/TPU-only kernels, native code, serialized programs ---------------------------
     **{p: (UNSUPPORTED, _CUDNN_ATTENTION) for p in (
         "dot_product_attention_fwd", "dot_product_attention_bwd",
@@ -113,13 +113,6 @@ NO_RULE: dict[str, tuple[str, str]] = {
               + _LAPACK),
     "ormqr": (NOT_WRITTEN, "multiplication by Q of a Householder QR (lax.linalg.ormqr); "
               + _LAPACK),
-    "layout_constraint": (NOT_WRITTEN, "jax.experimental.layout.with_layout_constraint; "
-                          "the identity on values, no rule yet"),
-    "inspect_sharding": (NOT_WRITTEN, "jax.debug.inspect_array_sharding: its callback sees "
-                         "the compiled sharding, which a TF graph has none of; a rule "
-                         "would drop it"),
-    "custom_partitioning": (NOT_WRITTEN, "jax.experimental.custom_partitioning: on one "
-                            "device its value is its body; no rule yet"),
     "remat_opt": (NOT_WRITTEN, "the optimize_remat form of a custom_vjp forward pass; no "
                   "rule yet"),
     "unreachable": (NOT_WRITTEN, "a branch JAX knows cannot run (evaluating it raises); a "

@@ -11,6 +11,9 @@ drop a dimension of size 1 (a reshape). A mesh axis of size > 1 is refused up fr
 
 The sizes of the axes in scope are kept while a shard_map body is lowered, so a
 collective checks that its axes are bound with size 1 instead of assuming it.
+
+Placement on one device: ``layout_constraint`` is the identity, ``inspect_sharding`` is
+left out, ``custom_partitioning`` is its body (what XLA runs on one device).
 """
 from __future__ import annotations
 
@@ -184,3 +187,54 @@ def axis_index_one_device(ctx, *, axis_name, **_):
     """The only device along an axis of size 1 has index 0."""
     _check_axes(ctx, axis_name)
     return ctx.constant(0, ctx.aval_out)
+
+
+# -- placement on one device -----------------------------------------------------------------
+
+def _with_layout(x):
+    from jax.experimental.layout import Layout, with_layout_constraint
+    return with_layout_constraint(x * 2, Layout(tuple(range(x.ndim))))
+
+
+@rule("layout_constraint", dtypes="all", polymorphic=True, cases=[
+    case.random(_with_layout, shapes=[(2, 3)])])
+def layout_constraint_identity(ctx, x, **_):
+    """``with_layout_constraint``: a memory layout for XLA; the values are the operand's."""
+    return x
+
+
+def _inspected(x):
+    jax.debug.inspect_array_sharding(x, callback=lambda sharding: None)
+    return x * 2
+
+
+@rule("inspect_sharding", dtypes="all", polymorphic=True, cases=[
+    case.random(_inspected, shapes=[(3,)], dtypes="numeric")])
+def inspect_sharding_dropped(ctx, x, **_):
+    """``jax.debug.inspect_array_sharding``: its callback runs while XLA compiles, with
+    the sharding XLA chose; a TF graph has no sharding to report, so it is left out."""
+    return []
+
+
+def _partitioned():
+    from jax.experimental.custom_partitioning import custom_partitioning
+
+    @custom_partitioning
+    def f(x):
+        return jnp.sin(x) * 2
+    # the per-shard function differs on purpose: on one device XLA runs the body
+    f.def_partition(partition=lambda mesh, args, result: (
+        mesh, lambda x: x * 100, result.sharding, (args[0].sharding,)),
+        sharding_rule="i j -> i j")
+    return f
+
+
+@rule("custom_partitioning", dtypes=ANY, polymorphic=True, cases=[
+    case.random(lambda x: _partitioned()(x), shapes=[(2, 3)], dtypes="floating"),
+    case.random(lambda x: _partitioned()(x), shapes=[(4, 3)], name="symbolic",
+                dtypes="float32", convert_kw=_POLY)])
+def custom_partitioning_body(ctx, *args, call, **_):
+    """``custom_partitioning``: its partition callback only tells XLA how to split the
+    work over devices; on one device XLA runs the body (checked: a case whose per-shard
+    function differs gives the body's numbers)."""
+    return ctx.lower_jaxpr(call, *args)
