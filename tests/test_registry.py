@@ -234,6 +234,12 @@ def test_cli_check_reports_the_whole_program():
     assert "uses" in out.stdout and "jit" in out.stdout
     assert out.returncode == 0, out.stdout + out.stderr     # jit, mul, add all have rules
     assert "every equation has a rule" in out.stdout
+    out = _cli("check", "tests.test_registry:_program_for_check", "f32[4]", "i32[4]", "--json")
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and not report["gaps"]
+    assert {(u["primitive"], u["rule"]) for u in report["uses"]} == {
+        ("jit", "rules_lax.control_flow:inline_jit"), ("mul", "rules_lax.elementwise:mul"),
+        ("add", "rules_lax.elementwise:add")}
     out = _cli("check", "tests.test_registry:_program_with_gap", "f32[4]")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "no usable rule" in out.stdout and "test_registry_no_rule" in out.stdout
