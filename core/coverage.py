@@ -521,9 +521,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                        for c in g.candidates]}
                                        for g in gaps]}, indent=1))
             return 1 if gaps or refused else 0
+        how = ("the rule selection gives each equation" if gaps else
+               "the rule each equation takes when converted")
         print(f"{args.function} uses "
               f"{len({u['primitive'] for u in uses if u['via'] == 'program'})} primitives "
-              f"({'the rule each equation takes when converted' if not gaps else 'the rule selection gives each equation'}):")
+              f"({how}):")
         print("\n".join("  " + ln for ln in format_uses(uses)))
         if gaps:
             from core.registry import format_gaps

@@ -88,7 +88,8 @@ def _vma(a):
 _POLY = {"polymorphic_shapes": ["(b, 3)"]}
 _REDUCE = case.random(_smap(_reductions), shapes=[(4, 3)], name="psum pmax pmin",
                       dtypes=["float32", "int32", "uint8", "float16"])
-_GATHER = case.random(_smap(_gathers), shapes=[(4, 3)], name="all_gather psum_scatter all_to_all",
+_GATHER = case.random(_smap(_gathers), shapes=[(4, 3)],
+                      name="all_gather psum_scatter all_to_all",
                       dtypes=["float32", "int8", "uint32", "complex64"])
 _PERMUTE = case.random(_smap(_permutes), shapes=[(4, 3)], name="ppermute axis_index",
                        dtypes=["float32", "int32", "uint16"])
@@ -98,7 +99,7 @@ _ANY_DTYPE = case.random(
     _smap(lambda a: (a[::-1], lax.all_gather(a, "x"), lax.ppermute(a, "x", [(0, 0)]))),
     shapes=[(2, 3)], name="shard_map of any dtype")
 _SYMBOLIC = case.random(_smap(lambda a: (lax.psum(a, "x"), lax.all_gather(a, "x", axis=1),
-                                         lax.ppermute(a, "x", []), a + lax.axis_index("x").astype(a.dtype))),
+                                         lax.ppermute(a, "x", []), _permutes(a)[2])),
                         shapes=[(4, 3)], name="symbolic", dtypes="float32", convert_kw=_POLY)
 _PMAP = case.random(jax.pmap(lambda a: lax.psum(a, "i") * 2 + lax.axis_index("i"),
                              axis_name="i"), shapes=[(1, 5)], name="pmap over one device",
