@@ -88,12 +88,14 @@ NO_RULE: dict[str, tuple[str, str]] = {
                   "infeed/outfeed); no rule holds a token value yet"),
     "create_token": (NOT_WRITTEN, "tokens order side effects (lax.create_token/after_all "
                      "with infeed/outfeed); no rule holds a token value yet"),
-    "to_edtype": (NOT_WRITTEN, "converts to an extended dtype that allows it, i.e. "
-                  "jax.dtypes primal_tangent_dtype (PRNG key types refuse conversion: "
-                  "wrap_key_data has a rule); jaxtf holds no such dtype in TF yet"),
-    "from_edtype": (NOT_WRITTEN, "converts from an extended dtype that allows it, i.e. "
-                    "primal_tangent_dtype (PRNG key types refuse conversion: key_data has "
-                    "a rule); jaxtf holds no such dtype in TF yet"),
+    "to_edtype": (NOT_WRITTEN, "convert_element_type to an extended dtype; the only one "
+                  "that allows it is the private jax._src.dtypes.primal_tangent_dtype "
+                  "(PRNG keys refuse it and use wrap_key_data, which has a rule); jaxtf "
+                  "holds no such dtype in TF"),
+    "from_edtype": (NOT_WRITTEN, "convert_element_type from an extended dtype; the only one "
+                    "that allows it is the private jax._src.dtypes.primal_tangent_dtype "
+                    "(PRNG keys refuse it and use key_data, which has a rule); jaxtf holds "
+                    "no such dtype in TF"),
     "philox2x32": (NOT_WRITTEN, "jax.random.key(..., impl='philox2x32'); rules_random has "
                    "threefry2x32 and rbg"),
     "philox4x32": (NOT_WRITTEN, "jax.random.key(..., impl='philox4x32'); rules_random has "
