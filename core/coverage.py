@@ -19,6 +19,7 @@ from typing import Sequence
 
 from core import dtypes as _dtypes
 from core.registry import Registry, default_registry
+from core.statuses import NO_RULE, declared_condition, refused_forms
 
 #: Modules whose import defines primitives; imported so the table does not depend on what
 #: the calling program happened to import.
@@ -26,7 +27,8 @@ _PRIMITIVE_MODULES = ("jax.numpy", "jax.scipy.special", "jax.random", "jax.nn",
                       "jax._src.lax.linalg", "jax._src.checkify", "jax._src.pallas.core",
                       "jax.experimental.shard_map")
 
-STATUSES = ("covered", "partial", "overridden", "shadowed", "missing", "failed to load")
+STATUSES = ("covered", "partial", "overridden", "shadowed", "unsupported", "internal",
+            "not written", "missing", "failed to load")
 
 
 def all_jax_primitives() -> list[str]:
@@ -50,19 +52,46 @@ def _tf_rules(reg: Registry, name: str) -> list:
     return [r for r in reg.rules(name) if r.targets is None or "tf" in r.targets]
 
 
+def _takes_all(r) -> bool:
+    """The rule takes every valid form (no condition, or one declared to reject none)."""
+    return not r.needs_xla and refused_forms(r) is None
+
+
 def _status(reg: Registry, name: str) -> str:
     rules = _tf_rules(reg, name)
     if not rules:
-        return "missing"
+        return NO_RULE.get(name, ("missing",))[0]
     if any(new.primitive == name for new, _ in reg.replaced):
         return "overridden"
     builtin = {"rules_lax", "rules_nn", "rules_random"}
     top = rules[0]
     if top.package not in builtin and any(r.package in builtin for r in rules[1:]):
         return "shadowed"          # a plugin outranks a built-in without declaring it
-    if any(r.when is None and not r.needs_xla for r in rules):
-        return "covered"
-    return "partial"
+    return "covered" if any(_takes_all(r) for r in rules) else "partial"
+
+
+def _notes(reg: Registry, name: str) -> str:
+    """Why a primitive has no rule, or the valid forms its rules refuse (partial)."""
+    rules = _tf_rules(reg, name)
+    if not rules:
+        return NO_RULE.get(name, ("", "nobody has looked at it yet"))[1]
+    if any(_takes_all(r) for r in rules):
+        return ""
+    forms = dict.fromkeys(refused_forms(r) or "emits Xla* ops (allow_xla=True)" for r in rules)
+    return "refuses " + "; ".join(forms)
+
+
+def _symbolic(rules) -> str:
+    """Symbolic (polymorphic) dimensions: "yes" when the forms the primitive takes are all
+    lowered with symbolic dimensions, "some" when only some are, "no" when none are."""
+    if not rules:
+        return "-"
+    general = [r for r in rules if _takes_all(r)]
+    if general and any(r.polymorphic for r in general):
+        return "yes"
+    if not general and all(r.polymorphic for r in rules):
+        return "yes"
+    return "some" if any(r.polymorphic for r in rules) else "no"
 
 
 def coverage(registry: Registry | None = None) -> list[dict]:
@@ -77,6 +106,8 @@ def coverage(registry: Registry | None = None) -> list[dict]:
         rows.append({
             "primitive": name,
             "status": _status(reg, name),
+            "notes": _notes(reg, name),
+            "symbolic": _symbolic(rules),
             "plugin": ", ".join(dict.fromkeys(r.package for r in rules)),
             "rules": [r.id for r in rules],
             "dtypes": dts,
@@ -85,9 +116,9 @@ def coverage(registry: Registry | None = None) -> list[dict]:
         })
     failed = [p for p in reg.plugins if p.error]
     for p in failed:
-        rows.append({"primitive": f"<{p.name}>", "status": "failed to load", "plugin": p.name,
-                     "rules": [], "dtypes": [], "devices": [], "needs_xla": False,
-                     "error": p.error})
+        rows.append({"primitive": f"<{p.name}>", "status": "failed to load", "notes": p.error,
+                     "symbolic": "-", "plugin": p.name, "rules": [], "dtypes": [],
+                     "devices": [], "needs_xla": False, "error": p.error})
     return rows
 
 
@@ -137,14 +168,16 @@ def markdown_table(rows: list[dict], targets: dict[str, dict[str, dict]] | None 
     """The coverage table; ``targets``: {target: {primitive: its target_coverage row}}
     adds a column per export target with the dtypes that lower there."""
     targets = targets or {}
-    lines = ["| primitive | status | package | dtypes | " + "".join(f"{t} | " for t in targets)
-             + "rules |", "|---|---|---|---|" + "---|" * len(targets) + "---|"]
+    lines = ["| primitive | status | package | dtypes | symbolic | "
+             + "".join(f"{t} | " for t in targets) + "rules | notes |",
+             "|---|---|---|---|---|" + "---|" * len(targets) + "---|---|"]
     for r in rows:
         cols = "".join(f"{compact_dtypes(t.get(r['primitive'], {}).get('dtypes', [])) or '-'} | "
                        for t in targets.values())
+        notes = r["notes"].replace("|", "\\|")
         lines.append(f"| `{r['primitive']}` | {r['status']} | {r['plugin'] or '-'} | "
-                     f"{compact_dtypes(r['dtypes']) or '-'} | {cols}"
-                     f"{', '.join(f'`{x}`' for x in r['rules']) or '-'} |")
+                     f"{compact_dtypes(r['dtypes']) or '-'} | {r['symbolic']} | {cols}"
+                     f"{', '.join(f'`{x}`' for x in r['rules']) or '-'} | {notes or '-'} |")
     return "\n".join(lines)
 
 
@@ -171,26 +204,137 @@ def _filter(rows, args, reg: Registry):
     return rows
 
 
-def _with_condition(cand, dtypes):
-    """A candidate with its ``when=`` condition evaluated on a stand-in equation with
-    operands of ``dtypes`` and no parameters (conditions on parameters cannot be judged
-    here and count as met)."""
+def _dtype_of(name: str):
+    """A dtype from its name, PRNG key types (``key<fry>``) included."""
+    import jax
+    import jax.numpy as jnp
+    if name in _dtypes.KEY_DTYPES:
+        impl = {"fry": "threefry2x32", "rbg": "rbg", "urbg": "unsafe_rbg"}[name[4:-1]]
+        return jax.random.key(0, impl=impl).dtype
+    return jnp.dtype(name)
+
+
+class _Unknown(BaseException):      # not caught by a condition's own `except Exception`
+    """A condition read something a stand-in equation does not know."""
+
+
+class _StandInAval:
+    def __init__(self, dtype):
+        self.dtype = dtype
+
+    def __getattr__(self, name):        # shape, ndim, ...: not known from dtypes alone
+        raise _Unknown(name)
+
+
+class _StandInParams(dict):
+    def __getitem__(self, key):
+        raise _Unknown(key)
+
+    get = __contains__ = __getitem__
+
+    def items(self):
+        raise _Unknown("params")
+
+    keys = values = __iter__ = items
+
+
+class _StandInVars(list):
+    """The operands, to iterate over; their number and positions are not known."""
+    def __len__(self):       # TypeError: iterating still works (no length hint)
+        raise TypeError("the number of operands is not known")
+
+    def __getitem__(self, i):
+        raise _Unknown("position")
+
+
+def _with_condition(cand, dtypes) -> tuple:
+    """``(candidate, determined)``: a candidate's ``when=`` condition evaluated on a
+    stand-in equation that knows only the operand dtypes. ``determined`` is False when the
+    condition read anything else (parameters, shapes): it is then left to the real
+    equation. Conditions declared to reject no valid program are not evaluated."""
     import dataclasses
     import types
     import jax.numpy as jnp
-    from jax import core as jcore
-    if cand.reason is not None or cand.rule.when is None:
-        return cand
+    if cand.reason is not None or refused_forms(cand.rule) is None:
+        return cand, True    # rejected, no condition, or one that rejects no valid program
     try:
-        avals = [jcore.ShapedArray((), jnp.dtype(d)) for d in dtypes]
-        var = lambda a: types.SimpleNamespace(aval=a)
-        eqn = types.SimpleNamespace(invars=[var(a) for a in avals], outvars=[var(avals[0])],
-                                    params={}, primitive=types.SimpleNamespace(
+        var = lambda d: types.SimpleNamespace(aval=_StandInAval(_dtype_of(d)))
+        eqn = types.SimpleNamespace(invars=_StandInVars(var(d) for d in dtypes),
+                                    outvars=_StandInVars([var(dtypes[0])]),
+                                    params=_StandInParams(), primitive=types.SimpleNamespace(
                                         name=cand.rule.primitive))
         reason = cand.rule.when(eqn)
-    except Exception:
-        return cand
-    return dataclasses.replace(cand, reason=reason) if reason else cand
+    except (Exception, _Unknown):
+        return cand, False
+    name = getattr(cand.rule.when, "__qualname__", "its condition")
+    return (dataclasses.replace(cand, reason=f"its condition {name} declines operands of "
+                                f"these dtypes: {reason}") if reason else cand), True
+
+
+def explain(primitive: str, dtypes: Sequence[str], device: str = "cpu",
+            allow_xla: bool = False, registry: Registry | None = None,
+            target: str = "tf") -> dict:
+    """The ranked candidate rules for ``primitive`` on operands of ``dtypes``, each with a
+    verdict: "rejected" (with why), "conditional" (taken when its ``when=`` condition
+    accepts the equation's parameters, which are unknown here; with the valid forms it
+    refuses), "taken" (the first rule that applies unconditionally, or whose condition
+    rejects no valid program), "shadowed" (applies, but ranks lower)."""
+    from core.targets import get as _target
+    reg = registry or default_registry()
+    tgt = _target(target)
+    cands = [_with_condition(c, dtypes) for c in
+             reg.candidates(primitive, dtypes, device, allow_xla, target=target)]
+    out, decided, after_condition = [], False, False
+    for c, determined in cands:
+        r, forms = c.rule, refused_forms(c.rule)
+        cond = getattr(r.when, "__qualname__", None) if r.when is not None else None
+        if c.reason is not None:
+            verdict, why = "rejected", c.reason
+        elif decided:
+            verdict, why = "shadowed", "applies, but a higher-ranked rule is taken"
+        elif forms is not None and not determined:
+            verdict = "conditional"
+            why = (f"taken when its condition {cond} accepts the equation (it reads its "
+                   f"parameters or shapes, not known here); it refuses {forms}")
+            after_condition = True
+        else:
+            verdict, decided = "taken", True
+            why = ("applies when the conditional rules above decline" if after_condition
+                   else "applies and ranks highest")
+            if forms is not None:
+                why += f"; its condition {cond} accepts operands of these dtypes"
+            elif cond:
+                why += f"; its condition {cond} {declared_condition(r)}"
+        if verdict in ("taken", "conditional") and target != "tf":
+            verdicts = {tgt.verdict(r.id, d) for d in dtypes}
+            why += ("; its cases' ops are all accepted by " + target if verdicts == {"ok"}
+                    else "; not measured for " + target if None in verdicts else
+                    f"; but {target} refuses " + ", ".join(sorted(v for v in verdicts
+                                                                  if v != "ok")))
+        out.append({"rule": r.id, "package": r.package, "priority": r.priority,
+                    "dtypes": list(r.dtype_spec), "condition": cond, "refuses": forms,
+                    "polymorphic": r.polymorphic, "verdict": verdict, "why": why})
+    no_rule = NO_RULE.get(primitive)
+    return {"primitive": primitive, "dtypes": list(dtypes), "device": device,
+            "allow_xla": allow_xla, "target": target, "candidates": out,
+            "no_rule": {"status": no_rule[0], "reason": no_rule[1]} if no_rule else None}
+
+
+def format_explain(report: dict) -> str:
+    p = report["primitive"]
+    if not report["candidates"]:
+        nr = report["no_rule"]
+        return (f"no rule lowers {p!r}: {nr['status']}: {nr['reason']}" if nr else
+                f"no rule lowers {p!r}, and no status is declared for it (core/statuses.py)")
+    lines = [f"{p} on {', '.join(report['dtypes'])}, device {report['device']}, "
+             f"allow_xla={report['allow_xla']}, target {report['target']}; "
+             f"candidates best first:"]
+    marks = {"taken": "TAKEN   ", "conditional": "IF      ", "rejected": "rejected",
+             "shadowed": "shadowed"}
+    for c in report["candidates"]:
+        lines.append(f"  {marks[c['verdict']]} {c['rule']} ({c['package']}) priority "
+                     f"{c['priority']} dtypes {{{', '.join(c['dtypes'])}}}: {c['why']}")
+    return "\n".join(lines)
 
 
 def _parse_argspec(spec: str):
@@ -211,12 +355,32 @@ def _parse_argspec(spec: str):
     return jax.ShapeDtypeStruct(dims, np.dtype(dtype))
 
 
+class _Recorder:
+    """Sees each equation the interpreter lowers (the hook a target's op checker uses)."""
+
+    def __init__(self):
+        self.counts: dict[tuple[str, str, bool], int] = {}
+
+    def start(self):
+        return None
+
+    def finish(self, _mark, eqn, rule_id, origin) -> None:
+        key = (eqn.primitive.name, rule_id, origin is not None)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
 def check(function: str, argspecs: Sequence[str], device="cpu", allow_xla=False,
-          registry: Registry | None = None, target: str = "tf") -> tuple[list[str], list, str]:
+          registry: Registry | None = None, target: str = "tf") -> tuple[list[dict], list, str]:
     """The whole-program pre-flight report of ``MODULE:FUNCTION`` on the given inputs:
-    the primitives it needs with the rule selected for each (and counts), the gaps, and
-    for an export target the TargetError text of the ops its runtime refuses ("" if none)."""
+    ``(uses, gaps, refused)``. ``uses``: one entry per (primitive, rule) with its count,
+    read from a real lowering of the program into a scratch graph, so each equation's rule
+    is the one selection takes on that equation, and equations a rule lowers whole (the
+    body of a fused jax.nn.relu) or adds (its own decomposition, ``via`` "decomposition")
+    are counted as conversion sees them. When some equation has no rule, ``uses`` is the
+    static selection of every equation instead and ``gaps`` lists the others. ``refused``:
+    for an export target, the TargetError text of the ops its runtime refuses ("" if none)."""
     import jax
+    from core.converter import convert
     from core.errors import NoRuleError, TargetError
     from core.registry import all_eqns
     mod_name, _, fn_name = function.partition(":")
@@ -228,25 +392,36 @@ def check(function: str, argspecs: Sequence[str], device="cpu", allow_xla=False,
     reg = registry or default_registry()
     specs = [_parse_argspec(a) for a in argspecs]
     closed = jax.make_jaxpr(fn)(*specs)
-    counts: dict[tuple[str, str], int] = {}
-    for eqn in all_eqns(closed):
-        try:
-            rid = reg.select(eqn, device, allow_xla, target=target).id
-        except NoRuleError:
-            rid = "(no usable rule)"
-        key = (eqn.primitive.name, rid)
-        counts[key] = counts.get(key, 0) + 1
-    lines = [f"{name:28} x{n:<5} {rid}" for (name, rid), n in sorted(counts.items())]
     gaps = reg.check(closed, device, allow_xla, target=target)
+    counts: dict[tuple[str, str, bool], int] = {}
     refused = ""
-    if not gaps and target != "tf":
-        from core.converter import convert
+    if gaps:
+        for eqn in all_eqns(closed):
+            try:
+                rid = reg.select(eqn, device, allow_xla, target=target).id
+            except NoRuleError:
+                rid = "(no usable rule)"
+            counts[(eqn.primitive.name, rid, False)] = \
+                counts.get((eqn.primitive.name, rid, False), 0) + 1
+    else:
+        converted = convert(fn, device=device, allow_xla=allow_xla, registry=reg,
+                            target=target, with_gradient=False)
         try:
-            convert(fn, device=device, allow_xla=allow_xla, registry=reg,
-                    target=target).trace(*specs)
+            traced = converted.trace(*specs)
         except TargetError as exc:
-            refused = str(exc)
-    return lines, gaps, refused
+            refused, traced = str(exc), closed
+        in_tree = jax.tree_util.tree_flatten((tuple(specs), {}))[1]
+        counts = converted.lower_checked(traced, in_tree, _Recorder()).counts
+    uses = [{"primitive": p, "rule": r, "count": n,
+             "via": "decomposition" if dec else "program"}
+            for (p, r, dec), n in sorted(counts.items(), key=lambda kv: (kv[0][2], kv[0][:2]))]
+    return uses, gaps, refused
+
+
+def format_uses(uses: list[dict]) -> list[str]:
+    return [f"{u['primitive']:28} x{u['count']:<5} {u['rule']}"
+            + ("   (in a rule's decomposition)" if u["via"] == "decomposition" else "")
+            for u in uses]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -271,6 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ex.add_argument("--device", default="cpu")
     ex.add_argument("--allow-xla", action="store_true")
     ex.add_argument("--target", default="tf", help="export target: tf (default), tflite, onnx, tfjs")
+    ex.add_argument("--json", action="store_true", help="the candidates as a JSON object")
     sub.add_parser("plugins", help="rule packages: source, distribution, rule count, errors")
     ck = sub.add_parser("check", help="pre-flight report for a function on example inputs")
     ck.add_argument("function", help="MODULE:FUNCTION")
@@ -278,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ck.add_argument("--device", default="cpu")
     ck.add_argument("--allow-xla", action="store_true")
     ck.add_argument("--target", default="tf", help="export target: tf (default), tflite, onnx, tfjs")
+    ck.add_argument("--json", action="store_true", help="the report as a JSON object")
     args = p.parse_args(argv)
     reg = default_registry()
 
@@ -309,41 +486,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for t in TARGETS if has_table(t)}))
             print(f"\n{summary(rows)}")
         else:
-            print(f"{'primitive':30} {'status':10} {'package':14} {'dtypes':28} rules")
+            print(f"{'primitive':30} {'status':11} {'package':14} {'dtypes':28} {'symbolic':8} "
+                  "rules (notes: why no rule, or the valid forms refused)")
             for r in rows:
-                print(f"{r['primitive']:30} {r['status']:10} {r['plugin'] or '-':14} "
-                      f"{compact_dtypes(r['dtypes']) or '-':28} {', '.join(r['rules']) or '-'}")
+                what = ", ".join(r["rules"])
+                what = f"{what}  ({r['notes']})" if what and r["notes"] else what or r["notes"]
+                print(f"{r['primitive']:30} {r['status']:11} {r['plugin'] or '-':14} "
+                      f"{compact_dtypes(r['dtypes']) or '-':28} {r['symbolic']:8} {what or '-'}")
             print(f"\n{summary(rows)}")
         return 0
     if args.cmd == "explain":
-        dts = args.dtype or ["float32"]
-        cands = reg.candidates(args.primitive, dts, args.device, args.allow_xla,
-                               target=args.target)
-        if not cands:
-            print(f"no rule lowers {args.primitive!r}"
-                  + ("; `python -m core.registry plugins` shows packages that failed to load"
-                     if any(p.error for p in reg.plugins) else ""))
-            return 1
-        cands = [_with_condition(c, dts) for c in cands]
-        chosen = next((c for c in cands if c.reason is None), None)
-        print(f"{args.primitive} on {', '.join(dts)}, device {args.device}, "
-              f"allow_xla={args.allow_xla}, target {args.target}; candidates best first:")
-        from core.targets import get as _target
-        tgt = _target(args.target)
-        for c in cands:
-            mark = "TAKEN   " if c is chosen else "rejected" if c.reason else "shadowed"
-            why = c.reason or ("applies and ranks highest" if c is chosen else
-                               "applies, but a higher-ranked rule is taken")
-            if c.reason is None and args.target != "tf":
-                verdicts = {tgt.verdict(c.rule.id, d) for d in dts}
-                why += ("; its cases' ops are all accepted by " + args.target
-                        if verdicts == {"ok"} else
-                        "; not measured for " + args.target if None in verdicts else
-                        f"; but {args.target} refuses "
-                        + ", ".join(sorted(v for v in verdicts if v != "ok")))
-            print(f"  {mark} {c.rule.id} ({c.rule.package}) priority {c.rule.priority} "
-                  f"dtypes {{{', '.join(c.rule.dtype_spec)}}}: {why}")
-        return 0 if chosen else 1
+        report = explain(args.primitive, args.dtype or ["float32"], args.device,
+                         args.allow_xla, reg, target=args.target)
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            print(format_explain(report))
+        return 0 if any(c["verdict"] in ("taken", "conditional")
+                        for c in report["candidates"]) else 1
     if args.cmd == "plugins":
         for rec in reg.plugins:
             print(f"{rec.name:20} {rec.source:12} {rec.distribution or '-':20} "
@@ -351,10 +511,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                   + (f"  FAILED: {rec.error}" if rec.error else ""))
         return 0
     if args.cmd == "check":
-        lines, gaps, refused = check(args.function, args.args, args.device, args.allow_xla,
-                                     reg, target=args.target)
-        print(f"{args.function} uses {len(lines)} primitives:")
-        print("\n".join("  " + ln for ln in lines))
+        uses, gaps, refused = check(args.function, args.args, args.device, args.allow_xla,
+                                    reg, target=args.target)
+        if args.json:
+            print(json.dumps({"function": args.function, "uses": uses, "refused": refused,
+                              "gaps": [{"primitive": g.primitive, "dtypes": list(g.dtypes),
+                                        "where": g.where, "params": g.params,
+                                        "candidates": [{"rule": c.rule.id, "reason": c.reason}
+                                                       for c in g.candidates]}
+                                       for g in gaps]}, indent=1))
+            return 1 if gaps or refused else 0
+        how = ("the rule selection gives each equation" if gaps else
+               "the rule each equation takes when converted")
+        print(f"{args.function} uses "
+              f"{len({u['primitive'] for u in uses if u['via'] == 'program'})} primitives "
+              f"({how}):")
+        print("\n".join("  " + ln for ln in format_uses(uses)))
         if gaps:
             from core.registry import format_gaps
             print("\n" + format_gaps(gaps, args.device, args.allow_xla, args.function,

@@ -289,8 +289,14 @@ def format_gaps(gaps: list[Gap], device: str, allow_xla: bool, what: str = "the 
         lines.append(f"    at {g.where}" + (f"   (JAX name stack: {g.name_stack})"
                                              if g.name_stack else ""))
         if not g.candidates:
-            lines.append(f"    no rule for {prim!r} in any loaded package; custom primitives "
-                         f"need a rule package (entry-point group '{ENTRY_POINT_GROUP}')")
+            from core.statuses import NO_RULE
+            if prim in NO_RULE:
+                status, reason = NO_RULE[prim]
+                lines.append(f"    no rule for {prim!r}: {status}: {reason}")
+            else:
+                lines.append(f"    no rule for {prim!r} in any loaded package; custom "
+                             f"primitives need a rule package (entry-point group "
+                             f"'{ENTRY_POINT_GROUP}')")
         for c in g.candidates:
             lines.append(f"    {c.rule.id} ({c.rule.package}) prio {c.rule.priority}: "
                          f"rejected: {c.reason}")

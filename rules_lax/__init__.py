@@ -20,6 +20,7 @@ FAMILIES = (
     "comparison",
     "conversion",
     "narrow",
+    "collectives",
     "onnx",
     "tfjs",
 )

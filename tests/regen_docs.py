@@ -7,6 +7,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = """# Coverage
 
 Every JAX primitive known to the installed JAX and the built-in rule that lowers it.
+Status: "covered" (every valid parameter form lowers), "partial" (the notes name the
+valid forms that are refused), or, for a primitive without a rule, "unsupported"
+(refused on purpose), "internal" (never in a program a user converts) or "not written"
+(a rule could exist), with the reason in the notes (declared in `core/statuses.py`);
+"missing" would mean nobody has looked at it. "symbolic": whether the rules lower
+symbolic (polymorphic) dimensions.
 The `tflite`, `onnx` and `tfjs` columns list the dtypes that lower for that export target
 (`target="tflite"`: LiteRT builtin ops; `"onnx"`: tf2onnx at opset 18 and onnxruntime;
 `"tfjs"`: the TF.js converter and tfjs in node), measured by `python -m core.probe

@@ -164,7 +164,46 @@ def test_cli_list_json_covers_every_jax_primitive():
     assert all({"primitive", "status", "plugin"} <= set(r) for r in rows)
     by = {r["primitive"]: r for r in rows}
     assert by["jit"]["status"] == "covered" and by["jit"]["plugin"] == "rules_lax"
-    assert any(r["status"] == "missing" for r in rows)
+    assert all({"notes", "symbolic"} <= set(r) for r in rows)
+
+
+def test_every_jax_primitive_has_a_rule_or_a_declared_status():
+    """Fails when a JAX version brings a primitive nobody has looked at: give it a rule,
+    or a status and its reason in core/statuses.py."""
+    from core.coverage import all_jax_primitives
+    from core.statuses import CONDITIONS, GUARD, NO_RULE
+    reg = build_registry(strict=True, entry_points=False)
+    rows = coverage(reg)
+    missing = sorted(r["primitive"] for r in rows if r["status"] == "missing")
+    assert not missing, f"primitives with neither a rule nor a status in core/statuses.py: {missing}"
+    assert all(r["notes"] for r in rows if r["status"] not in ("covered", "overridden"))
+    stale = sorted(set(NO_RULE) & set(reg.primitives()))
+    assert not stale, f"core/statuses.py declares a status for primitives with rules: {stale}"
+    gone = sorted(set(NO_RULE) - set(all_jax_primitives()))
+    assert not gone, f"core/statuses.py names primitives this JAX does not have: {gone}"
+    # every declared condition names a rule or a condition function that exists
+    conds = {r.id for r in reg.rules()} | {
+        f"{r.when.__module__}:{r.when.__qualname__}" for r in reg.rules() if r.when}
+    assert set(CONDITIONS) <= conds, sorted(set(CONDITIONS) - conds)
+    assert all(v.startswith(GUARD) or v for v in CONDITIONS.values())
+
+
+def test_partial_only_where_a_declared_valid_form_is_refused():
+    rows = {r["primitive"]: r for r in coverage(build_registry(strict=True,
+                                                               entry_points=False))}
+    # conditions that reject no valid program, or whose forms another rule takes
+    for p in ("pow", "rng_bit_generator", "broadcast_in_dim", "custom_jvp_call", "psum"):
+        assert rows[p]["status"] == "covered", rows[p]
+    assert rows["qr"]["status"] == "partial" and "pivoting=True" in rows["qr"]["notes"]
+    assert rows["shard_map"]["status"] == "partial" and "size > 1" in rows["shard_map"]["notes"]
+    assert rows["psend"]["status"] == "unsupported" and "device" in rows["psend"]["notes"]
+    assert rows["tile"]["symbolic"] == "yes"
+
+
+def test_no_rule_error_gives_the_declared_status():
+    from core.registry import Gap, format_gaps
+    text = format_gaps([Gap("psend", ("float32",), "here", "", "", [])], "cpu", False)
+    assert "no rule for 'psend': unsupported: a point-to-point send" in text
 
 
 def test_cli_explain_and_plugins():
@@ -172,6 +211,8 @@ def test_cli_explain_and_plugins():
     assert out.returncode == 0 and "TAKEN" in out.stdout and "inline_jit" in out.stdout
     out = _cli("explain", "no_such_primitive")
     assert out.returncode == 1 and "no rule lowers 'no_such_primitive'" in out.stdout
+    out = _cli("explain", "psend")
+    assert out.returncode == 1 and "unsupported: a point-to-point send" in out.stdout
     out = _cli("plugins")
     assert out.returncode == 0 and "rules_lax" in out.stdout and "builtin" in out.stdout
 
@@ -180,8 +221,10 @@ def test_cli_list_filters_and_markdown():
     out = _cli("list", "--json", "--primitive", "custom_*_call")
     assert {r["primitive"] for r in json.loads(out.stdout)} == {
         "custom_jvp_call", "custom_vjp_call", "custom_vmap_call"}
-    out = _cli("list", "--json", "--status", "missing")
-    assert out.returncode == 0 and all(r["status"] == "missing" for r in json.loads(out.stdout))
+    out = _cli("list", "--json", "--status", "unsupported")
+    rows = json.loads(out.stdout)
+    assert out.returncode == 0 and rows and all(r["status"] == "unsupported" and r["notes"]
+                                                for r in rows)
     out = _cli("list", "--markdown", "--primitive", "jit")
     assert out.stdout.startswith("| primitive | status |") and "| `jit` | covered |" in out.stdout
 
@@ -191,6 +234,12 @@ def test_cli_check_reports_the_whole_program():
     assert "uses" in out.stdout and "jit" in out.stdout
     assert out.returncode == 0, out.stdout + out.stderr     # jit, mul, add all have rules
     assert "every equation has a rule" in out.stdout
+    out = _cli("check", "tests.test_registry:_program_for_check", "f32[4]", "i32[4]", "--json")
+    report = json.loads(out.stdout)
+    assert out.returncode == 0 and not report["gaps"]
+    assert {(u["primitive"], u["rule"]) for u in report["uses"]} == {
+        ("jit", "rules_lax.control_flow:inline_jit"), ("mul", "rules_lax.elementwise:mul"),
+        ("add", "rules_lax.elementwise:add")}
     out = _cli("check", "tests.test_registry:_program_with_gap", "f32[4]")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "no usable rule" in out.stdout and "test_registry_no_rule" in out.stdout
@@ -220,6 +269,34 @@ def test_cli_is_quiet_unless_asked(tmp_path):
                              ).stderr
         assert [w for w in words if w in err] == shown, (level, err)
 
+def test_explain_shows_conditional_rules_with_their_condition():
+    from core.coverage import explain
+    reg = build_registry(strict=True, entry_points=False)
+
+    def verdicts(prim, dts):
+        return {c["rule"]: c["verdict"] for c in explain(prim, dts, registry=reg)["candidates"]}
+    # a condition on dtypes alone is judged: key operands take the key rule, others do not
+    assert verdicts("broadcast_in_dim", ["float32"]) == {
+        "rules_lax.narrow:widened": "rejected", "rules_random.keys:key_data_shape_op": "rejected",
+        "rules_random.keys:key_data_shape_op_tflite": "rejected",
+        "rules_lax.structural:broadcast_in_dim": "taken"}
+    v = verdicts("broadcast_in_dim", ["key<fry>"])
+    assert v["rules_random.keys:key_data_shape_op"] == "taken"
+    assert v["rules_lax.structural:broadcast_in_dim"] == "shadowed"
+    # a condition on parameters is shown as a condition, with the forms it refuses
+    exp = {c["rule"]: c for c in explain("exp", ["float32"], registry=reg)["candidates"]}
+    c = exp["rules_lax.elementwise:unary_exp"]
+    assert c["verdict"] == "conditional" and c["condition"] == "_no_accuracy"
+    assert "accuracy=" in c["refuses"]
+    v = verdicts("custom_jvp_call", ["float32"])
+    assert v["rules_nn.activations:relu_fused"] == "conditional"
+    assert v["rules_lax.control_flow:custom_jvp_primal"] == "taken"
+    # a declared guard is not a condition that can decline
+    assert verdicts("rng_bit_generator", ["uint32"])["rules_random.rbg:rng_bit_generator"] == "taken"
+    out = _cli("explain", "exp", "--json")
+    assert json.loads(out.stdout)["candidates"][1]["verdict"] == "conditional"
+
+
 def _program_for_check(x, i):
     return jax.jit(lambda a: a * 2)(x), i + 1
 
@@ -229,6 +306,47 @@ def _program_with_gap(x):
     prim = Primitive("test_registry_no_rule")       # a primitive no package lowers
     prim.def_abstract_eval(lambda a: a)
     return prim.bind(x) + 1
+
+
+def _relu_and_random(x, k):
+    u = jax.random.uniform(jax.random.key(k), x.shape)
+    return jax.nn.relu(x) * u + jnp.tile(x, (1, 2))[:, :3]
+
+
+def _broadcasts(x):
+    return jnp.broadcast_to(x[:, None], (4, 2, 3)).sum() + jnp.exp(x).max()
+
+
+def _keys(k, x):
+    keys = jax.random.split(jax.random.key(k), 4)
+    return jax.random.key_data(jnp.broadcast_to(keys[None], (2, 4))), x * 2
+
+
+@pytest.mark.parametrize("fn, specs, args", [
+    (_broadcasts, ["f32[4,3]"], [np.ones((4, 3), np.float32)]),
+    (_relu_and_random, ["f32[4,3]", "u32[]"], [np.ones((4, 3), np.float32), np.uint32(3)]),
+    (_keys, ["u32[]", "f32[2]"], [np.uint32(1), np.ones(2, np.float32)]),
+])
+def test_check_reports_the_rules_convert_uses(fn, specs, args):
+    """``check`` names, per equation, the rule conversion really takes: the key-array rule
+    only where keys are, the fused relu and not the max inside it, and the rules' own
+    decompositions marked as such."""
+    from core import convert
+    from core.coverage import check
+    reg = build_registry(strict=True, entry_points=False)
+    uses, gaps, refused = check(f"tests.test_registry:{fn.__name__}", specs, registry=reg)
+    assert not gaps and not refused
+    converted = convert(fn, registry=reg)
+    converted(*args)
+    assert {u["rule"] for u in uses} == converted.conv.used
+    by_prim = {(u["primitive"], u["via"]): u["rule"] for u in uses}
+    if fn is _broadcasts:
+        assert by_prim[("broadcast_in_dim", "program")] == "rules_lax.structural:broadcast_in_dim"
+    if fn is _relu_and_random:
+        assert by_prim[("custom_jvp_call", "program")] == "rules_nn.activations:relu_fused"
+        assert ("threefry2x32", "decomposition") in by_prim
+    if fn is _keys:
+        assert by_prim[("broadcast_in_dim", "program")] == "rules_random.keys:key_data_shape_op"
 
 
 def test_docs_coverage_table_is_current():
