@@ -1067,12 +1067,16 @@ def neg_tflite(ctx, x, **_):
 
 @rule("sign", dtypes="float32", targets="tflite",
       cases=[case("zeros keep their sign, subnormals are zeros", lax.sign,
-                  [-0.0, 0.0, nan, -inf, inf, 2.0, -3.0, 1e-45, -1e-39, 1.2e-38])],
+                  [-0.0, 0.0, nan, -inf, inf, 2.0, -3.0, 1e-45, -1e-39, 1.2e-38]),
+             case("a scalar -0.0 (found by tests/fuzz.py)", lax.sign, -0.0),
+             case("a scalar subnormal", lax.sign, -1e-40)],
       polymorphic=True)
 def sign_tflite(ctx, x, **_):
-    """XLA gives -0 for -0 and treats subnormals as zeros (TFLite's Sign: +0 and +-1)."""
+    """XLA gives -0 for -0 and treats subnormals as zeros (TFLite's Sign: +0 and +-1).
+    The signed zero is x * 1e-30 (which underflows): the converter folds x * 0.0 to +0
+    in a scalar model."""
     tiny = tf.math.less(tf.math.abs(x), _TINY)
-    return tf.where(tiny, _clip(x, -1.0, 1.0) * 0.0, tf.math.sign(x))
+    return tf.where(tiny, x * 1e-30, tf.math.sign(x))
 
 
 @rule(["max", "min"], dtypes="float32", targets="tflite",

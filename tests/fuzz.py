@@ -307,16 +307,19 @@ def program_draws(rng, n: int, dtypes=("float32", "float16", "bfloat16", "float6
                 steps.append((PROGRAM_BINARY[rng.integers(0, len(PROGRAM_BINARY))],
                               int(rng.integers(0, 3))))
 
-        def fn(x, y, steps=tuple(steps)):
+        def chain(x, y, steps=tuple(steps)):
             vals = [x, y]
             for op, other in steps:
                 f = getattr(lax, op)
                 vals.append(f(vals[-1]) if other is None else f(vals[-1], vals[other]))
-            return vals[-1]
+            return vals
+
+        def fn(x, y, chain=chain):
+            return chain(x, y)[-1]
         shape = (24,)
         args = [draw_values(rng, shape, _np_dtype(dt)) for _ in range(2)]
         label = " . ".join(op if o is None else f"{op}(_, v{o})" for op, o in steps)
-        out.append(Draw(None, dt, "program", f"#{i} {label}", fn, args, elementwise=True))
+        out.append(Draw(None, dt, "program", f"#{i} {label}", fn, args, flat_fn=chain))
     return out
 
 
@@ -329,6 +332,11 @@ class Finding:
     detail: str
     shrunk: str = ""
     one: list | None = None         # the operands of the one element that disagrees
+    name: str = ""                  # what it is matched by: the draw's name, or for a
+                                    # program the primitive of the equation that differs
+
+    def __post_init__(self):
+        self.name = self.name or self.draw.name
 
 
 def run_draw(d: Draw, registry, target: str = "tf"):
@@ -428,6 +436,11 @@ def fuzz(seed: int = 0, rounds: int = 1, programs: int = 20, target: str = "tf",
                 continue
             out.detail = first
         f = Finding(d, out.status, out.detail)
+        if d.kind == "program":      # named by the equation that differs; its operands
+            prim = re.search(r" on .*? = (\w+) ", f.detail)  # among the chain's values
+            f.name = f"program[{prim.group(1) if prim else '?'}]:program:{d.label}:{d.dtype}"
+            with _x64(d):
+                f.one = [np.asarray(v) for v in jax.jit(d.flat_fn)(*d.args)]
         if do_shrink and d.elementwise and out.status == "mismatch":
             try:
                 f.shrunk, f.one = shrink(d, registry, target)
@@ -440,7 +453,7 @@ def fuzz(seed: int = 0, rounds: int = 1, programs: int = 20, target: str = "tf",
 
 
 def _print(f: Finding) -> None:
-    print(f"\n{f.status.upper()} {f.draw.name}\n  {f.detail[:600]}")
+    print(f"\n{f.status.upper()} {f.name}\n  {f.detail[:600]}")
     if f.shrunk:
         print(f"  shrunk: {f.shrunk}")
     sys.stdout.flush()

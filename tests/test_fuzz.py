@@ -24,23 +24,24 @@ REGISTRY = build_registry(strict=True, entry_points=False)
 SEED = 16
 #: (pattern over "rule id[primitive]", share of its (rule, dtype) pairs run in CI)
 SHARDS = {
-    "elementwise": (r"^rules_lax\.elementwise:", 0.2),
-    "special": (r"^rules_lax\.special:(?!igamma|regularized)", 0.4),
-    "comparison": (r"^rules_lax\.comparison:", 0.15),
-    "conversion": (r"^rules_lax\.conversion:", 0.3),
-    "reductions": (r"^rules_lax\.(reductions|cumulative):", 0.15),
-    "structural": (r"^rules_lax\.(structural|slicing|sorting):", 0.05),
+    "elementwise": (r"^rules_lax\.elementwise:", 0.12),
+    "special": (r"^rules_lax\.special:(?!igamma|regularized)", 0.25),
+    "comparison": (r"^rules_lax\.comparison:", 0.1),
+    "conversion": (r"^rules_lax\.conversion:", 0.2),
+    "reductions": (r"^rules_lax\.(reductions|cumulative):", 0.1),
+    "structural": (r"^rules_lax\.(structural|slicing|sorting):", 0.03),
 }
 
 
 def _subnormal(v) -> bool:
+    """Any element of ``v`` (or a part of it) is a subnormal number."""
     v = np.asarray(v)
     if v.dtype.kind not in "fcV":
         return False
+    real = {"complex64": np.float32, "complex128": np.float64}.get(v.dtype.name, v.dtype)
+    tiny = float(ml_dtypes.finfo(real).tiny)
     parts = [v.real, v.imag] if v.dtype.kind == "c" else [v]
-    tiny = float(ml_dtypes.finfo(v.dtype if v.dtype.kind != "c" else
-                                 (np.float32 if v.dtype == np.complex64 else np.float64)).tiny)
-    return any(0 < abs(float(p)) < tiny for p in parts)
+    return any(np.any((np.abs(p.astype(np.float64)) < tiny) & (p != 0)) for p in parts)
 
 
 #: Disagreements the fuzzer finds that are not fixed: a regex over the finding's name
@@ -48,10 +49,11 @@ def _subnormal(v) -> bool:
 #: a subnormal operand, and the reason. README's limitations section says what each
 #: means in practice; the cases below (LIMITATION_CASES) pin each as a strict failure.
 OPEN = [
-    (r"\[(pow|atan2)\]:.*:float64$", True,
-     "TF's double Pow/Atan2 kernels may misread subnormal operands (pow(NaN, 5e-324) = 1, "
-     "atan2(0, 5e-324) = pi/4), depending on the thread's floating-point mode (seen in a "
-     "plain script, not under pytest: so not pinned)"),
+    (r"\[pow\]:.*:float64$|\[atan2\]:.*:(b?float\d+)$", True,
+     "TF's Atan2 (every float type) and double Pow kernels may misread subnormal operands "
+     "(pow(NaN, 5e-324) = 1, atan2(0, 5e-324) = pi/4), and XLA flushes some, depending on "
+     "the thread's floating-point mode (seen in a plain script, not under pytest: so not "
+     "pinned)"),
     (r"\[(igamma|igammac|igamma_grad_a)\]:.*:float32$", True,
      "TF's float32 Log reads a subnormal as the smallest normal number"),
     (r"\[(div|integer_pow)\]:.*:complex(64|128)$", False,
@@ -70,7 +72,7 @@ OPEN_TFLITE = [(r".", True, "LiteRT's XNNPACK kernels flush subnormal operands t
 
 def explained(f: fuzz.Finding, target: str = "tf") -> str | None:
     for pattern, needs_subnormal, reason in OPEN + (OPEN_TFLITE if target == "tflite" else []):
-        if re.search(pattern, f.draw.name) and (
+        if re.search(pattern, f.name) and (
                 not needs_subnormal or (f.one and any(map(_subnormal, f.one)))):
             return reason
     return None
@@ -85,25 +87,25 @@ def test_fuzz_finds_no_unexplained_disagreement(shard):
     print(f"{shard}: {n} cases, {len(found)} disagreements, all explained" if not bad else "")
     assert n > 0
     assert not bad, f"{len(bad)} of {n} fuzz cases disagree with JAX:\n" + "\n".join(
-        f"{f.status} {f.draw.name}: {f.shrunk or f.detail[:400]}" for f in bad[:10])
+        f"{f.status} {f.name}: {f.shrunk or f.detail[:400]}" for f in bad[:10])
 
 
 def test_fuzz_tflite_rules_in_runtime():
     """A slice of the TFLite rules, through the converter and the LiteRT interpreter."""
     n, found = fuzz.fuzz(seed=SEED, rounds=1, programs=0, target="tflite",
                          pattern=r"^rules_lax\.(elementwise|special):\w+_tflite\[",
-                         fraction=0.5, registry=REGISTRY)
+                         fraction=0.25, registry=REGISTRY)
     bad = [f for f in found if not explained(f, "tflite")]
     assert n > 0
     assert not bad, f"{len(bad)} of {n} fuzz cases disagree with JAX in LiteRT:\n" + \
-        "\n".join(f"{f.status} {f.draw.name}: {f.shrunk or f.detail[:400]}" for f in bad[:10])
+        "\n".join(f"{f.status} {f.name}: {f.shrunk or f.detail[:400]}" for f in bad[:10])
 
 
 def test_fuzz_programs():
-    n, found = fuzz.fuzz(seed=SEED, rounds=1, programs=10, pattern="^program$",
+    n, found = fuzz.fuzz(seed=SEED, rounds=1, programs=8, pattern="^program$",
                          registry=REGISTRY)
     bad = [f for f in found if not explained(f)]
-    assert n == 10 and not bad, "\n".join(f"{f.draw.name}: {f.shrunk or f.detail[:400]}"
+    assert n == 8 and not bad, "\n".join(f"{f.name}: {f.shrunk or f.detail[:400]}"
                                           for f in bad)
 
 
