@@ -256,18 +256,23 @@ def _select_pred(rng, shape, dt, n_cases):
     return rng.integers(0, n_cases, shape).astype(dt)
 
 
-def rule_draws(rng, rule, dtype, rounds: int) -> list[Draw]:
-    if not VALUE_FAMILIES.match(rule.id.split(":")[0]):
-        return []
-    draws = []
+def _case_args(rule, dtype):
+    """(case, its operands) for each of the rule's cases that applies to ``dtype``."""
     for c in rule.cases:
         if not c.applies_to(dtype) or c.convert_kw:
             continue
         try:
             with np.errstate(all="ignore"):
-                args = c.make_args(np.random.default_rng(0), np.dtype(_np_dtype(dtype)))
+                yield c, c.make_args(np.random.default_rng(0), np.dtype(_np_dtype(dtype)))
         except Exception:
             continue
+
+
+def rule_draws(rng, rule, dtype, rounds: int) -> list[Draw]:
+    if not VALUE_FAMILIES.match(rule.id.split(":")[0]):
+        return []
+    draws = []
+    for c, args in _case_args(rule, dtype):
         for r in range(rounds):
             new = _refill(rng, rule, c, dtype, args)
             if all(np.array_equal(a, b, equal_nan=np.asarray(a).dtype.kind in "fc")
@@ -277,12 +282,8 @@ def rule_draws(rng, rule, dtype, rounds: int) -> list[Draw]:
                               elementwise=rule.primitive in ELEMENTWISE))
     # shapes: from the first case that reaches the primitive
     if rule.primitive in ELEMENTWISE | REDUCTIONS:
-        for c in rule.cases:
-            if not c.applies_to(dtype) or c.convert_kw:
-                continue
+        for c, args in _case_args(rule, dtype):
             try:
-                with np.errstate(all="ignore"):
-                    args = c.make_args(np.random.default_rng(0), np.dtype(_np_dtype(dtype)))
                 with jax.enable_x64(dtype in X64_DTYPES):
                     eqn = _primary_eqn(jax.make_jaxpr(c.fn)(*args), rule.primitive)
             except Exception:
@@ -380,10 +381,7 @@ def _flat_fn(d: Draw):
 
 
 def _lit(v) -> str:
-    v = v.item() if hasattr(v, "item") else v
-    if isinstance(v, float):
-        return repr(v).replace("inf", "inf").replace("nan", "nan")
-    return repr(v)
+    return repr(v.item() if hasattr(v, "item") else v)
 
 
 def iter_draws(registry, seed: int, rounds: int, programs: int, target: str = "tf",

@@ -25,7 +25,7 @@ SEED = 16
 #: (pattern over "rule id[primitive]", share of its (rule, dtype) pairs run in CI)
 SHARDS = {
     "elementwise": (r"^rules_lax\.elementwise:", 0.12),
-    "special": (r"^rules_lax\.special:(?!igamma|regularized)", 0.25),
+    "special": (r"^rules_lax\.special:(?!igamma|regularized)", 0.4),
     "comparison": (r"^rules_lax\.comparison:", 0.1),
     "conversion": (r"^rules_lax\.conversion:", 0.2),
     "reductions": (r"^rules_lax\.(reductions|cumulative):", 0.1),
@@ -96,6 +96,7 @@ def test_fuzz_tflite_rules_in_runtime():
                          pattern=r"^rules_lax\.(elementwise|special):\w+_tflite\[",
                          fraction=0.25, registry=REGISTRY)
     bad = [f for f in found if not explained(f, "tflite")]
+    print(f"tflite: {n} cases, {len(found)} disagreements")
     assert n > 0
     assert not bad, f"{len(bad)} of {n} fuzz cases disagree with JAX in LiteRT:\n" + \
         "\n".join(f"{f.status} {f.name}: {f.shrunk or f.detail[:400]}" for f in bad[:10])
