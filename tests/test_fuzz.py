@@ -49,8 +49,8 @@ def _subnormal(v) -> bool:
 #: a subnormal operand, and the reason. README's limitations section says what each
 #: means in practice; the cases below (LIMITATION_CASES) pin each as a strict failure.
 OPEN = [
-    (r"\[pow\]:.*:float64$|\[atan2\]:.*:(b?float\d+)$", True,
-     "TF's Atan2 (every float type) and double Pow kernels may misread subnormal operands "
+    (r"\[(pow|atan2)\]:.*:(b?float\d+)$", True,
+     "TF's Atan2 and Pow kernels may misread subnormal operands "
      "(pow(NaN, 5e-324) = 1, atan2(0, 5e-324) = pi/4), and XLA flushes some, depending on "
      "the thread's floating-point mode (seen in a plain script, not under pytest: so not "
      "pinned)"),
