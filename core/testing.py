@@ -32,8 +32,10 @@ class Mismatch(AssertionError):
     """Converted output differs from JAX's: a wrong number."""
 
 
-def assert_same(got, want, what: str = "output") -> None:
-    """Compare one converted output with JAX's, with the tolerance of JAX's dtype."""
+def assert_same(got, want, what: str = "output", signed_zeros: bool = False) -> None:
+    """Compare one converted output with JAX's, with the tolerance of JAX's dtype; NaN
+    and infinities must sit where JAX has them. ``signed_zeros``: where both are zero,
+    the signs must agree too (a real or imaginary part of -0.0 against +0.0 differs)."""
     want = np.asarray(want)
     got = np.asarray(got)
     if got.shape != want.shape:
@@ -48,11 +50,24 @@ def assert_same(got, want, what: str = "output") -> None:
             np.testing.assert_allclose(g, w, equal_nan=True, **tol)
         except AssertionError as exc:
             raise Mismatch(f"{what} ({want.dtype}, {tol}): {exc}") from None
+        if signed_zeros:
+            _assert_zero_signs(g, w, what)
     elif not np.array_equal(got, want):
         bad = np.argwhere(got != want)[:5].tolist()
         raise Mismatch(f"{what} ({want.dtype}) differs exactly at {bad}: "
                        f"got {got[tuple(np.array(bad).T)] if bad else got} want "
                        f"{want[tuple(np.array(bad).T)] if bad else want}")
+
+
+def _assert_zero_signs(g, w, what: str) -> None:
+    parts = [(np.real(g), np.real(w)), (np.imag(g), np.imag(w))] if w.dtype.kind == "c" \
+        else [(g, w)]
+    for gp, wp in parts:
+        bad = (gp == 0) & (wp == 0) & (np.signbit(gp) != np.signbit(wp))
+        if np.any(bad):
+            at = np.argwhere(bad)[:5].tolist()
+            raise Mismatch(f"{what}: sign of zero differs at {at}: got "
+                           f"{gp[bad][:5].tolist()}, JAX gives {wp[bad][:5].tolist()}")
 
 
 def graph_op_types(concrete_fn) -> set[str]:
@@ -82,7 +97,8 @@ class Outcome:
 
 
 def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None = None,
-                 must_use: str | None = None, **convert_kw) -> Outcome:
+                 must_use: str | None = None, signed_zeros: bool = False,
+                 **convert_kw) -> Outcome:
     """Convert ``fn``, run it under ``tf.function`` on ``args`` and compare with
     ``jax.jit(fn)(*args)``. Also checks that the traced graph has no Xla* op.
 
@@ -90,7 +106,8 @@ def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None 
     function is exported with the target's converter and run in its runtime (the LiteRT
     interpreter, onnxruntime, tfjs in node; see :mod:`core.export`), and *that* result is
     compared. A refusal by the target's pre-flight is the status "refused"; a model the
-    pre-flight let through but the converter or runtime rejects is "export_error"."""
+    pre-flight let through but the converter or runtime rejects is "export_error".
+    ``signed_zeros``: a zero must also have JAX's sign (see :func:`assert_same`)."""
     import jax
     import tensorflow as tf
     from core import convert
@@ -143,7 +160,7 @@ def run_function(fn: Callable, args: Sequence[Any], *, compare: Callable | None 
                 if w.dtype == np.uint32 and np.asarray(g).dtype == np.int32:
                     g = np.asarray(g).view(np.uint32)     # TF.js: uint32 as int32 bits
                 assert_same(g, w, what=f"output {i}" + (f" (in {target})" if target != "tf"
-                                                         else ""))
+                                                         else ""), signed_zeros=signed_zeros)
     except Mismatch as exc:
         return Outcome("mismatch", str(exc))
     if must_use and must_use not in converted.conv.used:
@@ -317,14 +334,23 @@ PROPERTY_CHECKS: dict[str, Callable] = {
 }
 
 
-def run_rule_case(rule, case, dtype_name: str, registry=None, target: str = "tf") -> Outcome:
+#: Decompositions unique only up to signs: a zero in their factors may carry either sign.
+_SIGNS_FREE = {"svd", "eigh", "eig", "qr", "geqrf", "householder_product"}
+
+
+def run_rule_case(rule, case, dtype_name: str, registry=None, target: str = "tf",
+                  signed_zeros: bool | None = None) -> Outcome:
     """Run one of a rule's own cases for one dtype, with that rule preferred for its
-    primitive, and check the rule really ran (so no other rule can hide it)."""
+    primitive, and check the rule really ran (so no other rule can hide it). A rule's
+    cases hold its edge values, so zeros must have JAX's sign there (by default for real
+    dtypes: the signs of zero parts of complex functions are a limitation, see README)."""
+    if signed_zeros is None:
+        signed_zeros = not dtype_name.startswith("complex") and rule.primitive not in _SIGNS_FREE
     from core.registry import default_registry
     args = case.make_args(np.random.default_rng(0), np.dtype(_np_dtype(dtype_name)))
     return run_function(case.fn, args, registry=registry or default_registry(),
                         prefer={rule.primitive: rule.id}, must_use=rule.id, target=target,
-                        **case.convert_kw)
+                        signed_zeros=signed_zeros, **case.convert_kw)
 
 
 def _np_dtype(name: str):

@@ -236,9 +236,63 @@ def div_integer(ctx, x, y, **_):
       cases=[case("IEEE specials", lax.div, [1.0, -1.0, 0.0, inf, 5.0, -0.0],
                   [0.0, 0.0, 0.0, inf, -inf, 3.0], dtypes="floating"),
              case.random(lax.div, shapes=[(3, 4), (3, 4)]),
-             _broadcast_pair(lax.div)], polymorphic=True)
+             _broadcast_pair(lax.div),
+             case("complex infinities, NaN and zeros (found by tests/fuzz.py)", lax.div,
+                  np.array([complex(nan, inf), complex(nan, inf), complex(inf, inf), 1 + 1j,
+                            complex(inf, 0), complex(-inf, 2), 0j, 1 - 1j, complex(nan, 1)]),
+                  np.array([0j, 1j, 2 + 0j, complex(inf, inf), 1 + 1j, complex(0, -0.0),
+                            complex(-inf, 1), complex(0, inf), 0j]), dtypes="complex")],
+      polymorphic=True)
 def div_inexact(ctx, x, y, **_):
+    if x.dtype.is_complex:
+        return _complex_div(x, y)
     return _f32(tf.math.truediv, x, y)
+
+
+def _complex_div(x, y):
+    """TF's complex quotient, and XLA's (:func:`_xla_complex_div`) on the elements where
+    TF's is not finite or has a zero part (only those are computed the long way)."""
+    q = tf.math.truediv(x, y)
+    re, im = tf.math.real(q), tf.math.imag(q)
+    where = tf.where(~tf.math.is_finite(re) | ~tf.math.is_finite(im)
+                     | tf.math.equal(re, 0) | tf.math.equal(im, 0))
+    shape = tf.shape(q)
+    pick = lambda t: tf.gather_nd(tf.broadcast_to(t, shape), where)
+    return tf.tensor_scatter_nd_update(q, where, _xla_complex_div(pick(x), pick(y)))
+
+
+def _sign_of(x, mag):
+    """|mag| with the sign bit of ``x`` (float32 or float64)."""
+    bits = tf.bitcast(x, tf.int32 if x.dtype == tf.float32 else tf.int64)
+    return tf.where(bits < 0, -tf.math.abs(mag), tf.math.abs(mag))
+
+
+def _xla_complex_div(x, y):
+    """XLA's complex division: Smith's algorithm; where that gives NaN + NaN*i, C99's
+    recoveries (Annex G) for a zero divisor, an infinite dividend over a finite divisor
+    and a finite dividend over an infinite one. (TF's kernel gives NaN for a quarter of
+    the quotients of infinities and zeros.)"""
+    ar, ai, br, bi = tf.math.real(x), tf.math.imag(x), tf.math.real(y), tf.math.imag(y)
+    zero, one = tf.zeros_like(ar), tf.ones_like(ar)
+    infinity = tf.constant(inf, ar.dtype)
+    by_im = tf.math.abs(br) < tf.math.abs(bi)
+    ratio = tf.where(by_im, br / bi, bi / br)
+    den = tf.where(by_im, bi + br * ratio, br + bi * ratio)
+    cr = tf.where(by_im, ar * ratio + ai, ar + ai * ratio) / den
+    ci = tf.where(by_im, ai * ratio - ar, ai - ar * ratio) / den
+    is_inf, finite, is_nan = tf.math.is_inf, tf.math.is_finite, tf.math.is_nan
+    zero_den = tf.math.equal(br, 0) & tf.math.equal(bi, 0) & ~(is_nan(ar) & is_nan(ai))
+    inf_num = (is_inf(ar) | is_inf(ai)) & finite(br) & finite(bi)
+    inf_den = (is_inf(br) | is_inf(bi)) & finite(ar) & finite(ai)
+    unit = lambda v: _sign_of(v, tf.where(is_inf(v), one, zero))
+    ur, ui, vr, vi, s = unit(ar), unit(ai), unit(br), unit(bi), _sign_of(br, infinity)
+
+    def recover(c, r1, r2, r3):
+        fixed = tf.where(zero_den, r1, tf.where(inf_num, r2, tf.where(inf_den, r3, c)))
+        return tf.where(is_nan(cr) & is_nan(ci), fixed, c)
+    return tf.complex(
+        recover(cr, s * ar, infinity * (ur * br + ui * bi), zero * (ar * vr + ai * vi)),
+        recover(ci, s * ai, infinity * (ui * br - ur * bi), zero * (ai * vr - ar * vi)))
 
 
 @rule("rem", dtypes="integer",
@@ -596,7 +650,8 @@ def cbrt(ctx, x, **_):
     def f(a):
         wide = tf.cast(a, tf.float64)
         r = tf.math.pow(tf.math.abs(wide), 1.0 / 3.0)
-        return tf.cast(tf.where(tf.math.less(wide, 0), -r, r), a.dtype)
+        return tf.cast(tf.where(tf.math.less(wide, 0), -r, tf.where(tf.math.equal(wide, 0),
+                                                                     wide, r)), a.dtype)
     if x.dtype == tf.float64:
         r = tf.math.pow(tf.math.abs(x), tf.constant(1.0 / 3.0, tf.float64))
         # one Newton step removes the error of the rounded exponent 1/3 (grows with |log x|)
@@ -1060,12 +1115,16 @@ def neg_tflite(ctx, x, **_):
 
 @rule("sign", dtypes="float32", targets="tflite",
       cases=[case("zeros keep their sign, subnormals are zeros", lax.sign,
-                  [-0.0, 0.0, nan, -inf, inf, 2.0, -3.0, 1e-45, -1e-39, 1.2e-38])],
+                  [-0.0, 0.0, nan, -inf, inf, 2.0, -3.0, 1e-45, -1e-39, 1.2e-38]),
+             case("a scalar -0.0 (found by tests/fuzz.py)", lax.sign, -0.0),
+             case("a scalar subnormal", lax.sign, -1e-40)],
       polymorphic=True)
 def sign_tflite(ctx, x, **_):
-    """XLA gives -0 for -0 and treats subnormals as zeros (TFLite's Sign: +0 and +-1)."""
+    """XLA gives -0 for -0 and treats subnormals as zeros (TFLite's Sign: +0 and +-1).
+    The signed zero is x * 1e-30 (which underflows): the converter folds x * 0.0 to +0
+    in a scalar model."""
     tiny = tf.math.less(tf.math.abs(x), _TINY)
-    return tf.where(tiny, _clip(x, -1.0, 1.0) * 0.0, tf.math.sign(x))
+    return tf.where(tiny, x * 1e-30, tf.math.sign(x))
 
 
 @rule(["max", "min"], dtypes="float32", targets="tflite",

@@ -407,7 +407,7 @@ def polygamma(ctx, n, x, **_):
 # ---------------------------------------------------------------------------------------
 # Bessel functions (Cephes Chebyshev series).
 
-_BESSEL_INPUTS = [-np.inf, -100.0, -8.0, -7.9, -1.0, -1e-30, 0.0, 1e-8, 0.5, 8.0, 8.1,
+_BESSEL_INPUTS = [-np.inf, -100.0, -8.0, -7.9, -1.0, -1e-30, -0.0, 0.0, 1e-8, 0.5, 8.0, 8.1,
                   50.0, 1e30, np.inf, np.nan]
 
 
@@ -423,8 +423,9 @@ def bessel_i0e(ctx, x, **_):
       cases=[case("edges", lax.bessel_i1e, _BESSEL_INPUTS),
              case.random(lax.bessel_i1e, shapes=[(4, 5)])], polymorphic=True)
 def bessel_i1e(ctx, x, **_):
-    """TF's BesselI1e kernel: the Cephes series XLA's expansion also uses."""
-    return _in_f32(tf.math.special.bessel_i1e)(x)
+    """TF's BesselI1e kernel: the Cephes series XLA's expansion also uses (an odd
+    function: -0.0 gives -0.0, which TF's kernel does not keep)."""
+    return tf.where(tf.math.equal(x, 0), x, _in_f32(tf.math.special.bessel_i1e)(x))
 
 
 # ---------------------------------------------------------------------------------------
