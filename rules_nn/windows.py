@@ -234,7 +234,7 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
     # NaN; +inf with -inf also gives NaN, which only takes the exact path needlessly), one
     # Min of the output its -3.4e38 (the lowest MaxPool gives): two reductions, where
     # IsNan/Any and Equal/Any took two passes each and made a bool tensor of each.
-    if branchless:      # TFLite fails to convert this If under symbolic shapes
+    if branchless:      # TFLite fails to convert this If under symbolic shapes (static: fine)
         out = fix()
     else:
         out = tf.cond(tf.math.is_nan(tf.reduce_sum(y)) | tf.equal(tf.reduce_min(out), lowest),
@@ -261,7 +261,7 @@ def _monoid_window(ctx, operand, kind, *, window_dimensions, window_strides, pad
                            # -inf from ctx.constant: TFLite's converter keeps no inf constant;
                            # made only when a pool needs it (for TFLite it reads an input)
                            lambda: ctx.constant(-np.inf, np.dtype("float32")),
-                           branchless=ctx.target == "tflite")
+                           branchless=ctx.target == "tflite" and any(map(is_symbolic, in_shape)))
         if pooled is not None:
             return pooled
     init = ctx.constant(_identity(kind, aval.dtype), aval.dtype)
