@@ -181,10 +181,11 @@ class RuleContext:
 def constant(value, dtype, anchor=None, held=None) -> tf.Tensor:
     """A TF constant holding ``value`` as JAX's ``dtype`` (extended dtypes: key data).
 
-    With ``anchor`` (a :class:`RunTimeZero`), infinities are made from their
+    With ``anchor`` (a :class:`RunTimeZero`), infinities and -0.0 are made from their
     bits plus the anchor instead of stored: the TFLite converter rewrites an inf constant,
     and anything it can fold into one, as the largest finite float, silently (measured:
-    ``x * inf``, ``1 / 0`` and ``max + max`` all gave 3.4e38 in LiteRT).
+    ``x * inf``, ``1 / 0`` and ``max + max`` all gave 3.4e38 in LiteRT), and a -0.0
+    constant as +0.0 (``min(x, -0.0)`` gave +0.0 for x = +0.0, found by the fuzzer).
 
     ``held``: the TF dtype holding ``dtype`` on the target, when it differs (TF.js holds
     uint32 as int32): the constant has ``value``'s bits in it."""
@@ -201,7 +202,9 @@ def constant(value, dtype, anchor=None, held=None) -> tf.Tensor:
     if anchor is not None and (arr.dtype.kind == "f" or arr.dtype.name == "bfloat16"):
         wide = arr.astype(np.float32)
         inf = np.isinf(wide)
-        if inf.any():      # the bits of ±inf plus a run-time zero, then reinterpreted
+        if (inf | (wide == 0) & np.signbit(wide)).any():
+            # the bits of ±inf (and -0.0, which the converter stores as +0.0) plus a
+            # run-time zero, then reinterpreted
             bits = np.where(inf, np.where(wide > 0, 0x7F800000, -0x800000),
                             wide.view(np.int32)).astype(np.int32)
             out = tf.bitcast(tf.constant(bits) + anchor.get(), tf.float32)

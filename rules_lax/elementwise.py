@@ -17,6 +17,8 @@ import tensorflow as tf
 import jax.numpy as jnp
 from jax import lax
 
+from jax.extend.core import Literal
+
 from core.rule import case, make_rule, rule
 
 nan, inf = float("nan"), float("inf")
@@ -1131,16 +1133,30 @@ def sign_tflite(ctx, x, **_):
       cases=[*[case(f"{op.__name__} with constant {k!r}", (lambda op, k: lambda x: op(x, k))(op, k),
                     [nan, -0.0, 0.0, -inf, inf, 1.5, -3e38])
                for op in (jnp.maximum, jnp.minimum) for k in (-inf, inf)],
+             *[case(f"{op.__name__} with constant {k!r} and the sign of zero",
+                    (lambda op, k: lambda x: (op(x, k), 1 / op(x, k)))(op, k),
+                    [nan, -0.0, 0.0, -inf, inf, 1.5, -1.5])
+               for op in (jnp.maximum, jnp.minimum) for k in (-0.0, 0.0)],
              case("NaN wins, -0 < +0", lax.max, *_NAN_GRID)], polymorphic=True)
 def minmax_tflite(ctx, x, y, **_):
     """As the generic rule, but max(x, +inf) and min(x, -inf) make their inf at run time
     (an inf constant becomes FLT_MAX in TFLite)."""
     is_max = ctx.eqn.primitive.name == "max"
-    for var, c in ((y, x), (x, y)):
+    for var, c, v in ((y, x, ctx.eqn.invars[1]), (x, y, ctx.eqn.invars[0])):
         k = _scalar_constant(var, c)
+        if k is None and isinstance(v, Literal) and np.ndim(v.val) == 0 \
+                and not np.isnan(v.val) and var.shape.rank <= c.shape.rank:
+            k = np.asarray(v.val)   # inf and -0.0 literals are made at run time on TFLite
         if k is not None and np.isinf(k) and (k > 0) == is_max:
             inf_ = _inf(c)
             return (inf_ if is_max else _negate(inf_)) + _keep_nan(c)
+        if k is not None and k == 0:
+            # The converter fuses where(c >= k, k, c) into MINIMUM (and the max form into
+            # MAXIMUM), which keeps c on a tie of zeros: min(+0, -0) gave +0. A tie takes
+            # the constant when it is the answer (max with +0, min with -0), asked apart.
+            strict = tf.math.less(c, var) if is_max else tf.math.greater(c, var)
+            tie = tf.math.equal(c, var) if is_max != bool(np.signbit(k)) else None
+            return tf.where(strict if tie is None else tf.math.logical_or(strict, tie), var, c)
     return minmax_floating(ctx, x, y)
 
 
