@@ -416,7 +416,11 @@ def minmax_integer(ctx, x, y, **_):
                     [nan, -0.0, 0.0, -inf, inf, 1.5, -1.5, 2.0], dtypes="floating")
                for op in (jnp.maximum, jnp.minimum) for k in (0.0, -0.0, 1.5, -inf, inf)],
              case("constant on the left", lambda x: jnp.minimum(-0.0, x), [nan, -0.0, 0.0, -1.0, 1.0],
-                  dtypes="floating")], polymorphic=True)
+                  dtypes="floating"),
+             *[case(f"{op.__name__} with constant -0.0, the sign of zero by 1/x",
+                    (lambda op: lambda x: (op(x, -0.0), 1 / op(x, -0.0)))(op),
+                    [nan, -0.0, 0.0, -1.0, 1.0, inf, -inf], dtypes="floating")
+               for op in (jnp.maximum, jnp.minimum)]], polymorphic=True)
 def minmax_floating(ctx, x, y, **_):
     """XLA propagates NaN from either side and orders -0 below +0; tf.maximum/minimum
     promise neither (they return the first operand on ties)."""
@@ -1137,7 +1141,10 @@ def sign_tflite(ctx, x, **_):
                     (lambda op, k: lambda x: (op(x, k), 1 / op(x, k)))(op, k),
                     [nan, -0.0, 0.0, -inf, inf, 1.5, -1.5])
                for op in (jnp.maximum, jnp.minimum) for k in (-0.0, 0.0)],
-             case("NaN wins, -0 < +0", lax.max, *_NAN_GRID)], polymorphic=True)
+             case("NaN wins, -0 < +0", lax.max, *_NAN_GRID),
+             *[case("NaN wins, -0 < +0, the sign of zero",
+                    (lambda op: lambda x, y: (op(x, y), 1 / op(x, y)))(op), *_NAN_GRID)
+               for op in (lax.max, lax.min)]], polymorphic=True)
 def minmax_tflite(ctx, x, y, **_):
     """As the generic rule, but max(x, +inf) and min(x, -inf) make their inf at run time
     (an inf constant becomes FLT_MAX in TFLite)."""
@@ -1157,6 +1164,14 @@ def minmax_tflite(ctx, x, y, **_):
             strict = tf.math.less(c, var) if is_max else tf.math.greater(c, var)
             tie = tf.math.equal(c, var) if is_max != bool(np.signbit(k)) else None
             return tf.where(strict if tie is None else tf.math.logical_or(strict, tie), var, c)
+    if not is_max:
+        # _fmin's -((-x) + (-y)) for a pair of zeros: the converter drops the negations
+        # (min(+0, -0) gave +0); the zero with the sign bit is the one whose 1/x is < 0
+        special = (tf.math.is_nan(x) | tf.math.is_nan(y)
+                   | tf.math.equal(x, 0) & tf.math.equal(y, 0))
+        zeros = tf.where(tf.math.less(1 / x, 0), x, y)
+        return tf.where(special, tf.where(tf.math.is_nan(x + y), x + y, zeros),
+                        tf.math.minimum(x, y))
     return minmax_floating(ctx, x, y)
 
 
