@@ -45,6 +45,7 @@ class Target:
     loop_copies_in_order: bool = False  # a loop's outputs overwrite its inputs one by one
     dtypes: frozenset | None = None   # the only dtypes its models can hold (None: any)
     carried: tuple = ()               # (JAX dtype, dtype that holds its bits in the graph)
+    wrong: tuple = ()                 # (op type, signature, why): runs, but wrong numbers
 
     def carrier(self, dtype_name: str) -> str | None:
         """The dtype whose tensors hold ``dtype_name``'s bits on this target, or None when
@@ -95,6 +96,9 @@ class Target:
             bad = sorted({t.dtype.name for t in op.inputs} - known)
             return (f"{op.type} carrying {', '.join(bad)} is not accepted by "
                     f"{self.description}" if bad else None)
+        for op_type, wrong_sig, why in self.wrong:
+            if op.type == op_type and sig == wrong_sig:
+                return f"{op.type} on ({sig}) gives wrong numbers in {self.description}: {why}"
         if sig not in sigs:
             return (f"{op.type} on ({sig}) is not accepted by {self.description} "
                     f"(it takes {', '.join(sorted(sigs)[:4])}{', ...' if len(sigs) > 4 else ''})")
@@ -116,6 +120,8 @@ TARGETS: dict[str, Target] = {
         # registered"), not even one only passed through
         dtypes=frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
                           "uint32", "uint64", "float16", "bfloat16", "float32", "float64"}),
+        wrong=(("Log", "float64->float64", "it is computed in float32 (log(1e-300) gave "
+                "-inf, log(88.72) 4.485485553741455; found by tests/fuzz.py)"),),
         way_out=("use target='tf' or 'tflite', or register a rule written for "
                  "target='onnx' (a plugin, see docs/writing_rules.md)")),
     "tfjs": Target(

@@ -236,3 +236,13 @@ def test_float16_steps_stay_rounded():
     out = run_function(lambda x: jax.lax.reduce(x, np.float16(3), jax.lax.add, (0,)), [x],
                        target="onnx")
     assert out.ok, out.detail
+
+
+def test_float64_log_is_refused_not_wrong():
+    """onnxruntime's float64 Log runs in float32 (log(1e-300) gave -inf): the pre-flight
+    refuses it, naming why, instead of exporting a wrong number."""
+    x = np.array([1e-300, 88.72, 2.5], np.float64)
+    with jax.enable_x64(True):
+        out = run_function(jnp.log, [x], target="onnx")
+    assert out.status == "refused", out
+    assert "wrong numbers" in out.detail, out.detail
