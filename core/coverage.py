@@ -25,7 +25,7 @@ from core.statuses import NO_RULE, declared_condition, refused_forms
 #: the calling program happened to import.
 _PRIMITIVE_MODULES = ("jax.numpy", "jax.scipy.special", "jax.random", "jax.nn",
                       "jax._src.lax.linalg", "jax._src.checkify", "jax._src.pallas.core",
-                      "jax.experimental.shard_map")
+                      "jax.experimental.shard_map", "jax.experimental.multihost_utils")
 
 STATUSES = ("covered", "partial", "overridden", "shadowed", "unsupported", "internal",
             "not written", "missing", "failed to load")

@@ -44,6 +44,12 @@ NO_RULE: dict[str, tuple[str, str]] = {
               "convert the per-device program"),
     "precv": (UNSUPPORTED, "a point-to-point receive from another device (pipeline "
               "parallelism); convert the per-device program"),
+    "global_array_to_host_local_array": (UNSUPPORTED, "a multi-host array transfer "
+                                         "(jax.experimental.multihost_utils); convert the "
+                                         "per-host program"),
+    "host_local_array_to_global_array": (UNSUPPORTED, "a multi-host array transfer "
+                                         "(jax.experimental.multihost_utils); convert the "
+                                         "per-host program"),
     "ragged_all_to_all": (UNSUPPORTED, "XLA:CPU cannot run it, so no rule can be checked "
                           "against JAX here; on one device it copies send_sizes[0] rows of "
                           "the operand from input_offsets[0] to output_offsets[0]"),
