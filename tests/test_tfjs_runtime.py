@@ -48,8 +48,10 @@ def int_ops(a, b):
             jnp.where(a > 0, a, b), jnp.sum(a, keepdims=True))
 
 
-def loop(x):
-    return jax.lax.fori_loop(0, 5, lambda i, c: c * 2.0 + i.astype(c.dtype), x)
+def loop(x):   # a while loop (a short fori_loop, a scan, is unrolled)
+    return jax.lax.while_loop(lambda s: s[0] < 5,
+                              lambda s: (s[0] + 1, s[1] * 2.0 + s[0].astype(s[1].dtype)),
+                              (0, x))[1]
 
 
 def several(x, n):
