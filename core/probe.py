@@ -62,7 +62,7 @@ def corpus(registry, harness_sample: int, only: tuple[str, ...] = ()):
     """(rule, dtype, fn, make_args, prefer, x64) for every rule case x dtype, then harness
     cases (rule None, their name for dtype); ``only``: rules whose id, and harness groups
     whose name, contain one of these strings."""
-    from core.testing import _np_dtype
+    from core.testing import np_dtype
 
     def wanted(name: str) -> bool:
         return not only or any(o in name for o in only)
@@ -75,7 +75,7 @@ def corpus(registry, harness_sample: int, only: tuple[str, ...] = ()):
                     continue
                 yield (r, dt, c.fn,
                        lambda c=c, dt=dt: c.make_args(np.random.default_rng(0),
-                                                      np.dtype(_np_dtype(dt))),
+                                                      np.dtype(np_dtype(dt))),
                        {r.primitive: r.id}, dt in ("int64", "uint64", "float64", "complex128"),
                        c.convert_kw)
     if harness_sample:

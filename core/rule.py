@@ -39,7 +39,9 @@ class Case:
         return self.dtypes is None or dtype_name in self.dtypes
 
 
-def _rand(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+def random_values(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+    """Ordinary random values of ``dtype`` (what ``case.random`` feeds a rule), for cases
+    that mix them with edge values."""
     dtype = np.dtype(dtype)
     if dtype == np.bool_:
         return rng.random(shape) < 0.5
@@ -67,7 +69,7 @@ class _CaseFactory:
     def random(self, fn: Callable, *, shapes: Sequence[tuple], name: str | None = None,
                dtypes=None, convert_kw: dict | None = None) -> Case:
         def make_args(rng, dtype):
-            return [_rand(rng, s, dtype) for s in shapes]
+            return [random_values(rng, s, dtype) for s in shapes]
         label = name or "random " + " ".join("x".join(map(str, s)) or "scalar" for s in shapes)
         return Case(label, fn, make_args, _dtypes.expand(dtypes) if dtypes else None,
                     dict(convert_kw or {}))

@@ -347,13 +347,13 @@ def run_rule_case(rule, case, dtype_name: str, registry=None, target: str = "tf"
     if signed_zeros is None:
         signed_zeros = not dtype_name.startswith("complex") and rule.primitive not in _SIGNS_FREE
     from core.registry import default_registry
-    args = case.make_args(np.random.default_rng(0), np.dtype(_np_dtype(dtype_name)))
+    args = case.make_args(np.random.default_rng(0), np.dtype(np_dtype(dtype_name)))
     return run_function(case.fn, args, registry=registry or default_registry(),
                         prefer={rule.primitive: rule.id}, must_use=rule.id, target=target,
                         signed_zeros=signed_zeros, **case.convert_kw)
 
 
-def _np_dtype(name: str):
+def np_dtype(name: str):
     """The numpy dtype a case's inputs are made with (key arrays: their uint32 data)."""
     import jax.numpy as jnp
     if name.startswith("key<"):

@@ -149,7 +149,7 @@ def select_and_scatter(ctx, operand, source, init_value, *, select_jaxpr, select
     from ``init_value`` everywhere, ``scatter(out, source)`` at the selected elements, in
     row-major window order (decreasing window offset). The jaxprs act elementwise."""
     from rules_nn.windows import _prepare, _scatter_back, _valid_masks, _window_elements
-    from rules_lax._dims import dims, evaluator, grow_and_cut, ints, is_zero, same
+    from rules_lax.dims import dims, evaluator, grow_and_cut, ints, is_zero, same
 
     def call(jaxpr, consts, *xs):
         consts = [ctx.constant(c, v.aval) for c, v in zip(consts, jaxpr.constvars)]

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from core.errors import UnsupportedError
-from core.rule import _rand, case, rule
+from core.rule import random_values, case, rule
 
 
 #: Control flow moves values without looking at them: every dtype, PRNG keys included.
@@ -62,14 +62,14 @@ def _switch3(i, x):
 
 
 def _int_index(rng, dtype):
-    return [np.int32(5), _rand(rng, (3,), dtype)]
+    return [np.int32(5), random_values(rng, (3,), dtype)]
 
 
 @rule("cond", dtypes=ANY, polymorphic=True, cases=[
     case.custom("switch clamps index", _switch3, _int_index, dtypes="floating"),
     case.custom("cond on a predicate",
                 lambda p, x: lax.cond(p, lambda a: a + 1, lambda a: a - 1, x),
-                lambda rng, dt: [np.bool_(True), _rand(rng, (2, 2), dt)],
+                lambda rng, dt: [np.bool_(True), random_values(rng, (2, 2), dt)],
                 dtypes=["signed", "floating"])])
 def cond_by_switch(ctx, index, *operands, branches, **_):
     """``cond``/``switch``: JAX clamps the branch index into range, so we do too."""

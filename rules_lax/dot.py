@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from core.errors import UnsupportedError
-from core.rule import _rand, case, rule
+from core.rule import random_values, case, rule
 
 # The dtype TF multiplies in, for result dtypes whose MatMul kernel is missing or
 # accumulates differently from XLA. Small integers are exact in int32 modulo 2^32, so the
@@ -212,7 +212,7 @@ def _groups(*sizes):
 
 def _ragged_args(lhs_shape, rhs_shape, groups):
     def make(rng, dtype):
-        return [_rand(rng, lhs_shape, dtype), _rand(rng, rhs_shape, dtype), groups]
+        return [random_values(rng, lhs_shape, dtype), random_values(rng, rhs_shape, dtype), groups]
     return make
 
 

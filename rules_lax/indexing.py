@@ -34,7 +34,7 @@ from jax import lax
 from jax._src.lax.slicing import GatherScatterMode
 
 from core.errors import UnsupportedError
-from core.rule import _rand, case, rule
+from core.rule import random_values, case, rule
 
 _I64_MAX = np.iinfo(np.int64).max
 _I32_MAX = np.iinfo(np.int32).max
@@ -241,7 +241,7 @@ def _g(mode, dnums=_G2, sizes=(1, 3), fill_value=None):
 
 
 def _rand_with(shape, *idx):
-    return lambda rng, dtype: [_rand(rng, shape, dtype), *idx]
+    return lambda rng, dtype: [random_values(rng, shape, dtype), *idx]
 
 
 _GATHER_CASES = [
@@ -509,8 +509,8 @@ def _s(fn, dn, mode, **kw):
 
 
 def _upd_args(operand_shape, indices, updates_shape):
-    return lambda rng, dt: [_rand(rng, operand_shape, dt), indices,
-                            _rand(rng, updates_shape, dt)]
+    return lambda rng, dt: [random_values(rng, operand_shape, dt), indices,
+                            random_values(rng, updates_shape, dt)]
 
 
 _SCATTER_FNS = {  # kind: (the lax function, the x.at[i] method that binds its primitive)
@@ -575,9 +575,9 @@ scatter = _scatter_rule(
         case.custom("scatter_apply (custom combiner, applied once per hit)",
                     lambda x, i: lax.scatter_apply(x, i, lambda v: v * 2 + 1, _D1,
                                                    update_shape=(5,)),
-                    lambda rng, dt: [_rand(rng, (5,), dt), _DUP], dtypes="numeric"),
+                    lambda rng, dt: [random_values(rng, (5,), dt), _DUP], dtypes="numeric"),
         _poly("x.at[idx].apply(f)", lambda x, i: x.at[i].apply(lambda v: v * 2 + 1),
-              lambda rng, dt: [_rand(rng, (5,), dt), _AT_IDX], "(n,)", "(b,)")])
+              lambda rng, dt: [random_values(rng, (5,), dt), _AT_IDX], "(n,)", "(b,)")])
 scatter_add = _scatter_rule(
     "add", "numeric", "operand + segment sum of the updates (modular for integers, like XLA).")
 scatter_sub = _scatter_rule("sub", "numeric", "operand - segment sum of the updates.")

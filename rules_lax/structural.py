@@ -25,7 +25,7 @@ from jax._src.lax import lax as _lax_internal
 
 from core.errors import UnsupportedError
 from core.rule import case, rule
-from rules_lax._dims import dilate, dims, evaluator, pad_or_slice
+from rules_lax.dims import dilate, dims, evaluator, pad_or_slice
 
 SHAPE_DTYPES = ("all", "key")
 _same = _jax_core.definitely_equal  # also decides equality of symbolic dimensions

@@ -33,10 +33,10 @@ from core.rule import case, rule
 from rules_lax.cumulative import _cases as _scan_cases, scan
 from rules_lax.dot import _MATMUL, _dg, dot_general_by_matmul
 from rules_lax.elementwise import _int_div_args, _ipow
-from rules_lax._dims import dims as _dims, evaluator
+from rules_lax.dims import dims as _dims, evaluator
 from rules_lax.reductions import _recognize_monoids, _to_last, reduce_monoid, tree_reduce
-from rules_nn.conv import _conv_cases, conv_general_dilated
-from rules_nn.windows import _MONOIDS, _fold, _single_monoid
+from rules_nn.conv import conv_cases, conv_general_dilated
+from rules_nn.windows import MONOIDS, fold_windows, single_monoid
 
 nan, inf = float("nan"), float("inf")
 _I32 = np.iinfo(np.int32)
@@ -250,7 +250,7 @@ def reduce_int32_mul_tfjs(ctx, *args, jaxpr, dimensions, **_):
 def _int32_mul_window(eqn):
     inner = getattr(eqn.params["jaxpr"], "jaxpr", eqn.params["jaxpr"])
     if (np.dtype(eqn.invars[0].aval.dtype) == np.int32
-            and _single_monoid(inner, len(eqn.invars) // 2) is _MONOIDS["mul"]):
+            and single_monoid(inner, len(eqn.invars) // 2) is MONOIDS["mul"]):
         return None
     return "only an int32 reduce_window of one multiplication"
 
@@ -272,7 +272,7 @@ def _window_mul(*params):
 def reduce_window_int32_mul_tfjs(ctx, x, init, *, window_dimensions, window_strides, padding,
                                  base_dilation, window_dilation, **_):
     """The generic fold of the window slices, its products by :func:`mul32`."""
-    return _fold([x], [init], [init], lambda acc, el: [mul32(acc[0], el[0])],
+    return fold_windows([x], [init], [init], lambda acc, el: [mul32(acc[0], el[0])],
                  _dims(ctx.aval_out.shape), evaluator(ctx),
                  window_dimensions=window_dimensions, window_strides=window_strides,
                  padding=padding, base_dilation=base_dilation,
@@ -337,7 +337,7 @@ def _full_range(cases):
 
 # (a symbolic number of input features is refused: the sums' length must be known)
 @rule("conv_general_dilated", dtypes="int32", targets="tfjs", when=_all_int32,
-      polymorphic=True, cases=_full_range(_conv_cases()))
+      polymorphic=True, cases=_full_range(conv_cases()))
 def conv_int32_tfjs(ctx, lhs, rhs, *, dimension_numbers, feature_group_count=1, **kw):
     """The generic convolution (a BatchMatMulV2 over window slices for integers) on
     16-bit halves (:func:`split_bilinear`)."""

@@ -52,7 +52,7 @@ import tensorflow as tf
 from jax._src import config as _jax_config
 from jax.extend.core import Literal
 
-from core.rule import _rand, case, rule
+from core.rule import random_values, case, rule
 from rules_lax.elementwise import relu
 
 #: Call primitives whose body is inlined when comparing structures.
@@ -172,7 +172,7 @@ def _and_zero_sign(f):
 def _edges_at_every_lane(rng, dtype):
     # each edge value at many positions of a 37x9 array: vectorised body and scalar tail
     x = np.resize(np.asarray(_EDGES, dtype), 37 * 9).reshape(37, 9)
-    x = np.where(rng.random(x.shape) < 0.5, x, _rand(rng, x.shape, dtype))
+    x = np.where(rng.random(x.shape) < 0.5, x, random_values(rng, x.shape, dtype))
     x[-1, -3:] = [-0.0, nan, -0.0]
     return [x]
 

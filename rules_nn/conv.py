@@ -27,7 +27,7 @@ from jax._src import core as _jcore
 from core.errors import UnsupportedError
 from core.rule import case, rule
 from core.shapes import is_symbolic
-from rules_lax._dims import (dilate as _dilate, dims as _dims, evaluator, ints as _ints,
+from rules_lax.dims import (dilate as _dilate, dims as _dims, evaluator, ints as _ints,
                               is_zero, pad_or_slice, same)
 
 
@@ -98,7 +98,7 @@ def _compute_dtype(in_dtype, out_dtype):
     return (tf.int64 if out_dtype.itemsize == 8 else tf.int32), in_dtype
 
 
-def _conv_cases():
+def conv_cases():
     def conv(**kw):
         def f(x, w):
             return lax.conv_general_dilated(x, w, **kw)
@@ -164,7 +164,7 @@ def _conv_cases():
     ]
 
 
-@rule("conv_general_dilated", dtypes="numeric", polymorphic=True, cases=_conv_cases())
+@rule("conv_general_dilated", dtypes="numeric", polymorphic=True, cases=conv_cases())
 def conv_general_dilated(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation,
                          rhs_dilation, dimension_numbers, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None,

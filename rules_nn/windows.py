@@ -32,7 +32,7 @@ from core.dtypes import to_tf
 from core.errors import UnsupportedError
 from core.rule import case, rule
 from core.shapes import is_symbolic
-from rules_lax._dims import (dilate as _dilate, dims as _dims, evaluator, grow_and_cut,
+from rules_lax.dims import (dilate as _dilate, dims as _dims, evaluator, grow_and_cut,
                               ints as _ints, is_zero, nonnegative, pad_or_slice, same)
 
 
@@ -107,7 +107,7 @@ def _valid_masks(in_shape, out_shape, window, strides, padding, base_dilation,
         yield mask
 
 
-def _fold(operands, fills, inits, combine, out_shape, ev, *, window_dimensions,
+def fold_windows(operands, fills, inits, combine, out_shape, ev, *, window_dimensions,
           window_strides, padding, base_dilation, window_dilation, in_shape,
           skip_padding=False):
     """XLA's reduce_window on lists of operands: acc = init; acc = combine(acc, element)
@@ -167,7 +167,7 @@ def _mul(a, b):
     return tf.logical_and(a, b) if a.dtype == tf.bool else tf.multiply(a, b)
 
 
-_MONOIDS = {"add": _add, "mul": _mul, "max": _max, "min": _min,
+MONOIDS = {"add": _add, "mul": _mul, "max": _max, "min": _min,
             "and": tf.logical_and, "or": tf.logical_or}
 
 
@@ -265,8 +265,8 @@ def _monoid_window(ctx, operand, kind, *, window_dimensions, window_strides, pad
         if pooled is not None:
             return pooled
     init = ctx.constant(_identity(kind, aval.dtype), aval.dtype)
-    combine = _MONOIDS[kind]
-    out, = _fold([operand], [init], [init], lambda acc, el: [combine(acc[0], el[0])],
+    combine = MONOIDS[kind]
+    out, = fold_windows([operand], [init], [init], lambda acc, el: [combine(acc[0], el[0])],
                  out_shape, ev, window_dimensions=window_dimensions,
                  window_strides=window_strides, padding=padding,
                  base_dilation=base_dilation, window_dilation=window_dilation,
@@ -367,17 +367,17 @@ def reduce_window_min(ctx, operand, **params):
 
 # -- generic reduce_window ---------------------------------------------------------------
 
-def _single_monoid(jaxpr, n):
+def single_monoid(jaxpr, n):
     """The monoid when the reducer is one add/mul/max/min/and/or of its two scalars."""
     if n != 1 or len(jaxpr.eqns) != 1 or jaxpr.constvars:
         return None
     eqn = jaxpr.eqns[0]
     name = eqn.primitive.name
-    if name not in _MONOIDS or list(eqn.outvars) != list(jaxpr.outvars):
+    if name not in MONOIDS or list(eqn.outvars) != list(jaxpr.outvars):
         return None
     if set(map(id, eqn.invars)) != set(map(id, jaxpr.invars)) or len(eqn.invars) != 2:
         return None
-    return _MONOIDS[name]
+    return MONOIDS[name]
 
 
 def _generic_cases():
@@ -421,7 +421,7 @@ def reduce_window(ctx, *args, jaxpr, consts=(), window_dimensions, window_stride
     n = len(args) // 2
     operands, inits = list(args[:n]), list(args[n:])
     inner = getattr(jaxpr, "jaxpr", jaxpr)
-    monoid = _single_monoid(inner, n)
+    monoid = single_monoid(inner, n)
     if monoid is not None:
         first = inner.eqns[0].invars[0] is inner.invars[0]
         def combine(acc, el):
@@ -429,7 +429,7 @@ def reduce_window(ctx, *args, jaxpr, consts=(), window_dimensions, window_stride
     else:
         def combine(acc, el):
             return ctx.lower_jaxpr(inner, *acc, *el, consts=list(consts))
-    return _fold(operands, inits, inits, combine, _dims(ctx.aval_out.shape), evaluator(ctx),
+    return fold_windows(operands, inits, inits, combine, _dims(ctx.aval_out.shape), evaluator(ctx),
                  window_dimensions=window_dimensions, window_strides=window_strides,
                  padding=padding, base_dilation=base_dilation,
                  window_dilation=window_dilation, in_shape=_dims(ctx.avals_in[0].shape),
@@ -585,7 +585,7 @@ def select_and_gather_add(ctx, tangents, operand, *, select_prim, window_dimensi
     def combine(acc, el):
         keep = select(acc[0], el[0])
         return [tf.where(keep, acc[0], el[0]), tf.where(keep, acc[1], el[1])]
-    _, out = _fold([operand, tangents], [init, zero], [init, zero], combine,
+    _, out = fold_windows([operand, tangents], [init, zero], [init, zero], combine,
                    _dims(ctx.aval_out.shape), evaluator(ctx),
                    window_dimensions=window_dimensions, window_strides=window_strides,
                    padding=padding, base_dilation=base_dilation,

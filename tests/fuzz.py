@@ -41,7 +41,7 @@ import ml_dtypes
 from jax import lax
 
 from core.registry import build_registry
-from core.testing import _np_dtype, first_divergence, run_function
+from core.testing import np_dtype, first_divergence, run_function
 
 X64_DTYPES = {"int64", "uint64", "float64", "complex128"}
 #: Outcomes that are no disagreement: a clear refusal, or JAX itself refused the draw.
@@ -186,7 +186,7 @@ def _refill(rng, rule, c, dtype, args):
     out = []
     for i, a in enumerate(args):
         a = np.asarray(a)
-        same_kind = a.dtype == np.dtype(_np_dtype(dtype)) and a.dtype.kind in "biufcV"
+        same_kind = a.dtype == np.dtype(np_dtype(dtype)) and a.dtype.kind in "biufcV"
         if same_kind and i not in skip and (i == 0 or a.shape == first
                                             or rule.primitive in ELEMENTWISE):
             a = draw_values(rng, a.shape, a.dtype, exact)
@@ -225,7 +225,7 @@ def shape_draws(rng, rule, c, dtype, args, eqn) -> list[Draw]:
                   else shape for _ in in_dtypes]
         variants = [params]
         if name == "convert_element_type":
-            variants = [dict(params, new_dtype=_np_dtype(t)) for t in CONVERT_TO
+            variants = [dict(params, new_dtype=np_dtype(t)) for t in CONVERT_TO
                         if rng.random() < 0.5 or t == "float32"]
         for p in variants:
             new = [(_select_pred(rng, s, dt, len(in_dtypes) - 1) if name == "select_n" and i == 0
@@ -263,7 +263,7 @@ def _case_args(rule, dtype):
             continue
         try:
             with np.errstate(all="ignore"):
-                yield c, c.make_args(np.random.default_rng(0), np.dtype(_np_dtype(dtype)))
+                yield c, c.make_args(np.random.default_rng(0), np.dtype(np_dtype(dtype)))
         except Exception:
             continue
 
@@ -318,7 +318,7 @@ def program_draws(rng, n: int, dtypes=("float32", "float16", "bfloat16", "float6
         def fn(x, y, chain=chain):
             return chain(x, y)[-1]
         shape = (24,)
-        args = [draw_values(rng, shape, _np_dtype(dt)) for _ in range(2)]
+        args = [draw_values(rng, shape, np_dtype(dt)) for _ in range(2)]
         label = " . ".join(op if o is None else f"{op}(_, v{o})" for op, o in steps)
         out.append(Draw(None, dt, "program", f"#{i} {label}", fn, args, flat_fn=chain))
     return out

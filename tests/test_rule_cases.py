@@ -22,7 +22,7 @@ import pytest
 
 from core.registry import build_registry
 from core.targets import get as get_target
-from core.testing import _np_dtype, run_function, run_rule_case
+from core.testing import np_dtype, run_function, run_rule_case
 from tests.known_failures import expected_target_case
 
 REGISTRY = build_registry(strict=True, entry_points=False)  # a broken built-in fails here
@@ -94,7 +94,7 @@ def test_target_rule_agrees_with_jax_in_runtime(target, rule, case, dtype):
 @pytest.mark.parametrize("target, rule, case, dtype", _per_target(_generic_sample))
 def test_generic_case_in_runtime_is_right_or_refused(target, rule, case, dtype):
     import numpy as np
-    args = case.make_args(np.random.default_rng(0), np.dtype(_np_dtype(dtype)))
+    args = case.make_args(np.random.default_rng(0), np.dtype(np_dtype(dtype)))
     outcome = run_function(case.fn, args, registry=REGISTRY, target=target,
                            **case.convert_kw)
     _judge(outcome, target, f"{rule.id}:{case.name}:{dtype}", refusal_ok=True)
