@@ -148,7 +148,7 @@ def select_and_scatter(ctx, operand, source, init_value, *, select_jaxpr, select
     one the ``select`` jaxpr rejects it for (padding is skipped, never selected); then,
     from ``init_value`` everywhere, ``scatter(out, source)`` at the selected elements, in
     row-major window order (decreasing window offset). The jaxprs act elementwise."""
-    from rules_nn.windows import _prepare, _scatter_back, _valid_masks, _window_elements
+    from rules_nn.windows import prepare_windows, scatter_back, valid_masks, window_elements
     from rules_lax.dims import dims, evaluator, grow_and_cut, ints, is_zero, same
 
     def call(jaxpr, consts, *xs):
@@ -160,12 +160,12 @@ def select_and_scatter(ctx, operand, source, init_value, *, select_jaxpr, select
     in_shape, out_shape = dims(ctx.avals_in[0].shape), dims(ctx.avals_in[1].shape)
     if any(map(is_zero, (*in_shape, *out_shape))) or math.prod(window) == 0:
         return tf.broadcast_to(init_value, ev(in_shape))
-    x, pshape = _prepare(operand, in_shape, pads, ones, init_value, ev)
-    masks = _valid_masks(in_shape, out_shape, window, strides, pads, ones, ones, ev)
+    x, pshape = prepare_windows(operand, in_shape, pads, ones, init_value, ev)
+    masks = valid_masks(in_shape, out_shape, window, strides, pads, ones, ones, ev)
     best = best_k = have = None
     offsets = []
     for k, ((offset, elem), valid) in enumerate(zip(
-            _window_elements(x, window, strides, ones, out_shape, ev, pshape), masks)):
+            window_elements(x, window, strides, ones, out_shape, ev, pshape), masks)):
         offsets.append(offset)
         valid = tf.broadcast_to(tf.constant(True) if valid is None else valid, ev(out_shape))
         if best is None:
@@ -179,7 +179,7 @@ def select_and_scatter(ctx, operand, source, init_value, *, select_jaxpr, select
     out = tf.broadcast_to(init_value, ev(pshape))
     for k in reversed(range(len(offsets))):
         hit = tf.cast(tf.logical_and(have, tf.equal(best_k, k)), tf.int32)
-        back = [_scatter_back(t, out_shape, offsets[k], strides, pshape, ev)
+        back = [scatter_back(t, out_shape, offsets[k], strides, pshape, ev)
                 for t in (hit, source)]
         out = tf.where(tf.equal(back[0], 1), call(scatter_jaxpr, scatter_consts, out, back[1]),
                        out)

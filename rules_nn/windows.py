@@ -36,7 +36,7 @@ from rules_lax.dims import (dilate as _dilate, dims as _dims, evaluator, grow_an
                               ints as _ints, is_zero, nonnegative, pad_or_slice, same)
 
 
-def _prepare(x, shape, padding, base_dilation, fill, ev):
+def prepare_windows(x, shape, padding, base_dilation, fill, ev):
     """Base dilation then edge padding (negative amounts slice), both with ``fill``."""
     shape = list(shape)
     for axis, d in enumerate(base_dilation):
@@ -44,7 +44,7 @@ def _prepare(x, shape, padding, base_dilation, fill, ev):
     return pad_or_slice(x, shape, padding, ev, fill)
 
 
-def _window_elements(x, window, strides, window_dilation, out, ev, shape=None):
+def window_elements(x, window, strides, window_dilation, out, ev, shape=None):
     """One strided slice of ``x`` per window offset, row-major: element ``offset`` of
     every window."""
     if shape is not None and math.prod(window) > 1 and all(
@@ -67,7 +67,7 @@ def _window_elements(x, window, strides, window_dilation, out, ev, shape=None):
         yield offset, tf.strided_slice(x, begin, ev(end), strides)
 
 
-def _valid_masks(in_shape, out_shape, window, strides, padding, base_dilation,
+def valid_masks(in_shape, out_shape, window, strides, padding, base_dilation,
                  window_dilation, ev):
     """Per window offset, a bool mask over the output: does that window element fall on
     a real operand element (not on padding or a base-dilation hole)? XLA skips the
@@ -119,10 +119,10 @@ def fold_windows(operands, fills, inits, combine, out_shape, ev, *, window_dimen
     acc = [tf.broadcast_to(i, ev(out_shape)) for i in inits]
     if any(map(is_zero, out_shape)) or math.prod(window) == 0:
         return acc
-    prepared = [_prepare(x, in_shape, pads, bdil, f, ev) for x, f in zip(operands, fills)]
-    slices = [list(_window_elements(p, window, strides, wdil, out_shape, ev, shape))
+    prepared = [prepare_windows(x, in_shape, pads, bdil, f, ev) for x, f in zip(operands, fills)]
+    slices = [list(window_elements(p, window, strides, wdil, out_shape, ev, shape))
               for p, shape in prepared]
-    masks = (_valid_masks(in_shape, out_shape, window, strides, pads, bdil, wdil, ev)
+    masks = (valid_masks(in_shape, out_shape, window, strides, pads, bdil, wdil, ev)
              if skip_padding else iter(lambda: None, 0))
     for elems, mask in zip(zip(*slices), masks):
         if isinstance(mask, np.ndarray):
@@ -451,7 +451,7 @@ def _selects(select_prim, dtype):
     return name, select
 
 
-def _scatter_back(contrib, cshape, offset, strides, shape, ev):
+def scatter_back(contrib, cshape, offset, strides, shape, ev):
     """Place ``contrib`` (one value per window, of shape ``cshape``) at element ``offset``
     of each window in a zero tensor of the padded operand's ``shape``: the inverse of the
     strided slice."""
@@ -514,13 +514,13 @@ def select_and_scatter_add(ctx, source, operand, *, select_prim, window_dimensio
     in_shape = _dims(aval.shape)
     out_shape = _dims(ctx.avals_in[0].shape)
     ident = ctx.constant(_identity("max" if name == "ge" else "min", aval.dtype), aval.dtype)
-    x, pshape = _prepare(operand, in_shape, pads, (1,) * len(window), ident, ev)
+    x, pshape = prepare_windows(operand, in_shape, pads, (1,) * len(window), ident, ev)
     zero = ctx.constant(np.zeros((), aval.dtype), aval.dtype)
     if any(map(is_zero, out_shape)) or math.prod(window) == 0:
         return tf.zeros(ev(in_shape), ctx.tf_dtype(aval))
     best, best_k = None, None
     offsets = []
-    for k, (offset, elem) in enumerate(_window_elements(x, window, strides,
+    for k, (offset, elem) in enumerate(window_elements(x, window, strides,
                                                         (1,) * len(window), out_shape, ev,
                                                         pshape)):
         offsets.append(offset)
@@ -537,7 +537,7 @@ def select_and_scatter_add(ctx, source, operand, *, select_prim, window_dimensio
     out = tf.zeros(ev(pshape), ctx.tf_dtype(aval))
     for k in reversed(range(len(offsets))):
         contrib = tf.where(tf.equal(best_k, k), source, zero)
-        out = _add(out, _scatter_back(contrib, out_shape, offsets[k], strides, pshape, ev))
+        out = _add(out, scatter_back(contrib, out_shape, offsets[k], strides, pshape, ev))
     if all(same(p, n) for p, n in zip(pshape, in_shape)):
         return out
     return tf.slice(out, [grow_and_cut(lo, ev)[0] for lo, _ in pads], ev(in_shape))
