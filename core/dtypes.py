@@ -105,3 +105,13 @@ def physical_aval(aval):
 
 def physical_shape(aval) -> tuple:
     return tuple(physical_aval(aval).shape)
+
+
+def unsigned_of(bits: int) -> tf.DType:
+    """The unsigned TF integer type of ``bits`` (8, 16, 32, 64) bits."""
+    return {8: tf.uint8, 16: tf.uint16, 32: tf.uint32, 64: tf.uint64}[bits]
+
+
+def signed_of(bits: int) -> tf.DType:
+    """The signed TF integer type of ``bits`` (8, 16, 32, 64) bits."""
+    return {8: tf.int8, 16: tf.int16, 32: tf.int32, 64: tf.int64}[bits]

@@ -19,6 +19,7 @@ from jax import lax
 from jax._src import core as _jcore
 from jax._src.lax import lax as _lax_internal
 
+from core.dtypes import signed_of, unsigned_of
 from core.rule import case, rule
 
 _NAN = float("nan")
@@ -39,12 +40,6 @@ def _widen_for_compare(x, dtype: np.dtype):
     return x
 
 
-def _uint(bits: int) -> tf.DType:
-    return {8: tf.uint8, 16: tf.uint16, 32: tf.uint32, 64: tf.uint64}[bits]
-
-
-def _sint(bits: int) -> tf.DType:
-    return {8: tf.int8, 16: tf.int16, 32: tf.int32, 64: tf.int64}[bits]
 
 
 def _bits(dtype: np.dtype) -> int:
@@ -100,7 +95,7 @@ def _total_order_key(x, dtype: np.dtype):
     if dtype.kind in "iub":
         return _widen_for_compare(x, dtype)
     bits = _bits(dtype)
-    k = tf.bitcast(x, _sint(bits))
+    k = tf.bitcast(x, signed_of(bits))
     if bits == 16:
         k = tf.cast(k, tf.int32)  # exact; the flip below uses the 16-bit mask
     flip = tf.constant((1 << (bits - 1)) - 1, k.dtype)
@@ -295,7 +290,7 @@ def _shift_amount_ok(ctx, s):
     out of range too."""
     dtype = _np(ctx.avals_in[1])
     bits = _bits(dtype)
-    s_u = tf.bitcast(s, _uint(bits)) if dtype.kind == "i" else s
+    s_u = tf.bitcast(s, unsigned_of(bits)) if dtype.kind == "i" else s
     in_range = tf.math.less(s_u, tf.constant(bits, s_u.dtype))
     return in_range, tf.where(in_range, s, tf.zeros_like(s))
 
@@ -318,7 +313,7 @@ def _by_constant(ctx, x, s):
     dtype, name = _np(ctx.avals_in[0]), ctx.eqn.primitive.name
     bits, k = _bits(dtype), int(k) % (1 << _bits(_np(ctx.avals_in[1])))  # as unsigned
     if name == "shift_right_arithmetic":
-        signed = tf.bitcast(x, _sint(bits)) if dtype.kind == "u" else x
+        signed = tf.bitcast(x, signed_of(bits)) if dtype.kind == "u" else x
         out = tf.bitwise.right_shift(signed, tf.constant(min(k, bits - 1), signed.dtype))
         return tf.bitcast(out, x.dtype) if dtype.kind == "u" else out
     if k >= bits:
@@ -329,7 +324,7 @@ def _by_constant(ctx, x, s):
         return tf.bitwise.left_shift(x, tf.constant(k, x.dtype))
     if dtype == np.uint32 and ctx.target == "tf":
         return shr_u32(x, k)
-    u = tf.bitcast(x, _uint(bits)) if dtype.kind == "i" else x
+    u = tf.bitcast(x, unsigned_of(bits)) if dtype.kind == "i" else x
     out = tf.bitwise.right_shift(u, tf.constant(k, u.dtype))
     return tf.bitcast(out, x.dtype) if dtype.kind == "i" else out
 
@@ -360,7 +355,7 @@ def shift_right_logical(ctx, x, s, **_):
     in_range, s = _shift_amount_ok(ctx, s)
     dtype = _np(ctx.avals_in[0])
     if dtype.kind == "i":
-        u = _uint(_bits(dtype))
+        u = unsigned_of(_bits(dtype))
         out = tf.bitcast(tf.bitwise.right_shift(tf.bitcast(x, u), tf.bitcast(s, u)), x.dtype)
     else:
         out = tf.bitwise.right_shift(x, s)
@@ -379,8 +374,8 @@ def shift_right_arithmetic(ctx, x, s, **_):
     in_range, s = _shift_amount_ok(ctx, s)
     dtype = _np(ctx.avals_in[0])
     bits = _bits(dtype)
-    xs = tf.bitcast(x, _sint(bits)) if dtype.kind == "u" else x
-    ss = tf.bitcast(s, _sint(bits)) if dtype.kind == "u" else s
+    xs = tf.bitcast(x, signed_of(bits)) if dtype.kind == "u" else x
+    ss = tf.bitcast(s, signed_of(bits)) if dtype.kind == "u" else s
     out = tf.where(in_range, tf.bitwise.right_shift(xs, ss),
                    tf.bitwise.right_shift(xs, tf.constant(bits - 1, xs.dtype)))
     return tf.bitcast(out, x.dtype) if dtype.kind == "u" else out
@@ -405,7 +400,7 @@ def count_leading_zeros(ctx, x, **_):
     """No TF op: binary search on the unsigned bit pattern (halve the window each step)."""
     dtype = _np(ctx.avals_in[0])
     bits = _bits(dtype)
-    u = tf.bitcast(x, _uint(bits)) if dtype.kind == "i" else x
+    u = tf.bitcast(x, unsigned_of(bits)) if dtype.kind == "i" else x
     n = tf.zeros_like(u)
     step = bits // 2
     while step >= 1:
@@ -576,7 +571,7 @@ class TFBits:
     width."""
 
     def __init__(self, nbits: int, signed: bool = False):
-        self.itype = _sint(nbits) if signed else _uint(nbits)
+        self.itype = signed_of(nbits) if signed else unsigned_of(nbits)
 
     def c(self, v: int):
         return tf.constant(v, self.itype)
@@ -912,7 +907,7 @@ def _unsigned_shift(x, s, bits: int, left: bool):
 def shift_zero_fill_onnx(ctx, x, s, **_):
     """The shift of the unsigned view (negative amounts are out of range there)."""
     x, s = _bcast(ctx, x, s)
-    u = _uint(_bits(_np(ctx.avals_in[0])))
+    u = unsigned_of(_bits(_np(ctx.avals_in[0])))
     out = _unsigned_shift(tf.cast(x, u), tf.cast(s, u), u.size * 8,
                           ctx.eqn.primitive.name == "shift_left")
     return tf.cast(out, x.dtype)
@@ -926,7 +921,7 @@ def shift_right_arithmetic_onnx(ctx, x, s, **_):
     amounts outside [0, bits) shift by bits - 1."""
     x, s = _bcast(ctx, x, s)
     bits = _bits(_np(ctx.avals_in[0]))
-    u, sd = _uint(bits), _sint(bits)
+    u, sd = unsigned_of(bits), signed_of(bits)
     su = tf.cast(s, u)
     amount = tf.where(tf.math.less(su, tf.constant(bits, u)), su, tf.constant(bits - 1, u))
     xs = tf.cast(x, sd)

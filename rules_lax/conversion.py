@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from core.errors import UnsupportedError
+from core.dtypes import signed_of, unsigned_of
 from core.rule import case, rule
 from rules_lax.comparison import (TFBits, TFLiteBits, and32, flush_subnormals, srl32, _as, _i32,
                                   _poly_case)
@@ -31,12 +32,6 @@ _NAN = float("nan")
 _INF = float("inf")
 
 
-def _uint(bits: int) -> tf.DType:
-    return {8: tf.uint8, 16: tf.uint16, 32: tf.uint32, 64: tf.uint64}[bits]
-
-
-def _sint(bits: int) -> tf.DType:
-    return {8: tf.int8, 16: tf.int16, 32: tf.int32, 64: tf.int64}[bits]
 
 
 def _standard_new_dtype(eqn):
@@ -186,7 +181,7 @@ _CANONICAL_NAN = {("bfloat16", "float32"), ("bfloat16", "float64"), ("float16", 
 def _nan_like(x, dtype: tf.DType):
     """The quiet NaN of ``dtype`` with the sign of ``x`` (a float tensor)."""
     bits = x.dtype.size * 8
-    negative = tf.math.less(tf.bitcast(x, _sint(bits)), tf.zeros([], _sint(bits)))
+    negative = tf.math.less(tf.bitcast(x, signed_of(bits)), tf.zeros([], signed_of(bits)))
     nan = tf.constant(_NAN, dtype)
     return tf.where(negative, -nan, nan)
 
