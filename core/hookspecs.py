@@ -10,7 +10,7 @@ group ``jaxtf.rules`` in their ``pyproject.toml``::
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import pluggy
 
@@ -34,3 +34,15 @@ def register_rules(register: "Registrar") -> None:
     If this hook raises, only this package is disabled: it is listed as "failed to load"
     with its error. With strict plugin loading the error propagates instead.
     """
+
+
+def register_families(package: str, families) -> "Callable[[Registrar], None]":
+    """A ``register_rules`` hook adding the rules of the modules ``package.family`` for
+    each of ``families``, in order: what a package of family modules (the built-in ones)
+    puts in its ``__init__``: ``register_rules = register_families(__name__, FAMILIES)``."""
+    @hookimpl
+    def register_rules(register: "Registrar") -> None:
+        import importlib
+        for family in families:
+            register.module(importlib.import_module(f"{package}.{family}"))
+    return register_rules

@@ -1,5 +1,5 @@
 """Lowerings of the ``jax.lax`` primitives, one module per family."""
-from core.hookspecs import hookimpl
+from core.hookspecs import register_families
 
 FAMILIES = (
     "special",
@@ -25,9 +25,4 @@ FAMILIES = (
     "tfjs",
 )
 
-
-@hookimpl
-def register_rules(register) -> None:
-    import importlib
-    for family in FAMILIES:
-        register.module(importlib.import_module(f"{__name__}.{family}"))
+register_rules = register_families(__name__, FAMILIES)

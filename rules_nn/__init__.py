@@ -1,11 +1,6 @@
 """rules_nn: see FAMILIES."""
-from core.hookspecs import hookimpl
+from core.hookspecs import register_families
 
 FAMILIES: tuple[str, ...] = ("conv", "windows", "activations")
 
-
-@hookimpl
-def register_rules(register) -> None:
-    import importlib
-    for family in FAMILIES:
-        register.module(importlib.import_module(f"{__name__}.{family}"))
+register_rules = register_families(__name__, FAMILIES)

@@ -1,11 +1,6 @@
 """rules_random: see FAMILIES."""
-from core.hookspecs import hookimpl
+from core.hookspecs import register_families
 
 FAMILIES: tuple[str, ...] = ("keys", "threefry", "rbg", "rng_uniform")
 
-
-@hookimpl
-def register_rules(register) -> None:
-    import importlib
-    for family in FAMILIES:
-        register.module(importlib.import_module(f"{__name__}.{family}"))
+register_rules = register_families(__name__, FAMILIES)
