@@ -10,6 +10,7 @@ back, which is what XLA:CPU itself does for half-precision math.
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -26,10 +27,12 @@ _HALF = (tf.bfloat16, tf.float16)
 
 
 def _no_accuracy(eqn):
+    """``accuracy=None`` and ``AccuracyMode.DEFAULT`` are the TF op's own accuracy; a
+    ``Tolerance`` or ``HIGHEST`` asks for a bound the lowering does not promise."""
     acc = eqn.params.get("accuracy")
-    if acc is not None:
-        return (f"accuracy={acc} is not supported: the TF lowering has the default accuracy; "
-                f"drop the accuracy argument")
+    if acc is not None and acc != lax.AccuracyMode.DEFAULT:
+        return (f"accuracy={acc} is not supported: the TF lowering has the default accuracy "
+                f"(accuracy=None or lax.AccuracyMode.DEFAULT); drop the accuracy argument")
     return None
 
 
@@ -597,6 +600,9 @@ def _unary_rule(primitive, tf_fn, dtypes="inexact", complex_extremes=None):
     lower.__doc__ = f"{primitive}: elementwise TF op (float32 for half types)."
     fn = getattr(lax, primitive)
     cases = _unary_cases(fn, dtypes)
+    if "accuracy" in inspect.signature(fn).parameters:
+        cases.append(case("accuracy=DEFAULT", lambda x: fn(x, accuracy=lax.AccuracyMode.DEFAULT),
+                          np.array([0.5, 2.0, 0.0], np.float32), dtypes="float32"))
     if complex_extremes:
         cases.append(case("complex extremes", fn, np.array(complex_extremes), dtypes="complex"))
     return make_rule(primitive, lower, dtypes=dtypes, name=f"unary_{primitive}",
