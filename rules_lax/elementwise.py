@@ -36,6 +36,12 @@ def _no_accuracy(eqn):
     return None
 
 
+def _accuracy_condition(lax_fn):
+    """``_no_accuracy`` for the primitives that take ``accuracy=``; None for the others, so
+    ``list`` does not show a condition that can never refuse."""
+    return _no_accuracy if "accuracy" in inspect.signature(lax_fn).parameters else None
+
+
 def _f32(fn, *xs):
     """``fn(*xs)`` computed in float32 when ``xs`` are half floats, rounded back: TF CPU
     lacks many half kernels, and XLA:CPU upcasts half-precision math the same way."""
@@ -600,13 +606,13 @@ def _unary_rule(primitive, tf_fn, dtypes="inexact", complex_extremes=None):
     lower.__doc__ = f"{primitive}: elementwise TF op (float32 for half types)."
     fn = getattr(lax, primitive)
     cases = _unary_cases(fn, dtypes)
-    if "accuracy" in inspect.signature(fn).parameters:
+    if _accuracy_condition(fn):
         cases.append(case("accuracy=DEFAULT", lambda x: fn(x, accuracy=lax.AccuracyMode.DEFAULT),
                           np.array([0.5, 2.0, 0.0], np.float32), dtypes="float32"))
     if complex_extremes:
         cases.append(case("complex extremes", fn, np.array(complex_extremes), dtypes="complex"))
     return make_rule(primitive, lower, dtypes=dtypes, name=f"unary_{primitive}",
-                     when=_no_accuracy, cases=cases, polymorphic=True)
+                     when=_accuracy_condition(fn), cases=cases, polymorphic=True)
 
 
 RULES = [
@@ -1011,7 +1017,7 @@ def _tfl_unary(primitive, fn, extra=(), edges=None):
              case("special values", lax_fn, _SPECIALS + (_TFL_EDGES if edges is None else edges)),
              *[case(name, lax_fn, vals) for name, vals in extra]]
     return make_rule(primitive, lower, dtypes="float32", targets="tflite",
-                     name=f"tflite_{primitive}", when=_no_accuracy, cases=cases,
+                     name=f"tflite_{primitive}", when=_accuracy_condition(lax_fn), cases=cases,
                      polymorphic=True)
 
 
@@ -1096,7 +1102,8 @@ def _onnx_unary(primitive, fn, extra):
              case("near 0", lax_fn, _NEAR_0),
              case("large", lax_fn, extra)]
     return make_rule(primitive, lower, dtypes=["bfloat16", "float16", "float32"],
-                     targets="onnx", name=f"onnx_{primitive}", when=_no_accuracy, cases=cases,
+                     targets="onnx", name=f"onnx_{primitive}",
+                     when=_accuracy_condition(lax_fn), cases=cases,
                      polymorphic=True)
 
 
