@@ -98,27 +98,46 @@ def _static(t):
     return v
 
 
-def relu(x, cap=None):
+def relu(x, cap=None, target: str = "tf"):
     """max(x, 0) (or min(max(x, 0), cap)) with XLA's semantics: NaN propagates, +0.0 for
     -0.0. TF's Relu/Relu6 keep the sign of a -0.0 input in the lanes they do not
-    vectorise, so in general an Abs follows. When ``x`` is a BiasAdd (a dense or conv
-    layer), a Maximum of the same sum with the bias's -0.0 made +0.0 (folded for a constant
-    bias) needs no fix-up: a + b is -0.0 only when both are, and the sum is unchanged
-    otherwise. Not a Relu there: grappler fuses BiasAdd + Relu into the MatMul/Conv2D,
-    whose fused relu turns NaN into 0 (measured, oneDNN); the separate Maximum costs
-    about what the fused relu does, where Relu + Abs took 30% longer on a dense layer."""
+    vectorise, so in general an Abs follows. When ``x`` is a sum with a constant (a dense
+    or conv layer's bias: a BiasAdd on target "tf", an Add elsewhere), the same sum with
+    the constant's -0.0 made +0.0 (folded) needs no fix-up: a + b is -0.0 only when both
+    are, and the sum is unchanged otherwise. On "tf" that is a Maximum, not a Relu:
+    grappler fuses BiasAdd + Relu into the MatMul/Conv2D, whose fused relu turns NaN into
+    0 (measured, oneDNN); the separate Maximum costs about what the fused relu does, where
+    Relu + Abs took 30% longer on a dense layer. On the export targets it is a Relu, which
+    their converters fuse into the convolution or dense op (TFLite: NaN propagates, as the
+    cases measure), where the Abs was one more pass over the layer's output."""
     if not x.dtype.is_floating:
         return tf.nn.relu(x) if cap is None else tf.nn.relu6(x)
-    if tf.executing_eagerly() or x.op.type != "BiasAdd":
+    summed = _plus_constant(x)
+    if summed is None:
         return tf.math.abs(tf.nn.relu(x) if cap is None else tf.nn.relu6(x))
-    y, b = x.op.inputs
-    v = _static(b)
-    if v is None:
-        x = tf.nn.bias_add(y, tf.where(tf.equal(b, 0), tf.zeros_like(b), b))
-    elif np.signbit(v[v == 0]).any():
-        x = tf.nn.bias_add(y, tf.constant(v + np.zeros((), v.dtype), b.dtype))  # -0 + 0 = +0
-    out = tf.math.maximum(x, tf.zeros((), x.dtype))
+    if target != "tf":
+        return tf.nn.relu(summed) if cap is None else tf.nn.relu6(summed)
+    out = tf.math.maximum(summed, tf.zeros((), x.dtype))
     return out if cap is None else tf.math.minimum(out, tf.constant(cap, x.dtype))
+
+
+def _plus_constant(x):
+    """``x`` rebuilt with no -0.0 in its addend when it is a BiasAdd, or an Add of a
+    constant; else None. A BiasAdd's non-constant bias gets its -0.0 replaced at run
+    time (a pass over the bias vector only)."""
+    if tf.executing_eagerly() or x.op.type not in ("BiasAdd", "AddV2", "Add"):
+        return None
+    a, b = x.op.inputs
+    if x.op.type == "BiasAdd":
+        v = _static(b)
+        if v is None:
+            return tf.nn.bias_add(a, tf.where(tf.equal(b, 0), tf.zeros_like(b), b))
+        return tf.nn.bias_add(a, tf.constant(v + np.zeros((), v.dtype), b.dtype))  # -0+0=+0
+    for y, c in ((a, b), (b, a)):
+        v = _static(c)
+        if v is not None:
+            return tf.math.add(y, tf.constant(v + np.zeros((), v.dtype), c.dtype))
+    return None
 
 
 @rule("sub", dtypes="numeric",
