@@ -10,7 +10,8 @@ which export. A generic reducer's init value is no identity, so there XLA skips 
 and holes, and so do we (static masks). NaN propagates through max/min as in XLA
 (tf.maximum propagates it); float max/min pooling over at most two axes uses MaxPool,
 which drops NaN and tops out at -FLT_MAX for all -inf windows, plus (only when needed)
-pools of masks that restore NaN and -inf.
+pools of masks that restore NaN and -inf; a float32 window sum over at most two axes
+is a depthwise convolution with a filter of ones (one pass, and it exports).
 Known difference: XLA's f16/bf16 window *sums* round after every add, in an order that
 depends on the window layout and the padding; ours may differ by one rounding step
 (within the f16/bf16 tolerances), padded or not. With padding, XLA's CPU backend also
