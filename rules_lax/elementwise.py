@@ -75,11 +75,39 @@ def add(ctx, x, y, **_):
     vector along its last axis (a dense or conv layer's bias, shaped (1, ..., 1, n)) is a
     BiasAdd: grappler fuses MatMul/Conv2D + BiasAdd (+ Relu) into one kernel only for
     that op, and ``relu`` below uses it to drop its -0.0 fix-up."""
-    if ctx.target == "tf":
-        for a, b in ((x, y), (y, x)):
-            if _is_bias(a, b):
-                return tf.nn.bias_add(a, tf.reshape(b, [a.shape[-1]]))
+    for a, b in ((x, y), (y, x)):
+        folded = _bias_of_matmul(ctx, a, b)
+        if folded is not None:
+            return folded
+        if ctx.target == "tf" and _is_bias(a, b):
+            return tf.nn.bias_add(a, tf.reshape(b, [a.shape[-1]]))
     return tf.math.add(x, y)
+
+
+def _bias_of_matmul(ctx, a, b):
+    """``a + b`` added before the reshape when ``a`` is a 2-D MatMul's [m, n] output
+    reshaped (a dense layer on a batch of sequences, or into heads: [b, s, h, d] with
+    h * d = n) and ``b`` is constant over the leading axes: then it is a bias of the
+    MatMul, and grappler fuses MatMul + BiasAdd into one kernel (TFLite's converter folds
+    it into FULLY_CONNECTED), where the add after the reshape was one more pass. The same
+    sums, element for element."""
+    if (tf.executing_eagerly() or a.op.type != "Reshape" or a.op.inputs[0].op.type != "MatMul"
+            or not a.dtype.is_floating or not a.shape.is_fully_defined()
+            or not b.shape.is_fully_defined() or b.shape.rank != a.shape.rank):
+        return None
+    m = a.op.inputs[0]
+    n = m.shape[-1]
+    dims, bdims = a.shape.as_list(), b.shape.as_list()
+    for k in range(1, len(dims) + 1):
+        if math.prod(dims[-k:]) == n:
+            break
+    else:
+        return None
+    if any(d != 1 for d in bdims[:-k]) or bdims[-k:] != dims[-k:]:
+        return None
+    flat = tf.reshape(b, [n])
+    summed = tf.nn.bias_add(m, flat) if ctx.target == "tf" else tf.math.add(m, flat)
+    return tf.reshape(summed, dims)
 
 
 def _is_bias(x, b) -> bool:
@@ -125,7 +153,12 @@ def _plus_constant(x):
     """``x`` rebuilt with no -0.0 in its addend when it is a BiasAdd, or an Add of a
     constant; else None. A BiasAdd's non-constant bias gets its -0.0 replaced at run
     time (a pass over the bias vector only)."""
-    if tf.executing_eagerly() or x.op.type not in ("BiasAdd", "AddV2", "Add"):
+    if tf.executing_eagerly():
+        return None
+    if x.op.type == "Reshape":           # a bias added before a reshape (_bias_of_matmul)
+        inner = _plus_constant(x.op.inputs[0])
+        return None if inner is None else tf.reshape(inner, x.op.inputs[1])
+    if x.op.type not in ("BiasAdd", "AddV2", "Add"):
         return None
     a, b = x.op.inputs
     if x.op.type == "BiasAdd":
