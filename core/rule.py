@@ -97,7 +97,7 @@ class Rule:
     cases: tuple[Case, ...] = ()
     when: Callable[[Any], str | None] | None = None
     replaces: str | None = None
-    polymorphic: bool = False
+    polymorphic: bool = True
     targets: frozenset[str] | None = None     # None: a generic rule, for every target
     primitive_obj: Any = dataclasses.field(default=None, compare=False)
     doc: str = ""
@@ -163,7 +163,7 @@ def _fmt(spec: tuple[str, ...]) -> str:
 def make_rule(primitive: Any, fn: Callable, *, dtypes="all", devices=DEVICES,
               needs_xla: bool = False, priority: int = 0, cases: Sequence[Case] = (),
               when: Callable | None = None, replaces: str | None = None,
-              polymorphic: bool = False, targets=None, name: str | None = None) -> Rule:
+              polymorphic: bool = True, targets=None, name: str | None = None) -> Rule:
     """Build a Rule (what ``@rule`` attaches). Checks the declaration eagerly.
 
     ``primitive`` is a primitive name, or a ``jax.extend.core.Primitive`` object: then the
@@ -209,7 +209,7 @@ def _carried_refusal(primitive: str, dtype_names, target: str) -> str | None:
 def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
          needs_xla: bool = False, priority: int = 0, cases: Sequence[Case] = (),
          when: Callable | None = None, replaces: str | None = None,
-         polymorphic: bool = False, targets=None) -> Callable:
+         polymorphic: bool = True, targets=None) -> Callable:
     """Mark ``fn`` as the lowering of ``primitive`` (a name or a Primitive object, or a
     list of them for a function that lowers several primitives).
 
@@ -225,9 +225,10 @@ def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
         (parameter forms it does not handle), or None. A conditional rule outranks an
         unconditional one of the same priority.
     :param replaces: the id (``module:function``) of a rule this one overrides.
-    :param polymorphic: the rule reads shapes only through ``ctx.shape``/``ctx.dim`` (or
-        not at all), so it handles symbolic dimensions (``polymorphic_shapes``). Rules
-        without it are not selected for equations with symbolic dimensions.
+    :param polymorphic: True (the default): the rule reads shapes only through
+        ``ctx.shape``/``ctx.dim`` (or not at all), so it handles symbolic dimensions
+        (``polymorphic_shapes``). A rule that needs static sizes declares
+        ``polymorphic=False`` and is not selected for equations with symbolic dimensions.
     :param targets: export targets (``"tf"``, ``"tflite"``, ``"onnx"``, ``"tfjs"``) this
         lowering is written for; it is then used only there, ahead of the generic rules. Default None: a generic
         rule, used for every target whose runtime accepts the TF ops it emits.

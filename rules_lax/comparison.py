@@ -74,12 +74,12 @@ def _complex_cases(prim):
                  [complex(1, _NAN), 1j, 2 - 1j], dtypes="complex")]
 
 
-@rule("eq", dtypes=["numeric", "bool"], cases=_cmp_cases("eq") + _complex_cases("eq"), polymorphic=True)
-@rule("ne", dtypes=["numeric", "bool"], cases=_cmp_cases("ne") + _complex_cases("ne"), polymorphic=True)
-@rule("lt", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("lt"), polymorphic=True)
-@rule("le", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("le"), polymorphic=True)
-@rule("gt", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("gt"), polymorphic=True)
-@rule("ge", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("ge"), polymorphic=True)
+@rule("eq", dtypes=["numeric", "bool"], cases=_cmp_cases("eq") + _complex_cases("eq"))
+@rule("ne", dtypes=["numeric", "bool"], cases=_cmp_cases("ne") + _complex_cases("ne"))
+@rule("lt", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("lt"))
+@rule("le", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("le"))
+@rule("gt", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("gt"))
+@rule("ge", dtypes=["integer", "floating", "bool"], cases=_cmp_cases("ge"))
 def compare(ctx, x, y, **_):
     """Elementwise comparison: IEEE semantics for floats (NaN unordered) in JAX and TF."""
     dtype = _np(ctx.avals_in[0])
@@ -115,9 +115,9 @@ def _to_cases(prim):
                  dtypes="floating")]
 
 
-@rule("eq_to", dtypes=["integer", "floating", "bool"], cases=_to_cases("eq_to"), polymorphic=True)
-@rule("lt_to", dtypes=["integer", "floating", "bool"], cases=_to_cases("lt_to"), polymorphic=True)
-@rule("le_to", dtypes=["integer", "floating", "bool"], cases=_to_cases("le_to"), polymorphic=True)
+@rule("eq_to", dtypes=["integer", "floating", "bool"], cases=_to_cases("eq_to"))
+@rule("lt_to", dtypes=["integer", "floating", "bool"], cases=_to_cases("lt_to"))
+@rule("le_to", dtypes=["integer", "floating", "bool"], cases=_to_cases("le_to"))
 def compare_total_order(ctx, x, y, **_):
     """Total-order comparison (used by sort): compare monotone integer keys of the bits."""
     dtype = _np(ctx.avals_in[0])
@@ -141,9 +141,9 @@ _BITWISE = {"and": tf.bitwise.bitwise_and, "or": tf.bitwise.bitwise_or,
             "xor": tf.bitwise.bitwise_xor}
 
 
-@rule("and", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_and, 2), polymorphic=True)
-@rule("or", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_or, 2), polymorphic=True)
-@rule("xor", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_xor, 2), polymorphic=True)
+@rule("and", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_and, 2))
+@rule("or", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_or, 2))
+@rule("xor", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_xor, 2))
 def bitwise_binary(ctx, x, y, **_):
     """Logical ops on bool (TF's bitwise ops have no bool kernel), bitwise ops on ints."""
     name = ctx.eqn.primitive.name
@@ -155,7 +155,7 @@ def bitwise_binary(ctx, x, y, **_):
     return _BITWISE[name](x, y)
 
 
-@rule("not", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_not, 1), polymorphic=True)
+@rule("not", dtypes=["integer", "bool"], cases=_bitwise_cases(lax.bitwise_not, 1))
 def bitwise_not(ctx, x, **_):
     """Logical not on bool, bitwise complement on ints."""
     if _np(ctx.avals_in[0]) == np.bool_:
@@ -197,7 +197,7 @@ def _select_keys(p, k1, k2):
     return jax.random.key_data(keys)
 
 
-@rule("select_n", dtypes=["all", "key"], cases=_select_cases(), polymorphic=True)
+@rule("select_n", dtypes=["all", "key"], cases=_select_cases())
 def select_n(ctx, which, *cases, **_):
     """``cases[which]``: a bool predicate picks between two; an integer one is resolved by
     the same binary tree of ``which < mid`` selects that JAX emits, so out-of-range values
@@ -236,7 +236,7 @@ def _bool_cases(rng, dt):
 
 
 @rule("select_n", dtypes=["bool", "int32"], targets=("onnx", "tfjs"), when=_bool_result,
-      polymorphic=True, cases=[
+      cases=[
           *[case.custom(c.name, c.fn, c.make_args, dtypes="bool") for c in _select_cases()[:2]],
           case.custom("int32 predicate, 5 bool cases, -1 and 5 out of range", lax.select_n,
                       _bool_cases, dtypes="int32"),
@@ -334,7 +334,7 @@ def _bcast(ctx, x, s):
     return tf.broadcast_to(x, shape), tf.broadcast_to(s, shape)
 
 
-@rule("shift_left", dtypes="integer", cases=_shift_cases(lax.shift_left), polymorphic=True)
+@rule("shift_left", dtypes="integer", cases=_shift_cases(lax.shift_left))
 def shift_left(ctx, x, s, **_):
     """x << s, and 0 where s is outside [0, bit width)."""
     fast = _by_constant(ctx, x, s)
@@ -345,7 +345,7 @@ def shift_left(ctx, x, s, **_):
     return tf.where(in_range, tf.bitwise.left_shift(x, s), tf.zeros_like(x))
 
 
-@rule("shift_right_logical", dtypes="integer", cases=_shift_cases(lax.shift_right_logical), polymorphic=True)
+@rule("shift_right_logical", dtypes="integer", cases=_shift_cases(lax.shift_right_logical))
 def shift_right_logical(ctx, x, s, **_):
     """Zero-filling right shift whatever the signedness; 0 for amounts out of range."""
     fast = _by_constant(ctx, x, s)
@@ -363,7 +363,7 @@ def shift_right_logical(ctx, x, s, **_):
 
 
 @rule("shift_right_arithmetic", dtypes="integer",
-      cases=_shift_cases(lax.shift_right_arithmetic), polymorphic=True)
+      cases=_shift_cases(lax.shift_right_arithmetic))
 def shift_right_arithmetic(ctx, x, s, **_):
     """Sign-filling right shift of the bit pattern (also for unsigned dtypes); amounts out
     of range fill with the sign bit."""
@@ -389,13 +389,13 @@ def _count_cases(f):
                  np.iinfo(dt).max // 2 + 1], dt)], dtypes="integer")]
 
 
-@rule("population_count", dtypes="integer", cases=_count_cases(lax.population_count), polymorphic=True)
+@rule("population_count", dtypes="integer", cases=_count_cases(lax.population_count))
 def population_count(ctx, x, **_):
     """TF's PopulationCount returns uint8; JAX keeps the operand's dtype."""
     return tf.cast(tf.raw_ops.PopulationCount(x=x), x.dtype)
 
 
-@rule("clz", dtypes="integer", cases=_count_cases(lax.clz), polymorphic=True)
+@rule("clz", dtypes="integer", cases=_count_cases(lax.clz))
 def count_leading_zeros(ctx, x, **_):
     """No TF op: binary search on the unsigned bit pattern (halve the window each step)."""
     dtype = _np(ctx.avals_in[0])
@@ -628,12 +628,12 @@ def _tfl_cmp_cases(prim):
                                _poly_case(getattr(lax, prim), 2)]
 
 
-@rule("eq", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("eq"), polymorphic=True)
-@rule("ne", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("ne"), polymorphic=True)
-@rule("lt", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("lt"), polymorphic=True)
-@rule("le", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("le"), polymorphic=True)
-@rule("gt", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("gt"), polymorphic=True)
-@rule("ge", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("ge"), polymorphic=True)
+@rule("eq", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("eq"))
+@rule("ne", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("ne"))
+@rule("lt", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("lt"))
+@rule("le", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("le"))
+@rule("gt", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("gt"))
+@rule("ge", dtypes=["uint32", "float32"], targets="tflite", cases=_tfl_cmp_cases("ge"))
 def compare_tflite(ctx, x, y, **_):
     """TFLite compares no uint32 (compare the int32 view, bit 31 flipped to order) and
     compares float32 subnormals as such (flush them, as XLA's CPU compare does)."""
@@ -646,9 +646,9 @@ def compare_tflite(ctx, x, y, **_):
     return _CMP[name](x, y)
 
 
-@rule("eq_to", dtypes="uint32", targets="tflite", cases=_to_cases("eq_to"), polymorphic=True)
-@rule("lt_to", dtypes="uint32", targets="tflite", cases=_to_cases("lt_to"), polymorphic=True)
-@rule("le_to", dtypes="uint32", targets="tflite", cases=_to_cases("le_to"), polymorphic=True)
+@rule("eq_to", dtypes="uint32", targets="tflite", cases=_to_cases("eq_to"))
+@rule("lt_to", dtypes="uint32", targets="tflite", cases=_to_cases("lt_to"))
+@rule("le_to", dtypes="uint32", targets="tflite", cases=_to_cases("le_to"))
 def compare_total_order_tflite(ctx, x, y, **_):
     """uint32 total order = the unsigned order: the int32 view with bit 31 flipped."""
     return _TO[ctx.eqn.primitive.name](_u32_key(x, True), _u32_key(y, True))
@@ -685,9 +685,9 @@ def _tfl_bitwise_cases(f, nargs):
 
 
 @rule("and", dtypes=["int32", "uint32"], targets="tflite",
-      cases=_tfl_bitwise_cases(lax.bitwise_and, 2), polymorphic=True)
+      cases=_tfl_bitwise_cases(lax.bitwise_and, 2))
 @rule("or", dtypes=["int32", "uint32"], targets="tflite",
-      cases=_tfl_bitwise_cases(lax.bitwise_or, 2), polymorphic=True)
+      cases=_tfl_bitwise_cases(lax.bitwise_or, 2))
 def bitwise_and_or_tflite(ctx, x, y, **_):
     """& and | from Add, Sub, BitwiseXor and a logical RightShift (see the note above)."""
     f = and32 if ctx.eqn.primitive.name == "and" else or32
@@ -702,14 +702,11 @@ def _int64_cases(f, nargs):
 
 
 @rule("and", dtypes="int64", targets="tflite",
-      cases=_bitwise_cases(lax.bitwise_and, 2) + _int64_cases(lax.bitwise_and, 2),
-      polymorphic=True)
+      cases=_bitwise_cases(lax.bitwise_and, 2) + _int64_cases(lax.bitwise_and, 2))
 @rule("or", dtypes="int64", targets="tflite",
-      cases=_bitwise_cases(lax.bitwise_or, 2) + _int64_cases(lax.bitwise_or, 2),
-      polymorphic=True)
+      cases=_bitwise_cases(lax.bitwise_or, 2) + _int64_cases(lax.bitwise_or, 2))
 @rule("xor", dtypes="int64", targets="tflite",
-      cases=_bitwise_cases(lax.bitwise_xor, 2) + _int64_cases(lax.bitwise_xor, 2),
-      polymorphic=True)
+      cases=_bitwise_cases(lax.bitwise_xor, 2) + _int64_cases(lax.bitwise_xor, 2))
 def bitwise_int64_tflite(ctx, x, y, **_):
     """On the two uint32 halves of each int64 (TFLite has no 64-bit bitwise op)."""
     f = {"and": and32, "or": or32, "xor": tf.bitwise.bitwise_xor}[ctx.eqn.primitive.name]
@@ -721,8 +718,7 @@ def bitwise_int64_tflite(ctx, x, y, **_):
 
 
 @rule("not", dtypes=["int32", "uint32", "int64"], targets="tflite",
-      cases=_tfl_bitwise_cases(lax.bitwise_not, 1) + _int64_cases(lax.bitwise_not, 1),
-      polymorphic=True)
+      cases=_tfl_bitwise_cases(lax.bitwise_not, 1) + _int64_cases(lax.bitwise_not, 1))
 def bitwise_not_tflite(ctx, x, **_):
     """~x = x ^ 0xFFFFFFFF (32 bits), -1 - x (int64, which has no BitwiseXor)."""
     if x.dtype == tf.int64:
@@ -761,9 +757,9 @@ def _tfl_shift_cases(f):
 
 
 @rule("shift_left", dtypes=_TFL_SHIFT_DTYPES, targets="tflite",
-      cases=_tfl_shift_cases(lax.shift_left), polymorphic=True)
+      cases=_tfl_shift_cases(lax.shift_left))
 @rule("shift_right_logical", dtypes=_TFL_SHIFT_DTYPES, targets="tflite",
-      cases=_tfl_shift_cases(lax.shift_right_logical), polymorphic=True)
+      cases=_tfl_shift_cases(lax.shift_right_logical))
 def shift_zero_fill_tflite(ctx, x, s, **_):
     """x << s as x * 2^s (wrapping), x >>> s as RightShift on the uint32 view; 0 for
     amounts outside [0, 32). A computed 2^s comes from a 33-entry table whose last entry,
@@ -784,7 +780,7 @@ def shift_zero_fill_tflite(ctx, x, s, **_):
 
 
 @rule("shift_right_arithmetic", dtypes=_TFL_SHIFT_DTYPES, targets="tflite",
-      cases=_tfl_shift_cases(lax.shift_right_arithmetic), polymorphic=True)
+      cases=_tfl_shift_cases(lax.shift_right_arithmetic))
 def shift_right_arithmetic_tflite(ctx, x, s, **_):
     """RightShift on the int32 view; amounts outside [0, 32) shift by 31 (sign fill)."""
     k = _static32(s)
@@ -806,7 +802,7 @@ def _tfl_count_cases(f):
 
 
 @rule("population_count", dtypes=["int32", "uint32"], targets="tflite",
-      cases=_tfl_count_cases(lax.population_count), polymorphic=True)
+      cases=_tfl_count_cases(lax.population_count))
 def population_count_tflite(ctx, x, **_):
     """Sum of a 256-entry table looked up at each byte."""
     xi = _i32(x)
@@ -815,8 +811,7 @@ def population_count_tflite(ctx, x, **_):
     return _as((a + b) + (c + d), x.dtype)
 
 
-@rule("clz", dtypes=["int32", "uint32"], targets="tflite", cases=_tfl_count_cases(lax.clz),
-      polymorphic=True)
+@rule("clz", dtypes=["int32", "uint32"], targets="tflite", cases=_tfl_count_cases(lax.clz))
 def count_leading_zeros_tflite(ctx, x, **_):
     """From the float exponent of the leading nonzero 16-bit half v: v + 0.5 is exact in
     float32 and its exponent is floor(log2(v)) (-1 for v = 0, so x = 0 gives 32)."""
@@ -849,8 +844,7 @@ def _magnitude_bits(x, dtype: np.dtype):
 
 
 @rule("population_count", dtypes=_PORTABLE_COUNT_DTYPES, targets=("onnx", "tfjs"),
-      cases=_count_cases(lax.population_count) + [_poly_case(lax.population_count, 1)],
-      polymorphic=True)
+      cases=_count_cases(lax.population_count) + [_poly_case(lax.population_count, 1)])
 def population_count_portable(ctx, x, **_):
     """A 256-entry table looked up at each byte of v (FloorMod/FloorDiv by 256), plus the
     sign bit."""
@@ -866,7 +860,7 @@ def population_count_portable(ctx, x, **_):
 
 
 @rule("clz", dtypes=_PORTABLE_COUNT_DTYPES, targets=("onnx", "tfjs"),
-      cases=_count_cases(lax.clz) + [_poly_case(lax.clz, 1)], polymorphic=True)
+      cases=_count_cases(lax.clz) + [_poly_case(lax.clz, 1)])
 def count_leading_zeros_portable(ctx, x, **_):
     """0 where the sign bit is set, else the width less the bit length of v, found by a
     binary search of FloorDivs by 2^step."""
@@ -900,10 +894,9 @@ def _unsigned_shift(x, s, bits: int, left: bool):
 
 
 @rule("shift_left", dtypes="signed", targets="onnx", cases=_shift_cases(lax.shift_left)
-      + [_poly_case(lax.shift_left, 2)], polymorphic=True)
+      + [_poly_case(lax.shift_left, 2)])
 @rule("shift_right_logical", dtypes="signed", targets="onnx",
-      cases=_shift_cases(lax.shift_right_logical) + [_poly_case(lax.shift_right_logical, 2)],
-      polymorphic=True)
+      cases=_shift_cases(lax.shift_right_logical) + [_poly_case(lax.shift_right_logical, 2)])
 def shift_zero_fill_onnx(ctx, x, s, **_):
     """The shift of the unsigned view (negative amounts are out of range there)."""
     x, s = _bcast(ctx, x, s)
@@ -915,7 +908,7 @@ def shift_zero_fill_onnx(ctx, x, s, **_):
 
 @rule("shift_right_arithmetic", dtypes="integer", targets="onnx",
       cases=_shift_cases(lax.shift_right_arithmetic)
-      + [_poly_case(lax.shift_right_arithmetic, 2)], polymorphic=True)
+      + [_poly_case(lax.shift_right_arithmetic, 2)])
 def shift_right_arithmetic_onnx(ctx, x, s, **_):
     """Sign fill from a logical shift: x >> s = ~(~x >>> s) where x < 0 (~x = -1 - x);
     amounts outside [0, bits) shift by bits - 1."""

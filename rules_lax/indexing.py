@@ -303,7 +303,7 @@ _GATHER_CASES += [
 ]
 
 
-@rule("gather", dtypes=["all", "key"], polymorphic=True, cases=_GATHER_CASES)
+@rule("gather", dtypes=["all", "key"], cases=_GATHER_CASES)
 def gather(ctx, operand, indices, *, dimension_numbers, mode, fill_value=None, **_):
     """XLA gather as one tf.gather over linear positions in the flattened operand."""
     mode = _mode(mode)
@@ -565,7 +565,7 @@ def _scatter_rule(kind, dtypes, doc, extra_cases=()):
         return _scatter_impl(kind, ctx, operand, indices, updates, **params)
     lower.__name__ = lower.__qualname__ = primitive.replace("-", "_")
     lower.__doc__ = doc
-    return rule(primitive, dtypes=dtypes, polymorphic=True,
+    return rule(primitive, dtypes=dtypes,
                 cases=_scatter_cases(kind) + list(extra_cases))(lower)
 
 

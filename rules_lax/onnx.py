@@ -115,7 +115,7 @@ def _on_exact_dims(generic, refused=None, extra=()):
                  d for d in (c.dtypes or r.dtypes) if d not in (refused or {}).get(c.name, ())))
              for c in [*r.cases, *extra] if "symbolic" in c.name]
     cases = [c for c in cases if c.dtypes]
-    return rule(r.primitive, dtypes=list(r.dtypes), targets="onnx", polymorphic=True,
+    return rule(r.primitive, dtypes=list(r.dtypes), targets="onnx",
                 when=_has_symbolic, cases=cases)(lower)
 
 
@@ -181,7 +181,7 @@ def _int_extremes(rng, dt):
     return [x]
 
 
-@rule("reduce_prod", dtypes=["int32", "int64"], targets="onnx", polymorphic=True,
+@rule("reduce_prod", dtypes=["int32", "int64"], targets="onnx",
       cases=[case.custom("wraps: extremes, axis 1", lambda x: lax.reduce_prod(x, (1,)),
                          _int_extremes),
              case.custom("wraps: extremes, axes 0 1", lambda x: lax.reduce_prod(x, (0, 1)),
@@ -216,7 +216,7 @@ _ATAN2_Y = [0.0, 0.0, -0.0, -0.0, -inf, -inf, inf, -inf, 1.0, inf, -inf, 0.0, -0
             -2.0, 5.0, -5.0, inf, inf, nan, nan, -4.0, 1e30, -1e-30, -1.0]
 
 
-@rule("atan2", dtypes=["float16", "bfloat16", "float32"], targets="onnx", polymorphic=True,
+@rule("atan2", dtypes=["float16", "bfloat16", "float32"], targets="onnx",
       cases=[case("signed zeros and infinities", lax.atan2, _ATAN2_X, _ATAN2_Y),
              case.random(lax.atan2, shapes=[(3, 4), (3, 4)])])
 def atan2_onnx(ctx, x, y, **_):
@@ -240,7 +240,7 @@ def atan2_onnx(ctx, x, y, **_):
     return tf.cast(t, ctx.tf_dtype(ctx.aval_out))
 
 
-@rule("rem", dtypes="floating", targets="onnx", polymorphic=True,
+@rule("rem", dtypes="floating", targets="onnx",
       cases=[case("C fmod: infinite divisors give the dividend", lax.rem,
                   [5.5, -5.5, 5.5, -5.5, 1.0, inf, 1.0, -0.0, -4.0, -1.0, 0.0, -inf, nan, 3e38],
                   [2.0, 2.0, -2.0, -2.0, 0.0, 1.0, inf, inf, 2.0, -inf, -inf, inf, inf, -inf]),
@@ -253,7 +253,7 @@ def rem_onnx(ctx, x, y, **_):
     return tf.cast(tf.where(keep, x, r), ctx.tf_dtype(ctx.aval_out))
 
 
-@rule("sign", dtypes=["float16", "bfloat16"], targets="onnx", polymorphic=True,
+@rule("sign", dtypes=["float16", "bfloat16"], targets="onnx",
       cases=[case("zeros keep their sign, NaN stays", lax.sign,
                   [-0.0, 0.0, nan, -nan, -inf, inf, 2.0, -3.0, -1e-30, 65504.0])])
 def sign_onnx(ctx, x, **_):

@@ -361,7 +361,7 @@ def _simple(prim_name, kind, dtypes, extra=()):
     lower.__name__ = lower.__qualname__ = prim_name
     lower.__doc__ = f"{prim_name} with XLA's identity for empty axes" + (
         " and NaN propagation" if kind in ("max", "min") else "")
-    return rule(prim_name, dtypes=dtypes, polymorphic=True, cases=_simple_cases(prim, extra))(lower)
+    return rule(prim_name, dtypes=dtypes, cases=_simple_cases(prim, extra))(lower)
 
 
 def _simple_cases(prim, extra=()):
@@ -435,13 +435,13 @@ def _argcases(fn):
                  dtypes="floating", convert_kw=poly)]
 
 
-@rule("argmax", dtypes=["bool", "integer", "floating"], polymorphic=True, cases=_argcases(lax.argmax))
+@rule("argmax", dtypes=["bool", "integer", "floating"], cases=_argcases(lax.argmax))
 def argmax(ctx, x, *, axes, index_dtype, **_):
     """argmax: first NaN, else the first maximal element."""
     return _argminmax(ctx, x, axes, index_dtype, True)
 
 
-@rule("argmin", dtypes=["bool", "integer", "floating"], polymorphic=True, cases=_argcases(lax.argmin))
+@rule("argmin", dtypes=["bool", "integer", "floating"], cases=_argcases(lax.argmin))
 def argmin(ctx, x, *, axes, index_dtype, **_):
     """argmin: first NaN, else the first minimal element."""
     return _argminmax(ctx, x, axes, index_dtype, False)
@@ -541,7 +541,7 @@ _REDUCE_CASES = [
 ]
 
 
-@rule("reduce", polymorphic=True, cases=_REDUCE_CASES)
+@rule("reduce", cases=_REDUCE_CASES)
 def reduce(ctx, *args, computation=None, jaxpr, dimensions, **_):
     """Variadic reduce: known monoids reduce natively; any other computation is applied in
     XLA's CPU order (one operand: windows of 32, see xla_order_reduce; several: one fold
@@ -655,7 +655,7 @@ def _simple_tflite(prim_name, kind, dtypes):
     lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
     lower.__doc__ = f"{prim_name} in TFLite builtins (see lite_reduce_monoid)"
     extra = [case.custom("extremes", lambda x: (prim(x, (1,)), prim(x, (0,))), _lite_extremes)]
-    return rule(prim_name, dtypes=dtypes, targets="tflite", polymorphic=True,
+    return rule(prim_name, dtypes=dtypes, targets="tflite",
                 cases=lite_cases(_simple_cases(prim, extra)))(lower)
 
 
@@ -691,7 +691,7 @@ def _arg_tflite(prim_name, is_max):
 
     lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
     lower.__doc__ = f"{prim_name} in TFLite builtins (see _argminmax_lite)"
-    return rule(prim_name, dtypes=["uint32", "float32"], targets="tflite", polymorphic=True,
+    return rule(prim_name, dtypes=["uint32", "float32"], targets="tflite",
                 cases=_argcases_lite(getattr(lax, prim_name)))(lower)
 
 
@@ -703,7 +703,7 @@ def _inf_init(rng, dtype):
     return [np.array([[-_INF, -_INF, -_INF], [1.0, _NAN, -_INF]], dtype)]
 
 
-@rule("reduce", dtypes=LITE_DTYPES, targets="tflite", polymorphic=True, cases=[
+@rule("reduce", dtypes=LITE_DTYPES, targets="tflite", cases=[
     c for c in lite_cases(_REDUCE_CASES) if "order-dependent computation" not in c.name
     or "symbolic" not in c.name] + [
     case.custom("max from +inf", lambda x: lax.reduce(x, np.inf, lax.max, (1,)),

@@ -95,7 +95,7 @@ _I = np.int32
              case.custom("full window", lambda x, i: _raw_dynamic_slice(x, i, sizes=(5,)),
                          lambda rng, dt: [np.arange(5).astype(dt), np.array(3, _I)],
                          dtypes="numeric"),
-             *_key_cases("dynamic_slice", lambda k: lax.dynamic_slice(k, (1,), (2,)), (4,))], polymorphic=True)
+             *_key_cases("dynamic_slice", lambda k: lax.dynamic_slice(k, (1,), (2,)), (4,))])
 def dynamic_slice(ctx, x, *starts, slice_sizes, **_):
     """One Slice whose begin is the clamped start indices."""
     aval = ctx.avals_in[0]
@@ -135,7 +135,7 @@ def _update_case(name, xshape, ushape, *starts, dtypes="numeric"):
                          lambda rng, dt: [rng.random((3, 4)) < 0.5, np.ones((2, 2), bool),
                                           np.array(2, _I), np.array(1, _I)], dtypes="bool"),
              *_key_cases("dynamic_update_slice",
-                       lambda k: lax.dynamic_update_slice(k, k[:1], (2,)), (3,))], polymorphic=True)
+                       lambda k: lax.dynamic_update_slice(k, k[:1], (2,)), (3,))])
 def dynamic_update_slice(ctx, x, update, *starts, **_):
     """Pad the update to the operand's shape at the clamped starts, then select it inside
     the window (a mask of per-axis range tests)."""

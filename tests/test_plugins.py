@@ -87,8 +87,7 @@ def _double(ctx, x, scale, **_):
 
 
 def test_plugin_that_clashes_with_a_builtin_is_left_out():
-    clash = rule_package("clash", make_rule("jit", _double, dtypes=("all", "key"),
-                                            polymorphic=True, name="my_jit"))
+    clash = rule_package("clash", make_rule("jit", _double, dtypes=("all", "key"), name="my_jit"))
     reg = build_registry(plugins=[clash], entry_points=False)
     assert "ambiguous rules for 'jit'" in {p.name: p for p in reg.plugins}["clash"].error
     assert [r.package for r in reg.rules("jit")] == ["rules_lax"]

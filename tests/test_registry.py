@@ -46,6 +46,17 @@ def test_decorator_only_marks():
     assert r.id.endswith(":f")
 
 
+def test_rules_are_polymorphic_unless_they_say_not():
+    from jax import export
+    (b,) = export.symbolic_shape("b")
+    eqn = _eqn(lambda x: x + x, jax.ShapeDtypeStruct((b, 3), np.float32))
+    assert make_rule("add", _fn).reject_reason(["float32"], "cpu", False, eqn) is None
+    static = make_rule("add", _fn, polymorphic=False)
+    assert "symbolic dimensions" in static.reject_reason(["float32"], "cpu", False, eqn)
+    assert static.reject_reason(["float32"], "cpu", False,
+                                _eqn(lambda x: x + x, np.zeros(3, np.float32))) is None
+
+
 def test_selection_by_dtype_priority_and_specificity():
     general = make_rule("add", _fn, dtypes="all", name="general")
     floats = make_rule("add", _fn, dtypes="floating", name="floats")
