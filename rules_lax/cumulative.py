@@ -211,11 +211,10 @@ def _extreme_rule(prim_name, is_max):
         op = lambda a, b: minmax(a, b, is_max, np.dtype(aval.dtype))  # noqa: E731
         return scan(x, ctx.shape(aval)[int(axis)], int(axis), bool(reverse), op)
 
-    lower.__name__ = lower.__qualname__ = prim_name
-    lower.__doc__ = (f"{prim_name}: a Hillis–Steele scan of lax.{prim_name[3:]} (exact in "
-                     "any order; NaN propagates, complex compares lexicographically)")
-    return rule(prim_name, dtypes="numeric",
-                cases=_cases(getattr(lax, prim_name), [_NAN_CASE]))(lower)
+    return rule(prim_name, dtypes="numeric", cases=_cases(getattr(lax, prim_name), [_NAN_CASE]),
+                name=prim_name,
+                doc=f"{prim_name}: a Hillis–Steele scan of lax.{prim_name[3:]} (exact in any "
+                    "order; NaN propagates, complex compares lexicographically)")(lower)
 
 
 cummax = _extreme_rule("cummax", True)
@@ -258,12 +257,12 @@ def _extreme_tflite(prim_name, is_max):
         y = scan(key, ctx.shape(ctx.avals_in[0])[int(axis)], int(axis), bool(reverse), op)
         return lite_unbits(unsigned_order(y), np.uint32)
 
-    lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
-    lower.__doc__ = (f"uint32 {prim_name} for TFLite: a Hillis–Steele scan on the int32 bits "
-                     "with the sign bit flipped (ordered like the unsigned values)")
     prim = getattr(lax, prim_name)
     return rule(prim_name, dtypes=["uint32"], targets="tflite",
-                cases=lite_cases(_cases(prim, [_lite_case(lambda x: prim(x, 0), _U32)])))(lower)
+                cases=lite_cases(_cases(prim, [_lite_case(lambda x: prim(x, 0), _U32)])),
+                name=f"{prim_name}_tflite",
+                doc=f"uint32 {prim_name} for TFLite: a Hillis–Steele scan on the int32 bits "
+                    "with the sign bit flipped (ordered like the unsigned values)")(lower)
 
 
 cummax_tflite = _extreme_tflite("cummax", True)

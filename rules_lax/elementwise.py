@@ -593,12 +593,12 @@ def _unary_rule(primitive, tf_fn, dtypes="inexact", complex_extremes=None):
     """One TF op applied elementwise; half floats go through float32."""
     def lower(ctx, x, **_):
         return _f32(tf_fn, x)
-    lower.__doc__ = f"{primitive}: elementwise TF op (float32 for half types)."
     fn = getattr(lax, primitive)
     cases = _unary_cases(fn, dtypes)
     if complex_extremes:
         cases.append(case("complex extremes", fn, np.array(complex_extremes), dtypes="complex"))
     return make_rule(primitive, lower, dtypes=dtypes, name=f"unary_{primitive}",
+                     doc=f"{primitive}: elementwise TF op (float32 for half types).",
                      when=_no_accuracy, cases=cases)
 
 
@@ -998,13 +998,13 @@ def _tan_f32(x):
 def _tfl_unary(primitive, fn, extra=(), edges=None):
     def lower(ctx, x, **_):
         return fn(x)
-    lower.__doc__ = f"{primitive} in float32 TFLite builtins (see the notes above _inf)."
     lax_fn = getattr(lax, primitive)
     cases = [case.random(lax_fn, shapes=[(3, 4)]),
              case("special values", lax_fn, _SPECIALS + (_TFL_EDGES if edges is None else edges)),
              *[case(name, lax_fn, vals) for name, vals in extra]]
     return make_rule(primitive, lower, dtypes="float32", targets="tflite",
-                     name=f"tflite_{primitive}", when=_no_accuracy, cases=cases)
+                     name=f"tflite_{primitive}", when=_no_accuracy, cases=cases,
+                     doc=f"{primitive} in float32 TFLite builtins (see the notes above _inf).")
 
 
 _TFL_SMALL = [1e-45, -1e-45, 1e-39, -3e-39, 2.0 ** -13, -2.0 ** -13]
@@ -1081,14 +1081,14 @@ _NEAR_0 = [1e-7, -1e-7, 3e-8, -3e-8, 6e-8, 1e-20, -1e-20, 1e-30, 1e-38, 1e-40, -
 def _onnx_unary(primitive, fn, extra):
     def lower(ctx, x, **_):
         return _f32(fn, x)
-    lower.__doc__ = f"{primitive} in ONNX-convertible ops (see the notes above _log1p_onnx)."
     lax_fn = getattr(lax, primitive)
     cases = [case.random(lax_fn, shapes=[(3, 4)]),
              case("special values", lax_fn, _SPECIALS),
              case("near 0", lax_fn, _NEAR_0),
              case("large", lax_fn, extra)]
     return make_rule(primitive, lower, dtypes=["bfloat16", "float16", "float32"],
-                     targets="onnx", name=f"onnx_{primitive}", when=_no_accuracy, cases=cases)
+                     targets="onnx", name=f"onnx_{primitive}", when=_no_accuracy, cases=cases,
+                     doc=f"{primitive} in ONNX-convertible ops (see the notes above _log1p_onnx).")
 
 
 RULES += [

@@ -557,20 +557,16 @@ def _scatter_cases(kind):
     return cases
 
 
-def _scatter_rule(kind, dtypes, doc, extra_cases=()):
+def _scatter_rule(primitive, kind, dtypes, doc, extra_cases=()):
     """The rule of one scatter primitive: ``_scatter_impl`` with its combiner ``kind``."""
-    primitive = "scatter" if kind == "scatter" else f"scatter-{kind}"
-
     def lower(ctx, operand, indices, updates, **params):
         return _scatter_impl(kind, ctx, operand, indices, updates, **params)
-    lower.__name__ = lower.__qualname__ = primitive.replace("-", "_")
-    lower.__doc__ = doc
-    return rule(primitive, dtypes=dtypes,
-                cases=_scatter_cases(kind) + list(extra_cases))(lower)
+    return rule(primitive, dtypes=dtypes, cases=_scatter_cases(kind) + list(extra_cases),
+                name=primitive.replace("-", "_"), doc=doc)(lower)
 
 
 scatter = _scatter_rule(
-    "scatter", ["all", "key"],
+    "scatter", "scatter", ["all", "key"],
     "Overwrite; with overlaps the last scatter position wins, as on XLA:CPU.", [
         case.custom("scatter_apply (custom combiner, applied once per hit)",
                     lambda x, i: lax.scatter_apply(x, i, lambda v: v * 2 + 1, _D1,
@@ -579,14 +575,14 @@ scatter = _scatter_rule(
         _poly("x.at[idx].apply(f)", lambda x, i: x.at[i].apply(lambda v: v * 2 + 1),
               lambda rng, dt: [random_values(rng, (5,), dt), _AT_IDX], "(n,)", "(b,)")])
 scatter_add = _scatter_rule(
-    "add", "numeric", "operand + segment sum of the updates (modular for integers, like XLA).")
-scatter_sub = _scatter_rule("sub", "numeric", "operand - segment sum of the updates.")
+    "scatter-add", "add", "numeric", "operand + segment sum of the updates (modular for integers, like XLA).")
+scatter_sub = _scatter_rule("scatter-sub", "sub", "numeric", "operand - segment sum of the updates.")
 scatter_mul = _scatter_rule(
-    "mul", "numeric",
+    "scatter-mul", "mul", "numeric",
     "operand * segment product of the updates (no logs, so signs and zeros are exact).")
 scatter_min = _scatter_rule(
-    "min", "all",
+    "scatter-min", "min", "all",
     "Segment min with XLA's NaN propagation; complex: lexicographic, in XLA's order.")
 scatter_max = _scatter_rule(
-    "max", "all",
+    "scatter-max", "max", "all",
     "Segment max with XLA's NaN propagation; complex: lexicographic, in XLA's order.")

@@ -109,14 +109,14 @@ def _on_exact_dims(generic, refused=None, extra=()):
 
     def lower(ctx, *args, **params):
         return generic(exact_dims(ctx), *args, **params)
-    lower.__name__ = lower.__qualname__ = f"{generic.__name__}_onnx"
-    lower.__doc__ = f"{generic.__name__} with symbolic dimensions evaluated exactly in ONNX"
     cases = [dataclasses.replace(c, dtypes=frozenset(
                  d for d in (c.dtypes or r.dtypes) if d not in (refused or {}).get(c.name, ())))
              for c in [*r.cases, *extra] if "symbolic" in c.name]
     cases = [c for c in cases if c.dtypes]
-    return rule(r.primitive, dtypes=list(r.dtypes), targets="onnx",
-                when=_has_symbolic, cases=cases)(lower)
+    return rule(r.primitive, dtypes=list(r.dtypes), targets="onnx", when=_has_symbolic,
+                cases=cases, name=f"{generic.__name__}_onnx",
+                doc=f"{generic.__name__} with symbolic dimensions evaluated exactly in ONNX"
+                )(lower)
 
 
 # (case, dtypes) the pre-flight refuses, measured (PadV2 of narrow ints/bool/half floats,

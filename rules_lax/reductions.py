@@ -358,10 +358,10 @@ def _simple(prim_name, kind, dtypes, extra=()):
     def lower(ctx, x, *, axes, **_):
         return reduce_monoid(ctx, x, ctx.avals_in[0], ctx.aval_out, axes, kind)
 
-    lower.__name__ = lower.__qualname__ = prim_name
-    lower.__doc__ = f"{prim_name} with XLA's identity for empty axes" + (
+    doc = f"{prim_name} with XLA's identity for empty axes" + (
         " and NaN propagation" if kind in ("max", "min") else "")
-    return rule(prim_name, dtypes=dtypes, cases=_simple_cases(prim, extra))(lower)
+    return rule(prim_name, dtypes=dtypes, cases=_simple_cases(prim, extra), name=prim_name,
+                doc=doc)(lower)
 
 
 def _simple_cases(prim, extra=()):
@@ -652,11 +652,10 @@ def _simple_tflite(prim_name, kind, dtypes):
     def lower(ctx, x, *, axes, **_):
         return lite_reduce_monoid(ctx, x, ctx.avals_in[0], ctx.aval_out, axes, kind)
 
-    lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
-    lower.__doc__ = f"{prim_name} in TFLite builtins (see lite_reduce_monoid)"
     extra = [case.custom("extremes", lambda x: (prim(x, (1,)), prim(x, (0,))), _lite_extremes)]
     return rule(prim_name, dtypes=dtypes, targets="tflite",
-                cases=lite_cases(_simple_cases(prim, extra)))(lower)
+                cases=lite_cases(_simple_cases(prim, extra)), name=f"{prim_name}_tflite",
+                doc=f"{prim_name} in TFLite builtins (see lite_reduce_monoid)")(lower)
 
 
 reduce_sum_tflite = _simple_tflite("reduce_sum", "add", ["uint32"])
@@ -689,10 +688,9 @@ def _arg_tflite(prim_name, is_max):
     def lower(ctx, x, *, axes, index_dtype, **_):
         return _argminmax_lite(ctx, x, axes, index_dtype, is_max)
 
-    lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
-    lower.__doc__ = f"{prim_name} in TFLite builtins (see _argminmax_lite)"
     return rule(prim_name, dtypes=["uint32", "float32"], targets="tflite",
-                cases=_argcases_lite(getattr(lax, prim_name)))(lower)
+                cases=_argcases_lite(getattr(lax, prim_name)), name=f"{prim_name}_tflite",
+                doc=f"{prim_name} in TFLite builtins (see _argminmax_lite)")(lower)
 
 
 argmax_tflite = _arg_tflite("argmax", True)

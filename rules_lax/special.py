@@ -443,9 +443,7 @@ _IGAMMA_X = [0.0, 1.0, 0.0, np.inf, 1.0, -1.0, 1.0, np.nan, 0.5, 10.0, 25.0, 2.0
 def _igamma_rule(prim_name, impl, doc):
     def lower(ctx, a, x, **_):
         return ctx.lower_fun(_jax_special._up_and_broadcast(impl), a, x)[0]
-    lower.__doc__ = doc
-    lower.__name__ = lower.__qualname__ = prim_name
-    return rule(prim_name, dtypes="floating",
+    return rule(prim_name, dtypes="floating", name=prim_name, doc=doc,
                 cases=[case("domain edges", getattr(lax, prim_name), _IGAMMA_A, _IGAMMA_X),
                        case.custom("positive", getattr(lax, prim_name),
                                    lambda rng, dt: [_positive(rng, dt), _positive(rng, dt)])])(lower)
@@ -480,9 +478,9 @@ def regularized_incomplete_beta(ctx, a, b, x, **_):
 def _target_rule(target, prim_name, fn, cases, doc):
     def lower(ctx, *xs, **_):
         return fn(*xs)
-    lower.__doc__ = f"{prim_name}: XLA's expansion with {doc}."
-    lower.__name__ = lower.__qualname__ = f"{prim_name}_{target}"
-    return rule(prim_name, dtypes="float32", targets=target, cases=cases)(lower)
+    return rule(prim_name, dtypes="float32", targets=target, cases=cases,
+                name=f"{prim_name}_{target}", doc=f"{prim_name}: XLA's expansion with {doc}."
+                )(lower)
 
 
 def _tflite_rule(prim_name, fn, cases):
