@@ -23,10 +23,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from core.errors import UnsupportedError
-from core.dtypes import signed_of, unsigned_of
+from core.dtypes import signed_of
 from core.rule import case, rule
-from rules_lax.comparison import (TFBits, TFLiteBits, and32, flush_subnormals, srl32, _as, _i32,
-                                  _poly_case)
+from rules_lax.bitwise import _as, _i32, _poly_case, and32, srl32
+from rules_lax.comparison import TFBits, TFLiteBits, flush_subnormals
 
 _NAN = float("nan")
 _INF = float("inf")

@@ -51,7 +51,7 @@ QUIET = {"pass", "refused", "no_rule", "unsupported", "jax_error"}
 #: for NaN, inf, extremes are defined by JAX. Linear algebra (undefined on singular or
 #: non-finite input), FFT, PRNG, control flow, calls and index operands are left alone.
 VALUE_FAMILIES = re.compile(
-    r"^rules_(lax\.(elementwise|special|comparison|conversion|narrow|tfjs|onnx|reductions"
+    r"^rules_(lax\.(elementwise|special|comparison|bitwise|conversion|narrow|tfjs|onnx|reductions"
     r"|cumulative|structural|slicing|sorting)|nn\.activations)$")
 #: Primitives whose result depends on the order of a sum or product: their operands get
 #: values whose sums are exact in any order (small integers, +-0, +-inf, NaN).

@@ -64,7 +64,7 @@ KNOWN_TARGET_CASES: dict[str, dict[str, tuple[str, str]]] = {"tflite": {
     r"32).*:key<fry>$": (
         "refused", "8- and 16-bit random bits are uint8/uint16 results, which TF.js cannot "
         "hold (its 32-bit bits run, see the other cases)"),
-    r"^rules_lax\.comparison:(population_count|count_leading_zeros)_portable:.*:uint32$": (
+    r"^rules_lax\.bitwise:(population_count|count_leading_zeros)_portable:.*:uint32$": (
         "refused", "the portable popcount/clz count uint32 in int64, which TF.js has not"),
 }}
 
