@@ -21,7 +21,7 @@ Why that gives JAX's numbers:
   compare/bitwise are unchanged by the extension.
 - Reductions, cumulative sums, dot products and convolutions accumulate in float32 and
   round once, where XLA rounds at each step in the narrow type: the results agree within
-  the per-dtype tolerances of ``core.testing`` (not bit for bit). The generic ``reduce``
+  the per-dtype tolerances of ``core.testkit`` (not bit for bit). The generic ``reduce``
   and ``reduce_window`` instead run their computation through the narrow primitives at
   every step (:func:`_wide_computation`), as XLA does: bit for bit where the order is
   XLA's (float16 add/mul reductions over several axes are refused, as for target "tf").

@@ -7,7 +7,7 @@
     python tests/conformance.py --target onnx --per-group 3     # tf2onnx + onnxruntime
 
 A case passes when ``convert(f)`` under ``tf.function`` gives ``jax.jit(f)``'s numbers
-within the per-dtype tolerances of ``core.testing`` and its graph has no Xla* op. With
+within the per-dtype tolerances of ``core.testkit`` and its graph has no Xla* op. With
 ``--target tflite`` (``onnx``, ``tfjs``) the case is converted with that target, exported
 with the target's converter and run in its runtime (the LiteRT interpreter, onnxruntime,
 tfjs in node: one process per case, slow); "refused" then

@@ -2,7 +2,7 @@
 through ``convert`` under ``tf.function`` and compared with ``jax.jit`` on CPU.
 
 Collected: every CPU case whose primitives all have a registered rule. A case that
-passes must give JAX's numbers within ``core.testing.TOLERANCES`` and have no Xla* op in
+passes must give JAX's numbers within ``core.testkit.TOLERANCES`` and have no Xla* op in
 its graph. Known gaps are strict expected failures (``tests/known_failures.py``), so a
 fix shows up as a failure until the entry is removed. Run with ``JAX_ENABLE_X64=1`` for
 the 64-bit cases.

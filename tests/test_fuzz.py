@@ -17,7 +17,7 @@ import pytest
 from jax import lax
 
 from core.registry import build_registry
-from core.testing import run_function
+from core.testkit import run_function
 from tests import fuzz
 
 REGISTRY = build_registry(strict=True, entry_points=False)

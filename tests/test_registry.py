@@ -18,7 +18,7 @@ from core.hookspecs import hookimpl
 from core.coverage import coverage
 from core.registry import Registry, build_registry
 from core.rule import case, make_rule, rule, rules_of
-from core.testing import rule_package
+from core.testkit import rule_package
 
 
 def _fn(ctx, x, y, **_):
