@@ -46,13 +46,14 @@ def _check(harness, target: str = "tf") -> None:
     missing = harness_primitives(harness) - _covered()
     if missing:
         pytest.skip(f"no rule yet for {sorted(missing)}")
-    reason = expected_failure(harness, target)
+    known = expected_failure(harness, target)
     outcome = run_harness(harness, target=target)
-    if reason:
-        if outcome.ok:
-            pytest.fail(f"known failure now passes; remove it from tests/known_failures.py: "
-                        f"{reason}")
-        pytest.xfail(f"{reason} [{outcome.status}]")
+    if known:
+        status, reason = known
+        assert outcome.status == status, (
+            f"known failure ({status}: {reason}) now gives {outcome.status}: "
+            f"{outcome.detail[:500]}; update tests/known_failures.py")
+        pytest.xfail(f"{reason} [{status}]")
     assert outcome.status != "mismatch", f"WRONG NUMBERS ({target}): {outcome.detail}"
     refused = ("refused", "no_rule", "unsupported") if target != "tf" else ()
     assert outcome.ok or outcome.status in refused, f"{outcome.status}: {outcome.detail}"
