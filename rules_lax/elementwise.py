@@ -20,6 +20,7 @@ from jax import lax
 from jax.extend.core import Literal
 
 from core.rule import case, make_rule, rule
+from rules_lax.reductions import complex_minmax
 
 nan, inf = float("nan"), float("inf")
 _HALF = (tf.bfloat16, tf.float16)
@@ -482,10 +483,7 @@ def _fmin(x, y):
 def minmax_complex(ctx, x, y, **_):
     """JAX orders complex numbers by real part, then imaginary part; when a comparison
     involves NaN it picks y."""
-    cmp = tf.math.greater if ctx.eqn.primitive.name == "max" else tf.math.less
-    rx, ry, ix, iy = tf.math.real(x), tf.math.real(y), tf.math.imag(x), tf.math.imag(y)
-    pick_x = tf.where(tf.math.equal(rx, ry), cmp(ix, iy), cmp(rx, ry))
-    return tf.where(pick_x, x, y)
+    return complex_minmax(x, y, ctx.eqn.primitive.name == "max")
 
 
 @rule("clamp", dtypes=["integer", "floating"],

@@ -35,6 +35,7 @@ from jax._src.lax.slicing import GatherScatterMode
 
 from core.errors import UnsupportedError
 from core.rule import random_values, case, rule
+from rules_lax.reductions import complex_minmax
 
 _I64_MAX = np.iinfo(np.int64).max
 _I32_MAX = np.iinfo(np.int32).max
@@ -408,11 +409,7 @@ def _combine_ordered(ctx, kind, op_flat, upd_flat, pos, m, n_scatter, window,
         if kind == "scatter":
             return y
         if kind in ("min", "max"):
-            rx, ry = tf.math.real(x), tf.math.real(y)
-            ix, iy = tf.math.imag(x), tf.math.imag(y)
-            lt = tf.less if kind == "min" else tf.greater
-            pick_x = tf.where(tf.equal(rx, ry), lt(ix, iy), lt(rx, ry))
-            return tf.where(pick_x, x, y)
+            return complex_minmax(x, y, kind == "max")
         out, = ctx.lower_jaxpr(update_jaxpr, x, y, consts=list(update_consts))
         return tf.broadcast_to(tf.cast(out, x.dtype), tf.shape(x))
 

@@ -34,7 +34,7 @@ import tensorflow as tf
 from jax import lax
 
 from core.rule import case, rule, rules_of
-from core.shapes import is_symbolic
+from core.shapes import eval_expr, is_symbolic
 from rules_lax.elementwise import rem_floating, sign
 from rules_lax.reductions import reduce_monoid
 from rules_lax.structural import pad
@@ -56,25 +56,8 @@ def floordiv(a, b):
     return q - tf.cast(off, q.dtype)
 
 
-def _evaluate(e, env):
-    """A JAX dimension expression on TF int32 scalars (as core.shapes does), with exact
-    floor division and modulo."""
-    from jax._src.export import shape_poly
-    if not isinstance(e, shape_poly._DimExpr):
-        return int(e)
-    f_ = shape_poly._DimFactor
-    ops = {f_.FLOORDIV: floordiv, f_.MOD: lambda a, b: a - floordiv(a, b) * b,
-           f_.MAX: tf.maximum, f_.MIN: tf.minimum}
-    total = 0
-    for term, coeff in e._sorted_terms:
-        val = coeff
-        for f, exp in term._factors:
-            v = env[f.var] if f.var is not None else ops[f.operation](
-                *[_evaluate(o, env) for o in f.operands])
-            for _ in range(exp):
-                val = val * v
-        total = total + val
-    return total
+def _mod(a, b):
+    return a - floordiv(a, b) * b
 
 
 class _ExactDims:
@@ -82,7 +65,7 @@ class _ExactDims:
         self.values, self.assertions = dims.values, dims.assertions
 
     def evaluate(self, d):
-        return _evaluate(d, self.values) if is_symbolic(d) else int(d)
+        return eval_expr(d, self.values, floordiv, _mod) if is_symbolic(d) else int(d)
 
 
 def exact_dims(ctx):

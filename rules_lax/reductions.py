@@ -50,16 +50,22 @@ def identity(kind: str, dtype) -> np.ndarray:
     return np.array(info.min if kind == "max" else info.max, dtype)
 
 
+def complex_minmax(x, y, is_max: bool):
+    """lax.max / lax.min of complex TF tensors: JAX orders them by real part, then
+    imaginary part (mlir.max_hlo); where a comparison involves NaN, y is picked."""
+    cmp = tf.greater if is_max else tf.less
+    rx, ry = tf.math.real(x), tf.math.real(y)
+    pick_x = tf.where(tf.equal(rx, ry), cmp(tf.math.imag(x), tf.math.imag(y)), cmp(rx, ry))
+    return tf.where(pick_x, x, y)
+
+
 def minmax(x, y, is_max: bool, dtype):
     """lax.max / lax.min of two TF tensors: NaN wins for floats, complex numbers compare
-    as (real, imag) pairs (mlir.max_hlo), bool max/min are or/and."""
+    as (real, imag) pairs (:func:`complex_minmax`), bool max/min are or/and."""
     if dtype == np.bool_:
         return tf.logical_or(x, y) if is_max else tf.logical_and(x, y)
     if is_complex(dtype):
-        cmp = tf.greater if is_max else tf.less
-        rx, ry = tf.math.real(x), tf.math.real(y)
-        pick_x = tf.where(tf.equal(rx, ry), cmp(tf.math.imag(x), tf.math.imag(y)), cmp(rx, ry))
-        return tf.where(pick_x, x, y)
+        return complex_minmax(x, y, is_max)
     out = tf.maximum(x, y) if is_max else tf.minimum(x, y)
     if is_float(dtype):
         out = tf.where(tf.math.is_nan(x), x, tf.where(tf.math.is_nan(y), y, out))

@@ -79,6 +79,17 @@ def expected_target_case(target: str, case_id: str) -> tuple[str, str] | None:
     return None
 
 
+def xfail_as_known(outcome, known: tuple[str, str]) -> None:
+    """A strict expected failure: ``outcome`` must end with the known status, then the
+    test is marked xfail with the reason."""
+    import pytest
+    status, reason = known
+    assert outcome.status == status, (
+        f"known failure ({status}: {reason}) now gives {outcome.status}: "
+        f"{outcome.detail[:500]}; update tests/known_failures.py")
+    pytest.xfail(f"{reason} [{status}]")
+
+
 def expected_failure(harness, target: str = "tf") -> tuple[str, str] | None:
     """(status, reason) of a known failure of this harness case on ``target``, or None."""
     table = dict(KNOWN, **(KNOWN_X64 if jax.config.jax_enable_x64 else {}),

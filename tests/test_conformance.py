@@ -18,7 +18,7 @@ import pytest
 from core.registry import default_registry
 from core.testing import harness_primitives, run_harness
 from tests.conformance import cpu_harnesses, in_sample, per_group_sample
-from tests.known_failures import expected_failure
+from tests.known_failures import expected_failure, xfail_as_known
 
 pytestmark = pytest.mark.conformance
 
@@ -49,11 +49,7 @@ def _check(harness, target: str = "tf") -> None:
     known = expected_failure(harness, target)
     outcome = run_harness(harness, target=target)
     if known:
-        status, reason = known
-        assert outcome.status == status, (
-            f"known failure ({status}: {reason}) now gives {outcome.status}: "
-            f"{outcome.detail[:500]}; update tests/known_failures.py")
-        pytest.xfail(f"{reason} [{status}]")
+        xfail_as_known(outcome, known)
     assert outcome.status != "mismatch", f"WRONG NUMBERS ({target}): {outcome.detail}"
     refused = ("refused", "no_rule", "unsupported") if target != "tf" else ()
     assert outcome.ok or outcome.status in refused, f"{outcome.status}: {outcome.detail}"
