@@ -20,7 +20,7 @@ import tensorflow as tf  # noqa: E402
 from jax.experimental import jax2tf  # noqa: E402
 
 import models  # noqa: E402
-from timing import side_by_side  # noqa: E402
+from timing import op_count, side_by_side  # noqa: E402
 
 
 def main(argv) -> int:
@@ -38,7 +38,7 @@ def main(argv) -> int:
             [lambda: jax.block_until_ready(jitted(*args)),
              lambda: [o.numpy() for o in tf.nest.flatten(graph(*tf_args))]], small)
         print(json.dumps({"model": name, "jax": t_jax, "tf": t_tf,
-                          "ops": len(concrete.graph.as_graph_def().node),
+                          "ops": op_count(concrete.graph.as_graph_def()),
                           "max_abs_diff": float(np.max(np.abs(got - want)))}), flush=True)
     return 0
 

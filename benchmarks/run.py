@@ -43,7 +43,7 @@ import tensorflow as tf  # noqa: E402
 import models  # noqa: E402
 from core import convert  # noqa: E402
 from core.export_tflite import interpreter, tflite_model  # noqa: E402
-from timing import side_by_side  # noqa: E402
+from timing import op_count, side_by_side  # noqa: E402
 
 PEER_VENV = os.path.expanduser("~/.cache/jaxtf/jax2tf-0.7.1")
 PEER_PACKAGES = ["jax==0.7.1", "jaxlib==0.7.1", "tensorflow==2.21.0", "flax==0.12.0"]
@@ -94,7 +94,7 @@ def bench(name: str, small: bool, peer: dict) -> dict:
     converted = convert(fn, with_gradient=False)
     graph = tf.function(converted, autograph=False)
     tf_args = [tf.constant(a) for a in args]
-    n_ops = len(graph.get_concrete_function(*tf_args).graph.as_graph_def().node)
+    n_ops = op_count(graph.get_concrete_function(*tf_args).graph.as_graph_def())
     graph(*tf_args)
     t_convert = time.perf_counter() - t0
     run_tflite = tflite_call(convert(fn, with_gradient=False, target="tflite"), args)

@@ -23,3 +23,8 @@ def side_by_side(fns, small: bool = False, rounds: int = 9, budget: float = 0.1)
                 fn()
             ts.append((time.perf_counter() - t0) / reps)
     return [statistics.median(ts) for ts in times]
+
+
+def op_count(graph_def) -> int:
+    """Nodes of a GraphDef, counting the bodies of its functions (loops, conds) too."""
+    return len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)

@@ -127,8 +127,9 @@ NO_RULE: dict[str, tuple[str, str]] = {
                     "rule would raise at run time"),
 }
 
-_ACCURACY = ("accuracy= (a requested accuracy, e.g. lax.exp(x, accuracy=...)): the TF "
-             "lowering has one accuracy")
+_ACCURACY = ("accuracy=lax.AccuracyMode.HIGHEST or a lax.Tolerance (e.g. lax.exp(x, "
+             "accuracy=lax.Tolerance(ulps=1))): the TF lowering has one accuracy, the default; "
+             "accuracy=None and AccuracyMode.DEFAULT convert")
 _NEW_DTYPE = "new_dtype outside the 15 standard dtypes (float8 kinds, int4, uint4, int2, ...)"
 
 #: Built-in ``when=`` conditions, by rule id or by the condition's ``module:qualname``: the

@@ -10,6 +10,7 @@ back, which is what XLA:CPU itself does for half-precision math.
 """
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -27,11 +28,19 @@ _HALF = (tf.bfloat16, tf.float16)
 
 
 def _no_accuracy(eqn):
+    """``accuracy=None`` and ``AccuracyMode.DEFAULT`` are the TF op's own accuracy; a
+    ``Tolerance`` or ``HIGHEST`` asks for a bound the lowering does not promise."""
     acc = eqn.params.get("accuracy")
-    if acc is not None:
-        return (f"accuracy={acc} is not supported: the TF lowering has the default accuracy; "
-                f"drop the accuracy argument")
+    if acc is not None and acc != lax.AccuracyMode.DEFAULT:
+        return (f"accuracy={acc} is not supported: the TF lowering has the default accuracy "
+                f"(accuracy=None or lax.AccuracyMode.DEFAULT); drop the accuracy argument")
     return None
+
+
+def _accuracy_condition(lax_fn):
+    """``_no_accuracy`` for the primitives that take ``accuracy=``; None for the others, so
+    ``list`` does not show a condition that can never refuse."""
+    return _no_accuracy if "accuracy" in inspect.signature(lax_fn).parameters else None
 
 
 def _f32(fn, *xs):
@@ -90,27 +99,46 @@ def _static(t):
     return v
 
 
-def relu(x, cap=None):
+def relu(x, cap=None, target: str = "tf"):
     """max(x, 0) (or min(max(x, 0), cap)) with XLA's semantics: NaN propagates, +0.0 for
     -0.0. TF's Relu/Relu6 keep the sign of a -0.0 input in the lanes they do not
-    vectorise, so in general an Abs follows. When ``x`` is a BiasAdd (a dense or conv
-    layer), a Maximum of the same sum with the bias's -0.0 made +0.0 (folded for a constant
-    bias) needs no fix-up: a + b is -0.0 only when both are, and the sum is unchanged
-    otherwise. Not a Relu there: grappler fuses BiasAdd + Relu into the MatMul/Conv2D,
-    whose fused relu turns NaN into 0 (measured, oneDNN); the separate Maximum costs
-    about what the fused relu does, where Relu + Abs took 30% longer on a dense layer."""
+    vectorise, so in general an Abs follows. When ``x`` is a sum with a constant (a dense
+    or conv layer's bias: a BiasAdd on target "tf", an Add elsewhere), the same sum with
+    the constant's -0.0 made +0.0 (folded) needs no fix-up: a + b is -0.0 only when both
+    are, and the sum is unchanged otherwise. On "tf" that is a Maximum, not a Relu:
+    grappler fuses BiasAdd + Relu into the MatMul/Conv2D, whose fused relu turns NaN into
+    0 (measured, oneDNN); the separate Maximum costs about what the fused relu does, where
+    Relu + Abs took 30% longer on a dense layer. On the export targets it is a Relu, which
+    their converters fuse into the convolution or dense op (TFLite: NaN propagates, as the
+    cases measure), where the Abs was one more pass over the layer's output."""
     if not x.dtype.is_floating:
         return tf.nn.relu(x) if cap is None else tf.nn.relu6(x)
-    if tf.executing_eagerly() or x.op.type != "BiasAdd":
+    summed = _plus_constant(x)
+    if summed is None:
         return tf.math.abs(tf.nn.relu(x) if cap is None else tf.nn.relu6(x))
-    y, b = x.op.inputs
-    v = _static(b)
-    if v is None:
-        x = tf.nn.bias_add(y, tf.where(tf.equal(b, 0), tf.zeros_like(b), b))
-    elif np.signbit(v[v == 0]).any():
-        x = tf.nn.bias_add(y, tf.constant(v + np.zeros((), v.dtype), b.dtype))  # -0 + 0 = +0
-    out = tf.math.maximum(x, tf.zeros((), x.dtype))
+    if target != "tf":
+        return tf.nn.relu(summed) if cap is None else tf.nn.relu6(summed)
+    out = tf.math.maximum(summed, tf.zeros((), x.dtype))
     return out if cap is None else tf.math.minimum(out, tf.constant(cap, x.dtype))
+
+
+def _plus_constant(x):
+    """``x`` rebuilt with no -0.0 in its addend when it is a BiasAdd, or an Add of a
+    constant; else None. A BiasAdd's non-constant bias gets its -0.0 replaced at run
+    time (a pass over the bias vector only)."""
+    if tf.executing_eagerly() or x.op.type not in ("BiasAdd", "AddV2", "Add"):
+        return None
+    a, b = x.op.inputs
+    if x.op.type == "BiasAdd":
+        v = _static(b)
+        if v is None:
+            return tf.nn.bias_add(a, tf.where(tf.equal(b, 0), tf.zeros_like(b), b))
+        return tf.nn.bias_add(a, tf.constant(v + np.zeros((), v.dtype), b.dtype))  # -0+0=+0
+    for y, c in ((a, b), (b, a)):
+        v = _static(c)
+        if v is not None:
+            return tf.math.add(y, tf.constant(v + np.zeros((), v.dtype), c.dtype))
+    return None
 
 
 @rule("sub", dtypes="numeric",
@@ -593,11 +621,14 @@ def _unary_rule(primitive, tf_fn, dtypes="inexact", complex_extremes=None):
         return _f32(tf_fn, x)
     fn = getattr(lax, primitive)
     cases = _unary_cases(fn, dtypes)
+    if _accuracy_condition(fn):
+        cases.append(case("accuracy=DEFAULT", lambda x: fn(x, accuracy=lax.AccuracyMode.DEFAULT),
+                          np.array([0.5, 2.0, 0.0], np.float32), dtypes="float32"))
     if complex_extremes:
         cases.append(case("complex extremes", fn, np.array(complex_extremes), dtypes="complex"))
     return make_rule(primitive, lower, dtypes=dtypes, name=f"unary_{primitive}",
                      doc=f"{primitive}: elementwise TF op (float32 for half types).",
-                     when=_no_accuracy, cases=cases)
+                     when=_accuracy_condition(fn), cases=cases)
 
 
 RULES = [
@@ -1001,7 +1032,7 @@ def _tfl_unary(primitive, fn, extra=(), edges=None):
              case("special values", lax_fn, _SPECIALS + (_TFL_EDGES if edges is None else edges)),
              *[case(name, lax_fn, vals) for name, vals in extra]]
     return make_rule(primitive, lower, dtypes="float32", targets="tflite",
-                     name=f"tflite_{primitive}", when=_no_accuracy, cases=cases,
+                     name=f"tflite_{primitive}", when=_accuracy_condition(lax_fn), cases=cases,
                      doc=f"{primitive} in float32 TFLite builtins (see the notes above _inf).")
 
 
@@ -1085,7 +1116,8 @@ def _onnx_unary(primitive, fn, extra):
              case("near 0", lax_fn, _NEAR_0),
              case("large", lax_fn, extra)]
     return make_rule(primitive, lower, dtypes=["bfloat16", "float16", "float32"],
-                     targets="onnx", name=f"onnx_{primitive}", when=_no_accuracy, cases=cases,
+                     targets="onnx", name=f"onnx_{primitive}",
+                     when=_accuracy_condition(lax_fn), cases=cases,
                      doc=f"{primitive} in ONNX-convertible ops (see the notes above _log1p_onnx).")
 
 

@@ -1,8 +1,8 @@
 """Reductions over axes: reduce_{sum,prod,max,min,and,or,xor}, argmin/argmax and the
 generic (variadic) ``reduce`` that carries its own computation jaxpr.
 
-JAX/XLA semantics kept here that TF does not give by itself: max/min propagate NaN,
-empty reductions give the monoid's identity (-inf/+inf for floats, not TF's lowest()),
+JAX/XLA semantics kept here that TF does not give by itself: max/min propagate NaN on
+the export targets (TF's own Max/Min do since TF 2.4; TFLite's do not), empty reductions give the monoid's identity (-inf/+inf for floats, not TF's lowest()),
 complex max/min compare (real, imag) lexicographically, argmin/argmax pick the first NaN
 (else the first extreme value, -0.0 == 0.0), and bitwise reductions of integers.
 """
@@ -335,7 +335,11 @@ def reduce_monoid(ctx, x, aval_in, aval_out, axes, kind, init=None):
         return tf.reshape(out, ctx.shape(aval_out))
     if kind in ("max", "min") and dtype != np.bool_ and not is_complex(dtype):
         y = tf.reduce_max(x, axes) if kind == "max" else tf.reduce_min(x, axes)
-        if is_float(dtype):  # TF's Eigen reducers may drop NaN; XLA's max/min keep it
+        # XLA's max/min keep NaN; so do TF's Max/Min kernels (since TF 2.4 their reducers
+        # propagate it by definition, MaxReducer<T, PropagateNaN>: measured on every axis
+        # form, size and float dtype), so on target "tf" no pass is added. TFLite's drop it
+        # (TF issue 120298); the other runtimes are not trusted without a measurement.
+        if is_float(dtype) and ctx.target != "tf":
             y = tf.where(tf.reduce_any(tf.math.is_nan(x), axes), tf.constant(_NAN, x.dtype), y)
         return with_init(y)
     if dtype == np.bool_:

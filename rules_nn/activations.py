@@ -189,13 +189,29 @@ def _bias_add(act):
     return f
 
 
+def _conv_bias(act):
+    """``act`` of a 1x1 NHWC convolution plus the constant bias: the form TFLite's
+    converter fuses into one CONV_2D with a fused relu (-0.0 sums where x is -0.0 and
+    the weight positive, NaN and inf through the fused activation)."""
+    w = np.array([1.0, -1.0, 0.5, 2.0, 1.0, -1.0, 1.0, 0.25, -2.0]).reshape(1, 1, 1, 9)
+
+    def f(x):
+        y = jax.lax.conv_general_dilated(x, w.astype(x.dtype), (1, 1), "VALID",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return _and_zero_sign(act)(y + _BIAS.astype(x.dtype).reshape(1, 1, 1, 9))
+    return f
+
+
 def _bias_add_cases(act):
     def with_bias(rng, dtype):
         return [*_edges_at_every_lane(rng, dtype), _BIAS.astype(dtype)]
     return [case.custom("bias add, -0.0 sums, constant bias", _bias_add(act),
                         _edges_at_every_lane, dtypes="floating"),
             case.custom("bias add, -0.0 sums, bias an argument", _bias_add(act), with_bias,
-                        dtypes="floating")]
+                        dtypes="floating"),
+            case("conv and bias, -0.0 sums, NaN, inf", _conv_bias(act),
+                 np.array([nan, -0.0, 0.0, np.inf, -np.inf, 1.0, -1.0, 1e-30, 3.0],
+                          np.float32).reshape(1, 3, 3, 1), dtypes="float32")]
 
 
 def _integer_extremes(rng, dtype):
@@ -238,7 +254,7 @@ def _softmax_rows(rng, dtype):
                       convert_kw=dict(polymorphic_shapes=["(b, 4)"]))])
 def relu_fused(ctx, x, **_):
     """jax.nn.relu as Relu, with XLA's +0.0 for -0.0 (``rules_lax.elementwise.relu``)."""
-    return [relu(x)]
+    return [relu(x, target=ctx.target)]
 
 
 @rule("custom_jvp_call", dtypes="floating", priority=1,
@@ -250,7 +266,7 @@ def relu_fused(ctx, x, **_):
           case.random(_hard_silu_net, shapes=[(6, 5)], name="hard_silu and a jitted relu6")])
 def relu6_fused(ctx, x, **_):
     """jax.nn.relu6 as Relu6, with XLA's +0.0 for -0.0 (``rules_lax.elementwise.relu``)."""
-    return [relu(x, cap=6)]
+    return [relu(x, cap=6, target=ctx.target)]
 
 
 @rule("custom_jvp_call", dtypes=["float16", "float32", "float64"], priority=1,

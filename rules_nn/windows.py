@@ -10,7 +10,8 @@ which export. A generic reducer's init value is no identity, so there XLA skips 
 and holes, and so do we (static masks). NaN propagates through max/min as in XLA
 (tf.maximum propagates it); float max/min pooling over at most two axes uses MaxPool,
 which drops NaN and tops out at -FLT_MAX for all -inf windows, plus (only when needed)
-pools of masks that restore NaN and -inf.
+pools of masks that restore NaN and -inf; a float32 window sum over at most two axes
+is a depthwise convolution with a filter of ones (one pass, and it exports).
 Known difference: XLA's f16/bf16 window *sums* round after every add, in an order that
 depends on the window layout and the padding; ours may differ by one rounding step
 (within the f16/bf16 tolerances), padded or not. With padding, XLA's CPU backend also
@@ -183,13 +184,14 @@ def _identity(kind, dtype):
     return np.array(-np.inf if kind == "max" else np.inf, dtype)
 
 
-def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, base_dilation,
-              window_dilation, ev, neg_inf, branchless=False):
-    """max/min pooling with TF's MaxPool (it exports) when the form allows: float32 (or
-    f16/bf16, widened exactly), no dilation, at most 2 axes with a window, stride or
-    padding (TFLite has no 3-D pool); the other axes go to the batch or the channels.
-    MaxPool drops NaN, so a second pool of the NaN mask (run only when there is a NaN)
-    puts NaN back where XLA's max propagates it. ``neg_inf()`` makes a float32 -inf."""
+def _pool_layout(x, dtype, in_shape, out_shape, window, strides, padding, base_dilation,
+                 window_dilation, ev, negate=False):
+    """The operand as TF's pooling ops take it, or None when the form does not allow:
+    float32 (or f16/bf16, widened exactly), no dilation, at most 2 axes with a window,
+    stride or padding (TFLite has no 3-D pool); the other axes go to the batch or the
+    channels. Returns ``(y, ksize, kstrides, pads, restore)``: y is float32 ``[batch,
+    *pooled, channels]`` (``-x`` if ``negate``), ``pads`` its padding (not applied),
+    ``restore(out)`` puts a pooled result back into the output's layout and dtype."""
     active = [a for a, (w, s, (lo, hi)) in enumerate(zip(window, strides, padding))
               if w != 1 or s != 1 or not (is_zero(lo) and is_zero(hi))]
     if (np.dtype(dtype).name not in ("float32", "float16", "bfloat16")
@@ -205,19 +207,35 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
     rest = [a for a in range(len(in_shape)) if a not in active and a not in lead]
     perm = lead + active + rest
     y = tf.cast(x, tf.float32) if x.dtype != tf.float32 else x
-    if kind == "min":
-        y = -y  # exact: min(x) = -max(-x)
+    y = -y if negate else y
     if perm != list(range(len(in_shape))):
         y = tf.transpose(y, perm)
     batch = math.prod(in_shape[a] for a in lead)
     chans = math.prod(in_shape[a] for a in rest)
     y = tf.reshape(y, ev([batch, *[in_shape[a] for a in active], chans]))
-    pads = [[0, 0], *[ev(padding[a]) for a in active], [0, 0]]
+
+    def restore(out):
+        out = tf.reshape(out, ev([*[in_shape[a] for a in lead],
+                                  *[out_shape[a] for a in active],
+                                  *[in_shape[a] for a in rest]]))
+        if perm != list(range(len(in_shape))):
+            out = tf.transpose(out, np.argsort(perm).tolist())
+        return tf.cast(out, to_tf(dtype))
+    return (y, [1, *[window[a] for a in active], 1], [1, *[strides[a] for a in active], 1],
+            [[0, 0], *[ev(padding[a]) for a in active], [0, 0]], restore)
+
+
+def _max_pool(x, kind, dtype, *form, neg_inf, branchless=False):
+    """max/min pooling with TF's MaxPool (it exports) when :func:`_pool_layout` allows.
+    MaxPool drops NaN, so a second pool of the NaN mask (run only when there is a NaN)
+    puts NaN back where XLA's max propagates it. ``neg_inf()`` makes a float32 -inf."""
+    layout = _pool_layout(x, dtype, *form, negate=kind == "min")  # min(x) = -max(-x)
+    if layout is None:
+        return None
+    y, ksize, kstrides, pads, restore = layout
     if not all(is_zero(p) for pair in pads for p in pair):
         y = tf.pad(y, pads, constant_values=neg_inf())
-    ksize = [1, *[window[a] for a in active], 1]
-    kstrides = [1, *[strides[a] for a in active], 1]
-    pool = tf.nn.max_pool1d if len(active) == 1 else tf.nn.max_pool2d
+    pool = tf.nn.max_pool1d if len(ksize) == 3 else tf.nn.max_pool2d
     out = pool(y, ksize, kstrides, "VALID")
     lowest = tf.constant(np.finfo(np.float32).min, tf.float32)
 
@@ -239,13 +257,30 @@ def _max_pool(x, kind, dtype, in_shape, out_shape, window, strides, padding, bas
     else:
         out = tf.cond(tf.math.is_nan(tf.reduce_sum(y)) | tf.equal(tf.reduce_min(out), lowest),
                       fix, lambda: out)
-    if kind == "min":
-        out = -out
-    out = tf.reshape(out, ev([*[in_shape[a] for a in lead], *[out_shape[a] for a in active],
-                              *[in_shape[a] for a in rest]]))
-    if perm != list(range(len(in_shape))):
-        out = tf.transpose(out, np.argsort(perm).tolist())
-    return tf.cast(out, to_tf(dtype))
+    return restore(-out if kind == "min" else out)
+
+
+def _sum_pool(x, dtype, *form):
+    """A float32 window sum as a depthwise convolution with a filter of ones (the
+    padding is zeros): one pass, where the strided slices took a transpose and an add per
+    window element (the CNN's 2x2 avg_pool: 4 adds). Exact like the adds: each output
+    is one sum of its window's elements, from +0 (a window of -0.0 sums to +0.0, as in
+    XLA); it is bit-identical to the slices' sum on random inputs (measured). AvgPool
+    times the window size is not: its division underflows tiny sums to 0."""
+    if np.dtype(dtype) != np.float32:
+        return None                      # half floats: XLA rounds each add in f16/bf16
+    layout = _pool_layout(x, dtype, *form)
+    if layout is None or layout[0].shape[-1] is None:    # symbolic channels: no filter
+        return None
+    y, ksize, kstrides, pads, restore = layout
+    chans = y.shape[-1]
+    if not all(is_zero(p) for pair in pads for p in pair):
+        y = tf.pad(y, pads)
+    if len(ksize) == 3:                  # one pooled axis: a height of 1
+        y, ksize, kstrides = tf.expand_dims(y, 1), [1, 1, *ksize[1:]], [1, 1, *kstrides[1:]]
+    ones = tf.ones([ksize[1], ksize[2], chans, 1], tf.float32)
+    out = tf.nn.depthwise_conv2d(y, ones, kstrides, "VALID")
+    return restore(out)
 
 
 def _monoid_window(ctx, operand, kind, *, window_dimensions, window_strides, padding,
@@ -253,17 +288,18 @@ def _monoid_window(ctx, operand, kind, *, window_dimensions, window_strides, pad
     aval = ctx.avals_in[0]
     ev = evaluator(ctx)
     in_shape, out_shape = _dims(aval.shape), _dims(ctx.aval_out.shape)
+    form = (in_shape, out_shape, _ints(window_dimensions), _ints(window_strides),
+            [_dims(p) for p in padding], _ints(base_dilation), _ints(window_dilation), ev)
     if kind in ("max", "min"):
-        pooled = _max_pool(operand, kind, aval.dtype, in_shape, out_shape,
-                           _ints(window_dimensions), _ints(window_strides),
-                           [_dims(p) for p in padding], _ints(base_dilation),
-                           _ints(window_dilation), ev,
+        pooled = _max_pool(operand, kind, aval.dtype, *form,
                            # -inf from ctx.constant: TFLite's converter keeps no inf constant;
                            # made only when a pool needs it (for TFLite it reads an input)
-                           lambda: ctx.constant(-np.inf, np.dtype("float32")),
+                           neg_inf=lambda: ctx.constant(-np.inf, np.dtype("float32")),
                            branchless=ctx.target == "tflite" and any(map(is_symbolic, in_shape)))
-        if pooled is not None:
-            return pooled
+    else:
+        pooled = _sum_pool(operand, aval.dtype, *form) if kind == "add" else None
+    if pooled is not None:
+        return pooled
     init = ctx.constant(_identity(kind, aval.dtype), aval.dtype)
     combine = MONOIDS[kind]
     out, = fold_windows([operand], [init], [init], lambda acc, el: [combine(acc[0], el[0])],
@@ -344,8 +380,18 @@ def _bind(prim_name):
     return call
 
 
-@rule("reduce_window_sum", dtypes="numeric", polymorphic=True,
-      cases=_pool_cases(_bind("sum"), exact_order=True))
+_NHWC_2x2 = dict(window_dimensions=(1, 2, 2, 1), window_strides=(1, 2, 2, 1),
+                padding=((0, 0),) * 4)
+
+
+@rule("reduce_window_sum", dtypes="numeric", polymorphic=True, cases=[
+    *_pool_cases(_bind("sum"), exact_order=True),
+    # 2x2 windows of -0.0 sum to +0.0 (from 0, as XLA); 1e-38 + 1e-38 stays normal (an
+    # AvgPool times 4 would flush its 5e-39 average to 0)
+    case("signed zeros, tiny sums, inf, NaN (2x2)", _rw(_bind("sum"), **_NHWC_2x2),
+         np.array([[-0.0, -0.0, 0.0, -0.0, 1e-38, 0.0, np.inf, 1.0],
+                   [-0.0, -0.0, -0.0, -0.0, 1e-38, 0.0, -np.inf, np.nan]],
+                  np.float32).reshape(1, 2, 4, 2), dtypes="float32")])
 def reduce_window_sum(ctx, operand, **params):
     """Sum of the strided window slices, from 0 (padding and holes are 0)."""
     return _monoid_window(ctx, operand, "add", **params)
