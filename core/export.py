@@ -160,7 +160,7 @@ class Exported:
     paths: list[str]
     size: int                       # bytes on disk
     max_error: float | None         # largest |difference| over all outputs (None: not run)
-    matches: bool | None            # within the per-dtype tolerances of core.testing
+    matches: bool | None            # within the per-dtype tolerances of core.testkit
     ms_per_call: float | None
     detail: str = ""
 
@@ -251,7 +251,7 @@ def export_model(fn, specs, out_dir: str, *, to=tuple(FORMATS), params=None,
     from core.converter import convert
     from core.dtypes import to_tf
     from core.module import to_module
-    from core.testing import Mismatch, assert_same
+    from core.testkit import Mismatch, assert_same
     specs = [parse_spec(s) if isinstance(s, str) else (tuple(s[0]), str(s[1]))
              for s in specs]
     unknown = [f for f in to if f not in FORMATS]

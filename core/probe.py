@@ -62,7 +62,7 @@ def corpus(registry, harness_sample: int, only: tuple[str, ...] = ()):
     """(rule, dtype, fn, make_args, prefer, x64) for every rule case x dtype, then harness
     cases (rule None, their name for dtype); ``only``: rules whose id, and harness groups
     whose name, contain one of these strings."""
-    from core.testing import np_dtype
+    from core.testkit import np_dtype
 
     def wanted(name: str) -> bool:
         return not only or any(o in name for o in only)

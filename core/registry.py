@@ -339,73 +339,95 @@ def build_registry(packages: Sequence[Any] | None = None, *, entry_points: bool 
     if blocked is None:
         blocked = [b.strip() for b in os.environ.get("JAXTF_BLOCK_PLUGINS", "").split(",")
                    if b.strip()]
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    records: dict[str, PluginRecord] = {}
+    load = _Loader(strict)
+    load.builtins(BUILTIN_PACKAGES if packages is None else packages)
+    load.modules(plugins)
+    if entry_points:
+        load.entry_points(blocked)
+    accepted = load.rules()
+    if extra_rules:
+        reg = Registrar("extra")
+        for r in extra_rules:
+            reg.rule(r)
+        accepted.extend(reg.rules)
+        load.records["extra"] = PluginRecord("extra", "argument", rule_count=len(reg.rules))
+    rules, replaced = _apply_replacements(accepted)
+    return Registry(rules, list(load.records.values()), replaced)
 
-    def fail(rec: PluginRecord, exc: BaseException) -> None:
+
+class _Loader:
+    """One build: the plugin manager, a record per rule package in load order, and what a
+    failure does (raise for a built-in package or in strict mode, else record it)."""
+
+    def __init__(self, strict: bool):
+        self.strict = strict
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+
+    def fail(self, rec: PluginRecord, exc: BaseException) -> None:
         rec.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        if strict or rec.source == "builtin":
+        if self.strict or rec.source == "builtin":
             raise RegistryError(f"rule package {rec.name!r} ({rec.source}) failed to load: "
                                 f"{rec.error}") from exc
 
-    for pkg in (BUILTIN_PACKAGES if packages is None else packages):
-        name = pkg if isinstance(pkg, str) else pkg.__name__
-        rec = records[name] = PluginRecord(name, "builtin")
+    def _register(self, rec: PluginRecord, load: Callable[[], Any]) -> None:
+        self.records[rec.name] = rec
         try:
-            mod = importlib.import_module(pkg) if isinstance(pkg, str) else pkg
-            pm.register(mod, name=name)
+            self.pm.register(load(), name=rec.name)
         except Exception as exc:
-            fail(rec, exc)
-    for mod in plugins:
-        rec = records[mod.__name__] = PluginRecord(mod.__name__, "argument")
-        try:
-            pm.register(mod, name=mod.__name__)
-        except Exception as exc:
-            fail(rec, exc)
-    if entry_points:
+            self.fail(rec, exc)
+
+    def builtins(self, packages: Sequence[Any]) -> None:
+        """The packages registered explicitly (modules or import names)."""
+        for pkg in packages:
+            name = pkg if isinstance(pkg, str) else pkg.__name__
+            self._register(PluginRecord(name, "builtin"), lambda: (
+                importlib.import_module(pkg) if isinstance(pkg, str) else pkg))
+
+    def modules(self, plugins: Sequence[types.ModuleType]) -> None:
+        """Third-party packages handed over as modules: loaded like entry points."""
+        for mod in plugins:
+            self._register(PluginRecord(mod.__name__, "argument"), lambda: mod)
+
+    def entry_points(self, blocked: Sequence[str]) -> None:
+        """The entry-point group ``jaxtf.rules``, by name; a blocked name or one already
+        taken is recorded with why it was not loaded."""
         for ep in sorted(_entry_points(), key=lambda e: e.name):
             dist = getattr(ep, "dist", None)
             rec = PluginRecord(ep.name, "entry point", getattr(dist, "name", "") or "",
                                getattr(dist, "version", "") or "")
             if ep.name in blocked:
                 rec.error = "blocked (JAXTF_BLOCK_PLUGINS or blocked=)"
-                records[ep.name] = rec
-                continue
-            if ep.name in records:
+                self.records[ep.name] = rec
+            elif ep.name in self.records:
+                taken = self.records[ep.name]
                 rec.error = (f"entry point name {ep.name!r} is already taken by "
-                             f"{records[ep.name].distribution or records[ep.name].source}")
-                records[f"{ep.name} ({rec.distribution})"] = rec
-                continue
-            records[ep.name] = rec
-            try:
-                pm.register(ep.load(), name=ep.name)
-            except Exception as exc:
-                fail(rec, exc)
+                             f"{taken.distribution or taken.source}")
+                self.records[f"{ep.name} ({rec.distribution})"] = rec
+            else:
+                self._register(rec, ep.load)
 
-    accepted: list[Rule] = []
-    impls = pm.hook.register_rules.get_hookimpls()
-    order = {name: i for i, name in enumerate(records)}
-    for impl in sorted(impls, key=lambda i: order.get(i.plugin_name, len(order))):
-        rec = records.get(impl.plugin_name) or records.setdefault(
-            impl.plugin_name, PluginRecord(impl.plugin_name, "registered"))
-        reg = Registrar(impl.plugin_name)
-        try:
-            impl.function(register=reg)
-            _validate(accepted + reg.rules)     # a package that conflicts is left out whole
-        except Exception as exc:
-            fail(rec, exc)
-            continue
-        rec.rule_count = len(reg.rules)
-        accepted.extend(reg.rules)
-    if extra_rules:
-        reg = Registrar("extra")
-        for r in extra_rules:
-            reg.rule(r)
-        accepted.extend(reg.rules)
-        records["extra"] = PluginRecord("extra", "argument", rule_count=len(reg.rules))
-    rules, replaced = _apply_replacements(accepted)
-    return Registry(rules, list(records.values()), replaced)
+    def rules(self) -> list[Rule]:
+        """Each package's ``register_rules`` hook, in load order; a package whose rules
+        conflict with the ones accepted before it is left out whole."""
+        accepted: list[Rule] = []
+        order = {name: i for i, name in enumerate(self.records)}
+        impls = sorted(self.pm.hook.register_rules.get_hookimpls(),
+                       key=lambda i: order.get(i.plugin_name, len(order)))
+        for impl in impls:
+            rec = self.records.get(impl.plugin_name) or self.records.setdefault(
+                impl.plugin_name, PluginRecord(impl.plugin_name, "registered"))
+            reg = Registrar(impl.plugin_name)
+            try:
+                impl.function(register=reg)
+                _validate(accepted + reg.rules)
+            except Exception as exc:
+                self.fail(rec, exc)
+                continue
+            rec.rule_count = len(reg.rules)
+            accepted.extend(reg.rules)
+        return accepted
 
 
 def _validate(rules: list[Rule]) -> None:

@@ -97,7 +97,7 @@ class Rule:
     cases: tuple[Case, ...] = ()
     when: Callable[[Any], str | None] | None = None
     replaces: str | None = None
-    polymorphic: bool = False
+    polymorphic: bool = True
     targets: frozenset[str] | None = None     # None: a generic rule, for every target
     primitive_obj: Any = dataclasses.field(default=None, compare=False)
     doc: str = ""
@@ -163,7 +163,8 @@ def _fmt(spec: tuple[str, ...]) -> str:
 def make_rule(primitive: Any, fn: Callable, *, dtypes="all", devices=DEVICES,
               needs_xla: bool = False, priority: int = 0, cases: Sequence[Case] = (),
               when: Callable | None = None, replaces: str | None = None,
-              polymorphic: bool = False, targets=None, name: str | None = None) -> Rule:
+              polymorphic: bool = True, targets=None, name: str | None = None,
+              doc: str | None = None) -> Rule:
     """Build a Rule (what ``@rule`` attaches). Checks the declaration eagerly.
 
     ``primitive`` is a primitive name, or a ``jax.extend.core.Primitive`` object: then the
@@ -191,7 +192,7 @@ def make_rule(primitive: Any, fn: Callable, *, dtypes="all", devices=DEVICES,
                 devices=devs, needs_xla=bool(needs_xla), priority=int(priority),
                 cases=tuple(cases), when=when, replaces=replaces, polymorphic=bool(polymorphic),
                 targets=tgts, primitive_obj=primitive_obj,
-                doc=(getattr(fn, "__doc__", None) or "").strip().split("\n")[0], id=rid)
+                doc=(doc or getattr(fn, "__doc__", None) or "").strip().split("\n")[0], id=rid)
 
 
 def _carried_refusal(primitive: str, dtype_names, target: str) -> str | None:
@@ -209,7 +210,8 @@ def _carried_refusal(primitive: str, dtype_names, target: str) -> str | None:
 def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
          needs_xla: bool = False, priority: int = 0, cases: Sequence[Case] = (),
          when: Callable | None = None, replaces: str | None = None,
-         polymorphic: bool = False, targets=None) -> Callable:
+         polymorphic: bool = True, targets=None, name: str | None = None,
+         doc: str | None = None) -> Callable:
     """Mark ``fn`` as the lowering of ``primitive`` (a name or a Primitive object, or a
     list of them for a function that lowers several primitives).
 
@@ -225,12 +227,18 @@ def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
         (parameter forms it does not handle), or None. A conditional rule outranks an
         unconditional one of the same priority.
     :param replaces: the id (``module:function``) of a rule this one overrides.
-    :param polymorphic: the rule reads shapes only through ``ctx.shape``/``ctx.dim`` (or
-        not at all), so it handles symbolic dimensions (``polymorphic_shapes``). Rules
-        without it are not selected for equations with symbolic dimensions.
+    :param polymorphic: True (the default): the rule reads shapes only through
+        ``ctx.shape``/``ctx.dim`` (or not at all), so it handles symbolic dimensions
+        (``polymorphic_shapes``). A rule that needs static sizes declares
+        ``polymorphic=False`` and is not selected for equations with symbolic dimensions.
     :param targets: export targets (``"tf"``, ``"tflite"``, ``"onnx"``, ``"tfjs"``) this
-        lowering is written for; it is then used only there, ahead of the generic rules. Default None: a generic
-        rule, used for every target whose runtime accepts the TF ops it emits.
+        lowering is written for; it is then used only there, ahead of the generic rules.
+        Default None: a generic rule, used for every target whose runtime accepts the TF ops it emits.
+    :param name: the rule's name in its id (``module:name``), default the function's name;
+        and ``doc``: its one-line description, default the docstring's first line. For a
+        factory that makes one lowering per primitive from a local function, e.g.
+        ``rule(prim, name=f"{prim}_tflite", doc=...)(lower)``: the function itself is
+        left as it is.
     """
     prims = list(primitive) if isinstance(primitive, (list, tuple)) else [primitive]
 
@@ -240,7 +248,7 @@ def rule(primitive: Any, *, dtypes="all", devices=DEVICES,
             records.append(make_rule(p, fn, dtypes=dtypes, devices=devices,
                                      needs_xla=needs_xla, priority=priority, cases=cases,
                                      when=when, replaces=replaces, polymorphic=polymorphic,
-                                     targets=targets))
+                                     targets=targets, name=name, doc=doc))
         setattr(fn, _MARK, records)
         return fn
     return mark

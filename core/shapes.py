@@ -100,15 +100,17 @@ class _TFDim:
                 _TFDim(tf.math.floormod(_val(o), self.t)))
 
 
-def _eval_expr(e, env: dict):
+def eval_expr(e, env: dict, floordiv=tf.math.floordiv, mod=tf.math.floormod):
     """A JAX dimension expression on TF int32 scalars. JAX's own evaluator sends min/max
     through ``lax.min``/``lax.max``, which TF values cannot take, so this walks the
-    expression (a sum of terms, each a coefficient times powers of factors) itself."""
+    expression (a sum of terms, each a coefficient times powers of factors) itself.
+    ``floordiv``/``mod``: the TF forms of those factors (a target may need others, see
+    rules_lax.onnx)."""
     from jax._src.export import shape_poly
     if not isinstance(e, shape_poly._DimExpr):
         return int(e)
     factor = shape_poly._DimFactor
-    ops = {factor.FLOORDIV: tf.math.floordiv, factor.MOD: tf.math.floormod,
+    ops = {factor.FLOORDIV: floordiv, factor.MOD: mod,
            factor.MAX: tf.maximum, factor.MIN: tf.minimum}
     total = 0
     for term, coeff in e._sorted_terms:
@@ -117,7 +119,7 @@ def _eval_expr(e, env: dict):
             if f.var is not None:
                 v = env[f.var]
             else:
-                v = ops[f.operation](*[_eval_expr(o, env) for o in f.operands])
+                v = ops[f.operation](*[eval_expr(o, env, floordiv, mod) for o in f.operands])
             for _ in range(exp):
                 val = val * v
         total = total + val
@@ -135,7 +137,7 @@ class DimEnv:
         """A dimension as a Python int (known) or a TF int32 scalar (symbolic)."""
         if not is_symbolic(d):
             return int(d)
-        return _eval_expr(d, self.values)
+        return eval_expr(d, self.values)
 
     @classmethod
     def solve(cls, in_avals: Sequence, tensors: Sequence[tf.Tensor], in_tree) -> "DimEnv":
@@ -147,7 +149,7 @@ class DimEnv:
         solution, constraints, synthetic = shape_poly.solve_dim_vars(tuple(in_avals), in_tree)
         synth_env = {name: tf.shape(tensors[i], out_type=tf.int32)[j]
                      for name, i, j in synthetic}
-        evaluate = lambda e: _eval_expr(e, synth_env)
+        evaluate = lambda e: eval_expr(e, synth_env)
         # JAX's evaluator, only to fill in its error messages
         synth_eval = shape_poly.ShapeEvaluator({k: _TFDim(v) for k, v in synth_env.items()})
         env = cls({v: evaluate(e) for v, e in solution.items()})

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import convert
-from core.testing import graph_op_types
+from core.testkit import graph_op_types
 
 
 def init(key, sizes=(784, 128, 10)):

@@ -18,6 +18,7 @@ FAMILIES = (
     "cumulative",
     "sorting",
     "comparison",
+    "bitwise",
     "conversion",
     "narrow",
     "collectives",

@@ -39,7 +39,7 @@ _scaled_sin = lax.composite(lambda x, *, scale: jnp.sin(x) * scale, name="jaxtf.
 _swap_halves = lax.composite(lambda x: (x[2:], x[:2]), name="jaxtf.swap_halves")
 
 
-@rule("composite", dtypes=ANY, polymorphic=True, cases=[
+@rule("composite", dtypes=ANY, cases=[
     case.random(lambda x: _swap_halves(x), shapes=[(5,)], name="two results"),
     case.random(lambda x: _scaled_sin(x, scale=3.0), shapes=[(2, 3)], dtypes="floating"),
     case.random(lambda x: _scaled_sin(x, scale=0.5), shapes=[(3, 2)], name="symbolic",
@@ -70,7 +70,7 @@ def _(axis_size, in_batched, xs, ys):
     return _pair_with_batching_rule(xs, ys), in_batched[:1] * 2
 
 
-@rule("custom_vmap_call", dtypes=ANY, polymorphic=True, cases=[
+@rule("custom_vmap_call", dtypes=ANY, cases=[
     case.random(_pair_with_batching_rule, shapes=[(3,), (2,)], name="two results"),
     case.random(_sin_with_batching_rule, shapes=[(2, 3)], dtypes="floating"),
     case.random(_sin_with_batching_rule, shapes=[(4, 3)], name="symbolic", dtypes="float32",
@@ -96,7 +96,7 @@ def _linear_call_and_grad(x):
     return jax.value_and_grad(lambda a: _linear_call_fun(a).sum())(x)
 
 
-@rule("linear_call", dtypes="numeric", polymorphic=True, cases=[
+@rule("linear_call", dtypes="numeric", cases=[
     case.random(_linear_call_fun, shapes=[(2, 3)]),
     case.random(_linear_call_with_residual, shapes=[(2, 3), (2, 3)], name="with a residual"),
     case.random(_linear_call_and_grad, shapes=[(4,)], name="value and gradient (transpose)",
@@ -126,7 +126,7 @@ def _sas_args(x_shape, src_shape, lo=1, hi=5):
     return make
 
 
-@rule("select_and_scatter", dtypes=["integer", "floating"], polymorphic=True, cases=[
+@rule("select_and_scatter", dtypes=["integer", "floating"], cases=[
     case.custom("ge, add, padding is never selected",
                 _sas(lax.ge, lax.add, (3,), (1,), ((2, 2),)), _sas_args((5,), (7,))),
     case.custom("le, 2-d windows, stride and padding",
@@ -270,7 +270,7 @@ _PRINT_CASES = [case.random(_print_twice, shapes=[(2, 3)], dtypes="numeric"),
                             convert_kw={"polymorphic_shapes": ["(b, 2)"]})]
 
 
-@rule("debug_print", dtypes="all", polymorphic=True, cases=_PRINT_CASES)
+@rule("debug_print", dtypes="all", cases=_PRINT_CASES)
 def debug_print_as_tf_print(ctx, *args, fmt, in_tree, static_args, np_printoptions,
                             has_placeholders, **_):
     """``jax.debug.print`` as ``tf.print`` of the same text to stdout, run where the
@@ -285,7 +285,7 @@ def debug_print_as_tf_print(ctx, *args, fmt, in_tree, static_args, np_printoptio
     return []
 
 
-@rule("debug_print", dtypes="all", polymorphic=True, priority=-1, cases=_PRINT_CASES)
+@rule("debug_print", dtypes="all", priority=-1, cases=_PRINT_CASES)
 def debug_print_dropped(ctx, *args, **_):
     """``jax.debug.print`` left out of the graph: with
     ``prefer={"debug_print": "rules_lax.calls:debug_print_dropped"}``."""
@@ -334,7 +334,7 @@ def _debug_callback(x):
     return x + 1
 
 
-@rule(["pure_callback", "io_callback", "debug_callback"], dtypes="all", polymorphic=True, cases=[
+@rule(["pure_callback", "io_callback", "debug_callback"], dtypes="all", cases=[
     case.random(_pure_pair, shapes=[(3,), (3,)], name="two results"),
     case.random(_sin_callback, shapes=[(4, 3)], name="symbolic", dtypes="float32",
                 convert_kw={"polymorphic_shapes": ["(b, 3)"]}),
@@ -364,7 +364,7 @@ def python_callback_in_process(ctx, *args, callback, **params):
     return outs
 
 
-@rule("debug_callback", dtypes="all", priority=-1, polymorphic=True, cases=[
+@rule("debug_callback", dtypes="all", priority=-1, cases=[
     case.random(_debug_callback, shapes=[(2,)], dtypes="numeric"),
     case.random(_debug_callback, shapes=[(3,)], name="symbolic", dtypes="float32",
                 convert_kw={"polymorphic_shapes": ["(b,)"]})])

@@ -108,7 +108,7 @@ _PMAP = case.random(jax.pmap(lambda a: lax.psum(a, "i") * 2 + lax.axis_index("i"
 
 # -- shard_map ---------------------------------------------------------------------------
 
-@rule("shard_map", dtypes=ANY, polymorphic=True, when=_one_device_mesh,
+@rule("shard_map", dtypes=ANY, when=_one_device_mesh,
       cases=[_ANY_DTYPE, _REDUCE, _GATHER, _PERMUTE, _VMA, _SYMBOLIC, _PMAP])
 def shard_map_one_device(ctx, *args, jaxpr, **params):
     """A shard_map over mesh axes of size 1: the body, inlined, on the whole arrays."""
@@ -141,7 +141,7 @@ def _check_axes(ctx, axes, size=None) -> None:
 _POSITIONAL = {"psum": lax.reduce_sum, "pmax": lax.reduce_max, "pmin": lax.reduce_min}
 
 
-@rule(["psum", "pmax", "pmin"], dtypes="all", polymorphic=True, cases=[
+@rule(["psum", "pmax", "pmin"], dtypes="all", cases=[
     _REDUCE, _SYMBOLIC, _PMAP,
     case.random(lambda a: (lax.psum(a, 0), lax.pmax(a, (1,)), lax.pmin(a, (0, 1))),
                 shapes=[(4, 3)], name="positional axes", dtypes=["float32", "int32"])])
@@ -156,7 +156,7 @@ def all_reduce_one_device(ctx, x, *, axes, **_):
 
 
 @rule(["psum_invariant", "pvary", "preduced", "unreduced_psum", "vary_unreduced_cast_p",
-       "reduced_vary_cast_p"], dtypes="all", polymorphic=True, cases=[_VMA])
+       "reduced_vary_cast_p"], dtypes="all", cases=[_VMA])
 def cast_one_device(ctx, x, *, axes=None, axis_name=None, **_):
     """A sum over one participant, or a change of the varying/reduced type only: the
     operand."""
@@ -165,7 +165,7 @@ def cast_one_device(ctx, x, *, axes=None, axis_name=None, **_):
 
 
 @rule(["all_gather", "all_gather_invariant", "all_gather_reduced", "reduce_scatter",
-       "unreduced_reduce_scatter", "all_to_all"], dtypes="all", polymorphic=True,
+       "unreduced_reduce_scatter", "all_to_all"], dtypes="all",
       cases=[_GATHER, _ANY_DTYPE, _SYMBOLIC])
 def gather_scatter_one_device(ctx, x, *, axis_name, axis_size=None, **_):
     """One participant: the data in the same order; only a dimension of size 1 appears
@@ -176,14 +176,14 @@ def gather_scatter_one_device(ctx, x, *, axis_name, axis_size=None, **_):
     return tf.reshape(x, ctx.shape_tensor(ctx.aval_out))
 
 
-@rule("ppermute", dtypes="all", polymorphic=True, cases=[_PERMUTE, _ANY_DTYPE, _SYMBOLIC])
+@rule("ppermute", dtypes="all", cases=[_PERMUTE, _ANY_DTYPE, _SYMBOLIC])
 def ppermute_one_device(ctx, x, *, axis_name, perm, **_):
     """Device 0 sends to itself, or nobody sends to it and it receives zeros."""
     _check_axes(ctx, axis_name)
     return x if (0, 0) in {tuple(p) for p in perm} else tf.zeros_like(x)
 
 
-@rule("axis_index", dtypes="all", polymorphic=True, cases=[_PERMUTE, _SYMBOLIC, _PMAP])
+@rule("axis_index", dtypes="all", cases=[_PERMUTE, _SYMBOLIC, _PMAP])
 def axis_index_one_device(ctx, *, axis_name, **_):
     """The only device along an axis of size 1 has index 0."""
     _check_axes(ctx, axis_name)
@@ -197,7 +197,7 @@ def _with_layout(x):
     return with_layout_constraint(x * 2, Layout(tuple(range(x.ndim))))
 
 
-@rule("layout_constraint", dtypes="all", polymorphic=True, cases=[
+@rule("layout_constraint", dtypes="all", cases=[
     case.random(_with_layout, shapes=[(2, 3)])])
 def layout_constraint_identity(ctx, x, **_):
     """``with_layout_constraint``: a memory layout for XLA; the values are the operand's."""
@@ -209,7 +209,7 @@ def _inspected(x):
     return x * 2
 
 
-@rule("inspect_sharding", dtypes="all", polymorphic=True, cases=[
+@rule("inspect_sharding", dtypes="all", cases=[
     case.random(_inspected, shapes=[(3,)], dtypes="numeric")])
 def inspect_sharding_dropped(ctx, x, **_):
     """``jax.debug.inspect_array_sharding``: its callback runs while XLA compiles, with
@@ -230,7 +230,7 @@ def _partitioned():
     return f
 
 
-@rule("custom_partitioning", dtypes=ANY, polymorphic=True, cases=[
+@rule("custom_partitioning", dtypes=ANY, cases=[
     case.random(lambda x: _partitioned()(x), shapes=[(2, 3)], dtypes="floating"),
     case.random(lambda x: _partitioned()(x), shapes=[(4, 3)], name="symbolic",
                 dtypes="float32", convert_kw=_POLY)])

@@ -23,10 +23,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from core.errors import UnsupportedError
-from core.dtypes import signed_of, unsigned_of
+from core.dtypes import signed_of
 from core.rule import case, rule
-from rules_lax.comparison import (TFBits, TFLiteBits, and32, flush_subnormals, srl32, _as, _i32,
-                                  _poly_case)
+from rules_lax.bitwise import _as, _i32, _poly_case, and32, srl32
+from rules_lax.comparison import TFBits, TFLiteBits, flush_subnormals
 
 _NAN = float("nan")
 _INF = float("inf")
@@ -84,7 +84,7 @@ def _complex_edges(rng, dt):
         x, jnp.float32 if x.dtype != jnp.float32 else jnp.int32), shapes=[(3, 4)],
         name="random to float32 (float32 to int32)"),
     case.random(lambda x: x * 1.5, shapes=[(3,)], name="weak-typed result (int * 1.5)",
-                dtypes="integer")], polymorphic=True)
+                dtypes="integer")])
 def convert_element_type(ctx, x, *, new_dtype, **_):
     """Cast, with XLA's real-part rule for complex sources and saturating float -> int."""
     src = np.dtype(ctx.avals_in[0].dtype)
@@ -128,7 +128,7 @@ def _to_bool_only(eqn):
           case.custom("ints: extremes", _to_bool, _int_edges, dtypes="uint32"),
           case("subnormals are False", _to_bool,
                [1e-45, -1e-45, 1e-40, -3e-39, 1.2e-38, -0.0, 0.0, _NAN], dtypes="float32"),
-          _poly_case(_to_bool, 1)], polymorphic=True)
+          _poly_case(_to_bool, 1)])
 def convert_to_bool_tflite(ctx, x, **_):
     """x != 0, with uint32 compared as int32 and float32 subnormals as zero (XLA's compare
     flushes them, TFLite's does not)."""
@@ -160,7 +160,7 @@ def _bf16_rounding_edges(rng, dt):
           case.custom("ints: extremes, rounding twice (through float32)", _to_bf16, _int_edges,
                       dtypes=["int32", "uint32", "int64"]),
           case.custom("bool", _to_bf16, lambda rng, dt: [np.array([True, False])], dtypes="bool"),
-          _poly_case(_to_bf16, 1)], polymorphic=True)
+          _poly_case(_to_bf16, 1)])
 def convert_to_bfloat16_tflite(ctx, x, **_):
     """Through float32 (as XLA rounds integers), then rounded to bfloat16 on the bits by
     rules_lax.narrow.round_to_narrow: TFLite computes in float32 and its converter drops a
@@ -220,7 +220,7 @@ def _float_to_int(x, src: np.dtype, dst: np.dtype):
                 dtypes="uint16"),
     case.random(lambda x: lax.bitcast_convert_type(x, x.dtype), shapes=[(3,)],
                 name="same dtype"),
-], polymorphic=True)
+])
 def bitcast_convert_type(ctx, x, *, new_dtype, **_):
     """tf.bitcast has XLA's shape rule: a narrower type adds a trailing dim, a wider one
     consumes it; both are little-endian."""
@@ -243,8 +243,7 @@ def _bf16_bits_case(dst, shape=(2, 3)):
 
 @rule("bitcast_convert_type", dtypes="bfloat16", targets="tflite", when=_standard_new_dtype,
       cases=[_bf16_bits_case(d) for d in ("int16", "uint16", "uint8", "int8", "bfloat16")]
-      + [_bf16_bits_case(d, (2, 3, 2)) for d in ("float32", "int32", "uint32")],
-      polymorphic=True)
+      + [_bf16_bits_case(d, (2, 3, 2)) for d in ("float32", "int32", "uint32")])
 def bitcast_from_bfloat16_tflite(ctx, x, *, new_dtype, **_):
     """TFLite keeps bfloat16 tensors as float32 (its Bitcast then sees 4 bytes, measured:
     uint8[..., 4] where JAX gives uint8[..., 2]), so the pattern is read from the float32
@@ -282,7 +281,7 @@ def _bits_to_float_edges(rng, dt):
 
 
 @rule("bitcast_convert_type", dtypes=["int32", "uint32"], targets=("onnx", "tfjs"),
-      when=_to_float32_only, polymorphic=True, cases=[
+      when=_to_float32_only, cases=[
           case.custom("bits -> float32: zeros, subnormals, extremes, inf, NaN, random",
                       lambda x: lax.bitcast_convert_type(x, jnp.float32), _bits_to_float_edges),
           _poly_case(lambda x: lax.bitcast_convert_type(x, jnp.float32), 1)])
@@ -341,7 +340,7 @@ _RP_CASES = [
 ]
 
 
-@rule("reduce_precision", dtypes="floating", cases=_RP_CASES, polymorphic=True)
+@rule("reduce_precision", dtypes="floating", cases=_RP_CASES)
 def reduce_precision(ctx, x, *, exponent_bits, mantissa_bits, **_):
     """XLA's ReducePrecision on the bits: round the mantissa to nearest-even by adding a
     bias and masking, then flush exponents out of range to signed zero / inf (subnormals of
@@ -386,7 +385,7 @@ def _reduce_precision(x, dtype: np.dtype, e: int, m: int, bit_ops):
     return tf.where(is_nan, nan_out, tf.bitcast(u, x.dtype))
 
 
-@rule("reduce_precision", dtypes="float32", targets="tflite", polymorphic=True,
+@rule("reduce_precision", dtypes="float32", targets="tflite",
       cases=_RP_CASES + [_poly_case(_rp(5, 10), 1)])
 def reduce_precision_tflite(ctx, x, *, exponent_bits, mantissa_bits, **_):
     """The same on the int32 view, with & and | made of builtin ops (the compares are on
@@ -410,7 +409,7 @@ _NEXTAFTER_CASES = [
 ]
 
 
-@rule("nextafter", dtypes="floating", cases=_NEXTAFTER_CASES, polymorphic=True)
+@rule("nextafter", dtypes="floating", cases=_NEXTAFTER_CASES)
 def nextafter(ctx, x, y, **_):
     """XLA's (CHLO's) decomposition on the bits: +-1 on the sign-magnitude pattern, towards
     zero when the signs differ or |x| > |y|; from +-0 the smallest subnormal signed like y;
@@ -423,14 +422,14 @@ def nextafter(ctx, x, y, **_):
     case("subnormal operands: x == y compares them as zero", lax.nextafter,
          [1e-45, 1e-45, -1e-45, 3e-40, 0.0, 1e-40, 1.2e-38],
          [0.0, 2e-45, 0.0, -3e-40, 1e-45, 1e-40, 0.0], dtypes="float32"),
-    _poly_case(lax.nextafter, 2)], polymorphic=True)
+    _poly_case(lax.nextafter, 2)])
 def nextafter_tflite(ctx, x, y, **_):
     """The same on the int32 view, with & and | made of builtin ops and the x == y test
     flushing subnormals as XLA's compare does (TFLite's does not)."""
     return _nextafter(ctx, x, y, TFLiteBits)
 
 
-@rule("nextafter", dtypes=["float32", "float64"], targets=("onnx", "tfjs"), polymorphic=True,
+@rule("nextafter", dtypes=["float32", "float64"], targets=("onnx", "tfjs"),
       cases=_NEXTAFTER_CASES + [
           case("subnormal operands, both directions across the normal boundary",
                lax.nextafter, [1e-45, 1e-45, -1e-45, 3e-40, 0.0, 1e-40, 1.2e-38, 1.1754944e-38],

@@ -185,7 +185,7 @@ _NAN_CASE = case("NaN and infinities", lambda x: lax.cummax(x, 0) + lax.cummin(x
                  [1.0, -_INF, _NAN, 2.0, _INF, -3.0], dtypes="floating")
 
 
-@rule("cumsum", dtypes="numeric", polymorphic=True, cases=_cases(lax.cumsum, [
+@rule("cumsum", dtypes="numeric", cases=_cases(lax.cumsum, [
     case("negatives", lambda x: lax.cumsum(x, 0, reverse=True), [3, -5, 7, -1, 0, 2],
          dtypes=["signed", "floating", "complex"])]))
 def cumsum(ctx, x, *, axis, reverse, **_):
@@ -195,7 +195,7 @@ def cumsum(ctx, x, *, axis, reverse, **_):
     return tf.math.cumsum(x, axis=int(axis), reverse=bool(reverse))
 
 
-@rule("cumprod", dtypes="numeric", polymorphic=True, cases=_cases(lax.cumprod, [
+@rule("cumprod", dtypes="numeric", cases=_cases(lax.cumprod, [
     case("negatives", lambda x: lax.cumprod(x, 0), [2, -1, 3, -2, 1, -1],
          dtypes=["signed", "inexact"])]))
 def cumprod(ctx, x, *, axis, reverse, **_):
@@ -211,18 +211,17 @@ def _extreme_rule(prim_name, is_max):
         op = lambda a, b: minmax(a, b, is_max, np.dtype(aval.dtype))  # noqa: E731
         return scan(x, ctx.shape(aval)[int(axis)], int(axis), bool(reverse), op)
 
-    lower.__name__ = lower.__qualname__ = prim_name
-    lower.__doc__ = (f"{prim_name}: a Hillis–Steele scan of lax.{prim_name[3:]} (exact in "
-                     "any order; NaN propagates, complex compares lexicographically)")
-    return rule(prim_name, dtypes="numeric", polymorphic=True,
-                cases=_cases(getattr(lax, prim_name), [_NAN_CASE]))(lower)
+    return rule(prim_name, dtypes="numeric", cases=_cases(getattr(lax, prim_name), [_NAN_CASE]),
+                name=prim_name,
+                doc=f"{prim_name}: a Hillis–Steele scan of lax.{prim_name[3:]} (exact in any "
+                    "order; NaN propagates, complex compares lexicographically)")(lower)
 
 
 cummax = _extreme_rule("cummax", True)
 cummin = _extreme_rule("cummin", False)
 
 
-@rule("cumlogsumexp", dtypes="floating", polymorphic=True, cases=_cases(lax.cumlogsumexp, [
+@rule("cumlogsumexp", dtypes="floating", cases=_cases(lax.cumlogsumexp, [
     case("NaN and infinities", lambda x: lax.cumlogsumexp(x, 0),
          [-_INF, 1.0, -_INF, _INF, 2.0, _NAN, 0.0]),
     case("all -inf", lambda x: lax.cumlogsumexp(x, 0, reverse=True), [-_INF, -_INF, 1.0])]))
@@ -243,7 +242,7 @@ def _lite_case(fn, values):
 _U32 = [2 ** 32 - 1, 1, 2 ** 31, 0, 2 ** 31 - 1, 7, 2 ** 32 - 2] + list(range(3, 30))
 
 
-@rule("cumsum", dtypes=["uint32"], targets="tflite", polymorphic=True, cases=lite_cases(
+@rule("cumsum", dtypes=["uint32"], targets="tflite", cases=lite_cases(
     _cases(lax.cumsum, [_lite_case(lambda x: lax.cumsum(x, 0, reverse=True), _U32)])))
 def cumsum_tflite(ctx, x, *, axis, reverse, **_):
     """uint32 cumsum as TFLite's int32 Cumsum on the bits (wrapping: the same bits)."""
@@ -258,19 +257,19 @@ def _extreme_tflite(prim_name, is_max):
         y = scan(key, ctx.shape(ctx.avals_in[0])[int(axis)], int(axis), bool(reverse), op)
         return lite_unbits(unsigned_order(y), np.uint32)
 
-    lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
-    lower.__doc__ = (f"uint32 {prim_name} for TFLite: a Hillis–Steele scan on the int32 bits "
-                     "with the sign bit flipped (ordered like the unsigned values)")
     prim = getattr(lax, prim_name)
-    return rule(prim_name, dtypes=["uint32"], targets="tflite", polymorphic=True,
-                cases=lite_cases(_cases(prim, [_lite_case(lambda x: prim(x, 0), _U32)])))(lower)
+    return rule(prim_name, dtypes=["uint32"], targets="tflite",
+                cases=lite_cases(_cases(prim, [_lite_case(lambda x: prim(x, 0), _U32)])),
+                name=f"{prim_name}_tflite",
+                doc=f"uint32 {prim_name} for TFLite: a Hillis–Steele scan on the int32 bits "
+                    "with the sign bit flipped (ordered like the unsigned values)")(lower)
 
 
 cummax_tflite = _extreme_tflite("cummax", True)
 cummin_tflite = _extreme_tflite("cummin", False)
 
 
-@rule("cumlogsumexp", dtypes=["float32"], targets="tflite", polymorphic=True,
+@rule("cumlogsumexp", dtypes=["float32"], targets="tflite",
       cases=lite_cases(_cases(lax.cumlogsumexp, [
           case("NaN and infinities", lambda x: lax.cumlogsumexp(x, 0),
                [-_INF, 1.0, -_INF, _INF, 2.0, _NAN, 0.0]),
@@ -289,7 +288,7 @@ _WIDE_SUM = {"int8": tf.int32, "int16": tf.int32, "uint8": tf.int32, "uint16": t
              "uint32": tf.int64}
 
 
-@rule("cumsum", dtypes=list(_WIDE_SUM), targets="onnx", polymorphic=True, cases=_cases(
+@rule("cumsum", dtypes=list(_WIDE_SUM), targets="onnx", cases=_cases(
     lax.cumsum, [case("uint32 extremes", lambda x: lax.cumsum(x, 0, reverse=True), _U32,
                       dtypes="uint32"),
                  case.custom("wrapping at max and min", lambda x: lax.cumsum(x, 0),

@@ -179,7 +179,7 @@ def _ints(dtype_l, dtype_r):
                          dtypes=["float16", "bfloat16", "float32"]),
              case.random(_dg(_MATMUL, precision=lax.DotAlgorithmPreset.BF16_BF16_F32),
                          shapes=[(3, 40), (40, 2)], name="preset BF16_BF16_F32",
-                         dtypes=["float16", "bfloat16", "float32"])], polymorphic=True)
+                         dtypes=["float16", "bfloat16", "float32"])])
 def dot_general_by_matmul(ctx, lhs, rhs, *, dimension_numbers, precision=None,
                           preferred_element_type=None, **_):
     """One MatMul/BatchMatMulV2 after moving batch dims first and merging the free and
@@ -237,7 +237,7 @@ _RAGGED_CONTRACTING = lax.RaggedDotDimensionNumbers((([1], [0]), ([], [])), [1],
 _RAGGED_BATCH = lax.RaggedDotDimensionNumbers((([2], [1]), ([0], [0])), [0], [])
 
 
-@rule("ragged_dot_general", dtypes="numeric", polymorphic=True, cases=[
+@rule("ragged_dot_general", dtypes="numeric", cases=[
     _ragged_case("rows in 3 groups", (7, 4), (3, 4, 2), _groups(2, 0, 5)),
     _ragged_case("groups cover fewer rows than lhs has", (6, 3), (2, 3, 5), _groups(1, 2)),
     _ragged_case("groups past the last row, a negative size", (6, 3), (3, 3, 2),

@@ -21,6 +21,7 @@ from jax import lax
 from jax.extend.core import Literal
 
 from core.rule import case, make_rule, rule
+from rules_lax.reductions import complex_minmax
 
 nan, inf = float("nan"), float("inf")
 _HALF = (tf.bfloat16, tf.float16)
@@ -69,7 +70,7 @@ def _broadcast_pair(fn):
       cases=[_random_pair(lax.add), _broadcast_pair(lax.add),
              case("wraps on overflow", lax.add, [100, 127], [100, 1], dtypes="int8"),
              case("inf and NaN", lax.add, [inf, -inf, nan], [-inf, 1.0, 1.0],
-                  dtypes="floating")], polymorphic=True)
+                  dtypes="floating")])
 def add(ctx, x, y, **_):
     """Integer addition wraps in both TF and XLA. On target "tf", a float tensor plus a
     vector along its last axis (a dense or conv layer's bias, shaped (1, ..., 1, n)) is a
@@ -175,7 +176,7 @@ def _plus_constant(x):
 
 @rule("sub", dtypes="numeric",
       cases=[_random_pair(lax.sub), _broadcast_pair(lax.sub),
-             case("unsigned wraps below zero", lax.sub, [0, 3], [1, 200], dtypes="uint8")], polymorphic=True)
+             case("unsigned wraps below zero", lax.sub, [0, 3], [1, 200], dtypes="uint8")])
 def sub(ctx, x, y, **_):
     return tf.math.subtract(x, y)
 
@@ -200,7 +201,7 @@ def _convert(ctx, x, aval_in, dtype):
       cases=[_random_pair(lax.mul), _broadcast_pair(lax.mul),
              case("wraps on overflow", lax.mul, [100, -128], [3, -1], dtypes="int8"),
              case.random(lambda a, b: lax.mul(a, b, out_dtype=jnp.float32), shapes=[(3,), (3,)],
-                         name="out_dtype float32", dtypes=["int16", "bfloat16", "float16"])], polymorphic=True)
+                         name="out_dtype float32", dtypes=["int16", "bfloat16", "float16"])])
 def mul(ctx, x, y, out_dtype=None, **_):
     """``out_dtype``: XLA converts both operands to it, then multiplies."""
     if out_dtype is not None:
@@ -213,7 +214,7 @@ def mul(ctx, x, y, out_dtype=None, **_):
       cases=[case.random(lax.neg, shapes=[(3, 4)]),
              case("INT_MIN stays INT_MIN", lax.neg, [-128, 5, 0], dtypes="int8"),
              case("unsigned wraps", lax.neg, [0, 1, 255], dtypes="uint8"),
-             case("signed zeros", lax.neg, [0.0, -0.0, nan], dtypes="floating")], polymorphic=True)
+             case("signed zeros", lax.neg, [0.0, -0.0, nan], dtypes="floating")])
 def neg(ctx, x, **_):
     """TF has no unsigned Neg kernel (and grappler turns 0 - x into Neg); x * (2^n - 1)
     is -x modulo 2^n, which is XLA's wrap-around."""
@@ -230,7 +231,7 @@ def _mulhi_edges(rng, dtype):
     return [np.repeat(vals, len(vals)), np.tile(vals, len(vals))]
 
 
-@rule("mulhi", dtypes="integer", polymorphic=True, cases=[
+@rule("mulhi", dtypes="integer", cases=[
     _random_pair(lax.mulhi), _broadcast_pair(lax.mulhi),
     case.custom("extremes against each other", lax.mulhi, _mulhi_edges),
     case.random(lax.mulhi, shapes=[(3, 4), (3, 4)], name="symbolic", dtypes=["int32", "uint8"],
@@ -285,7 +286,7 @@ _INT_EDGE_Y = [2, 2, -2, -2, 0, 0, 0, -1, 1]
              case("x/0 is all ones", lax.div, [7, 0, 255], [0, 0, 2], dtypes="unsigned"),
              case.custom("random nonzero divisors", lax.div,
                          lambda rng, dt: [rng.integers(-50 if dt.kind == "i" else 0, 100, (4, 5)).astype(dt),
-                                          rng.integers(1, 9, (4, 5)).astype(dt)])], polymorphic=True)
+                                          rng.integers(1, 9, (4, 5)).astype(dt)])])
 def div_integer(ctx, x, y, **_):
     """XLA truncates toward zero (TF's // floors), x/0 is all ones (-1, or the maximum
     for unsigned types) and INT_MIN/-1 is INT_MIN."""
@@ -304,8 +305,7 @@ def div_integer(ctx, x, y, **_):
                   np.array([complex(nan, inf), complex(nan, inf), complex(inf, inf), 1 + 1j,
                             complex(inf, 0), complex(-inf, 2), 0j, 1 - 1j, complex(nan, 1)]),
                   np.array([0j, 1j, 2 + 0j, complex(inf, inf), 1 + 1j, complex(0, -0.0),
-                            complex(-inf, 1), complex(0, inf), 0j]), dtypes="complex")],
-      polymorphic=True)
+                            complex(-inf, 1), complex(0, inf), 0j]), dtypes="complex")])
 def div_inexact(ctx, x, y, **_):
     if x.dtype.is_complex:
         return _complex_div(x, y)
@@ -364,7 +364,7 @@ def _xla_complex_div(x, y):
              case("x%0 = x", lax.rem, [7, 0, 255], [0, 0, 2], dtypes="unsigned"),
              case.custom("random nonzero divisors", lax.rem,
                          lambda rng, dt: [rng.integers(-50 if dt.kind == "i" else 0, 100, (4, 5)).astype(dt),
-                                          rng.integers(1, 9, (4, 5)).astype(dt)])], polymorphic=True)
+                                          rng.integers(1, 9, (4, 5)).astype(dt)])])
 def rem_integer(ctx, x, y, **_):
     """C remainder (sign of the dividend; TF's mod floors). TruncateMod lacks most integer
     kernels, so x - trunc(x/y)*y, which is exact in wrap-around arithmetic."""
@@ -376,7 +376,7 @@ _U32_EDGE_X = [7, 0, 255, 2**32 - 1, 2**32 - 1, 2**31, 2**31 + 5, 12345678]
 _U32_EDGE_Y = [0, 0, 2, 1, 2**32 - 1, 2**31 + 1, 2**31, 2**32 - 3]
 
 
-@rule("rem", dtypes="uint32", targets="tflite", polymorphic=True, cases=[
+@rule("rem", dtypes="uint32", targets="tflite", cases=[
     case("x%0 = x, operands past 2**31", lax.rem, _U32_EDGE_X, _U32_EDGE_Y),
     case.custom("random", lax.rem,
                 lambda rng, dt: [rng.integers(0, 2**32, (4, 5), dtype=np.uint64).astype(dt),
@@ -395,7 +395,7 @@ def rem_uint32_tflite(ctx, x, y, **_):
       cases=[case("C fmod: sign of the dividend", lax.rem,
                   [5.5, -5.5, 5.5, -5.5, 1.0, inf, 1.0, -0.0, -4.0, -1.0],
                   [2.0, 2.0, -2.0, -2.0, 0.0, 1.0, inf, 1.0, 2.0, -inf]),
-             case.random(lax.rem, shapes=[(3, 4), (3, 4)])], polymorphic=True)
+             case.random(lax.rem, shapes=[(3, 4), (3, 4)])])
 def rem_floating(ctx, x, y, **_):
     """fmod(x, y) = sign(x) * floormod(|x|, |y|); floormod of non-negatives is exact and
     exports to TFLite (TruncateMod does not, and lacks half kernels)."""
@@ -414,7 +414,7 @@ def rem_floating(ctx, x, y, **_):
              case("INT_MIN stays INT_MIN", lax.abs, [-128, -1, 0, 127], dtypes="int8"),
              case("specials", lax.abs, [-0.0, -inf, nan, -2.5], dtypes="floating"),
              case("complex specials", lax.abs, np.array([3 + 4j, complex(inf, nan), -0j]),
-                  dtypes="complex")], polymorphic=True)
+                  dtypes="complex")])
 def abs_(ctx, x, **_):
     """Complex abs is the real magnitude (TF ComplexAbs, a hypot). XLA gives NaN when
     either part is NaN, where C's hypot gives inf for (inf, NaN)."""
@@ -432,7 +432,7 @@ def abs_(ctx, x, **_):
              case("unsigned", lax.sign, [0, 1, 255], dtypes="unsigned"),
              case("signed", lax.sign, [-128, 0, 5], dtypes="signed"),
              case("complex: x/|x|, zero, inf", lax.sign,
-                  np.array([3 + 4j, 0j, complex(inf, 1), complex(nan, 1)]), dtypes="complex")], polymorphic=True)
+                  np.array([3 + 4j, 0j, complex(inf, 1), complex(nan, 1)]), dtypes="complex")])
 def sign(ctx, x, **_):
     """Unsigned: 0 or 1 (no TF kernel). Floats: TF gives +0 for -0, XLA keeps -0.
     Complex: XLA divides each part by |x| (sign(inf+1j) = nan+0j; TF gives nan+nanj)."""
@@ -456,7 +456,7 @@ _NAN_GRID = ([[nan, nan, nan], [inf, inf, inf], [-inf, -inf, -inf], [0.0, -0.0, 
 
 @rule(["max", "min"], dtypes="bool",
       cases=[case("truth table", lax.max, [True, True, False, False], [True, False, True, False]),
-             case("truth table", lax.min, [True, True, False, False], [True, False, True, False])], polymorphic=True)
+             case("truth table", lax.min, [True, True, False, False], [True, False, True, False])])
 def minmax_bool(ctx, x, y, **_):
     if ctx.eqn.primitive.name == "max":
         return tf.math.logical_or(x, y)
@@ -464,7 +464,7 @@ def minmax_bool(ctx, x, y, **_):
 
 
 @rule(["max", "min"], dtypes="integer",
-      cases=[_random_pair(lax.max), _random_pair(lax.min), _broadcast_pair(lax.max)], polymorphic=True)
+      cases=[_random_pair(lax.max), _random_pair(lax.min), _broadcast_pair(lax.max)])
 def minmax_integer(ctx, x, y, **_):
     return (tf.math.maximum if ctx.eqn.primitive.name == "max" else tf.math.minimum)(x, y)
 
@@ -540,14 +540,11 @@ def _fmin(x, y):
              case("lexicographic, NaN picks y", lax.min,
                   np.array([1 + 2j, 1 + 2j, 1 + 2j, complex(nan, 0), complex(0, nan), 1 + 1j]),
                   np.array([1 + 3j, 2 + 0j, 0 + 5j, 1 + 0j, 1j, complex(1, nan)])),
-             _random_pair(lax.max), _broadcast_pair(lax.min)], polymorphic=True)
+             _random_pair(lax.max), _broadcast_pair(lax.min)])
 def minmax_complex(ctx, x, y, **_):
     """JAX orders complex numbers by real part, then imaginary part; when a comparison
     involves NaN it picks y."""
-    cmp = tf.math.greater if ctx.eqn.primitive.name == "max" else tf.math.less
-    rx, ry, ix, iy = tf.math.real(x), tf.math.real(y), tf.math.imag(x), tf.math.imag(y)
-    pick_x = tf.where(tf.math.equal(rx, ry), cmp(ix, iy), cmp(rx, ry))
-    return tf.where(pick_x, x, y)
+    return complex_minmax(x, y, ctx.eqn.primitive.name == "max")
 
 
 @rule("clamp", dtypes=["integer", "floating"],
@@ -556,7 +553,7 @@ def minmax_complex(ctx, x, y, **_):
              case("NaN bound", lax.clamp, nan, [-1.0, 0.5, 2.0], 1.0, dtypes="floating"),
              case("min > max gives max", lax.clamp, 4, [0, 2, 5], 1),
              case.random(lax.clamp, shapes=[(3, 4), (3, 4), ()], name="array min, scalar max"),
-             case.random(lax.clamp, shapes=[(), (3, 4), ()], name="scalar bounds")], polymorphic=True)
+             case.random(lax.clamp, shapes=[(), (3, 4), ()], name="scalar bounds")])
 def clamp(ctx, lo, x, hi, **_):
     """min(max(x, lo), hi) with XLA's max/min (NaN wins, -0 < +0); lo and hi may be
     scalars, which TF broadcasts."""
@@ -655,7 +652,6 @@ def _unary_rule(primitive, tf_fn, dtypes="inexact", complex_extremes=None):
     """One TF op applied elementwise; half floats go through float32."""
     def lower(ctx, x, **_):
         return _f32(tf_fn, x)
-    lower.__doc__ = f"{primitive}: elementwise TF op (float32 for half types)."
     fn = getattr(lax, primitive)
     cases = _unary_cases(fn, dtypes)
     if _accuracy_condition(fn):
@@ -664,7 +660,8 @@ def _unary_rule(primitive, tf_fn, dtypes="inexact", complex_extremes=None):
     if complex_extremes:
         cases.append(case("complex extremes", fn, np.array(complex_extremes), dtypes="complex"))
     return make_rule(primitive, lower, dtypes=dtypes, name=f"unary_{primitive}",
-                     when=_accuracy_condition(fn), cases=cases, polymorphic=True)
+                     doc=f"{primitive}: elementwise TF op (float32 for half types).",
+                     when=_accuracy_condition(fn), cases=cases)
 
 
 RULES = [
@@ -696,14 +693,14 @@ RULES = [
 
 @rule("is_finite", dtypes="floating",
       cases=[case("special values", lax.is_finite, _SPECIALS),
-             case.random(lax.is_finite, shapes=[(3, 4)])], polymorphic=True)
+             case.random(lax.is_finite, shapes=[(3, 4)])])
 def is_finite(ctx, x, **_):
     return tf.math.is_finite(x)
 
 
 @rule("exp2", dtypes="inexact", when=_no_accuracy,
       cases=[case.random(lax.exp2, shapes=[(3, 4)]),
-             case("special values", lax.exp2, _SPECIALS, dtypes="floating")], polymorphic=True)
+             case("special values", lax.exp2, _SPECIALS, dtypes="floating")])
 def exp2(ctx, x, **_):
     """As JAX lowers it: exp(log(2) * x), the product rounded in x's dtype."""
     log2 = ctx.constant(np.log(2), ctx.avals_in[0].dtype)
@@ -713,7 +710,7 @@ def exp2(ctx, x, **_):
 @rule("cbrt", dtypes="floating", when=_no_accuracy,
       cases=[case.random(lax.cbrt, shapes=[(3, 4)]),
              case("special values", lax.cbrt, [27.0, -8.0, 1e-30, -0.0, 0.0, inf, -inf, nan,
-                                               3.0e38, 1e-38])], polymorphic=True)
+                                               3.0e38, 1e-38])])
 def cbrt(ctx, x, **_):
     """TF has no cube root: sign(x) * |x|^(1/3), computed in float64 so that the
     inexact exponent 1/3 costs no float32 accuracy."""
@@ -737,7 +734,7 @@ def cbrt(ctx, x, **_):
                   [0.5, 1.5, 2.5, -0.5, -2.5, 0.49999997, -0.49999997, -0.2, 1e8 + 1, inf, nan]),
              case("to nearest even", lambda x: lax.round(x, lax.RoundingMethod.TO_NEAREST_EVEN),
                   [0.5, 1.5, 2.5, -0.5, -2.5, 0.49999997, -0.2, inf, nan]),
-             case.random(lambda x: lax.round(x, 0), shapes=[(3, 4)])], polymorphic=True)
+             case.random(lambda x: lax.round(x, 0), shapes=[(3, 4)])])
 def round_(ctx, x, *, rounding_method, **_):
     """tf.round rounds half to even. Away from zero: truncate, then step away from zero
     when the (exactly computed) fraction is at least 1/2; keeps -0 and infinities."""
@@ -752,7 +749,7 @@ def round_(ctx, x, *, rounding_method, **_):
       cases=[case.random(lax.atan2, shapes=[(3, 4), (3, 4)]), _broadcast_pair(lax.atan2),
              case("signed zeros and infinities", lax.atan2,
                   [0.0, -0.0, 0.0, -0.0, 1.0, -1.0, inf, inf, nan],
-                  [0.0, 0.0, -0.0, -0.0, -inf, -inf, inf, -inf, 1.0])], polymorphic=True)
+                  [0.0, 0.0, -0.0, -0.0, -inf, -inf, inf, -inf, 1.0])])
 def atan2(ctx, x, y, **_):
     return _f32(tf.math.atan2, x, y)
 
@@ -770,7 +767,7 @@ def _ipow(y):
                            dtypes="inexact") for y in (-1, -2, -3)],
              case("overflow wraps", _ipow(5), [100, -7, 3], dtypes="int8"),
              case("zero to a negative power", _ipow(-3), [0.0, -0.0, 2.0],
-                  dtypes="floating")], polymorphic=True)
+                  dtypes="floating")])
 def integer_pow(ctx, x, *, y, **_):
     """Square-and-multiply in JAX's order (so floats round identically); a negative
     exponent is 1/x^|y|. Integer overflow wraps in both."""
@@ -789,7 +786,7 @@ def integer_pow(ctx, x, *, y, **_):
 @rule("square", dtypes="numeric",
       cases=[case.random(lax.square, shapes=[(3, 4)]),
              case("complex near the diagonal", lax.square,
-                  np.array([1.0000001 + 1j, 1e20 + 1e20j, 3 + 4j]), dtypes="complex")], polymorphic=True)
+                  np.array([1.0000001 + 1j, 1e20 + 1e20j, 3 + 4j]), dtypes="complex")])
 def square(ctx, x, **_):
     """Complex: XLA computes the real part as (re - im) * (re + im), which does not
     overflow or cancel the way re*re - im*im does."""
@@ -834,7 +831,7 @@ def _complex_pow(x, y):
                          dtypes="inexact"),
              case("complex zeros", lax.pow, np.array([0j, 0j, 0j, 0j, 2 + 1j, -1 + 0j]),
                   np.array([2 + 1j, -1 + 1j, 0j, 1e-30 + 0j, 0.5 + 0j, 0.5 + 0j]),
-                  dtypes="complex")], polymorphic=True)
+                  dtypes="complex")])
 def pow_(ctx, x, y, **_):
     """An integer exponent is converted to x's dtype first, as JAX lowers it."""
     if y.dtype != x.dtype:
@@ -848,14 +845,14 @@ def pow_(ctx, x, y, **_):
 
 @rule("complex", dtypes=["float32", "float64"],
       cases=[case.random(lax.complex, shapes=[(3, 4), (3, 4)]),
-             case.random(lax.complex, shapes=[(3, 1), (3, 4)], name="broadcast")], polymorphic=True)
+             case.random(lax.complex, shapes=[(3, 1), (3, 4)], name="broadcast")])
 def complex_(ctx, x, y, **_):
     shape = ctx.shape(ctx.aval_out)
     return tf.complex(tf.broadcast_to(x, shape), tf.broadcast_to(y, shape))
 
 
 @rule("conj", dtypes=["float32", "float64", "complex"],
-      cases=[case.random(lax.conj, shapes=[(3, 4)])], polymorphic=True)
+      cases=[case.random(lax.conj, shapes=[(3, 4)])])
 def conj(ctx, x, **_):
     """On a real input JAX's conj returns a complex result with zero imaginary part."""
     if x.dtype.is_complex:
@@ -864,7 +861,7 @@ def conj(ctx, x, **_):
 
 
 @rule(["real", "imag"], dtypes="complex",
-      cases=[case.random(lax.real, shapes=[(3, 4)]), case.random(lax.imag, shapes=[(3, 4)])], polymorphic=True)
+      cases=[case.random(lax.real, shapes=[(3, 4)]), case.random(lax.imag, shapes=[(3, 4)])])
 def real_imag(ctx, x, **_):
     return (tf.math.real if ctx.eqn.primitive.name == "real" else tf.math.imag)(x)
 
@@ -1063,14 +1060,13 @@ def _tan_f32(x):
 def _tfl_unary(primitive, fn, extra=(), edges=None):
     def lower(ctx, x, **_):
         return fn(x)
-    lower.__doc__ = f"{primitive} in float32 TFLite builtins (see the notes above _inf)."
     lax_fn = getattr(lax, primitive)
     cases = [case.random(lax_fn, shapes=[(3, 4)]),
              case("special values", lax_fn, _SPECIALS + (_TFL_EDGES if edges is None else edges)),
              *[case(name, lax_fn, vals) for name, vals in extra]]
     return make_rule(primitive, lower, dtypes="float32", targets="tflite",
                      name=f"tflite_{primitive}", when=_accuracy_condition(lax_fn), cases=cases,
-                     polymorphic=True)
+                     doc=f"{primitive} in float32 TFLite builtins (see the notes above _inf).")
 
 
 _TFL_SMALL = [1e-45, -1e-45, 1e-39, -3e-39, 2.0 ** -13, -2.0 ** -13]
@@ -1147,7 +1143,6 @@ _NEAR_0 = [1e-7, -1e-7, 3e-8, -3e-8, 6e-8, 1e-20, -1e-20, 1e-30, 1e-38, 1e-40, -
 def _onnx_unary(primitive, fn, extra):
     def lower(ctx, x, **_):
         return _f32(fn, x)
-    lower.__doc__ = f"{primitive} in ONNX-convertible ops (see the notes above _log1p_onnx)."
     lax_fn = getattr(lax, primitive)
     cases = [case.random(lax_fn, shapes=[(3, 4)]),
              case("special values", lax_fn, _SPECIALS),
@@ -1156,7 +1151,7 @@ def _onnx_unary(primitive, fn, extra):
     return make_rule(primitive, lower, dtypes=["bfloat16", "float16", "float32"],
                      targets="onnx", name=f"onnx_{primitive}",
                      when=_accuracy_condition(lax_fn), cases=cases,
-                     polymorphic=True)
+                     doc=f"{primitive} in ONNX-convertible ops (see the notes above _log1p_onnx).")
 
 
 RULES += [
@@ -1177,8 +1172,7 @@ def _daz(x):
 
 
 @rule("neg", dtypes="float32", targets="tflite",
-      cases=[case("signed zeros", lax.neg, [0.0, -0.0, nan, inf, -inf, 1e-45, 2.5])],
-      polymorphic=True)
+      cases=[case("signed zeros", lax.neg, [0.0, -0.0, nan, inf, -inf, 1e-45, 2.5])])
 def neg_tflite(ctx, x, **_):
     """x * -1: TFLite's Neg gives +0 for +0."""
     return _negate(x)
@@ -1188,8 +1182,7 @@ def neg_tflite(ctx, x, **_):
       cases=[case("zeros keep their sign, subnormals are zeros", lax.sign,
                   [-0.0, 0.0, nan, -inf, inf, 2.0, -3.0, 1e-45, -1e-39, 1.2e-38]),
              case("a scalar -0.0 (found by tests/fuzz.py)", lax.sign, -0.0),
-             case("a scalar subnormal", lax.sign, -1e-40)],
-      polymorphic=True)
+             case("a scalar subnormal", lax.sign, -1e-40)])
 def sign_tflite(ctx, x, **_):
     """XLA gives -0 for -0 and treats subnormals as zeros (TFLite's Sign: +0 and +-1).
     The signed zero is x * 1e-30 (which underflows): the converter folds x * 0.0 to +0
@@ -1209,7 +1202,7 @@ def sign_tflite(ctx, x, **_):
              case("NaN wins, -0 < +0", lax.max, *_NAN_GRID),
              *[case("NaN wins, -0 < +0, the sign of zero",
                     (lambda op: lambda x, y: (op(x, y), 1 / op(x, y)))(op), *_NAN_GRID)
-               for op in (lax.max, lax.min)]], polymorphic=True)
+               for op in (lax.max, lax.min)]])
 def minmax_tflite(ctx, x, y, **_):
     """As the generic rule, but max(x, +inf) and min(x, -inf) make their inf at run time
     (an inf constant becomes FLT_MAX in TFLite)."""
@@ -1241,8 +1234,7 @@ def minmax_tflite(ctx, x, y, **_):
 
 
 @rule("exp2", dtypes="float32", targets="tflite", when=_no_accuracy,
-      cases=[case("special values", lax.exp2, _SPECIALS + [127.5, 127.9, 128.0, -150.0])],
-      polymorphic=True)
+      cases=[case("special values", lax.exp2, _SPECIALS + [127.5, 127.9, 128.0, -150.0])])
 def exp2_tflite(ctx, x, **_):
     """exp(log(2) * x) as JAX lowers it, with the float32 TFLite exp."""
     return _exp_f32(np.float32(np.log(2)) * x)
@@ -1251,8 +1243,7 @@ def exp2_tflite(ctx, x, **_):
 @rule("cbrt", dtypes="float32", targets="tflite", when=_no_accuracy,
       cases=[case.random(lax.cbrt, shapes=[(3, 4)]),
              case("special values", lax.cbrt, [27.0, -8.0, 1e-30, -0.0, 0.0, inf, -inf, nan,
-                                               3.0e38, -3.0e38, 1e-38, 0.001, -1e-45])],
-      polymorphic=True)
+                                               3.0e38, -3.0e38, 1e-38, 0.001, -1e-45])])
 def cbrt_tflite(ctx, x, **_):
     """|x|^(1/3) in float32, one Newton step (2r + a/r^2)/3, the sign of x put back."""
     a = tf.math.abs(x)
@@ -1267,8 +1258,7 @@ def cbrt_tflite(ctx, x, **_):
       cases=[_broadcast_pair(lax.atan2),
              case("signed zeros, infinities, subnormals", lax.atan2,
                   [0.0, -0.0, 0.0, -0.0, 1.0, -1.0, inf, inf, nan, 1e-39, 1.0, -1e-45],
-                  [0.0, 0.0, -0.0, -0.0, -inf, -inf, inf, -inf, 1.0, 1.0, -1e-39, -1.0])],
-      polymorphic=True)
+                  [0.0, 0.0, -0.0, -0.0, -inf, -inf, inf, -inf, 1.0, 1.0, -1e-39, -1.0])])
 def atan2_tflite(ctx, x, y, **_):
     """Operands broadcast first (TFLite's Atan2 does not broadcast). XLA:CPU takes a
     subnormal as zero in arithmetic but not in its comparisons: atan2 of two nonzero
@@ -1283,8 +1273,7 @@ def atan2_tflite(ctx, x, y, **_):
 @rule("rem", dtypes="float32", targets="tflite",
       cases=[case("C fmod: sign of the dividend; subnormal divisors are zeros", lax.rem,
                   [5.5, -5.5, 5.5, -5.5, 1.0, inf, 1.0, -0.0, -4.0, -1.0, 3.0, 1e-39],
-                  [2.0, 2.0, -2.0, -2.0, 0.0, 1.0, inf, 1.0, 2.0, -inf, 1e-39, 1.0])],
-      polymorphic=True)
+                  [2.0, 2.0, -2.0, -2.0, 0.0, 1.0, inf, 1.0, 2.0, -inf, 1e-39, 1.0])])
 def rem_tflite(ctx, x, y, **_):
     """The generic fmod on operands with subnormals as zeros (XLA's denormals-are-zero)."""
     return rem_floating(ctx, _daz(x), _daz(y))
@@ -1308,14 +1297,14 @@ _U32_EDGES = [0, 1, 2 ** 31, 2 ** 32 - 1, 7, 2 ** 31 - 1]
 
 @rule("sub", dtypes="uint32", targets="tflite",
       cases=[case("wraps", lax.sub, _U32_EDGES, [1, 0, 2 ** 32 - 1, 2 ** 31, 9, 2 ** 31]),
-             _broadcast_pair(lax.sub)], polymorphic=True)
+             _broadcast_pair(lax.sub)])
 def sub_uint32_tflite(ctx, x, y, **_):
     """x + y * (2^32 - 1): the product is -y modulo 2^32."""
     return x + y * tf.constant(2 ** 32 - 1, tf.uint32)
 
 
 @rule("sign", dtypes="uint32", targets="tflite",
-      cases=[case("0 or 1", lax.sign, _U32_EDGES)], polymorphic=True)
+      cases=[case("0 or 1", lax.sign, _U32_EDGES)])
 def sign_uint32_tflite(ctx, x, **_):
     return tf.cast(tf.math.not_equal(tf.bitcast(x, tf.int32), 0), tf.uint32)
 
@@ -1323,7 +1312,7 @@ def sign_uint32_tflite(ctx, x, **_):
 @rule(["max", "min"], dtypes="uint32", targets="tflite",
       cases=[case("top bit", lax.max, _U32_EDGES, [2 ** 31 - 1, 2 ** 31, 1, 0, 7, 2 ** 32 - 1]),
              case("top bit", lax.min, _U32_EDGES, [2 ** 31 - 1, 2 ** 31, 1, 0, 7, 2 ** 32 - 1]),
-             _broadcast_pair(lax.max), _broadcast_pair(lax.min)], polymorphic=True)
+             _broadcast_pair(lax.max), _broadcast_pair(lax.min)])
 def minmax_uint32_tflite(ctx, x, y, **_):
     """Compared as int32 keys with the top bit flipped."""
     return _u32_max(x, y, ctx.eqn.primitive.name == "max")
@@ -1332,7 +1321,6 @@ def minmax_uint32_tflite(ctx, x, y, **_):
 @rule("clamp", dtypes="uint32", targets="tflite",
       cases=[case("min > max gives max", lax.clamp, 4, [0, 2, 5, 2 ** 32 - 1], 1),
              case("top bit", lax.clamp, 2 ** 31 - 1, _U32_EDGES, 2 ** 31 + 5),
-             case.random(lax.clamp, shapes=[(3, 4), (3, 4), ()], name="array min, scalar max")],
-      polymorphic=True)
+             case.random(lax.clamp, shapes=[(3, 4), (3, 4), ()], name="array min, scalar max")])
 def clamp_uint32_tflite(ctx, lo, x, hi, **_):
     return _u32_max(_u32_max(x, lo), hi, is_max=False)

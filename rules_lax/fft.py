@@ -48,7 +48,7 @@ _R = ["float32", "float64"]
              case.custom("irfft 1d odd", _fft("IRFFT", (9,)), _complex((3, 5)), dtypes=_C),
              case.custom("irfft 3d", _fft("IRFFT", (2, 3, 6)), _complex((2, 3, 4)),
                          dtypes=_C),
-             case.custom("empty batch", _fft("FFT", (4,)), _complex((0, 4)), dtypes=_C)], polymorphic=True)
+             case.custom("empty batch", _fft("FFT", (4,)), _complex((0, 4)), dtypes=_C)])
 def fft_by_tf_signal(ctx, x, *, fft_type, fft_lengths, **_):
     """One tf.signal transform over the innermost len(fft_lengths) axes."""
     kind = lax.FftType(int(fft_type)).name  # an enum member or its int value

@@ -35,6 +35,7 @@ from jax._src.lax.slicing import GatherScatterMode
 
 from core.errors import UnsupportedError
 from core.rule import random_values, case, rule
+from rules_lax.reductions import complex_minmax
 
 _I64_MAX = np.iinfo(np.int64).max
 _I32_MAX = np.iinfo(np.int32).max
@@ -303,7 +304,7 @@ _GATHER_CASES += [
 ]
 
 
-@rule("gather", dtypes=["all", "key"], polymorphic=True, cases=_GATHER_CASES)
+@rule("gather", dtypes=["all", "key"], cases=_GATHER_CASES)
 def gather(ctx, operand, indices, *, dimension_numbers, mode, fill_value=None, **_):
     """XLA gather as one tf.gather over linear positions in the flattened operand."""
     mode = _mode(mode)
@@ -408,11 +409,7 @@ def _combine_ordered(ctx, kind, op_flat, upd_flat, pos, m, n_scatter, window,
         if kind == "scatter":
             return y
         if kind in ("min", "max"):
-            rx, ry = tf.math.real(x), tf.math.real(y)
-            ix, iy = tf.math.imag(x), tf.math.imag(y)
-            lt = tf.less if kind == "min" else tf.greater
-            pick_x = tf.where(tf.equal(rx, ry), lt(ix, iy), lt(rx, ry))
-            return tf.where(pick_x, x, y)
+            return complex_minmax(x, y, kind == "max")
         out, = ctx.lower_jaxpr(update_jaxpr, x, y, consts=list(update_consts))
         return tf.broadcast_to(tf.cast(out, x.dtype), tf.shape(x))
 
@@ -557,20 +554,16 @@ def _scatter_cases(kind):
     return cases
 
 
-def _scatter_rule(kind, dtypes, doc, extra_cases=()):
+def _scatter_rule(primitive, kind, dtypes, doc, extra_cases=()):
     """The rule of one scatter primitive: ``_scatter_impl`` with its combiner ``kind``."""
-    primitive = "scatter" if kind == "scatter" else f"scatter-{kind}"
-
     def lower(ctx, operand, indices, updates, **params):
         return _scatter_impl(kind, ctx, operand, indices, updates, **params)
-    lower.__name__ = lower.__qualname__ = primitive.replace("-", "_")
-    lower.__doc__ = doc
-    return rule(primitive, dtypes=dtypes, polymorphic=True,
-                cases=_scatter_cases(kind) + list(extra_cases))(lower)
+    return rule(primitive, dtypes=dtypes, cases=_scatter_cases(kind) + list(extra_cases),
+                name=primitive.replace("-", "_"), doc=doc)(lower)
 
 
 scatter = _scatter_rule(
-    "scatter", ["all", "key"],
+    "scatter", "scatter", ["all", "key"],
     "Overwrite; with overlaps the last scatter position wins, as on XLA:CPU.", [
         case.custom("scatter_apply (custom combiner, applied once per hit)",
                     lambda x, i: lax.scatter_apply(x, i, lambda v: v * 2 + 1, _D1,
@@ -579,14 +572,14 @@ scatter = _scatter_rule(
         _poly("x.at[idx].apply(f)", lambda x, i: x.at[i].apply(lambda v: v * 2 + 1),
               lambda rng, dt: [random_values(rng, (5,), dt), _AT_IDX], "(n,)", "(b,)")])
 scatter_add = _scatter_rule(
-    "add", "numeric", "operand + segment sum of the updates (modular for integers, like XLA).")
-scatter_sub = _scatter_rule("sub", "numeric", "operand - segment sum of the updates.")
+    "scatter-add", "add", "numeric", "operand + segment sum of the updates (modular for integers, like XLA).")
+scatter_sub = _scatter_rule("scatter-sub", "sub", "numeric", "operand - segment sum of the updates.")
 scatter_mul = _scatter_rule(
-    "mul", "numeric",
+    "scatter-mul", "mul", "numeric",
     "operand * segment product of the updates (no logs, so signs and zeros are exact).")
 scatter_min = _scatter_rule(
-    "min", "all",
+    "scatter-min", "min", "all",
     "Segment min with XLA's NaN propagation; complex: lexicographic, in XLA's order.")
 scatter_max = _scatter_rule(
-    "max", "all",
+    "scatter-max", "max", "all",
     "Segment max with XLA's NaN propagation; complex: lexicographic, in XLA's order.")

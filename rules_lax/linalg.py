@@ -64,7 +64,7 @@ CHOLESKY_CASES = [
                 convert_kw=_poly("(b, n, n)"))]
 
 
-@rule("cholesky", dtypes=_LAPACK, polymorphic=True,
+@rule("cholesky", dtypes=_LAPACK,
       cases=CHOLESKY_CASES + [case.custom("empty", lax.linalg.cholesky_p.bind, _pd((3, 0, 0)))])
 def cholesky_lower(ctx, x, **_):
     """L in the lower triangle, the input's strict upper triangle above it (LAPACK's potrf
@@ -116,7 +116,7 @@ def _eigh_abs_vectors(x):
     return jnp.abs(v), w
 
 
-@rule("eigh", dtypes=_LAPACK, polymorphic=True,
+@rule("eigh", dtypes=_LAPACK,
       cases=[case.custom("eigenvalues from the lower triangle", _eigh_values(True), _sym((2, 5, 5))),
              case.custom("eigenvalues from the upper triangle", _eigh_values(False), _sym((5, 5))),
              case.custom("|eigenvectors|", _eigh_abs_vectors, _sym((4, 4))),
@@ -173,7 +173,7 @@ def _eig_residual(x):
     return right & left
 
 
-@rule("eig", dtypes=_LAPACK, polymorphic=True,
+@rule("eig", dtypes=_LAPACK,
       cases=[case("eigenvalues of a triangular matrix", _eig_fn(False, False),
                   [[1.0, 5.0, 2.0], [0.0, 2.0, 4.0], [0.0, 0.0, 3.0]]),
              case("eigenvectors are residual-free", _eig_residual,
@@ -210,7 +210,7 @@ def _svd_fn(full_matrices, compute_uv, subset=None):
     return f
 
 
-@rule("svd", dtypes=_LAPACK, polymorphic=True,
+@rule("svd", dtypes=_LAPACK,
       cases=[case.random(_svd_fn(False, False), shapes=[(2, 4, 3)], name="singular values"),
              case.random(_svd_fn(False, True), shapes=[(3, 5)], name="U S Vt rebuilds"),
              case.random(_svd_fn(True, False), shapes=[(5, 3)], name="full"),
@@ -236,7 +236,7 @@ def svd_by_tf(ctx, x, *, full_matrices, compute_uv, subset_by_index=None, algori
 
 # -- qr --------------------------------------------------------------------------------
 
-@rule("qr", dtypes=_LAPACK, polymorphic=True,
+@rule("qr", dtypes=_LAPACK,
       when=lambda eqn: ("column pivoting (pivoting=True) has no TF equivalent"
                         if eqn.params.get("pivoting") else None),
       cases=[case.random(lambda x: lax.linalg.qr(x, full_matrices=False), shapes=[(2, 5, 3)],
@@ -261,7 +261,7 @@ def _col(x, j, nb):
     return tf.gather(x, j, axis=nb + 1)
 
 
-@rule("geqrf", dtypes=_LAPACK, polymorphic=True,
+@rule("geqrf", dtypes=_LAPACK,
       cases=[case.random(_lax_linalg.geqrf, shapes=[(5, 3)], name="tall"),
              case.random(_lax_linalg.geqrf, shapes=[(2, 3, 4)], name="wide, batch"),
              case("zero column below the diagonal", _lax_linalg.geqrf,
@@ -317,7 +317,7 @@ def _qr_from_geqrf(x):
     return lax.linalg.householder_product(a, taus)
 
 
-@rule("householder_product", dtypes=_LAPACK, polymorphic=True,
+@rule("householder_product", dtypes=_LAPACK,
       cases=[case.random(_qr_from_geqrf, shapes=[(5, 3)], name="Q of a QR"),
              case.random(lax.linalg.householder_product, shapes=[(2, 4, 3), (2, 2)],
                          name="arbitrary taus, batch"),
@@ -367,7 +367,7 @@ def _swap_rows(x, i, p, rows, nb):
     return tf.where(is_i, _ax(row_p, -2), tf.where(is_p, _ax(row_i, -2), x))
 
 
-@rule("lu", dtypes=_LAPACK, polymorphic=True,
+@rule("lu", dtypes=_LAPACK,
       cases=[case.random(lax.linalg.lu, shapes=[(5, 5)], name="square"),
              case.random(lax.linalg.lu, shapes=[(2, 4, 4)], name="batch"),
              case.random(lax.linalg.lu, shapes=[(3, 5)], name="wide"),
@@ -448,7 +448,7 @@ def _pivots_to_perm(pivots, size: int, shape: list):
     return tf.while_loop(lambda i, _: i < k, body, (tf.constant(0, tf.int32), perm0))[1]
 
 
-@rule("lu_pivots_to_permutation", dtypes="int32", polymorphic=True,
+@rule("lu_pivots_to_permutation", dtypes="int32",
       cases=[case("swaps in order", lambda p: lax.linalg.lu_pivots_to_permutation(p, 5),
                   [3, 3, 4, 3]),
              case("batch", lambda p: lax.linalg.lu_pivots_to_permutation(p, 3),
@@ -497,7 +497,7 @@ TRIANGULAR_SOLVE_CASES = [
                 _tri_args((2, 4, 4), (2, 3, 4)), convert_kw=_poly("(b, 4, 4)", "(b, 3, 4)"))]
 
 
-@rule("triangular_solve", dtypes="inexact", polymorphic=True, cases=TRIANGULAR_SOLVE_CASES)
+@rule("triangular_solve", dtypes="inexact", cases=TRIANGULAR_SOLVE_CASES)
 def triangular_solve_by_tf(ctx, a, b, *, left_side, lower, transpose_a, conjugate_a,
                            unit_diagonal, **_):
     """op(A) X = B or X op(A) = B with op one of A, A^T, conj(A), A^H; only the named
@@ -536,7 +536,6 @@ def _tridiag_args(n, k, singular=False):
 
 
 @rule("tridiagonal_solve", dtypes=["float32", "float64", "complex64", "complex128"],
-      polymorphic=True,
       cases=[case.custom("random", lambda *a: lax.linalg.tridiagonal_solve(*a),
                          _tridiag_args(6, 2)),
              case.custom("singular gives NaN", lambda *a: lax.linalg.tridiagonal_solve(*a),
@@ -559,7 +558,7 @@ def _diagonal_solve(d, b):
                                    lambda _, y: y / d)
 
 
-@rule("custom_linear_solve", polymorphic=True,
+@rule("custom_linear_solve",
       cases=[case.custom("jnp.linalg.solve", jnp.linalg.solve,
                          lambda rng, dt: [(rng.standard_normal((3, 3)) + 3 * np.eye(3)).astype(dt),
                                           rng.standard_normal((3,)).astype(dt)],

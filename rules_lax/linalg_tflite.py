@@ -52,7 +52,7 @@ def _loop(n, body, *state, reverse=False):
 
 # -- cholesky --------------------------------------------------------------------------
 
-@rule("cholesky", dtypes=_F32, targets="tflite", polymorphic=True,
+@rule("cholesky", dtypes=_F32, targets="tflite",
       cases=CHOLESKY_CASES + [
           case.custom("positive definite, 32x32", lax.linalg.cholesky_p.bind, _pd((32, 32))),
           case("-0.0 pivot gives NaN", lax.linalg.cholesky_p.bind, [[-0.0]]),
@@ -106,7 +106,7 @@ def _tri_edge_args(rng, dtype):
     return [a, b]
 
 
-@rule("triangular_solve", dtypes=_F32, targets="tflite", polymorphic=True,
+@rule("triangular_solve", dtypes=_F32, targets="tflite",
       cases=TRIANGULAR_SOLVE_CASES + [
           case.custom("unit diagonal, right, upper, transposed",
                       _tri_solve_fn(unit_diagonal=True, transpose_a=True),
@@ -153,7 +153,7 @@ _NAN, _INF = float("nan"), float("inf")
 _TRIDIAG = lambda *a: lax.linalg.tridiagonal_solve(*a)
 
 
-@rule("tridiagonal_solve", dtypes=_F32, targets="tflite", polymorphic=True,
+@rule("tridiagonal_solve", dtypes=_F32, targets="tflite",
       when=lambda eqn: ("perturb_singular=True is not written for TFLite"
                         if eqn.params.get("perturb_singular") else None),
       cases=[case.custom("random", _TRIDIAG, _tridiag_args(6, 2)),
@@ -240,7 +240,7 @@ def _qr_fn(full_matrices):
     return lambda x: lax.linalg.qr(x, full_matrices=full_matrices)
 
 
-@rule("qr", dtypes=_F32, targets="tflite", polymorphic=True,
+@rule("qr", dtypes=_F32, targets="tflite",
       when=lambda eqn: ("column pivoting (pivoting=True) is not written for TFLite"
                         if eqn.params.get("pivoting") else None),
       cases=[case.random(_qr_fn(False), shapes=[(2, 5, 3)], name="reduced"),
@@ -373,7 +373,7 @@ def _eigh_residual(x):
             jnp.all(jnp.diff(w, axis=-1) >= 0))
 
 
-@rule("eigh", dtypes=_F32, targets="tflite",
+@rule("eigh", dtypes=_F32, targets="tflite", polymorphic=False,   # unrolled per size
       cases=[case.custom("eigenvalues from the lower triangle", _eigh_values(True),
                          _sym((2, 5, 5))),
              case.custom("eigenvalues from the upper triangle", _eigh_values(False), _sym((5, 5))),
@@ -453,7 +453,7 @@ def _svd_check(full_matrices):
 
 
 
-@rule("svd", dtypes=_F32, targets="tflite",
+@rule("svd", dtypes=_F32, targets="tflite", polymorphic=False,   # unrolled per size
       cases=[case.random(_svd_fn(False, False), shapes=[(2, 4, 3)], name="singular values"),
              case.random(_svd_fn(False, True), shapes=[(3, 5)], name="U S Vt rebuilds"),
              case.random(_svd_fn(True, False), shapes=[(5, 3)], name="full"),

@@ -21,7 +21,7 @@ Why that gives JAX's numbers:
   compare/bitwise are unchanged by the extension.
 - Reductions, cumulative sums, dot products and convolutions accumulate in float32 and
   round once, where XLA rounds at each step in the narrow type: the results agree within
-  the per-dtype tolerances of ``core.testing`` (not bit for bit). The generic ``reduce``
+  the per-dtype tolerances of ``core.testkit`` (not bit for bit). The generic ``reduce``
   and ``reduce_window`` instead run their computation through the narrow primitives at
   every step (:func:`_wide_computation`), as XLA does: bit for bit where the order is
   XLA's (float16 add/mul reductions over several axes are refused, as for target "tf").
@@ -222,7 +222,7 @@ _CASES = [
 ]
 
 
-@rule(PRIMITIVES, dtypes=["bool", "integer", "floating"], targets="tflite", polymorphic=True,
+@rule(PRIMITIVES, dtypes=["bool", "integer", "floating"], targets="tflite",
       when=_narrow_operand, cases=_CASES)
 def widened(ctx, *xs, **params):
     """The primitive computed in float32/int32 and cast back to JAX's narrow dtype."""
@@ -353,7 +353,7 @@ def _half_bits(rng, dtype):
 
 
 @rule("bitcast_convert_type", dtypes=["float16", "bfloat16"], targets="tflite", priority=1,
-      when=_halves, polymorphic=True, cases=[
+      when=_halves, cases=[
           case.custom("every kind of pattern", lambda x: lax.bitcast_convert_type(
               x, jnp.bfloat16 if x.dtype == np.float16 else np.float16), _half_bits)])
 def bitcast_halves(ctx, x, *, new_dtype, **_):
@@ -379,7 +379,7 @@ def _nextafter_cases():
              half16, toward16, dtypes="float16")]
 
 
-@rule("nextafter", dtypes=["float16", "bfloat16"], targets="tflite", polymorphic=True,
+@rule("nextafter", dtypes=["float16", "bfloat16"], targets="tflite",
       cases=_nextafter_cases())
 def nextafter_narrow(ctx, x, y, **_):
     """XLA's nextafter (see rules_lax.conversion) on the narrow patterns of the float32

@@ -34,7 +34,7 @@ import tensorflow as tf
 from jax import lax
 
 from core.rule import case, rule, rules_of
-from core.shapes import is_symbolic
+from core.shapes import eval_expr, is_symbolic
 from rules_lax.elementwise import rem_floating, sign
 from rules_lax.reductions import reduce_monoid
 from rules_lax.structural import pad
@@ -56,25 +56,8 @@ def floordiv(a, b):
     return q - tf.cast(off, q.dtype)
 
 
-def _evaluate(e, env):
-    """A JAX dimension expression on TF int32 scalars (as core.shapes does), with exact
-    floor division and modulo."""
-    from jax._src.export import shape_poly
-    if not isinstance(e, shape_poly._DimExpr):
-        return int(e)
-    f_ = shape_poly._DimFactor
-    ops = {f_.FLOORDIV: floordiv, f_.MOD: lambda a, b: a - floordiv(a, b) * b,
-           f_.MAX: tf.maximum, f_.MIN: tf.minimum}
-    total = 0
-    for term, coeff in e._sorted_terms:
-        val = coeff
-        for f, exp in term._factors:
-            v = env[f.var] if f.var is not None else ops[f.operation](
-                *[_evaluate(o, env) for o in f.operands])
-            for _ in range(exp):
-                val = val * v
-        total = total + val
-    return total
+def _mod(a, b):
+    return a - floordiv(a, b) * b
 
 
 class _ExactDims:
@@ -82,7 +65,7 @@ class _ExactDims:
         self.values, self.assertions = dims.values, dims.assertions
 
     def evaluate(self, d):
-        return _evaluate(d, self.values) if is_symbolic(d) else int(d)
+        return eval_expr(d, self.values, floordiv, _mod) if is_symbolic(d) else int(d)
 
 
 def exact_dims(ctx):
@@ -109,14 +92,14 @@ def _on_exact_dims(generic, refused=None, extra=()):
 
     def lower(ctx, *args, **params):
         return generic(exact_dims(ctx), *args, **params)
-    lower.__name__ = lower.__qualname__ = f"{generic.__name__}_onnx"
-    lower.__doc__ = f"{generic.__name__} with symbolic dimensions evaluated exactly in ONNX"
     cases = [dataclasses.replace(c, dtypes=frozenset(
                  d for d in (c.dtypes or r.dtypes) if d not in (refused or {}).get(c.name, ())))
              for c in [*r.cases, *extra] if "symbolic" in c.name]
     cases = [c for c in cases if c.dtypes]
-    return rule(r.primitive, dtypes=list(r.dtypes), targets="onnx", polymorphic=True,
-                when=_has_symbolic, cases=cases)(lower)
+    return rule(r.primitive, dtypes=list(r.dtypes), targets="onnx", when=_has_symbolic,
+                cases=cases, name=f"{generic.__name__}_onnx",
+                doc=f"{generic.__name__} with symbolic dimensions evaluated exactly in ONNX"
+                )(lower)
 
 
 # (case, dtypes) the pre-flight refuses, measured (PadV2 of narrow ints/bool/half floats,
@@ -181,7 +164,7 @@ def _int_extremes(rng, dt):
     return [x]
 
 
-@rule("reduce_prod", dtypes=["int32", "int64"], targets="onnx", polymorphic=True,
+@rule("reduce_prod", dtypes=["int32", "int64"], targets="onnx",
       cases=[case.custom("wraps: extremes, axis 1", lambda x: lax.reduce_prod(x, (1,)),
                          _int_extremes),
              case.custom("wraps: extremes, axes 0 1", lambda x: lax.reduce_prod(x, (0, 1)),
@@ -216,7 +199,7 @@ _ATAN2_Y = [0.0, 0.0, -0.0, -0.0, -inf, -inf, inf, -inf, 1.0, inf, -inf, 0.0, -0
             -2.0, 5.0, -5.0, inf, inf, nan, nan, -4.0, 1e30, -1e-30, -1.0]
 
 
-@rule("atan2", dtypes=["float16", "bfloat16", "float32"], targets="onnx", polymorphic=True,
+@rule("atan2", dtypes=["float16", "bfloat16", "float32"], targets="onnx",
       cases=[case("signed zeros and infinities", lax.atan2, _ATAN2_X, _ATAN2_Y),
              case.random(lax.atan2, shapes=[(3, 4), (3, 4)])])
 def atan2_onnx(ctx, x, y, **_):
@@ -240,7 +223,7 @@ def atan2_onnx(ctx, x, y, **_):
     return tf.cast(t, ctx.tf_dtype(ctx.aval_out))
 
 
-@rule("rem", dtypes="floating", targets="onnx", polymorphic=True,
+@rule("rem", dtypes="floating", targets="onnx",
       cases=[case("C fmod: infinite divisors give the dividend", lax.rem,
                   [5.5, -5.5, 5.5, -5.5, 1.0, inf, 1.0, -0.0, -4.0, -1.0, 0.0, -inf, nan, 3e38],
                   [2.0, 2.0, -2.0, -2.0, 0.0, 1.0, inf, inf, 2.0, -inf, -inf, inf, inf, -inf]),
@@ -253,7 +236,7 @@ def rem_onnx(ctx, x, y, **_):
     return tf.cast(tf.where(keep, x, r), ctx.tf_dtype(ctx.aval_out))
 
 
-@rule("sign", dtypes=["float16", "bfloat16"], targets="onnx", polymorphic=True,
+@rule("sign", dtypes=["float16", "bfloat16"], targets="onnx",
       cases=[case("zeros keep their sign, NaN stays", lax.sign,
                   [-0.0, 0.0, nan, -nan, -inf, inf, 2.0, -3.0, -1e-30, 65504.0])])
 def sign_onnx(ctx, x, **_):

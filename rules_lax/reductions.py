@@ -50,16 +50,22 @@ def identity(kind: str, dtype) -> np.ndarray:
     return np.array(info.min if kind == "max" else info.max, dtype)
 
 
+def complex_minmax(x, y, is_max: bool):
+    """lax.max / lax.min of complex TF tensors: JAX orders them by real part, then
+    imaginary part (mlir.max_hlo); where a comparison involves NaN, y is picked."""
+    cmp = tf.greater if is_max else tf.less
+    rx, ry = tf.math.real(x), tf.math.real(y)
+    pick_x = tf.where(tf.equal(rx, ry), cmp(tf.math.imag(x), tf.math.imag(y)), cmp(rx, ry))
+    return tf.where(pick_x, x, y)
+
+
 def minmax(x, y, is_max: bool, dtype):
     """lax.max / lax.min of two TF tensors: NaN wins for floats, complex numbers compare
-    as (real, imag) pairs (mlir.max_hlo), bool max/min are or/and."""
+    as (real, imag) pairs (:func:`complex_minmax`), bool max/min are or/and."""
     if dtype == np.bool_:
         return tf.logical_or(x, y) if is_max else tf.logical_and(x, y)
     if is_complex(dtype):
-        cmp = tf.greater if is_max else tf.less
-        rx, ry = tf.math.real(x), tf.math.real(y)
-        pick_x = tf.where(tf.equal(rx, ry), cmp(tf.math.imag(x), tf.math.imag(y)), cmp(rx, ry))
-        return tf.where(pick_x, x, y)
+        return complex_minmax(x, y, is_max)
     out = tf.maximum(x, y) if is_max else tf.minimum(x, y)
     if is_float(dtype):
         out = tf.where(tf.math.is_nan(x), x, tf.where(tf.math.is_nan(y), y, out))
@@ -362,10 +368,10 @@ def _simple(prim_name, kind, dtypes, extra=()):
     def lower(ctx, x, *, axes, **_):
         return reduce_monoid(ctx, x, ctx.avals_in[0], ctx.aval_out, axes, kind)
 
-    lower.__name__ = lower.__qualname__ = prim_name
-    lower.__doc__ = f"{prim_name} with XLA's identity for empty axes" + (
+    doc = f"{prim_name} with XLA's identity for empty axes" + (
         " and NaN propagation" if kind in ("max", "min") else "")
-    return rule(prim_name, dtypes=dtypes, polymorphic=True, cases=_simple_cases(prim, extra))(lower)
+    return rule(prim_name, dtypes=dtypes, cases=_simple_cases(prim, extra), name=prim_name,
+                doc=doc)(lower)
 
 
 def _simple_cases(prim, extra=()):
@@ -439,13 +445,13 @@ def _argcases(fn):
                  dtypes="floating", convert_kw=poly)]
 
 
-@rule("argmax", dtypes=["bool", "integer", "floating"], polymorphic=True, cases=_argcases(lax.argmax))
+@rule("argmax", dtypes=["bool", "integer", "floating"], cases=_argcases(lax.argmax))
 def argmax(ctx, x, *, axes, index_dtype, **_):
     """argmax: first NaN, else the first maximal element."""
     return _argminmax(ctx, x, axes, index_dtype, True)
 
 
-@rule("argmin", dtypes=["bool", "integer", "floating"], polymorphic=True, cases=_argcases(lax.argmin))
+@rule("argmin", dtypes=["bool", "integer", "floating"], cases=_argcases(lax.argmin))
 def argmin(ctx, x, *, axes, index_dtype, **_):
     """argmin: first NaN, else the first minimal element."""
     return _argminmax(ctx, x, axes, index_dtype, False)
@@ -545,7 +551,7 @@ _REDUCE_CASES = [
 ]
 
 
-@rule("reduce", polymorphic=True, cases=_REDUCE_CASES)
+@rule("reduce", cases=_REDUCE_CASES)
 def reduce(ctx, *args, computation=None, jaxpr, dimensions, **_):
     """Variadic reduce: known monoids reduce natively; any other computation is applied in
     XLA's CPU order (one operand: windows of 32, see xla_order_reduce; several: one fold
@@ -656,11 +662,10 @@ def _simple_tflite(prim_name, kind, dtypes):
     def lower(ctx, x, *, axes, **_):
         return lite_reduce_monoid(ctx, x, ctx.avals_in[0], ctx.aval_out, axes, kind)
 
-    lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
-    lower.__doc__ = f"{prim_name} in TFLite builtins (see lite_reduce_monoid)"
     extra = [case.custom("extremes", lambda x: (prim(x, (1,)), prim(x, (0,))), _lite_extremes)]
-    return rule(prim_name, dtypes=dtypes, targets="tflite", polymorphic=True,
-                cases=lite_cases(_simple_cases(prim, extra)))(lower)
+    return rule(prim_name, dtypes=dtypes, targets="tflite",
+                cases=lite_cases(_simple_cases(prim, extra)), name=f"{prim_name}_tflite",
+                doc=f"{prim_name} in TFLite builtins (see lite_reduce_monoid)")(lower)
 
 
 reduce_sum_tflite = _simple_tflite("reduce_sum", "add", ["uint32"])
@@ -693,10 +698,9 @@ def _arg_tflite(prim_name, is_max):
     def lower(ctx, x, *, axes, index_dtype, **_):
         return _argminmax_lite(ctx, x, axes, index_dtype, is_max)
 
-    lower.__name__ = lower.__qualname__ = f"{prim_name}_tflite"
-    lower.__doc__ = f"{prim_name} in TFLite builtins (see _argminmax_lite)"
-    return rule(prim_name, dtypes=["uint32", "float32"], targets="tflite", polymorphic=True,
-                cases=_argcases_lite(getattr(lax, prim_name)))(lower)
+    return rule(prim_name, dtypes=["uint32", "float32"], targets="tflite",
+                cases=_argcases_lite(getattr(lax, prim_name)), name=f"{prim_name}_tflite",
+                doc=f"{prim_name} in TFLite builtins (see _argminmax_lite)")(lower)
 
 
 argmax_tflite = _arg_tflite("argmax", True)
@@ -707,7 +711,7 @@ def _inf_init(rng, dtype):
     return [np.array([[-_INF, -_INF, -_INF], [1.0, _NAN, -_INF]], dtype)]
 
 
-@rule("reduce", dtypes=LITE_DTYPES, targets="tflite", polymorphic=True, cases=[
+@rule("reduce", dtypes=LITE_DTYPES, targets="tflite", cases=[
     c for c in lite_cases(_REDUCE_CASES) if "order-dependent computation" not in c.name
     or "symbolic" not in c.name] + [
     case.custom("max from +inf", lambda x: lax.reduce(x, np.inf, lax.max, (1,)),

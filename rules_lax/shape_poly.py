@@ -11,7 +11,7 @@ def _plus_len(x):
     return x + x.shape[0]
 
 
-@rule("dim_as_value", dtypes="integer", polymorphic=True, cases=[
+@rule("dim_as_value", dtypes="integer", cases=[
     case.random(_plus_len, shapes=[(4,)], dtypes="int32",
                 convert_kw={"polymorphic_shapes": ["(b,)"]})])
 def dim_as_value(ctx, *, dim):

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
-import jax
-from jax import lax
 from jax._src.lax import slicing as jslicing
 
 from core.errors import UnsupportedError
 from core.rule import case, rule
-from rules_lax.structural import _key_cases, _same, _trail
+from rules_lax.structural import _same
 
 
 def _clamped_starts(ctx, starts, avals, operand_shape, window_shape) -> list[tf.Tensor]:
@@ -71,7 +69,7 @@ _X = [np.arange(1, 11) % 7]  # values that fit every numeric dtype
 _I = np.int32
 
 
-@rule("dynamic_slice", dtypes=("all", "key"),
+@rule("dynamic_slice", dtypes="all",
       cases=[_index_case("in bounds", lambda x, i: _raw_dynamic_slice(x, i, sizes=(3,)), _X,
                          np.array(2, _I)),
              _index_case("negative start clamps to 0",
@@ -94,19 +92,15 @@ _I = np.int32
                          dtypes="bool"),
              case.custom("full window", lambda x, i: _raw_dynamic_slice(x, i, sizes=(5,)),
                          lambda rng, dt: [np.arange(5).astype(dt), np.array(3, _I)],
-                         dtypes="numeric"),
-             *_key_cases("dynamic_slice", lambda k: lax.dynamic_slice(k, (1,), (2,)), (4,))], polymorphic=True)
+                         dtypes="numeric")])
 def dynamic_slice(ctx, x, *starts, slice_sizes, **_):
     """One Slice whose begin is the clamped start indices."""
     aval = ctx.avals_in[0]
     starts, start_avals = _starts_for(ctx, aval, starts)
-    trail = _trail(ctx, aval)
     begin = _clamped_starts(ctx, starts, start_avals, aval.shape, slice_sizes)
     if not begin:
         return x
-    zero = tf.zeros([], begin[0].dtype)
-    return tf.slice(x, tf.stack(begin + [zero] * len(trail)),
-                    [ctx.dim(s) for s in slice_sizes] + trail)
+    return tf.slice(x, tf.stack(begin), [ctx.dim(s) for s in slice_sizes])
 
 
 def _raw_update(x, u, *starts):
@@ -121,7 +115,7 @@ def _update_case(name, xshape, ushape, *starts, dtypes="numeric"):
     return case.custom(name, _raw_update, make, dtypes=dtypes)
 
 
-@rule("dynamic_update_slice", dtypes=("all", "key"),
+@rule("dynamic_update_slice", dtypes="all",
       cases=[_update_case("in bounds", (6,), (2,), np.array(3, _I)),
              _update_case("negative start clamps to 0", (6,), (2,), np.array(-3, _I)),
              _update_case("start past the end clamps", (6,), (4,), np.array(5, np.int8)),
@@ -133,9 +127,7 @@ def _update_case(name, xshape, ushape, *starts, dtypes="numeric"):
              _update_case("empty update", (2, 3), (0, 3), np.array(1, _I), np.array(0, _I)),
              case.custom("bool", _raw_update,
                          lambda rng, dt: [rng.random((3, 4)) < 0.5, np.ones((2, 2), bool),
-                                          np.array(2, _I), np.array(1, _I)], dtypes="bool"),
-             *_key_cases("dynamic_update_slice",
-                       lambda k: lax.dynamic_update_slice(k, k[:1], (2,)), (3,))], polymorphic=True)
+                                          np.array(2, _I), np.array(1, _I)], dtypes="bool")])
 def dynamic_update_slice(ctx, x, update, *starts, **_):
     """Pad the update to the operand's shape at the clamped starts, then select it inside
     the window (a mask of per-axis range tests)."""
@@ -145,19 +137,18 @@ def dynamic_update_slice(ctx, x, update, *starts, **_):
         return x
     if all(_same(u, d) for u, d in zip(uaval.shape, aval.shape)):
         return update
-    shape, ushape = ctx.shape(aval), ctx.shape(uaval)  # key data dimensions at the end
-    trail = _trail(ctx, aval)
+    shape, ushape = ctx.shape(aval), ctx.shape(uaval)
     begin = _clamped_starts(ctx, starts, start_avals, aval.shape, uaval.shape)
     idx = begin[0].dtype
     paddings = [tf.stack([b, tf.cast(d - u, idx) - b]) for b, d, u in zip(begin, shape, ushape)]
-    padded = tf.pad(update, tf.stack(paddings + [tf.zeros([2], idx)] * len(trail)))
+    padded = tf.pad(update, tf.stack(paddings))
     mask = None
     for axis, (b, d, u) in enumerate(zip(begin, shape, ushape)):
         if _same(aval.shape[axis], uaval.shape[axis]):
             continue  # the window covers the whole axis
         r = tf.range(d, dtype=idx)
         inside = tf.logical_and(r >= b, r < b + tf.cast(u, idx))
-        bshape = [1] * len(shape)  # the physical shape: key data dimensions included
+        bshape = [1] * len(shape)
         bshape[axis] = d
         inside = tf.reshape(inside, bshape)
         mask = inside if mask is None else tf.logical_and(mask, inside)

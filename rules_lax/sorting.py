@@ -136,7 +136,7 @@ _SORT_CASES = [
 ]
 
 
-@rule("sort", polymorphic=True, cases=_SORT_CASES)
+@rule("sort", cases=_SORT_CASES)
 def sort(ctx, *operands, dimension, is_stable, num_keys, **_):
     """Stable lexicographic sort of all operands by the first ``num_keys`` (is_stable=False
     is sorted stably as well: a valid order, though XLA's CPU sort may order ties
@@ -178,7 +178,7 @@ _TOP_K_CASES = [
 ]
 
 
-@rule("top_k", dtypes=["bool", "integer", "floating"], polymorphic=True, cases=_TOP_K_CASES)
+@rule("top_k", dtypes=["bool", "integer", "floating"], cases=_TOP_K_CASES)
 def top_k(ctx, x, *, k, axis=-1, **_):
     """TopKV2 on order keys (ties lower index first), then a gather of the values. With
     a symbolic last dimension n, JAX accepted k only if it proved k <= n from the
@@ -240,7 +240,7 @@ _LITE_SORT_CASES = [
 ]
 
 
-@rule("sort", dtypes=LITE_DTYPES, targets="tflite", polymorphic=True,
+@rule("sort", dtypes=LITE_DTYPES, targets="tflite",
       cases=_SORT_CASES + _LITE_SORT_CASES)
 def sort_tflite(ctx, *operands, dimension, is_stable, num_keys, **_):
     """The generic sort in TFLite builtins: TopKV2 on int32 keys (TFLite's TopKV2 also puts
@@ -252,7 +252,7 @@ def sort_tflite(ctx, *operands, dimension, is_stable, num_keys, **_):
     return [lite_unbits(y, d) for y, d in zip(outs, dts)]
 
 
-@rule("top_k", dtypes=LITE_DTYPES, targets="tflite", polymorphic=True, cases=[
+@rule("top_k", dtypes=LITE_DTYPES, targets="tflite", cases=[
     *lite_cases(_TOP_K_CASES), case.custom("edge values", lambda x: lax.top_k(x, 5), _lite_edge)])
 def top_k_tflite(ctx, x, *, k, axis=-1, **_):
     """The generic top_k in TFLite builtins (int32 keys; uint32 as its int32 bits)."""
@@ -280,7 +280,7 @@ def _distinct(shape):
     return make
 
 
-@rule("approx_top_k", dtypes="floating", polymorphic=True, cases=[
+@rule("approx_top_k", dtypes="floating", cases=[
     case.random(_approx(4), shapes=[(3, 40)], name="max k=4"),
     case.random(_approx(4, is_max=False), shapes=[(3, 40)], name="min k=4"),
     case.random(_approx(3, dim=0), shapes=[(20, 3)], name="reduction dim 0"),
@@ -362,7 +362,7 @@ def _portable_keys(x, dtype, total: bool = False) -> list:
     return [tf.cast(nan, tf.int32), value, tf.cast(positive_zero, tf.int32)]
 
 
-@rule("sort", dtypes=_PORTABLE_DTYPES, targets=PORTABLE_TARGETS, polymorphic=True,
+@rule("sort", dtypes=_PORTABLE_DTYPES, targets=PORTABLE_TARGETS,
       cases=_SORT_CASES + _LITE_SORT_CASES)
 def sort_portable(ctx, *operands, dimension, is_stable, num_keys, **_):
     """The generic sort without Bitcast: TopKV2 per key on the values themselves."""
@@ -380,7 +380,7 @@ def _top_k_nan_edge(rng, dtype):
 
 
 @rule("top_k", dtypes=[d for d in _PORTABLE_DTYPES if d != "bool"], targets=PORTABLE_TARGETS,
-      polymorphic=True, cases=[
+      cases=[
           *[c for c in _TOP_K_CASES if "NaN" not in c.name],
           case.custom("+NaN, inf, -0.0 < 0.0, subnormals", lambda x: lax.top_k(x, 11),
                       _top_k_nan_edge, dtypes="floating"),

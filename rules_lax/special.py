@@ -118,7 +118,7 @@ def _special_inputs():
 
 @rule("erf", dtypes="floating",
       cases=[case("edges and tails", lax.erf, _special_inputs()),
-             case.random(lax.erf, shapes=[(4, 5)])], polymorphic=True)
+             case.random(lax.erf, shapes=[(4, 5)])])
 def erf(ctx, x, **_):
     """XLA's erf approximation (f32 and narrower); TF's Erf for f64, fixed at +-inf."""
     return _in_f32(_erf)(x)
@@ -162,7 +162,7 @@ def _erfc(x, finite_branches=True):
 
 @rule("erfc", dtypes="floating",
       cases=[case("edges and tails", lax.erfc, _special_inputs() + [9.0, 10.5, -10.0]),
-             case.random(lax.erfc, shapes=[(4, 5)])], polymorphic=True)
+             case.random(lax.erfc, shapes=[(4, 5)])])
 def erfc(ctx, x, **_):
     """XLA's erfc approximation (f32 and narrower); TF's Erfc (same Cephes form) for f64.
     Branches are kept finite for every export target (see _erfc)."""
@@ -238,7 +238,7 @@ def _erf_inv(x, m=_TF):
                   [-1.0, -0.999999, -0.9997, -0.5, 0.0, 1e-20, 0.25, 0.9, 0.99993, 0.99999994,
                    1.0, 1.5, -2.0, np.inf, np.nan]),
              case.custom("uniform in (-1, 1)", lax.erf_inv,
-                         lambda rng, dt: [rng.uniform(-1, 1, (50,)).astype(dt)])], polymorphic=True)
+                         lambda rng, dt: [rng.uniform(-1, 1, (50,)).astype(dt)])])
 def erf_inv(ctx, x, **_):
     """Giles' polynomials as XLA evaluates them (TF's Erfinv uses another method)."""
     return _in_f32(_erf_inv)(x)
@@ -316,7 +316,7 @@ _GAMMA_INPUTS = [-np.inf, -3.0, -2.5, -2.4570247, -1e-7, 0.0, 1e-30, 0.5, 0.9999
 
 @rule("lgamma", dtypes="floating",
       cases=[case("poles, zeros and tails", lax.lgamma, _GAMMA_INPUTS),
-             case.random(lax.lgamma, shapes=[(4, 5)])], polymorphic=True)
+             case.random(lax.lgamma, shapes=[(4, 5)])])
 def lgamma(ctx, x, **_):
     """XLA's Lanczos lgamma; TF's Lgamma kernel differs beyond 1e-6 near lgamma's zeros."""
     return _in_f32(_lgamma)(x)
@@ -324,7 +324,7 @@ def lgamma(ctx, x, **_):
 
 @rule("digamma", dtypes="floating",
       cases=[case("poles and tails", lax.digamma, _GAMMA_INPUTS),
-             case.random(lax.digamma, shapes=[(4, 5)])], polymorphic=True)
+             case.random(lax.digamma, shapes=[(4, 5)])])
 def digamma(ctx, x, **_):
     """XLA's Lanczos digamma (NaN at the poles 0, -1, -2, ...)."""
     return _in_f32(_digamma)(x)
@@ -375,7 +375,7 @@ def _zeta(s, q, m=_TF):
                   [1.0, 2.0, 2.0, 3.0, 4.0, 0.5, 2.5, 3.0, np.nan, 2.0],
                   [1.0, 0.0, -2.0, -2.0, 1.5, 1.0, -1.5, 1e-3, 1.0, np.inf]),
              case.custom("s > 1", lax.zeta, lambda rng, dt: [
-                 rng.uniform(1, 20, (30,)).astype(dt), rng.uniform(-4, 30, (30,)).astype(dt)])], polymorphic=True)
+                 rng.uniform(1, 20, (30,)).astype(dt), rng.uniform(-4, 30, (30,)).astype(dt)])])
 def zeta(ctx, s, q, **_):
     """XLA's Euler-Maclaurin expansion, written with TF arithmetic."""
     return _in_f32(_zeta)(s, q)
@@ -397,7 +397,7 @@ def _polygamma(n, x, m=_TF):
                   [0.0, 1.0, 1.0, 2.0, 3.0, 5.0, 1.5, -1.0, 2.0, 1.0, np.nan],
                   [0.5, 0.0, -2.0, 3.5, -2.5, 10.0, 1.0, 1.0, -6.53, 1e-3, 1.0]),
              case.custom("random orders", lax.polygamma, lambda rng, dt: [
-                 rng.integers(0, 6, (30,)).astype(dt), rng.uniform(-10, 30, (30,)).astype(dt)])], polymorphic=True)
+                 rng.integers(0, 6, (30,)).astype(dt), rng.uniform(-10, 30, (30,)).astype(dt)])])
 def polygamma(ctx, n, x, **_):
     """XLA's expansion: sign * n! * zeta(n+1, x), digamma for n = 0, NaN unless n is a
     natural number. TF's Polygamma differs at negative x."""
@@ -413,7 +413,7 @@ _BESSEL_INPUTS = [-np.inf, -100.0, -8.0, -7.9, -1.0, -1e-30, -0.0, 0.0, 1e-8, 0.
 
 @rule("bessel_i0e", dtypes="floating",
       cases=[case("edges", lax.bessel_i0e, _BESSEL_INPUTS),
-             case.random(lax.bessel_i0e, shapes=[(4, 5)])], polymorphic=True)
+             case.random(lax.bessel_i0e, shapes=[(4, 5)])])
 def bessel_i0e(ctx, x, **_):
     """JAX's own lowering (Cephes Chebyshev series in plain arithmetic)."""
     return ctx.lower_fun(_jax_special.bessel_i0e_impl, x)[0]
@@ -421,7 +421,7 @@ def bessel_i0e(ctx, x, **_):
 
 @rule("bessel_i1e", dtypes="floating",
       cases=[case("edges", lax.bessel_i1e, _BESSEL_INPUTS),
-             case.random(lax.bessel_i1e, shapes=[(4, 5)])], polymorphic=True)
+             case.random(lax.bessel_i1e, shapes=[(4, 5)])])
 def bessel_i1e(ctx, x, **_):
     """TF's BesselI1e kernel: the Cephes series XLA's expansion also uses (an odd
     function: -0.0 gives -0.0, which TF's kernel does not keep)."""
@@ -443,12 +443,10 @@ _IGAMMA_X = [0.0, 1.0, 0.0, np.inf, 1.0, -1.0, 1.0, np.nan, 0.5, 10.0, 25.0, 2.0
 def _igamma_rule(prim_name, impl, doc):
     def lower(ctx, a, x, **_):
         return ctx.lower_fun(_jax_special._up_and_broadcast(impl), a, x)[0]
-    lower.__doc__ = doc
-    lower.__name__ = lower.__qualname__ = prim_name
-    return rule(prim_name, dtypes="floating",
+    return rule(prim_name, dtypes="floating", name=prim_name, doc=doc,
                 cases=[case("domain edges", getattr(lax, prim_name), _IGAMMA_A, _IGAMMA_X),
                        case.custom("positive", getattr(lax, prim_name),
-                                   lambda rng, dt: [_positive(rng, dt), _positive(rng, dt)])], polymorphic=True)(lower)
+                                   lambda rng, dt: [_positive(rng, dt), _positive(rng, dt)])])(lower)
 
 
 igamma = _igamma_rule("igamma", _jax_special.igamma_impl,
@@ -467,7 +465,7 @@ igamma_grad_a = _igamma_rule("igamma_grad_a", _jax_special.igamma_grad_a_impl,
                   [1.0, -1.0, 2.0, 1.0, 0.3, 0.3, -1.0, 2.4, 1.6, 0.5, 0.5, 0.5]),
              case.custom("positive", lax.betainc, lambda rng, dt: [
                  _positive(rng, dt, (20,)), _positive(rng, dt, (20,)),
-                 rng.uniform(0, 1, (20,)).astype(dt)])], polymorphic=True)
+                 rng.uniform(0, 1, (20,)).astype(dt)])])
 def regularized_incomplete_beta(ctx, a, b, x, **_):
     """JAX's continued fraction (Lentz); TF's Betainc differs beyond the f32 tolerance."""
     return ctx.lower_fun(_jax_special._up_and_broadcast(
@@ -480,10 +478,9 @@ def regularized_incomplete_beta(ctx, a, b, x, **_):
 def _target_rule(target, prim_name, fn, cases, doc):
     def lower(ctx, *xs, **_):
         return fn(*xs)
-    lower.__doc__ = f"{prim_name}: XLA's expansion with {doc}."
-    lower.__name__ = lower.__qualname__ = f"{prim_name}_{target}"
     return rule(prim_name, dtypes="float32", targets=target, cases=cases,
-                polymorphic=True)(lower)
+                name=f"{prim_name}_{target}", doc=f"{prim_name}: XLA's expansion with {doc}."
+                )(lower)
 
 
 def _tflite_rule(prim_name, fn, cases):
@@ -546,7 +543,7 @@ def _chbevl(x, coeffs):
 
 @rule("bessel_i1e", dtypes="float32", targets="tflite",
       cases=[case("edges", lax.bessel_i1e, _BESSEL_INPUTS + [-0.0, 1e-45, 7.999, 8.001]),
-             case.random(lax.bessel_i1e, shapes=[(4, 5)])], polymorphic=True)
+             case.random(lax.bessel_i1e, shapes=[(4, 5)])])
 def bessel_i1e_tflite(ctx, x, **_):
     """Cephes i1ef in TFLite builtins (TF's BesselI1e kernel is not one)."""
     z = tf.abs(x)

@@ -9,8 +9,10 @@ builtins. Shapes come from the equation's avals through ``ctx.shape``/``ctx.dim`
 ints, or TF scalars for symbolic dimensions), never from ``tensor.shape``.
 
 PRNG key arrays (extended dtypes) travel as their uint32 key data, whose shape is the
-key array's shape followed by a trailing key dimension (``key<fry>[3]`` is ``u32[3, 2]``);
-the rules that accept ``key`` keep those trailing dimensions untouched.
+key array's shape followed by a trailing key dimension (``key<fry>[3]`` is ``u32[3, 2]``).
+Shape ops on key arrays are lowered by ``rules_random.keys:key_data_shape_op`` (the op
+vmapped over the key data), which outranks the rules here; only ``tile``, which it does not
+take, keeps the trailing key dimensions itself.
 """
 from __future__ import annotations
 
@@ -66,30 +68,26 @@ def _key_cases(name, fn_on_keys, shape):
 
 # -- reshape, broadcast, transpose, squeeze -------------------------------------------------
 
-@rule("reshape", dtypes=SHAPE_DTYPES,
+@rule("reshape", dtypes="all",
       cases=[case.random(lambda x: lax.reshape(x, (4, 6)), shapes=[(2, 3, 4)]),
              case.random(lambda x: lax.reshape(x, (6, 4), dimensions=(2, 0, 1)),
                          shapes=[(2, 3, 4)], name="dimensions transposes first"),
-             case.random(lambda x: lax.reshape(x, (0, 5)), shapes=[(5, 0)], name="empty"),
-             *_key_cases("reshape", lambda k: k.reshape(2, 3), (6,))], polymorphic=True)
+             case.random(lambda x: lax.reshape(x, (0, 5)), shapes=[(5, 0)], name="empty")])
 def reshape(ctx, x, *dyn, new_sizes, dimensions=None, **_):
     """Row-major reshape; ``dimensions`` is a transpose applied before it."""
     _no_dynamic_shapes("reshape", dyn)
     if dimensions is not None and list(dimensions) != list(range(len(dimensions))):
-        n = len(dimensions)
-        x = tf.transpose(x, [int(d) for d in dimensions]
-                         + list(range(n, n + len(_trail(ctx, ctx.avals_in[0])))))
+        x = tf.transpose(x, [int(d) for d in dimensions])
     return tf.reshape(x, ctx.shape(ctx.aval_out))
 
 
-@rule("broadcast_in_dim", dtypes=SHAPE_DTYPES,
+@rule("broadcast_in_dim", dtypes="all",
       cases=[case.random(lambda x: lax.broadcast_in_dim(x, (2, 3, 4), (0, 2)),
                          shapes=[(2, 4)]),
              case.random(lambda x: lax.broadcast_in_dim(x, (5, 3), (1,)), shapes=[(1,)],
                          name="size-1 dimension stretched"),
              case.random(lambda x: lax.broadcast_in_dim(x, (2, 3), ()), shapes=[()],
-                         name="scalar"),
-             *_key_cases("broadcast", lambda k: jnp.broadcast_to(k, (4, 3)), (3,))], polymorphic=True)
+                         name="scalar")])
 def broadcast_in_dim(ctx, x, *dyn, shape, broadcast_dimensions, **_):
     """Put the operand's axes where ``broadcast_dimensions`` says, then BroadcastTo."""
     _no_dynamic_shapes("broadcast_in_dim", dyn)
@@ -97,7 +95,7 @@ def broadcast_in_dim(ctx, x, *dyn, shape, broadcast_dimensions, **_):
     dims = [int(d) for d in broadcast_dimensions]
     # operand axes keep their order in the output (JAX requires increasing dimensions)
     expanded_sym = [1] * len(aval_out.shape)
-    expanded = [1] * len(aval_out.shape) + _trail(ctx, aval_in)
+    expanded = [1] * len(aval_out.shape)
     in_shape = ctx.shape(aval_in)
     for i, d in enumerate(dims):
         expanded_sym[d] = aval_in.shape[i]
@@ -109,20 +107,17 @@ def broadcast_in_dim(ctx, x, *dyn, shape, broadcast_dimensions, **_):
     return tf.broadcast_to(x, ctx.shape(aval_out))
 
 
-@rule("transpose", dtypes=SHAPE_DTYPES,
-      cases=[case.random(lambda x: lax.transpose(x, (2, 0, 1)), shapes=[(2, 3, 4)]),
-             *_key_cases("transpose", lambda k: k.T, (2, 3))], polymorphic=True)
+@rule("transpose", dtypes="all",
+      cases=[case.random(lambda x: lax.transpose(x, (2, 0, 1)), shapes=[(2, 3, 4)])])
 def transpose(ctx, x, *, permutation, **_):
     perm = [int(p) for p in permutation]
     if perm == list(range(len(perm))):
         return x
-    n = len(perm)
-    return tf.transpose(x, perm + list(range(n, n + len(_trail(ctx, ctx.avals_in[0])))))
+    return tf.transpose(x, perm)
 
 
-@rule("squeeze", dtypes=SHAPE_DTYPES,
-      cases=[case.random(lambda x: lax.squeeze(x, (0, 2)), shapes=[(1, 3, 1)]),
-             *_key_cases("squeeze", lambda k: lax.squeeze(k, (1,)), (3, 1))], polymorphic=True)
+@rule("squeeze", dtypes="all",
+      cases=[case.random(lambda x: lax.squeeze(x, (0, 2)), shapes=[(1, 3, 1)])])
 def squeeze(ctx, x, **_):
     """Dropping size-1 axes is a reshape to the result shape."""
     return tf.reshape(x, ctx.shape(ctx.aval_out))
@@ -130,12 +125,11 @@ def squeeze(ctx, x, **_):
 
 # -- concatenate, slice, split, rev -------------------------------------------------------
 
-@rule("concatenate", dtypes=SHAPE_DTYPES,
+@rule("concatenate", dtypes="all",
       cases=[case.random(lambda x, y, z: lax.concatenate([x, y, z], 1),
                          shapes=[(2, 3), (2, 1), (2, 4)]),
              case.random(lambda x, y: lax.concatenate([x, y], 0), shapes=[(0, 3), (2, 3)],
-                         name="with an empty operand"),
-             *_key_cases("concatenate", lambda k: jnp.concatenate([k, k[:1]]), (3,))], polymorphic=True)
+                         name="with an empty operand")])
 def concatenate(ctx, *xs, dimension, **_):
     return xs[0] if len(xs) == 1 else tf.concat(list(xs), axis=int(dimension))
 
@@ -148,7 +142,7 @@ def _tile_weighted(x):
     return jax.value_and_grad(loss)(x)
 
 
-@rule("tile", dtypes=SHAPE_DTYPES, polymorphic=True, cases=[
+@rule("tile", dtypes=SHAPE_DTYPES, cases=[
     case.random(lambda x: jnp.tile(x, (2, 3)), shapes=[(2, 3)]),
     case.random(lambda x: lax.tile(x, (1, 3, 1)), shapes=[(2, 1, 4)], name="ones in reps"),
     case.random(lambda x: lax.tile(x, (0, 2)), shapes=[(2, 3)], name="zero reps"),
@@ -176,29 +170,25 @@ def tile(ctx, x, *, reps, **_):
     return tf.reshape(x, ctx.shape(ctx.aval_out))
 
 
-@rule("slice", dtypes=SHAPE_DTYPES,
+@rule("slice", dtypes="all",
       cases=[case.random(lambda x: lax.slice(x, (1, 0), (3, 2)), shapes=[(4, 3)]),
              case.random(lambda x: lax.slice(x, (1, 0), (7, 5), (2, 3)), shapes=[(8, 5)],
                          name="strides"),
-             case.random(lambda x: lax.slice(x, (2,), (2,)), shapes=[(4,)], name="empty"),
-             *_key_cases("slice", lambda k: k[1:3], (4,))], polymorphic=True)
+             case.random(lambda x: lax.slice(x, (2,), (2,)), shapes=[(4,)], name="empty")])
 def slice_(ctx, x, *, start_indices, limit_indices, strides=None, **_):
     aval = ctx.avals_in[0]
-    zeros = [0] * len(_trail(ctx, aval))
-    begin = [ctx.dim(s) for s in start_indices] + zeros
+    begin = [ctx.dim(s) for s in start_indices]
     if strides is None or all(int(s) == 1 for s in strides):
         if all(_same(s, 0) and _same(l, d) for s, l, d in
                zip(start_indices, limit_indices, aval.shape)):
             return x
-        return tf.slice(x, begin, [ctx.dim(l - s) for s, l in
-                                   zip(start_indices, limit_indices)] + _trail(ctx, aval))
-    end = [ctx.dim(l) for l in limit_indices] + _trail(ctx, aval)
-    return tf.strided_slice(x, begin, end, [int(s) for s in strides] + [1] * len(zeros))
+        return tf.slice(x, begin, [ctx.dim(l - s) for s, l in zip(start_indices, limit_indices)])
+    end = [ctx.dim(l) for l in limit_indices]
+    return tf.strided_slice(x, begin, end, [int(s) for s in strides])
 
 
-@rule("split", dtypes=SHAPE_DTYPES,
-      cases=[case.random(lambda x: lax.split(x, (1, 0, 3), axis=1), shapes=[(2, 4)]),
-             *_key_cases("split", lambda k: lax.split(k, (2, 1))[0], (3,))], polymorphic=True)
+@rule("split", dtypes="all",
+      cases=[case.random(lambda x: lax.split(x, (1, 0, 3), axis=1), shapes=[(2, 4)])])
 def split(ctx, x, *, sizes, axis, **_):
     """One Slice per piece (SplitV rejects zero-size pieces in some exporters)."""
     aval = ctx.avals_in[0]
@@ -216,9 +206,8 @@ def split(ctx, x, *, sizes, axis, **_):
     return outs
 
 
-@rule("rev", dtypes=SHAPE_DTYPES,
-      cases=[case.random(lambda x: lax.rev(x, (0, 2)), shapes=[(2, 3, 4)]),
-             *_key_cases("rev", lambda k: k[::-1], (3,))], polymorphic=True)
+@rule("rev", dtypes="all",
+      cases=[case.random(lambda x: lax.rev(x, (0, 2)), shapes=[(2, 3, 4)])])
 def rev(ctx, x, *, dimensions, **_):
     """ReverseV2 one axis at a time: exporters mishandle several axes or none at all."""
     shape = ctx.avals_in[0].shape
@@ -251,8 +240,7 @@ def _pad_config_case(config):
                          lambda rng, dt: [np.zeros((0, 2), dt), np.asarray(1, dt)]),
              case.random(_same_sum_pool_grad, shapes=[(2, 7, 5, 3)], dtypes="float32",
                          name="symbolic edge amounts (gradient of a SAME sum-pool)",
-                         convert_kw={"polymorphic_shapes": ["(b, h, w, c)"]})],
-      polymorphic=True)
+                         convert_kw={"polymorphic_shapes": ["(b, h, w, c)"]})])
 def pad(ctx, x, value, *, padding_config, **_):
     """Interior padding by dilation (reshape + pad + slice), then edges by PadV2 and, for
     negative amounts, one Slice: XLA pads the interior first, then adds (or removes)
@@ -278,7 +266,7 @@ def _dtype_case(name, fn_of_dtype):
       cases=[_dtype_case("iota 1000 (rounds in narrow types)", lambda dt: lax.iota(dt, 1000)),
              _dtype_case("iota 2x5 dimension 1", lambda dt: lax.broadcasted_iota(dt, (2, 5), 1)),
              _dtype_case("iota 3x4x2 dimension 0",
-                         lambda dt: lax.broadcasted_iota(dt, (3, 4, 2), 0))], polymorphic=True)
+                         lambda dt: lax.broadcasted_iota(dt, (3, 4, 2), 0))])
 def iota(ctx, *, dtype, shape, dimension, **_):
     """Range in int32/int64, cast to the result type (integers wrap like XLA's convert;
     floats go through float32 so f16/bf16 round once), then broadcast."""
@@ -299,7 +287,7 @@ def iota(ctx, *, dtype, shape, dimension, **_):
 @rule(["empty", "empty2"], dtypes=SHAPE_DTYPES,
       cases=[_dtype_case("lax.empty", lambda dt: lax.empty((2, 3), dt)),
              _dtype_case("empty2", lambda dt: _lax_internal.empty2(
-                 dt, memory_space=_jax_core.MemorySpace.Device))], polymorphic=True)
+                 dt, memory_space=_jax_core.MemorySpace.Device))])
 def empty_as_zeros(ctx, **_):
     """Uninitialised buffers: any contents are valid, zeros are the deterministic choice."""
     return tf.zeros(ctx.shape(ctx.aval_out), ctx.tf_dtype(ctx.aval_out))
@@ -327,7 +315,7 @@ def _barrier(x, y):
              case.random(lambda x: jax.lax.with_sharding_constraint(
                  x, jax.sharding.SingleDeviceSharding(jax.devices()[0])),
                  shapes=[(2, 2)], name="with_sharding_constraint"),
-             case.random(_reshard, shapes=[(2, 2)], name="reshard")], polymorphic=True)
+             case.random(_reshard, shapes=[(2, 2)], name="reshard")])
 def identity(ctx, x, **_):
     """Copies, gradient stops, names and sharding annotations change no value."""
     return x
@@ -336,14 +324,14 @@ def identity(ctx, x, **_):
 @rule(["device_put", "optimization_barrier"], dtypes=SHAPE_DTYPES,
       cases=[case.random(lambda x, y: jax.device_put((x, y)), shapes=[(2, 3), ()],
                          name="device_put"),
-             case.random(_barrier, shapes=[(2, 3), (4,)], name="optimization_barrier")], polymorphic=True)
+             case.random(_barrier, shapes=[(2, 3), (4,)], name="optimization_barrier")])
 def identity_many(ctx, *xs, **_):
     """One device and no scheduling in a TF graph: every operand passes through."""
     return list(xs)
 
 
 @rule("tie", dtypes=SHAPE_DTYPES,
-      cases=[case.random(lambda x, y: _lax_internal.tie_p.bind(x, y), shapes=[(3,), (3,)])], polymorphic=True)
+      cases=[case.random(lambda x, y: _lax_internal.tie_p.bind(x, y), shapes=[(3,), (3,)])])
 def tie(ctx, x, y, **_):
     """``tie(x, y)`` is ``y``; ``x`` only orders JAX's effects."""
     return y
@@ -354,7 +342,7 @@ def _sink(x):
     return x
 
 
-@rule("dce_sink", dtypes=SHAPE_DTYPES, cases=[case.random(_sink, shapes=[(3,)])], polymorphic=True)
+@rule("dce_sink", dtypes=SHAPE_DTYPES, cases=[case.random(_sink, shapes=[(3,)])])
 def dce_sink(ctx, *_, **__):
     """Only keeps JAX from dropping a value; a TF graph needs no such mark."""
     return []
@@ -364,7 +352,7 @@ def dce_sink(ctx, *_, **__):
 # Key arrays carry their key data in trailing dimensions, so stacking along a logical axis
 # is stacking the key data along the same axis.
 
-@rule("stack", dtypes=("all", "key"), polymorphic=True, cases=[
+@rule("stack", dtypes=("all", "key"), cases=[
     case.random(lambda x, y: jnp.stack([x, y], axis=0), shapes=[(2, 3), (2, 3)]),
     case.random(lambda x, y: jnp.stack([x, y, x], axis=2), shapes=[(2, 3), (2, 3)],
                 name="last axis")])
@@ -372,7 +360,7 @@ def stack(ctx, *xs, axis, **_):
     return tf.stack(xs, axis=int(axis))
 
 
-@rule("unstack", dtypes=("all", "key"), polymorphic=True, cases=[
+@rule("unstack", dtypes=("all", "key"), cases=[
     case.random(lambda x: _lax_internal.unstack_p.bind(x, axis=1), shapes=[(2, 3, 4)])])
 def unstack(ctx, x, *, axis, **_):
     return tf.unstack(x, num=len(ctx.avals_out), axis=int(axis))

@@ -86,7 +86,7 @@ def _all_pairs(rng, dt):
     return [x[:, None], x[None, :]]
 
 
-@rule("mul", dtypes="int32", targets="tfjs", polymorphic=True,
+@rule("mul", dtypes="int32", targets="tfjs",
       when=lambda eqn: None if eqn.params.get("out_dtype") is None else "out_dtype",
       cases=[case.custom("edges, products past 2**53", lax.mul, _int32_edges),
              case.custom("every pair of edges (broadcast)", lax.mul, _all_pairs),
@@ -98,14 +98,14 @@ def mul_int32_tfjs(ctx, x, y, **_):
     return mul32(x, y)
 
 
-@rule("square", dtypes="int32", targets="tfjs", polymorphic=True,
+@rule("square", dtypes="int32", targets="tfjs",
       cases=[case("edges", lax.square, _EDGES),
              case.custom("random full range", lax.square, _random_int32((3, 4)))])
 def square_int32_tfjs(ctx, x, **_):
     return mul32(x, x)
 
 
-@rule("integer_pow", dtypes="int32", targets="tfjs", polymorphic=True,
+@rule("integer_pow", dtypes="int32", targets="tfjs",
       cases=[*[case(f"edges, y={y}", _ipow(y), _EDGES) for y in (0, 1, 2, 3, 5, 8, 31)],
              case.custom("random full range, y=7", _ipow(7), _random_int32((3, 4)))])
 def integer_pow_int32_tfjs(ctx, x, *, y, **_):
@@ -150,21 +150,21 @@ def _div_cases(prim):
             case.custom("random full range", prim, _random_divisors)]
 
 
-@rule("div", dtypes="int32", targets="tfjs", polymorphic=True, cases=_div_cases(lax.div))
+@rule("div", dtypes="int32", targets="tfjs", cases=_div_cases(lax.div))
 def div_int32_tfjs(ctx, x, y, **_):
     """XLA truncates, x/0 is -1 and INT_MIN/-1 is INT_MIN (as the generic rule)."""
     zero, safe_y = _int_div_args(x, y)
     return tf.where(zero, tf.constant(-1, tf.int32), _trunc_divmod(x, safe_y)[0])
 
 
-@rule("rem", dtypes="int32", targets="tfjs", polymorphic=True, cases=_div_cases(lax.rem))
+@rule("rem", dtypes="int32", targets="tfjs", cases=_div_cases(lax.rem))
 def rem_int32_tfjs(ctx, x, y, **_):
     """Sign of the dividend, x%0 = x, INT_MIN%-1 = 0 (as the generic rule)."""
     zero, safe_y = _int_div_args(x, y)
     return tf.where(zero, x, _trunc_divmod(x, safe_y)[1])
 
 
-@rule("abs", dtypes="int32", targets="tfjs", polymorphic=True,
+@rule("abs", dtypes="int32", targets="tfjs",
       cases=[case("edges: INT_MIN stays INT_MIN, past 2**24", lax.abs,
                   _EDGES + [2 ** 24 + 1, -(2 ** 24) - 1, -(2 ** 31 - 1)])])
 def abs_int32_tfjs(ctx, x, **_):
@@ -172,7 +172,7 @@ def abs_int32_tfjs(ctx, x, **_):
     return tf.where(tf.math.less(x, 0), -x, x)
 
 
-@rule("sign", dtypes="float32", targets="tfjs", polymorphic=True,
+@rule("sign", dtypes="float32", targets="tfjs",
       cases=[case("zeros keep their sign, NaN stays", lax.sign,
                   [-0.0, 0.0, nan, -nan, -inf, inf, 2.0, -3.0, 3e38, -1e-30])])
 def sign_float32_tfjs(ctx, x, **_):
@@ -185,7 +185,7 @@ def _prod(x, axes):
     return lax.reduce_prod(x, axes)
 
 
-@rule("reduce_prod", dtypes="int32", targets="tfjs", polymorphic=True,
+@rule("reduce_prod", dtypes="int32", targets="tfjs",
       cases=[case.custom("random full range, axis 1", lambda x: _prod(x, (1,)),
                          _random_int32((3, 7))),
              case.custom("random full range, axes 0 2", lambda x: _prod(x, (0, 2)),
@@ -220,7 +220,7 @@ def _int32_mul_reduce(eqn):
     return "only reductions with an int32 multiplication"
 
 
-@rule("reduce", dtypes=["int32", "float32", "bool"], targets="tfjs", polymorphic=True,
+@rule("reduce", dtypes=["int32", "float32", "bool"], targets="tfjs",
       when=_int32_mul_reduce,
       cases=[case.custom("mul from an init value, full range",
                          lambda x: lax.reduce(x, np.int32(-1640531535), lax.mul, (1,)),
@@ -259,7 +259,7 @@ def _window_mul(*params):
     return lambda x: lax.reduce_window(x, np.int32(-1640531535), lax.mul, *params)
 
 
-@rule("reduce_window", dtypes="int32", targets="tfjs", polymorphic=True, when=_int32_mul_window,
+@rule("reduce_window", dtypes="int32", targets="tfjs", when=_int32_mul_window,
       cases=[case.custom("full range, padding, base dilation",
                          _window_mul((2, 2), (1, 1), ((1, 0), (0, 1)), (2, 1), (1, 1)),
                          _random_int32((3, 4))),
@@ -280,7 +280,7 @@ def reduce_window_int32_mul_tfjs(ctx, x, init, *, window_dimensions, window_stri
                  skip_padding=True)
 
 
-@rule("cumprod", dtypes="int32", targets="tfjs", polymorphic=True, cases=_scan_cases(
+@rule("cumprod", dtypes="int32", targets="tfjs", cases=_scan_cases(
     lax.cumprod, [case.custom("random full range", lambda x: lax.cumprod(x, 1, reverse=True),
                               _random_int32((3, 11))),
                   case("edges", lambda x: lax.cumprod(x, 0), _EDGES)]))
@@ -294,7 +294,7 @@ def _all_int32(eqn):
     return None if dts == {np.dtype(np.int32)} else "only int32 operands and result"
 
 
-@rule("dot_general", dtypes="int32", targets="tfjs", when=_all_int32, polymorphic=True,
+@rule("dot_general", dtypes="int32", targets="tfjs", when=_all_int32,
       cases=[case.custom("matmul, full range", _dg(_MATMUL), _random_int32((3, 5), (5, 2))),
              case.custom("x @ y.T", _dg((((1,), (1,)), ((), ()))),
                          _random_int32((3, 4), (2, 4))),
@@ -337,7 +337,7 @@ def _full_range(cases):
 
 # (a symbolic number of input features is refused: the sums' length must be known)
 @rule("conv_general_dilated", dtypes="int32", targets="tfjs", when=_all_int32,
-      polymorphic=True, cases=_full_range(conv_cases()))
+      cases=_full_range(conv_cases()))
 def conv_int32_tfjs(ctx, lhs, rhs, *, dimension_numbers, feature_group_count=1, **kw):
     """The generic convolution (a BatchMatMulV2 over window slices for integers) on
     16-bit halves (:func:`split_bilinear`)."""
@@ -501,9 +501,9 @@ def _shift_cases(prim):
                         lambda rng, dt: [_U32_EDGES.astype(dt)])]
 
 
-@rule("shift_right_logical", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
+@rule("shift_right_logical", dtypes=["int32", "uint32"], targets="tfjs",
       cases=_shift_cases(lax.shift_right_logical))
-@rule("shift_left", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
+@rule("shift_left", dtypes=["int32", "uint32"], targets="tfjs",
       cases=_shift_cases(lax.shift_left))
 def shift_tfjs(ctx, x, s, **_):
     """A constant amount takes the short form; a tensor one looks its powers of two up."""
@@ -519,11 +519,11 @@ def _bitwise_case_args(rng, dt):
     return [x.astype(dt), y.astype(dt)] if dt == np.uint32 else [x.view(np.int32), y.view(np.int32)]
 
 
-@rule("and", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
+@rule("and", dtypes=["int32", "uint32"], targets="tfjs",
       cases=[case.custom("every pair of edges", lax.bitwise_and, _bitwise_case_args)])
-@rule("or", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
+@rule("or", dtypes=["int32", "uint32"], targets="tfjs",
       cases=[case.custom("every pair of edges", lax.bitwise_or, _bitwise_case_args)])
-@rule("xor", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
+@rule("xor", dtypes=["int32", "uint32"], targets="tfjs",
       cases=[case.custom("every pair of edges", lax.bitwise_xor, _bitwise_case_args)])
 def bitwise_tfjs(ctx, x, y, **_):
     """Bit by bit (TF.js has no bitwise ops); ``x | c`` for a constant c with few bits
@@ -533,7 +533,7 @@ def bitwise_tfjs(ctx, x, y, **_):
                        tf.broadcast_to(y, shape))
 
 
-@rule("not", dtypes=["int32", "uint32"], targets="tfjs", polymorphic=True,
+@rule("not", dtypes=["int32", "uint32"], targets="tfjs",
       cases=[case.custom("edges", lax.bitwise_not, lambda rng, dt: [_U32_EDGES.astype(dt)
                                                                     if dt == np.uint32 else
                                                                     _U32_EDGES.view(np.int32)])])
@@ -541,29 +541,29 @@ def bitwise_not_tfjs(ctx, x, **_):
     return tf.constant(np.int32(-1)) - x
 
 
-@rule("mul", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.mul))
+@rule("mul", dtypes="uint32", targets="tfjs", cases=_u32_cases(lax.mul))
 def mul_uint32_tfjs(ctx, x, y, **_):
     """The low 32 bits of the product do not depend on signedness: :func:`mul32`."""
     return mul32(x, y)
 
 
-@rule("rem", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.rem))
+@rule("rem", dtypes="uint32", targets="tfjs", cases=_u32_cases(lax.rem))
 def rem_uint32_tfjs(ctx, x, y, **_):
     return u32_rem(x, y)
 
 
-@rule("lt", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.lt))
-@rule("le", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.le))
-@rule("gt", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.gt))
-@rule("ge", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.ge))
+@rule("lt", dtypes="uint32", targets="tfjs", cases=_u32_cases(lax.lt))
+@rule("le", dtypes="uint32", targets="tfjs", cases=_u32_cases(lax.le))
+@rule("gt", dtypes="uint32", targets="tfjs", cases=_u32_cases(lax.gt))
+@rule("ge", dtypes="uint32", targets="tfjs", cases=_u32_cases(lax.ge))
 def compare_uint32_tfjs(ctx, x, y, **_):
     op = {"lt": tf.less, "le": tf.less_equal, "gt": tf.greater,
           "ge": tf.greater_equal}[ctx.eqn.primitive.name]
     return op(u32_flip(x), u32_flip(y))
 
 
-@rule("max", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.max))
-@rule("min", dtypes="uint32", targets="tfjs", polymorphic=True, cases=_u32_cases(lax.min))
+@rule("max", dtypes="uint32", targets="tfjs", cases=_u32_cases(lax.max))
+@rule("min", dtypes="uint32", targets="tfjs", cases=_u32_cases(lax.min))
 def max_min_uint32_tfjs(ctx, x, y, **_):
     shape = ctx.shape(ctx.aval_out)
     x, y = tf.broadcast_to(x, shape), tf.broadcast_to(y, shape)
@@ -589,7 +589,7 @@ def _convert_args(rng, dt):
 
 
 @rule("convert_element_type", dtypes=["uint32", "int32", "bool", "float32"], targets="tfjs",
-      when=_u32_convert, polymorphic=True, cases=[
+      when=_u32_convert, cases=[
           case.custom(f"{a} -> {b}", lambda x, b=b: lax.convert_element_type(x, b),
                       lambda rng, dt, a=a: [_U32_EDGES.astype(a) if a != "int32" else
                                             _U32_EDGES.view(np.int32)], dtypes=a)

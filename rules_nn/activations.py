@@ -241,7 +241,7 @@ def _softmax_rows(rng, dtype):
 
 # -- rules ----------------------------------------------------------------------------------
 
-@rule("custom_jvp_call", dtypes=["floating", "integer"], priority=1, polymorphic=True,
+@rule("custom_jvp_call", dtypes=["floating", "integer"], priority=1,
       when=_unless(_relu_body, "jax.nn.relu (max(x, 0))"), cases=[
           case("NaN, inf, signed zeros", _and_zero_sign(jax.nn.relu), _EDGES, dtypes="floating"),
           case.custom("edges in every lane", _and_zero_sign(jax.nn.relu), _edges_at_every_lane,
@@ -257,7 +257,7 @@ def relu_fused(ctx, x, **_):
     return [relu(x, target=ctx.target)]
 
 
-@rule("custom_jvp_call", dtypes="floating", priority=1, polymorphic=True,
+@rule("custom_jvp_call", dtypes="floating", priority=1,
       when=_unless(_relu6_body, "jax.nn.relu6 (min(max(x, 0), 6))"), cases=[
           case("NaN, inf, signed zeros", _and_zero_sign(jax.nn.relu6), _EDGES),
           case.custom("edges in every lane", _and_zero_sign(jax.nn.relu6), _edges_at_every_lane),
@@ -269,7 +269,7 @@ def relu6_fused(ctx, x, **_):
     return [relu(x, cap=6, target=ctx.target)]
 
 
-@rule("custom_jvp_call", dtypes=["float16", "float32", "float64"], priority=1, polymorphic=True,
+@rule("custom_jvp_call", dtypes=["float16", "float32", "float64"], priority=1,
       when=_is_softmax, cases=[
           case.custom("NaN, inf and -inf rows", _softmax_flag(jax.nn.softmax), _softmax_rows),
           case.custom("over axis 0", _softmax_flag(lambda x: jax.nn.softmax(x, axis=0)),

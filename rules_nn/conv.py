@@ -164,7 +164,7 @@ def conv_cases():
     ]
 
 
-@rule("conv_general_dilated", dtypes="numeric", polymorphic=True, cases=conv_cases())
+@rule("conv_general_dilated", dtypes="numeric", cases=conv_cases())
 def conv_general_dilated(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation,
                          rhs_dilation, dimension_numbers, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None,

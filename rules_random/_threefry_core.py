@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from core.errors import UnsupportedError
-from rules_lax.comparison import shr_u32
+from rules_lax.bitwise import shr_u32
 
 ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 PARITY = 0x1BD11BDA          # Threefry's key-schedule constant

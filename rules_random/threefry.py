@@ -1,4 +1,4 @@
-"""Threefry-2x32, the counter iota it hashes, and gamma sampling: bit-exact with JAX.
+"""Threefry-2x32 and the counter iota it hashes: bit-exact with JAX.
 
 Threefry is written directly with uint32 TF ops (wrap-around add, rotate, xor) on whole
 arrays: 20 rounds and 5 key injections, about a hundred ops per call whatever the array
@@ -7,9 +7,6 @@ the rotations are written in the builtin ops TFLite takes (see ``_threefry_core`
 """
 from __future__ import annotations
 
-import functools
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
@@ -107,33 +104,3 @@ def threefry2x32_tflite(ctx, k1, k2, x1, x2):
 def iota_2x32_shape_tflite(ctx, *, shape):
     """The index counted in int32 (TFLite tensors hold fewer than 2**31 elements)."""
     return list(core3.iota_words(ctx.shape(ctx.aval_out), ctx.tf_dtype(ctx.aval_out)))
-
-def _gamma_case(impl, shape=(4,), spec=None, keys=None):
-    """gamma(key, a) for a of ``shape``; with ``keys`` a number of keys (one per row of a,
-    drawn through vmap); with ``spec`` converted with a's shape symbolic."""
-    def fn(data, a):
-        key = jax.random.wrap_key_data(data, impl=impl)
-        if keys is None:
-            return jax.random.gamma(key, a)
-        return jax.vmap(jax.random.gamma)(key, a)
-
-    def make(rng, dtype):
-        key = jax.random.key(3, impl=impl)
-        data = np.asarray(jax.random.key_data(
-            key if keys is None else jax.random.split(key, keys)))
-        return [data, rng.uniform(0.2, 5.0, shape).astype(dtype)]
-    poly = {} if spec is None else {"polymorphic_shapes": spec}
-    name = f"{impl} gamma" + (f" ({', '.join(str(s) for s in spec)})" if spec else "")
-    return case.custom(name, fn, make, dtypes=["float32", "float64"], convert_kw=poly)
-
-
-@rule("random_gamma", dtypes=["key", "floating"], polymorphic=True, cases=[
-    _gamma_case("threefry2x32"),
-    _gamma_case("threefry2x32", (5, 3), [None, "(b, 3)"]),
-    _gamma_case("threefry2x32", (5, 2), ["(b, _)", "(b, 2)"], keys=5)])
-def random_gamma(ctx, key, a, *, log_space):
-    """JAX's own sampler (Marsaglia-Tsang with a while loop per element), vmapped, as JAX
-    lowers it on CPU."""
-    from jax._src.random import core as rcore
-    impl = functools.partial(rcore._gamma_impl, log_space=log_space, use_vmap=True)
-    return ctx.lower_fun(impl, key, a)[0]

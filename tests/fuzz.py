@@ -12,7 +12,7 @@ Three kinds of draw, all from one seeded numpy generator (a run is reproduced by
   reductions over drawn axes;
 - *programs*: chains of 2-6 elementwise equations on one float dtype.
 
-Converted outputs are compared by :func:`core.testing.run_function` (the per-dtype
+Converted outputs are compared by :func:`core.testkit.run_function` (the per-dtype
 tolerances, NaN and inf positions) with the signs of zeros. A disagreement on an
 elementwise draw is shrunk by bisection to the one element that shows it, reported as
 a ready-to-paste rule case.
@@ -41,7 +41,8 @@ import ml_dtypes
 from jax import lax
 
 from core.registry import build_registry
-from core.testing import np_dtype, first_divergence, run_function
+from core.testkit import np_dtype, run_function
+from core.testing import first_divergence
 
 X64_DTYPES = {"int64", "uint64", "float64", "complex128"}
 #: Outcomes that are no disagreement: a clear refusal, or JAX itself refused the draw.
@@ -51,7 +52,7 @@ QUIET = {"pass", "refused", "no_rule", "unsupported", "jax_error"}
 #: for NaN, inf, extremes are defined by JAX. Linear algebra (undefined on singular or
 #: non-finite input), FFT, PRNG, control flow, calls and index operands are left alone.
 VALUE_FAMILIES = re.compile(
-    r"^rules_(lax\.(elementwise|special|comparison|conversion|narrow|tfjs|onnx|reductions"
+    r"^rules_(lax\.(elementwise|special|comparison|bitwise|conversion|narrow|tfjs|onnx|reductions"
     r"|cumulative|structural|slicing|sorting)|nn\.activations)$")
 #: Primitives whose result depends on the order of a sum or product: their operands get
 #: values whose sums are exact in any order (small integers, +-0, +-inf, NaN).

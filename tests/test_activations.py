@@ -10,7 +10,7 @@ import tensorflow as tf
 from jax._src import config as jax_config
 
 from core import convert
-from core.testing import assert_same, graph_op_types
+from core.testkit import assert_same, graph_op_types
 from tests.models.zoo import MODELS
 
 GENERIC = "rules_lax.control_flow:custom_jvp_primal"

@@ -14,7 +14,7 @@ from jax.experimental import io_callback
 
 from core import convert
 from core.errors import UnsupportedError
-from core.testing import graph_op_types, run_function
+from core.testkit import graph_op_types, run_function
 
 IN_PROCESS = "rules_lax.calls:python_callback_in_process"
 X = np.arange(6, dtype=np.float32).reshape(2, 3)

@@ -18,7 +18,7 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
 from core import convert
-from core.testing import assert_same, run_function
+from core.testkit import assert_same, run_function
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

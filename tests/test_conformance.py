@@ -2,7 +2,7 @@
 through ``convert`` under ``tf.function`` and compared with ``jax.jit`` on CPU.
 
 Collected: every CPU case whose primitives all have a registered rule. A case that
-passes must give JAX's numbers within ``core.testing.TOLERANCES`` and have no Xla* op in
+passes must give JAX's numbers within ``core.testkit.TOLERANCES`` and have no Xla* op in
 its graph. Known gaps are strict expected failures (``tests/known_failures.py``), so a
 fix shows up as a failure until the entry is removed. Run with ``JAX_ENABLE_X64=1`` for
 the 64-bit cases.
@@ -18,7 +18,7 @@ import pytest
 from core.registry import default_registry
 from core.testing import harness_primitives, run_harness
 from tests.conformance import cpu_harnesses, in_sample, per_group_sample
-from tests.known_failures import expected_failure
+from tests.known_failures import expected_failure, xfail_as_known
 
 pytestmark = pytest.mark.conformance
 
@@ -46,13 +46,10 @@ def _check(harness, target: str = "tf") -> None:
     missing = harness_primitives(harness) - _covered()
     if missing:
         pytest.skip(f"no rule yet for {sorted(missing)}")
-    reason = expected_failure(harness, target)
+    known = expected_failure(harness, target)
     outcome = run_harness(harness, target=target)
-    if reason:
-        if outcome.ok:
-            pytest.fail(f"known failure now passes; remove it from tests/known_failures.py: "
-                        f"{reason}")
-        pytest.xfail(f"{reason} [{outcome.status}]")
+    if known:
+        xfail_as_known(outcome, known)
     assert outcome.status != "mismatch", f"WRONG NUMBERS ({target}): {outcome.detail}"
     refused = ("refused", "no_rule", "unsupported") if target != "tf" else ()
     assert outcome.ok or outcome.status in refused, f"{outcome.status}: {outcome.detail}"

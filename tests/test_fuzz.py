@@ -17,7 +17,7 @@ import pytest
 from jax import lax
 
 from core.registry import build_registry
-from core.testing import run_function
+from core.testkit import run_function
 from tests import fuzz
 
 REGISTRY = build_registry(strict=True, entry_points=False)
@@ -26,7 +26,7 @@ SEED = 16
 SHARDS = {
     "elementwise": (r"^rules_lax\.elementwise:", 0.12),
     "special": (r"^rules_lax\.special:(?!igamma|regularized)", 0.4),
-    "comparison": (r"^rules_lax\.comparison:", 0.1),
+    "comparison": (r"^rules_lax\.(comparison|bitwise):", 0.1),
     "conversion": (r"^rules_lax\.conversion:", 0.2),
     "reductions": (r"^rules_lax\.(reductions|cumulative):", 0.1),
     "structural": (r"^rules_lax\.(structural|slicing|sorting):", 0.03),

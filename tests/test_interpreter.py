@@ -13,7 +13,7 @@ from core import convert
 from core.errors import ConversionError, InputError, JaxtfError, NoRuleError
 from core.registry import build_registry
 from core.rule import make_rule
-from core.testing import graph_op_types, rule_package
+from core.testkit import graph_op_types, rule_package
 
 
 def _nest(depth, f):

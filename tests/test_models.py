@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 from core import convert
-from core.testing import assert_same, xla_ops
+from core.testkit import assert_same, xla_ops
 from tests.models.zoo import MODELS, attention_bfloat16
 
 MODEL_TOL = dict(rtol=1e-4, atol=1e-5)

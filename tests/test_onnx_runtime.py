@@ -19,12 +19,12 @@ import ml_dtypes  # noqa: E402
 from core import convert, export_onnx as rt  # noqa: E402
 from core.errors import JaxtfError, MissingDependency  # noqa: E402
 from core.export import runtime  # noqa: E402
-from core.testing import assert_same, run_function  # noqa: E402
+from core.testkit import assert_same, run_function  # noqa: E402
 
 
 def _in_onnx(fn, *args):
     """Convert ``fn`` for target "onnx", export it, run it in onnxruntime and compare
-    every output with jax.jit's (the tolerances of core.testing)."""
+    every output with jax.jit's (the tolerances of core.testkit)."""
     f_tf = tf.function(convert(fn, target="onnx"), autograph=False)
     specs = [tf.TensorSpec(np.shape(a), tf.as_dtype(np.asarray(a).dtype)) for a in args]
     got = rt.run(rt.export(f_tf, specs), args)

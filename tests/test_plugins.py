@@ -16,7 +16,7 @@ from core import convert
 from core.errors import RegistryError
 from core.registry import build_registry
 from core.rule import make_rule
-from core.testing import rule_package
+from core.testkit import rule_package
 
 jaxtf_rmsnorm = pytest.importorskip(
     "jaxtf_rmsnorm", reason="plugins_example is not installed: pip install -e plugins_example")
@@ -87,8 +87,7 @@ def _double(ctx, x, scale, **_):
 
 
 def test_plugin_that_clashes_with_a_builtin_is_left_out():
-    clash = rule_package("clash", make_rule("jit", _double, dtypes=("all", "key"),
-                                            polymorphic=True, name="my_jit"))
+    clash = rule_package("clash", make_rule("jit", _double, dtypes=("all", "key"), name="my_jit"))
     reg = build_registry(plugins=[clash], entry_points=False)
     assert "ambiguous rules for 'jit'" in {p.name: p for p in reg.plugins}["clash"].error
     assert [r.package for r in reg.rules("jit")] == ["rules_lax"]
@@ -137,3 +136,25 @@ def test_per_conversion_overrides():
         f(x, s)
     with pytest.raises(ValueError, match="prefer: no rule 'nope' lowers 'rms_norm'"):
         convert(jaxtf_rmsnorm.rms_norm, prefer={"rms_norm": "nope"})
+
+
+def _sin(ctx, x, **_):
+    import tensorflow as tf
+    return tf.math.sin(x)
+
+
+def test_the_test_kit_honours_a_rules_constraints():
+    """A plugin's XLA-only rule runs its cases with XLA allowed; a GPU-only rule's cases
+    are skipped on CPU with the reason, not failed."""
+    from jax import lax
+    from core.rule import case
+    from core.testkit import run_rule_case
+    sin_case = case.random(lax.sin, shapes=[(3,)])
+    xla = make_rule("sin", _sin, dtypes="float32", needs_xla=True, priority=-1,
+                    name="sin_xla", cases=[sin_case])
+    gpu = make_rule("sin", _sin, dtypes="float32", devices="gpu", priority=-2,
+                    name="sin_gpu", cases=[sin_case])
+    reg = build_registry(plugins=[rule_package("constrained", xla, gpu)], entry_points=False)
+    assert run_rule_case(xla, sin_case, "float32", reg).status == "pass"
+    out = run_rule_case(gpu, sin_case, "float32", reg)
+    assert out.status == "skipped" and "runs on gpu, not on cpu" in out.detail

@@ -18,7 +18,7 @@ from core.hookspecs import hookimpl
 from core.coverage import coverage
 from core.registry import Registry, build_registry
 from core.rule import case, make_rule, rule, rules_of
-from core.testing import rule_package
+from core.testkit import rule_package
 
 
 def _fn(ctx, x, y, **_):
@@ -44,6 +44,17 @@ def test_decorator_only_marks():
     (r,) = rules_of(f)
     assert r.primitive == "add" and "float32" in r.dtypes and "int32" not in r.dtypes
     assert r.id.endswith(":f")
+
+
+def test_rules_are_polymorphic_unless_they_say_not():
+    from jax import export
+    (b,) = export.symbolic_shape("b")
+    eqn = _eqn(lambda x: x + x, jax.ShapeDtypeStruct((b, 3), np.float32))
+    assert make_rule("add", _fn).reject_reason(["float32"], "cpu", False, eqn) is None
+    static = make_rule("add", _fn, polymorphic=False)
+    assert "symbolic dimensions" in static.reject_reason(["float32"], "cpu", False, eqn)
+    assert static.reject_reason(["float32"], "cpu", False,
+                                _eqn(lambda x: x + x, np.zeros(3, np.float32))) is None
 
 
 def test_selection_by_dtype_priority_and_specificity():
@@ -283,7 +294,7 @@ def test_explain_shows_conditional_rules_with_their_condition():
         "rules_lax.structural:broadcast_in_dim": "taken"}
     v = verdicts("broadcast_in_dim", ["key<fry>"])
     assert v["rules_random.keys:key_data_shape_op"] == "taken"
-    assert v["rules_lax.structural:broadcast_in_dim"] == "shadowed"
+    assert v["rules_lax.structural:broadcast_in_dim"] == "rejected"   # claims no key dtype
     # a condition on parameters is shown as a condition, with the forms it refuses
     exp = {c["rule"]: c for c in explain("exp", ["float32"], registry=reg)["candidates"]}
     c = exp["rules_lax.elementwise:unary_exp"]

@@ -18,7 +18,7 @@ from core.export import run_tflite, tflite_model
 from core.registry import build_registry
 from core.rule import make_rule
 from core.targets import TARGETS, get
-from core.testing import rule_package
+from core.testkit import rule_package
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -164,7 +164,7 @@ def test_loop_carry_moved_to_another_position_is_right_in_litert():
     """LiteRT's WHILE copies a body's outputs into its inputs one by one, so an output
     that is another position's input read it already overwritten (silently wrong): jaxtf
     copies such outputs through an op the converter keeps."""
-    from core.testing import run_function
+    from core.testkit import run_function
 
     def rotate(x):
         return jax.lax.fori_loop(0, 3, lambda i, s: (s[0] + s[2], s[0] * 2.0, s[1]),
@@ -226,7 +226,7 @@ def test_tflite_trig_of_large_arguments_is_a_known_mismatch():
     """A listed limitation (README): LiteRT's float32 sin/cos/tan lose the argument's
     reduction from |x| ~ 1e6. Pinned to its status: when this fails, the limitation is gone
     (or became a refusal); update README."""
-    from core.testing import run_function
+    from core.testkit import run_function
     for fn, x in ((jnp.sin, [1.0e7, 3.0e7]), (jnp.cos, [5.0e6]), (jnp.tan, [1.0e6])):
         out = run_function(fn, [np.array(x, np.float32)], target="tflite")
         assert out.status == "mismatch", (fn.__name__, out)

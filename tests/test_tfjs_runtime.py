@@ -20,7 +20,7 @@ import tensorflow as tf
 from core import convert, export_tfjs as rt
 from core.errors import JaxtfError
 from core.export import runtime
-from core.testing import assert_same
+from core.testkit import assert_same
 
 F32_EDGES = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1.2e-38, 3.4e38,
                       -3.4e38, 1.0], np.float32)

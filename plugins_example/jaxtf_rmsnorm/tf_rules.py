@@ -26,7 +26,7 @@ def _zeros(rng, dtype):
     case.custom("eps=0.1", lambda x, s: rms_norm(x, s, eps=0.1), _x_and_scale),
     case.custom("any batch size (polymorphic_shapes)", rms_norm, _x_and_scale,
                 convert_kw={"polymorphic_shapes": ["(b, 16)", "(16,)"]}),
-], polymorphic=True)   # it reads no shape, so symbolic dimensions need nothing more
+])   # it reads no shape, so symbolic dimensions (polymorphic, the default) need nothing
 def rms_norm_tf(ctx, x, scale, *, eps):
     """Compute in float32 (or wider) and round back, exactly as the JAX implementation."""
     acc = tf.float64 if x.dtype == tf.float64 else tf.float32
