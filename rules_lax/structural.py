@@ -109,6 +109,24 @@ def broadcast_in_dim(ctx, x, *dyn, shape, broadcast_dimensions, **_):
     return tf.broadcast_to(x, ctx.shape(aval_out))
 
 
+@rule("broadcast_in_dim", dtypes="float64", targets="tflite", polymorphic=True,
+      cases=[case.random(lambda x: lax.broadcast_in_dim(x, (2, 3, 4), (0, 2)),
+                         shapes=[(2, 4)]),
+             case("size-1 dimension stretched, specials",
+                  lambda x: lax.broadcast_in_dim(x, (3, 5), (1,)),
+                  np.array([1.0, -0.0, np.inf, np.nan, 5e-324]))])
+def broadcast_in_dim_f64_tflite(ctx, x, *dyn, **params):
+    """float64 broadcast as the int64 bits: LiteRT has no float64 BroadcastTo kernel, and
+    the converter's folding of one into its consumer fails for ops without implicit
+    broadcasting (atan2: "failed to legalize unresolved materialization")."""
+    return as_bits(lambda b: broadcast_in_dim(ctx, b, *dyn, **params), x)
+
+
+def as_bits(fn, x):
+    """``fn`` (a pure data movement) applied to float64 ``x`` as its int64 bits (TFLite)."""
+    return tf.bitcast(fn(tf.bitcast(x, tf.int64)), tf.float64)
+
+
 @rule("transpose", dtypes=SHAPE_DTYPES,
       cases=[case.random(lambda x: lax.transpose(x, (2, 0, 1)), shapes=[(2, 3, 4)]),
              *_key_cases("transpose", lambda k: k.T, (2, 3))], polymorphic=True)
