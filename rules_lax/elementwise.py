@@ -726,14 +726,20 @@ def integer_pow(ctx, x, *, y, **_):
     exponent is 1/x^|y|. Integer overflow wraps in both."""
     if y == 0:
         return tf.ones_like(x)
-    n, acc = abs(y), None
+    acc = square_and_multiply(tf.math.multiply, x, abs(y))
+    return _f32(lambda a: 1 / a, acc) if y < 0 else acc
+
+
+def square_and_multiply(mul, x, n: int):
+    """x^n for n >= 1 by ``mul``, in the order of JAX's integer_pow lowering."""
+    acc = None
     while n > 0:
         if n & 1:
-            acc = x if acc is None else tf.math.multiply(acc, x)
+            acc = x if acc is None else mul(acc, x)
         n >>= 1
         if n > 0:
-            x = tf.math.multiply(x, x)
-    return _f32(lambda a: 1 / a, acc) if y < 0 else acc
+            x = mul(x, x)
+    return acc
 
 
 @rule("square", dtypes="numeric",
