@@ -242,7 +242,7 @@ def widened(ctx, *xs, **params):
             params[name] = _wide(params[name])
     if prim.name in _WITH_JAXPR:
         params.update(_wide_computation(prim.name, params, ctx.avals_in))
-    if prim.name in _NARROW_FORM and ctx.avals_in[0].dtype.kind == "f":
+    if prim.name in _NARROW_FORM and str(ctx.avals_in[0].dtype) in ("float16", "bfloat16"):
         # XLA computes these in the narrow type from simpler primitives: follow it
         return ctx.lower_fun(lambda *zs: _NARROW_FORM[prim.name](*zs, **params), *xs)
     outs = ctx.lower_fun(lambda *zs: prim.bind(*zs, **params), *ys, avals=avals)
@@ -252,7 +252,7 @@ def widened(ctx, *xs, **params):
     return outs if prim.multiple_results else outs[0]
 
 
-def _integer_pow(x, *, y):
+def _integer_pow(x, *, y, **_):
     """Square-and-multiply in the narrow type, each product rounded, then 1/x^|y| (JAX's
     lowering; rules_lax.elementwise.integer_pow keeps its order)."""
     from rules_lax.elementwise import square_and_multiply
@@ -266,7 +266,7 @@ def _integer_pow(x, *, y):
 #: than computing in float32: exp2(x) is exp(log(2) * x) with log(2) and the product
 #: rounded to the narrow type (measured: bfloat16 exp2(10) is 1000, not 1024);
 #: integer_pow is a chain of products (measured: float16 0.0045^-2 is 49216, not 49280)
-_NARROW_FORM = {"exp2": lambda x: lax.exp(x * np.array(np.log(2), x.dtype)),
+_NARROW_FORM = {"exp2": lambda x, **_: lax.exp(x * np.array(np.log(2), x.dtype)),
                 "integer_pow": _integer_pow}
 
 def _wide_computation(name: str, params: dict, avals_in) -> dict:

@@ -49,6 +49,17 @@ def _no_dynamic_shapes(prim: str, dyn) -> None:
                                "use static shapes or polymorphic_shapes")
 
 
+def _empty(ctx, x):
+    """The result as a constant when it has no elements (a static 0 dimension), else None:
+    exact, and no Reshape to a shape with a 0 in it, which ONNX reads as "copy the input's
+    dimension" (tf2onnx leaves allowzero unset: onnxruntime then failed or reshaped wrong;
+    found by tests/fuzz.py)."""
+    shape = ctx.shape(ctx.aval_out)
+    if all(isinstance(d, int) for d in shape) and 0 in shape:
+        return tf.zeros(shape, x.dtype)
+    return None
+
+
 def _key_cases(name, fn_on_keys, shape):
     """Cases running ``fn_on_keys`` on key arrays of each PRNG implementation, wrapped
     from key data (the form converted functions take and return)."""
@@ -75,6 +86,9 @@ def _key_cases(name, fn_on_keys, shape):
 def reshape(ctx, x, *dyn, new_sizes, dimensions=None, **_):
     """Row-major reshape; ``dimensions`` is a transpose applied before it."""
     _no_dynamic_shapes("reshape", dyn)
+    empty = _empty(ctx, x)
+    if empty is not None:
+        return empty
     if dimensions is not None and list(dimensions) != list(range(len(dimensions))):
         n = len(dimensions)
         x = tf.transpose(x, [int(d) for d in dimensions]
@@ -89,10 +103,15 @@ def reshape(ctx, x, *dyn, new_sizes, dimensions=None, **_):
                          name="size-1 dimension stretched"),
              case.random(lambda x: lax.broadcast_in_dim(x, (2, 3), ()), shapes=[()],
                          name="scalar"),
+             case.random(lambda x: lax.broadcast_in_dim(x, (3, 0, 2), (1, 2)),
+                         shapes=[(0, 1)], name="to a 0-size shape (found by tests/fuzz.py)"),
              *_key_cases("broadcast", lambda k: jnp.broadcast_to(k, (4, 3)), (3,))], polymorphic=True)
 def broadcast_in_dim(ctx, x, *dyn, shape, broadcast_dimensions, **_):
     """Put the operand's axes where ``broadcast_dimensions`` says, then BroadcastTo."""
     _no_dynamic_shapes("broadcast_in_dim", dyn)
+    empty = _empty(ctx, x)
+    if empty is not None:
+        return empty
     aval_in, aval_out = ctx.avals_in[0], ctx.aval_out
     dims = [int(d) for d in broadcast_dimensions]
     # operand axes keep their order in the output (JAX requires increasing dimensions)
