@@ -76,7 +76,9 @@ OPEN_ONNX = [
     (r"\[log\]:.*:(float32|bfloat16)$", True,
      "onnxruntime's Log of a subnormal (denormals as zero) is -inf, XLA's -103.97"),
 ]
-OPEN_TARGET = {"tflite": OPEN_TFLITE, "onnx": OPEN_ONNX}
+#: In TF.js, which does not flush subnormals (README).
+OPEN_TFJS = [(r".", True, "TF.js keeps subnormal operands, XLA's CPU backend flushes them")]
+OPEN_TARGET = {"tflite": OPEN_TFLITE, "onnx": OPEN_ONNX, "tfjs": OPEN_TFJS}
 
 
 def explained(f: fuzz.Finding, target: str = "tf") -> str | None:
