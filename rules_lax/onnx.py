@@ -19,9 +19,10 @@ Measured with tf2onnx 1.17 (opset 18) and onnxruntime 1.32 (see :mod:`core.expor
 - A float ``FloorMod`` by an infinite divisor is NaN (C's fmod gives the dividend).
 - ``Sign(NaN)`` is 0 for float16.
 
-Not a rule: onnxruntime keeps subnormal floats where XLA's CPU backend flushes them to
-zero, so a computation whose result hinges on a subnormal intermediate (e.g. ``lu`` of a
-matrix with a huge pivot, whose multipliers underflow) differs; use target='tf'.
+Not a rule: XLA's CPU backend reads and writes subnormal floats as zero; onnxruntime does
+so only with its session option ``session.set_denormal_as_zero`` (core.export_onnx sets
+it; a user's own session must too). Its Mod (C's fmod) still reads a subnormal divisor as
+itself (``rem`` below), and its Log of one is -inf where XLA's is -103.97 (README).
 """
 from __future__ import annotations
 
