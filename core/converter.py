@@ -143,12 +143,29 @@ class _Converted:
             entry = self._cache.get(key)
             if entry is None:
                 entry = self._cache[key] = self._trace(in_tree, avals)
-        tensors = [tf.cast(t, _dtypes.to_tf(a.dtype)) if t.dtype != _dtypes.to_tf(a.dtype)
-                   else t for t, a in zip(tensors, avals)]
+        tensors = [self._cast_input(i, t, a) for i, (t, a) in enumerate(zip(tensors, avals))]
         if _targets.get(self.conv.target).carried:   # before any wrapping hides a bitcast
             tensors = [self.conv.carry_in(t, a.dtype) for t, a in zip(tensors, avals)]
         outs = self._run(entry, tensors, in_tree)
         return jax.tree_util.tree_unflatten(entry.out_tree, outs)
+
+    def _cast_input(self, i: int, t, aval):
+        """Input ``t`` in JAX's dtype for it (float64 -> float32 with x64 off): a Cast the
+        export target must accept, else a TargetError naming it (LiteRT has no
+        complex128 -> complex64 Cast, and the converter failed on it)."""
+        from core.errors import TargetError
+        want = _dtypes.to_tf(aval.dtype)
+        if t.dtype == want:
+            return t
+        target, sig = _targets.get(self.conv.target), f"{t.dtype.name}->{want.name}"
+        if (target.accepted is not None and not _targets.preflight_disabled()
+                and sig not in target.accepted.get("Cast", ())):
+            raise TargetError(
+                f"input {i} of {_fun_name(self.fun_jax)} is {t.dtype.name}, which JAX "
+                f"computes as {want.name} (jax_enable_x64 is off); the Cast({sig}) this "
+                f"takes is not accepted by {target.description}. Pass {want.name} arrays "
+                f"(x.astype(np.{want.name})), or use target='tf'.")
+        return tf.cast(t, want)
 
     def trace(self, *args, **kwargs):
         """Trace and pre-flight the program for these inputs (arrays, tensors or

@@ -636,6 +636,12 @@ def run_many(items) -> list:
         if "error" in res:
             out[j] = TfjsRunError(f"TF.js failed: {res['error']}")
             continue
+        if "crash" in res:         # node died (killed under load, out of memory, ...)
+            out[j] = TfjsRunError(
+                f"the TF.js runner (node) died while running this model, before any "
+                f"result: {res['crash'][:600]}. Nothing says the model is wrong: run it "
+                f"again on a less loaded machine (JAXTF_TFJS_TIMEOUT raises the timeout)")
+            continue
         vals = []
         for o, want in zip(res["outputs"], info["outputs"]):
             raw = np.fromfile(o["file"], dtype=_NP_OF_TFJS[o["dtype"]])

@@ -81,25 +81,45 @@ def window_scan(x, n: int, reverse: bool, op):
 _MAX_LEVELS = 7
 
 
-def xla_scan(x, batch: list, n, reverse: bool, op, init, levels: int = _MAX_LEVELS):
+def xla_scan(x, batch: list, n, reverse: bool, op, init, levels: int = _MAX_LEVELS,
+             seed=None):
     """XLA's order of evaluation of a scan along the last axis (``batch`` = leading shape,
     ``init`` = the monoid's identity as a TF scalar), O(n * _BASE) work. ``n`` is an int,
-    or a TF scalar for a symbolic length."""
+    or a TF scalar for a symbolic length. ``seed``: ``op(init, x)`` for the element a
+    window starts from, where that is not ``x`` itself (a sum: -0.0 becomes +0.0; TF's
+    grappler drops a literal ``0 + x``)."""
     if not isinstance(n, int):
         return _symbolic_scan(x, batch, n, reverse, op, init, levels)
     if n <= _BASE:
-        return window_scan(x, n, reverse, op) if n > 1 else x
+        return window_scan(_seeded(x, reverse, seed), n, reverse, op) if n > 1 else x
     c = -(-n // _BASE)
     x = tf.concat([x, tf.fill(batch + [c * _BASE - n], init)], -1) if c * _BASE > n else x
     inner = window_scan(tf.reshape(x, batch + [c, _BASE]), _BASE, reverse, op)
-    return _across_chunks(inner, batch, n, c, reverse, op, init, levels)
+    return _across_chunks(inner, batch, n, c, reverse, op, init, levels, seed)
 
 
-def _across_chunks(inner, batch, n, c, reverse, op, init, levels):
+def _seeded(x, reverse: bool, seed):
+    """``x`` with ``seed`` applied to its first element (last when ``reverse``)."""
+    if seed is None:
+        return x
+    if reverse:
+        return tf.concat([x[..., :-1], seed(x[..., -1:])], -1)
+    return tf.concat([seed(x[..., :1]), x[..., 1:]], -1)
+
+
+def plus_zero(v):
+    """``v + 0.0`` (-0.0 becomes +0.0, in each part of a complex), in a form grappler
+    keeps."""
+    if v.dtype.is_complex:
+        return tf.complex(plus_zero(tf.math.real(v)), plus_zero(tf.math.imag(v)))
+    return tf.where(tf.math.equal(v, 0), tf.zeros_like(v), v)
+
+
+def _across_chunks(inner, batch, n, c, reverse, op, init, levels, seed=None):
     """The rest of XLA's rewrite, given the scans ``inner`` of the c chunks of a length-n
     scan: scan the chunk totals, fold each chunk's scan with the total before it."""
     totals = inner[..., 0] if reverse else inner[..., -1]
-    done = xla_scan(totals, batch, c, reverse, op, init, levels)
+    done = xla_scan(totals, batch, c, reverse, op, init, levels, seed)
     edge = tf.fill(batch + [1], init)
     before = tf.concat([done[..., 1:], edge], -1) if reverse else tf.concat([edge, done[..., :-1]], -1)
     out = tf.reshape(op(inner, tf.expand_dims(before, -1)), batch + [c * _BASE])
@@ -127,9 +147,10 @@ def _symbolic_scan(x, batch, n, reverse, op, init, levels):
     return tf.where(short, alone, _across_chunks(inner, batch, n, c, reverse, op, init, levels - 1))
 
 
-def _inexact_scan(ctx, x, axis, reverse, op, init):
+def _inexact_scan(ctx, x, axis, reverse, op, init, seed=None, seed_single=False):
     """Move ``axis`` last, run :func:`xla_scan` (half floats in f32 per op, like XLA's CPU
-    backend), move it back. ``init``: a number, or a TF scalar."""
+    backend), move it back. ``init``: a number, or a TF scalar. ``seed_single``: a scan
+    of length 1 is ``seed(x)`` too (else ``x``, as XLA simplifies it)."""
     aval = ctx.avals_in[0]
     shape = ctx.shape(aval)           # ints, or TF scalars for symbolic dimensions
     axis, rank = int(axis), len(shape)
@@ -141,7 +162,10 @@ def _inexact_scan(ctx, x, axis, reverse, op, init):
     batch = [shape[p] for p in perm[:-1]]
     if not isinstance(init, tf.Tensor):
         init = ctx.constant(init, aval.dtype)
-    y = xla_scan(y, batch, shape[axis], bool(reverse), op, init)
+    if seed_single and isinstance(shape[axis], int) and shape[axis] == 1:
+        y = seed(y)
+    else:
+        y = xla_scan(y, batch, shape[axis], bool(reverse), op, init, seed=seed)
     return tf.transpose(y, perm) if axis != rank - 1 else y
 
 
@@ -187,11 +211,16 @@ _NAN_CASE = case("NaN and infinities", lambda x: lax.cummax(x, 0) + lax.cummin(x
 
 @rule("cumsum", dtypes="numeric", cases=_cases(lax.cumsum, [
     case("negatives", lambda x: lax.cumsum(x, 0, reverse=True), [3, -5, 7, -1, 0, 2],
-         dtypes=["signed", "floating", "complex"])]))
+         dtypes=["signed", "floating", "complex"]),
+    case("-0.0 sums to +0.0 as in XLA (found by tests/fuzz.py)",
+         lambda x: (lax.cumsum(x, 0), lax.cumsum(x[:8], 0, reverse=True), lax.cumsum(x[:1], 0)),
+         [-0.0] * 20, dtypes=["floating", "complex"])]))
 def cumsum(ctx, x, *, axis, reverse, **_):
     """Integers: TF's Cumsum (wrapping like XLA). Floats: XLA's order of additions."""
-    if is_inexact(ctx.avals_in[0].dtype):
-        return _inexact_scan(ctx, x, axis, reverse, tf.add, 0)
+    dtype = ctx.avals_in[0].dtype
+    if is_inexact(dtype):   # XLA keeps a bfloat16 length-1 sum (-0.0 + 0.0), not others
+        return _inexact_scan(ctx, x, axis, reverse, tf.add, 0, plus_zero,
+                             seed_single=str(dtype) == "bfloat16")
     return tf.math.cumsum(x, axis=int(axis), reverse=bool(reverse))
 
 
@@ -224,10 +253,14 @@ cummin = _extreme_rule("cummin", False)
 @rule("cumlogsumexp", dtypes="floating", cases=_cases(lax.cumlogsumexp, [
     case("NaN and infinities", lambda x: lax.cumlogsumexp(x, 0),
          [-_INF, 1.0, -_INF, _INF, 2.0, _NAN, 0.0]),
-    case("all -inf", lambda x: lax.cumlogsumexp(x, 0, reverse=True), [-_INF, -_INF, 1.0])]))
+    case("all -inf", lambda x: lax.cumlogsumexp(x, 0, reverse=True), [-_INF, -_INF, 1.0]),
+    case("-0.0 gives +0.0 (found by tests/fuzz.py)",
+         lambda x: (lax.cumlogsumexp(x[:1], 0), lax.cumlogsumexp(x, 0, reverse=True)),
+         [-0.0, -_INF, -_INF])]))
 def cumlogsumexp(ctx, x, *, axis, reverse, **_):
     """JAX's logaddexp, scanned in XLA's order (its reduce_window of logaddexp)."""
-    return _inexact_scan(ctx, x, axis, reverse, _logaddexp, -np.inf)
+    return _inexact_scan(ctx, x, axis, reverse, _logaddexp, -np.inf, plus_zero,
+                         seed_single=True)
 
 
 # -- TFLite builtins ---------------------------------------------------------------------

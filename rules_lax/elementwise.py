@@ -754,6 +754,20 @@ def atan2(ctx, x, y, **_):
     return _f32(tf.math.atan2, x, y)
 
 
+@rule("atan2", dtypes="float64", targets="tflite", polymorphic=True,
+      cases=[_broadcast_pair(lax.atan2),
+             case("shrunk by tests/fuzz.py", lax.atan2, np.array([[0.0], [-0.0], [nan]]),
+                  np.array([[-1.0, 5e-324, inf, -0.0]]))])
+def atan2_f64_tflite(ctx, x, y, **_):
+    """LiteRT's float64 Atan2 does not broadcast (the converter fails to legalize it):
+    operands of another shape are broadcast first, as their int64 bits."""
+    from rules_lax.structural import as_bits
+    shape = ctx.shape(ctx.aval_out)
+    x, y = (v if a.shape == ctx.aval_out.shape else as_bits(lambda b: tf.broadcast_to(b, shape), v)
+            for v, a in zip((x, y), ctx.avals_in))
+    return tf.math.atan2(x, y)
+
+
 # -- powers -----------------------------------------------------------------------------------
 
 def _ipow(y):
@@ -773,14 +787,20 @@ def integer_pow(ctx, x, *, y, **_):
     exponent is 1/x^|y|. Integer overflow wraps in both."""
     if y == 0:
         return tf.ones_like(x)
-    n, acc = abs(y), None
+    acc = square_and_multiply(tf.math.multiply, x, abs(y))
+    return _f32(lambda a: 1 / a, acc) if y < 0 else acc
+
+
+def square_and_multiply(mul, x, n: int):
+    """x^n for n >= 1 by ``mul``, in the order of JAX's integer_pow lowering."""
+    acc = None
     while n > 0:
         if n & 1:
-            acc = x if acc is None else tf.math.multiply(acc, x)
+            acc = x if acc is None else mul(acc, x)
         n >>= 1
         if n > 0:
-            x = tf.math.multiply(x, x)
-    return _f32(lambda a: 1 / a, acc) if y < 0 else acc
+            x = mul(x, x)
+    return acc
 
 
 @rule("square", dtypes="numeric",

@@ -154,6 +154,10 @@ _CASES = [
     case("f16 div, overflow and signed zero", lax.div,
          np.float16([1.0, 6.0e4, -1.0, 0.0, 1.0]), np.float16([3.0, 0.5, np.inf, -2.0, 0.0]),
          dtypes="float16"),
+    case("f16 integer_pow rounds every product (found by tests/fuzz.py)",
+         lambda x: (lax.integer_pow(x, -2), lax.integer_pow(x, 5), lax.integer_pow(x, 0)),
+         np.float16([0.004505, 3.0, -0.0, 300.0, 1e-4, -7.5, np.inf, np.nan]),
+         dtypes="float16"),
     case("f16 transcendental", lambda x: jnp.tanh(jnp.sin(x)),
          np.float16([-10.0, -1.0, -0.0, 0.0, 0.5, 11.0, np.nan]), dtypes="float16"),
     case("exp2 as XLA expands it in the narrow type", lax.exp2,
@@ -238,9 +242,9 @@ def widened(ctx, *xs, **params):
             params[name] = _wide(params[name])
     if prim.name in _WITH_JAXPR:
         params.update(_wide_computation(prim.name, params, ctx.avals_in))
-    if prim.name in _NARROW_FORM:
+    if prim.name in _NARROW_FORM and str(ctx.avals_in[0].dtype) in ("float16", "bfloat16"):
         # XLA computes these in the narrow type from simpler primitives: follow it
-        return ctx.lower_fun(_NARROW_FORM[prim.name], *xs)
+        return ctx.lower_fun(lambda *zs: _NARROW_FORM[prim.name](*zs, **params), *xs)
     outs = ctx.lower_fun(lambda *zs: prim.bind(*zs, **params), *ys, avals=avals)
     if prim.name == "clz" and ctx.avals_in[0].dtype.kind in "iu":
         outs[0] = outs[0] - (32 - 8 * ctx.avals_in[0].dtype.itemsize)
@@ -248,10 +252,22 @@ def widened(ctx, *xs, **params):
     return outs if prim.multiple_results else outs[0]
 
 
+def _integer_pow(x, *, y, **_):
+    """Square-and-multiply in the narrow type, each product rounded, then 1/x^|y| (JAX's
+    lowering; rules_lax.elementwise.integer_pow keeps its order)."""
+    from rules_lax.elementwise import square_and_multiply
+    if y == 0:
+        return lax.full_like(x, 1)
+    acc = square_and_multiply(lax.mul, x, abs(y))
+    return lax.div(np.array(1, x.dtype), acc) if y < 0 else acc
+
+
 #: primitives XLA expands in the narrow type itself (each step rounded there), rather
 #: than computing in float32: exp2(x) is exp(log(2) * x) with log(2) and the product
-#: rounded to the narrow type (measured: bfloat16 exp2(10) is 1000, not 1024)
-_NARROW_FORM = {"exp2": lambda x: lax.exp(x * np.array(np.log(2), x.dtype))}
+#: rounded to the narrow type (measured: bfloat16 exp2(10) is 1000, not 1024);
+#: integer_pow is a chain of products (measured: float16 0.0045^-2 is 49216, not 49280)
+_NARROW_FORM = {"exp2": lambda x, **_: lax.exp(x * np.array(np.log(2), x.dtype)),
+                "integer_pow": _integer_pow}
 
 def _wide_computation(name: str, params: dict, avals_in) -> dict:
     """The computation of a reduce/reduce_window on wide scalars: its operands cast to

@@ -19,9 +19,10 @@ Measured with tf2onnx 1.17 (opset 18) and onnxruntime 1.32 (see :mod:`core.expor
 - A float ``FloorMod`` by an infinite divisor is NaN (C's fmod gives the dividend).
 - ``Sign(NaN)`` is 0 for float16.
 
-Not a rule: onnxruntime keeps subnormal floats where XLA's CPU backend flushes them to
-zero, so a computation whose result hinges on a subnormal intermediate (e.g. ``lu`` of a
-matrix with a huge pivot, whose multipliers underflow) differs; use target='tf'.
+Not a rule: XLA's CPU backend reads and writes subnormal floats as zero; onnxruntime does
+so only with its session option ``session.set_denormal_as_zero`` (core.export_onnx sets
+it; a user's own session must too). Its Mod (C's fmod) still reads a subnormal divisor as
+itself (``rem`` below), and its Log of one is -inf where XLA's is -103.97 (README).
 """
 from __future__ import annotations
 
@@ -227,12 +228,18 @@ def atan2_onnx(ctx, x, y, **_):
       cases=[case("C fmod: infinite divisors give the dividend", lax.rem,
                   [5.5, -5.5, 5.5, -5.5, 1.0, inf, 1.0, -0.0, -4.0, -1.0, 0.0, -inf, nan, 3e38],
                   [2.0, 2.0, -2.0, -2.0, 0.0, 1.0, inf, inf, 2.0, -inf, -inf, inf, inf, -inf]),
+             case("subnormal divisors are zero (found by tests/fuzz.py)", lax.rem,
+                  np.float32([-392.25, 5.877472e-39, 3.0, 1.4e-45, -2.0]),
+                  np.float32([1.1e-38, 5.877472e-39, 1.4e-45, 3.0, -0.0]), dtypes="float32"),
              case.random(lax.rem, shapes=[(3, 4), (3, 4)])])
 def rem_onnx(ctx, x, y, **_):
     """The generic fmod, but x where the divisor is infinite and x finite (fmod(x, ±inf)
-    is NaN in onnxruntime)."""
+    is NaN in onnxruntime), and NaN where it is zero: onnxruntime's Mod is C's fmod, which
+    reads a subnormal divisor as itself even with denormals as zero (see core.export_onnx),
+    XLA's as zero."""
     r, x, y = _wide(rem_floating(ctx, x, y)), _wide(x), _wide(y)
     keep = tf.math.is_inf(y) & tf.math.is_finite(x)
+    r = tf.where(tf.math.equal(y, 0), tf.constant(np.nan, r.dtype), r)
     return tf.cast(tf.where(keep, x, r), ctx.tf_dtype(ctx.aval_out))
 
 

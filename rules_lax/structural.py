@@ -51,6 +51,17 @@ def _no_dynamic_shapes(prim: str, dyn) -> None:
                                "use static shapes or polymorphic_shapes")
 
 
+def _empty(ctx, x):
+    """The result as a constant when it has no elements (a static 0 dimension), else None:
+    exact, and no Reshape to a shape with a 0 in it, which ONNX reads as "copy the input's
+    dimension" (tf2onnx leaves allowzero unset: onnxruntime then failed or reshaped wrong;
+    found by tests/fuzz.py)."""
+    shape = ctx.shape(ctx.aval_out)
+    if all(isinstance(d, int) for d in shape) and 0 in shape:
+        return tf.zeros(shape, x.dtype)
+    return None
+
+
 def _key_cases(name, fn_on_keys, shape):
     """Cases running ``fn_on_keys`` on key arrays of each PRNG implementation, wrapped
     from key data (the form converted functions take and return)."""
@@ -76,6 +87,9 @@ def _key_cases(name, fn_on_keys, shape):
 def reshape(ctx, x, *dyn, new_sizes, dimensions=None, **_):
     """Row-major reshape; ``dimensions`` is a transpose applied before it."""
     _no_dynamic_shapes("reshape", dyn)
+    empty = _empty(ctx, x)
+    if empty is not None:
+        return empty
     if dimensions is not None and list(dimensions) != list(range(len(dimensions))):
         x = tf.transpose(x, [int(d) for d in dimensions])
     return tf.reshape(x, ctx.shape(ctx.aval_out))
@@ -87,10 +101,15 @@ def reshape(ctx, x, *dyn, new_sizes, dimensions=None, **_):
              case.random(lambda x: lax.broadcast_in_dim(x, (5, 3), (1,)), shapes=[(1,)],
                          name="size-1 dimension stretched"),
              case.random(lambda x: lax.broadcast_in_dim(x, (2, 3), ()), shapes=[()],
-                         name="scalar")])
+                         name="scalar"),
+             case.random(lambda x: lax.broadcast_in_dim(x, (3, 0, 2), (1, 2)),
+                         shapes=[(0, 1)], name="to a 0-size shape (found by tests/fuzz.py)")])
 def broadcast_in_dim(ctx, x, *dyn, shape, broadcast_dimensions, **_):
     """Put the operand's axes where ``broadcast_dimensions`` says, then BroadcastTo."""
     _no_dynamic_shapes("broadcast_in_dim", dyn)
+    empty = _empty(ctx, x)
+    if empty is not None:
+        return empty
     aval_in, aval_out = ctx.avals_in[0], ctx.aval_out
     dims = [int(d) for d in broadcast_dimensions]
     # operand axes keep their order in the output (JAX requires increasing dimensions)
@@ -105,6 +124,24 @@ def broadcast_in_dim(ctx, x, *dyn, shape, broadcast_dimensions, **_):
     if all(_same(a, b) for a, b in zip(expanded_sym, aval_out.shape)):
         return x
     return tf.broadcast_to(x, ctx.shape(aval_out))
+
+
+@rule("broadcast_in_dim", dtypes="float64", targets="tflite",
+      cases=[case.random(lambda x: lax.broadcast_in_dim(x, (2, 3, 4), (0, 2)),
+                         shapes=[(2, 4)]),
+             case("size-1 dimension stretched, specials",
+                  lambda x: lax.broadcast_in_dim(x, (3, 5), (1,)),
+                  np.array([1.0, -0.0, np.inf, np.nan, 5e-324]))])
+def broadcast_in_dim_f64_tflite(ctx, x, *dyn, **params):
+    """float64 broadcast as the int64 bits: LiteRT has no float64 BroadcastTo kernel, and
+    the converter's folding of one into its consumer fails for ops without implicit
+    broadcasting (atan2: "failed to legalize unresolved materialization")."""
+    return as_bits(lambda b: broadcast_in_dim(ctx, b, *dyn, **params), x)
+
+
+def as_bits(fn, x):
+    """``fn`` (a pure data movement) applied to float64 ``x`` as its int64 bits (TFLite)."""
+    return tf.bitcast(fn(tf.bitcast(x, tf.int64)), tf.float64)
 
 
 @rule("transpose", dtypes="all",

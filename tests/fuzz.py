@@ -18,6 +18,10 @@ elementwise draw is shrunk by bisection to the one element that shows it, report
 a ready-to-paste rule case.
 
     python tests/fuzz.py [--long] [--seed N] [--target tf|tflite|onnx|tfjs] [-k REGEX]
+                         [--fraction F]
+
+For an export target, the rules written for it and the generic elementwise rules are
+drawn; with -k, every rule the pattern matches.
 """
 from __future__ import annotations
 
@@ -392,8 +396,9 @@ def iter_draws(registry, seed: int, rounds: int, programs: int, target: str = "t
     for rule in registry.rules():
         if rule.targets is not None and target not in rule.targets:
             continue
-        if target != "tf" and rule.targets is None and rule.primitive not in ELEMENTWISE:
-            continue                   # for export targets: their rules and elementwise
+        if target != "tf" and rule.targets is None and rule.primitive not in ELEMENTWISE \
+                and not rx:
+            continue         # for export targets: their rules and elementwise, unless -k
         if rx and not rx.search(f"{rule.id}[{rule.primitive}]"):
             continue
         for dt in rule.concrete_dtypes():
@@ -466,11 +471,14 @@ def main(argv=None) -> int:
     ap.add_argument("-k", dest="pattern", help="regex over 'rule id[primitive]' ('program')")
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--programs", type=int)
+    ap.add_argument("--fraction", type=float, default=1.0,
+                    help="share of the (rule, dtype) pairs run (a fixed sample per seed)")
     args = ap.parse_args(argv)
     rounds = args.rounds or (4 if args.long else 1)
     programs = args.programs if args.programs is not None else (300 if args.long else 20)
     t0 = time.time()
-    n, found = fuzz(args.seed, rounds, programs, args.target, args.pattern, log=_print)
+    n, found = fuzz(args.seed, rounds, programs, args.target, args.pattern, args.fraction,
+                    log=_print)
     print(f"\n{n} cases, {len(found)} disagreements, {time.time() - t0:.0f}s "
           f"(seed {args.seed}, target {args.target})")
     return 1 if found else 0

@@ -59,9 +59,6 @@ KNOWN_TARGET_CASES: dict[str, dict[str, tuple[str, str]]] = {"tflite": {
         "mismatch", "onnxruntime's Conv sums the window in another order than XLA; on this "
         "case terms cancel and one element differs by ~1e-5 absolute (integer and float16 "
         "convolutions of the same case match)"),
-    r"^rules_lax\.structural:reshape:empty:(bool|uint8)$": (
-        "export_error", "onnxruntime's Reshape of an empty bool/uint8 tensor fails at run "
-        "time (an error, not a number); the single-op probe passed on a non-empty one"),
 }, "tfjs": {
     r"^rules_random\.keys:random_bits_tflite:threefry2x32: (8 bits of \(n, 3\)|bits of 8, 16, "
     r"32).*:key<fry>$": (

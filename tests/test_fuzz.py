@@ -68,10 +68,21 @@ OPEN = [
 
 #: In the TFLite runtime (LiteRT's XNNPACK kernels flush subnormals; docs/writing_rules.md).
 OPEN_TFLITE = [(r".", True, "LiteRT's XNNPACK kernels flush subnormal operands to zero")]
+#: In onnxruntime (README's limitations).
+OPEN_ONNX = [
+    (r"\[integer_pow\]:.*:float16$", False,
+     "onnxruntime computes a float16 step followed by a cast to float32 in float32, "
+     "unrounded (an underflowing or overflowing float16 intermediate is not)"),
+    (r"\[log\]:.*:(float32|bfloat16)$", True,
+     "onnxruntime's Log of a subnormal (denormals as zero) is -inf, XLA's -103.97"),
+]
+#: In TF.js, which does not flush subnormals (README).
+OPEN_TFJS = [(r".", True, "TF.js keeps subnormal operands, XLA's CPU backend flushes them")]
+OPEN_TARGET = {"tflite": OPEN_TFLITE, "onnx": OPEN_ONNX, "tfjs": OPEN_TFJS}
 
 
 def explained(f: fuzz.Finding, target: str = "tf") -> str | None:
-    for pattern, needs_subnormal, reason in OPEN + (OPEN_TFLITE if target == "tflite" else []):
+    for pattern, needs_subnormal, reason in OPEN + OPEN_TARGET.get(target, []):
         if re.search(pattern, f.name) and (
                 not needs_subnormal or (f.one and any(map(_subnormal, f.one)))):
             return reason
@@ -119,14 +130,20 @@ LIMITATION_CASES = {
                                              np.array([-2 + 1e-30j], np.complex64)]),
     "sin c64, signed zero": (lax.sin, [np.array([-0.0 - 1j], np.complex64)]),
     "sqrt c128, NaN and inf parts": (lax.sqrt, [np.array([complex(np.nan, np.inf)])]),
+    "onnx: f16 integer_pow, underflowing square": (
+        lambda x: lax.integer_pow(x, -2), [np.float16([0.004505157470703125])], "onnx"),
+    "onnx: f16 product overflowing in a chain": (
+        lambda x: (x * x) / x, [np.float16([300.0])], "onnx"),
+    "onnx: log of a f32 subnormal": (lax.log, [np.float32([1.4e-45])], "onnx"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(LIMITATION_CASES))
 def test_known_limitation_still_differs(name):
-    fn, args = LIMITATION_CASES[name]
+    fn, args, *target = LIMITATION_CASES[name]
     with jax.enable_x64(args[0].dtype in (np.float64, np.complex128)):
-        out = run_function(fn, args, registry=REGISTRY, signed_zeros=True)
+        out = run_function(fn, args, registry=REGISTRY, signed_zeros=True,
+                           target=(target or ["tf"])[0])
     assert out.status in ("mismatch", "pass")
     if out.status == "mismatch":
         pytest.xfail(f"{name} (README, limitations)")

@@ -182,6 +182,19 @@ def test_loop_carry_moved_to_another_position_is_right_in_litert():
     assert out.ok, out.detail
 
 
+def test_tflite_complex_abs_and_a_complex128_input():
+    """complex64 abs runs in LiteRT (inf and NaN parts included); a complex128 input with
+    x64 off needs a complex128 -> complex64 Cast LiteRT has not: a TargetError naming
+    it, not a converter crash (found by tests/fuzz.py)."""
+    from core.errors import TargetError
+    from core.testing import run_function
+    z = np.array([3 + 4j, complex(np.inf, np.nan), -0j, complex(np.nan, 1), 1e30 + 1e30j])
+    out = run_function(jax.lax.abs, [z.astype(np.complex64)], target="tflite")
+    assert out.ok, out.detail
+    with pytest.raises(TargetError, match=r"Cast\(complex128->complex64\).*complex64 arrays"):
+        convert(jax.lax.abs, target="tflite")(tf.constant(z))
+
+
 def test_export_command_writes_and_checks_every_format(tmp_path):
     """`python -m core export` (the `jaxtf` command): each format written, run in its
     runtime and compared with jax.jit, a table printed; exit status 0 when all match."""

@@ -185,6 +185,20 @@ def test_a_model_that_never_ends_is_killed_and_the_rest_run(exported, monkeypatc
     assert out[1].startswith("crash (no result after 2 s")
 
 
+def test_a_model_whose_node_dies_is_a_clear_error(exported, monkeypatch):
+    """node killed under load gives no result for that model: an error that says so (it
+    was ``KeyError: 'outputs'``), and the other models' results."""
+    def forever(x):
+        return jax.lax.while_loop(lambda c: c[0] > 0, lambda c: c + 1.0, x)
+    hang = _export(forever, [np.ones(3, np.float32)])
+    monkeypatch.setenv("JAXTF_TFJS_TIMEOUT", "2")
+    x = np.ones(3, np.float32)
+    out = rt.run_many([(hang, [x]), (hang, [x])])
+    assert all(isinstance(o, rt.TfjsRunError) for o in out)
+    assert "node) died while running this model" in str(out[0])
+    assert "no result after 2 s" in str(out[0])
+
+
 def test_symbolic_batch_runs_on_any_batch():
     """jaxtf checks symbolic-dimension constraints with Assert ops; TF.js has none, so
     they are left out (as the TFLite converter does) and the model takes any batch."""
