@@ -94,7 +94,8 @@ def bench(name: str, small: bool, peer: dict) -> dict:
     converted = convert(fn, with_gradient=False)
     graph = tf.function(converted, autograph=False)
     tf_args = [tf.constant(a) for a in args]
-    n_ops = op_count(graph.get_concrete_function(*tf_args).graph.as_graph_def())
+    concrete = graph.get_concrete_function(*tf_args)
+    n_ops = op_count(concrete.graph.as_graph_def(), [t.op.name for t in concrete.outputs])
     graph(*tf_args)
     t_convert = time.perf_counter() - t0
     run_tflite = tflite_call(convert(fn, with_gradient=False, target="tflite"), args)

@@ -25,6 +25,16 @@ def side_by_side(fns, small: bool = False, rounds: int = 9, budget: float = 0.1)
     return [statistics.median(ts) for ts in times]
 
 
-def op_count(graph_def) -> int:
-    """Nodes of a GraphDef, counting the bodies of its functions (loops, conds) too."""
-    return len(graph_def.node) + sum(len(f.node_def) for f in graph_def.library.function)
+def op_count(graph_def, outputs=()) -> int:
+    """Nodes of a GraphDef that the outputs (op names; all nodes if none given) depend on,
+    counting the bodies of its functions (loops, conds) too. Nodes left unused by a
+    conversion are pruned when the graph runs, so they are not counted."""
+    nodes = {n.name: n for n in graph_def.node}
+    seen, todo = set(), [o.split(":")[0] for o in outputs] or list(nodes)
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in nodes:
+            continue
+        seen.add(name)
+        todo.extend(i.lstrip("^").split(":")[0] for i in nodes[name].input)
+    return len(seen) + sum(len(f.node_def) for f in graph_def.library.function)

@@ -166,12 +166,20 @@ def _plus_constant(x):
         v = _static(b)
         if v is None:
             return tf.nn.bias_add(a, tf.where(tf.equal(b, 0), tf.zeros_like(b), b))
-        return tf.nn.bias_add(a, tf.constant(v + np.zeros((), v.dtype), b.dtype))  # -0+0=+0
+        return x if _no_negative_zero(v) else tf.nn.bias_add(a, _plus_zero(v, b.dtype))
     for y, c in ((a, b), (b, a)):
         v = _static(c)
         if v is not None:
-            return tf.math.add(y, tf.constant(v + np.zeros((), v.dtype), c.dtype))
+            return x if _no_negative_zero(v) else tf.math.add(y, _plus_zero(v, c.dtype))
     return None
+
+
+def _no_negative_zero(v) -> bool:
+    return not np.signbit(v[v == 0]).any()
+
+
+def _plus_zero(v, dtype):
+    return tf.constant(v + np.zeros((), v.dtype), dtype)        # -0.0 + 0.0 = +0.0
 
 
 @rule("sub", dtypes="numeric",
