@@ -32,11 +32,10 @@ from core.errors import UnsupportedError
 from core.rule import case, rule
 from rules_lax.cumulative import _cases as _scan_cases, scan
 from rules_lax.dot import _MATMUL, _dg, dot_general_by_matmul
-from rules_lax.elementwise import _int_div_args, _ipow
-from rules_lax.dims import dims as _dims, evaluator
+from rules_lax.elementwise import _int_div_args, _ipow, square_and_multiply
 from rules_lax.reductions import _recognize_monoids, _to_last, reduce_monoid, tree_reduce
 from rules_nn.conv import conv_cases, conv_general_dilated
-from rules_nn.windows import MONOIDS, fold_windows, single_monoid
+from rules_nn.windows import MONOIDS, fold_reducer_windows, single_monoid
 
 nan, inf = float("nan"), float("inf")
 _I32 = np.iinfo(np.int32)
@@ -111,16 +110,7 @@ def square_int32_tfjs(ctx, x, **_):
 def integer_pow_int32_tfjs(ctx, x, *, y, **_):
     """Square-and-multiply with :func:`mul32` (JAX has no negative integer exponents
     on integers)."""
-    if y == 0:
-        return tf.ones_like(x)
-    n, acc = y, None
-    while n > 0:
-        if n & 1:
-            acc = x if acc is None else mul32(acc, x)
-        n >>= 1
-        if n > 0:
-            x = mul32(x, x)
-    return acc
+    return tf.ones_like(x) if y == 0 else square_and_multiply(mul32, x, y)
 
 
 def _trunc_divmod(x, y):
@@ -272,12 +262,10 @@ def _window_mul(*params):
 def reduce_window_int32_mul_tfjs(ctx, x, init, *, window_dimensions, window_strides, padding,
                                  base_dilation, window_dilation, **_):
     """The generic fold of the window slices, its products by :func:`mul32`."""
-    return fold_windows([x], [init], [init], lambda acc, el: [mul32(acc[0], el[0])],
-                 _dims(ctx.aval_out.shape), evaluator(ctx),
-                 window_dimensions=window_dimensions, window_strides=window_strides,
-                 padding=padding, base_dilation=base_dilation,
-                 window_dilation=window_dilation, in_shape=_dims(ctx.avals_in[0].shape),
-                 skip_padding=True)
+    return fold_reducer_windows(ctx, [x], [init], lambda acc, el: [mul32(acc[0], el[0])],
+                                window_dimensions=window_dimensions,
+                                window_strides=window_strides, padding=padding,
+                                base_dilation=base_dilation, window_dilation=window_dilation)
 
 
 @rule("cumprod", dtypes="int32", targets="tfjs", cases=_scan_cases(

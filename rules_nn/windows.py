@@ -33,6 +33,7 @@ from core.dtypes import to_tf
 from core.errors import UnsupportedError
 from core.rule import case, rule
 from core.shapes import is_symbolic
+from rules_lax.reductions import complex_minmax
 from rules_lax.dims import (dilate as _dilate, dims as _dims, evaluator, grow_and_cut,
                               ints as _ints, is_zero, nonnegative, pad_or_slice, same)
 
@@ -139,24 +140,16 @@ def fold_windows(operands, fills, inits, combine, out_shape, ev, *, window_dimen
 
 # -- monoids -----------------------------------------------------------------------------
 
-def _complex_pick(a, b, greater):
-    # JAX orders complex numbers lexicographically (real part, then imaginary part).
-    cmp = tf.greater if greater else tf.less
-    ra, rb = tf.math.real(a), tf.math.real(b)
-    which = tf.where(tf.equal(ra, rb), cmp(tf.math.imag(a), tf.math.imag(b)), cmp(ra, rb))
-    return tf.where(which, a, b)
-
-
 def _max(a, b):
     # tf.maximum propagates NaN, as XLA's max does; bool max is "or".
     if a.dtype.is_complex:
-        return _complex_pick(a, b, True)
+        return complex_minmax(a, b, True)
     return tf.logical_or(a, b) if a.dtype == tf.bool else tf.maximum(a, b)
 
 
 def _min(a, b):
     if a.dtype.is_complex:
-        return _complex_pick(a, b, False)
+        return complex_minmax(a, b, False)
     return tf.logical_and(a, b) if a.dtype == tf.bool else tf.minimum(a, b)
 
 
@@ -475,11 +468,19 @@ def reduce_window(ctx, *args, jaxpr, consts=(), window_dimensions, window_stride
     else:
         def combine(acc, el):
             return ctx.lower_jaxpr(inner, *acc, *el, consts=list(consts))
-    return fold_windows(operands, inits, inits, combine, _dims(ctx.aval_out.shape), evaluator(ctx),
-                 window_dimensions=window_dimensions, window_strides=window_strides,
-                 padding=padding, base_dilation=base_dilation,
-                 window_dilation=window_dilation, in_shape=_dims(ctx.avals_in[0].shape),
-                 skip_padding=True)
+    return fold_reducer_windows(ctx, operands, inits, combine, window_dimensions=window_dimensions,
+                                window_strides=window_strides, padding=padding,
+                                base_dilation=base_dilation, window_dilation=window_dilation)
+
+
+def fold_reducer_windows(ctx, operands, inits, combine, **window):
+    """:func:`fold_windows` for a reducer that is no monoid (its init need not be an
+    identity): padding and holes filled with the init and skipped, the equation's shapes.
+    ``window``: the window_dimensions, window_strides, padding, base_dilation and
+    window_dilation parameters of reduce_window."""
+    return fold_windows(operands, inits, inits, combine, _dims(ctx.aval_out.shape),
+                        evaluator(ctx), in_shape=_dims(ctx.avals_in[0].shape),
+                        skip_padding=True, **window)
 
 
 # -- max-pooling gradients ---------------------------------------------------------------
