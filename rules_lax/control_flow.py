@@ -20,13 +20,13 @@ def _nested_jit(x):
     return jax.jit(lambda a: inner(a) - a)(x)
 
 
-@rule("jit", dtypes=ANY, polymorphic=True, cases=[case.random(_nested_jit, shapes=[(3, 4)], name="jit nested 3 levels")])
+@rule("jit", dtypes=ANY, cases=[case.random(_nested_jit, shapes=[(3, 4)], name="jit nested 3 levels")])
 def inline_jit(ctx, *args, jaxpr, **_):
     """Inline the called jaxpr; shardings, layouts and donation mean nothing in one TF graph."""
     return ctx.lower_jaxpr(jaxpr, *args)
 
 
-@rule(["closed_call", "core_call", "remat", "checkpoint", "remat2"], dtypes=ANY, polymorphic=True,
+@rule(["closed_call", "core_call", "remat", "checkpoint", "remat2"], dtypes=ANY,
       cases=[case.random(lambda x: jax.checkpoint(lambda a: jnp.sin(a) * a)(x),
                          shapes=[(5,)], dtypes="floating")])
 def inline_call(ctx, *args, jaxpr=None, call_jaxpr=None, **_):
@@ -35,7 +35,7 @@ def inline_call(ctx, *args, jaxpr=None, call_jaxpr=None, **_):
     return ctx.lower_jaxpr(jaxpr if jaxpr is not None else call_jaxpr, *args)
 
 
-@rule("custom_jvp_call", dtypes=ANY, polymorphic=True, cases=[case.random(jax.nn.relu, shapes=[(4, 3)], dtypes="floating")])
+@rule("custom_jvp_call", dtypes=ANY, cases=[case.random(jax.nn.relu, shapes=[(4, 3)], dtypes="floating")])
 def custom_jvp_primal(ctx, *args, call_jaxpr, **_):
     """Evaluate the primal function; the custom JVP rule only matters for differentiation."""
     return ctx.lower_jaxpr(call_jaxpr, *args)
@@ -49,7 +49,7 @@ def _clip_grad(x):
 _clip_grad.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (jnp.clip(g, -1, 1),))
 
 
-@rule("custom_vjp_call", dtypes=ANY, polymorphic=True, cases=[case.random(_clip_grad, shapes=[(6,)], dtypes="floating")])
+@rule("custom_vjp_call", dtypes=ANY, cases=[case.random(_clip_grad, shapes=[(6,)], dtypes="floating")])
 def custom_vjp_primal(ctx, *args, call_jaxpr=None, fun_jaxpr=None, **_):
     """Evaluate the primal function; the forward/backward pair only matters for VJPs."""
     return ctx.lower_jaxpr(call_jaxpr if call_jaxpr is not None else fun_jaxpr, *args)
@@ -65,7 +65,7 @@ def _int_index(rng, dtype):
     return [np.int32(5), random_values(rng, (3,), dtype)]
 
 
-@rule("cond", dtypes=ANY, polymorphic=True, cases=[
+@rule("cond", dtypes=ANY, cases=[
     case.custom("switch clamps index", _switch3, _int_index, dtypes="floating"),
     case.custom("cond on a predicate",
                 lambda p, x: lax.cond(p, lambda a: a + 1, lambda a: a - 1, x),
@@ -102,7 +102,7 @@ def _det(x):
     return jnp.linalg.slogdet(x)[1]
 
 
-@rule("platform_index", polymorphic=True, cases=[case.custom(
+@rule("platform_index", cases=[case.custom(
     "slogdet picks the default branch", _det,
     lambda rng, dt: [(rng.standard_normal((3, 3)) + 3 * np.eye(3)).astype(dt)],
     dtypes=["float32", "float64"])])
@@ -122,7 +122,7 @@ def platform_index_for_device(ctx, *, platforms, **_):
     return tf.constant(default, tf.int32)
 
 
-@rule("while", dtypes=ANY, polymorphic=True, cases=[
+@rule("while", dtypes=ANY, cases=[
     case.random(lambda x: lax.while_loop(lambda c: c[0] < 10, lambda c: (c[0] + 1, c[1] * 1.5),
                                          (0, x))[1], shapes=[(2,)], dtypes="floating",
                 name="while with a counter"),
@@ -195,7 +195,7 @@ def _unroll(ctx, jaxpr, length, unroll) -> int:
     return min(k, length)
 
 
-@rule("scan", dtypes=ANY, polymorphic=True, cases=[
+@rule("scan", dtypes=ANY, cases=[
     case.random(_cumulative, shapes=[(5, 3)], dtypes=["signed", "floating"], name="scan"),
     case.random(lambda xs: lax.scan(lambda c, x: (c - x, c), xs[0], xs, reverse=True),
                 shapes=[(4, 2)], dtypes=["signed", "floating"], name="reverse scan"),

@@ -489,7 +489,7 @@ def minmax_integer(ctx, x, y, **_):
              *[case(f"{op.__name__} with constant -0.0, the sign of zero by 1/x",
                     (lambda op: lambda x: (op(x, -0.0), 1 / op(x, -0.0)))(op),
                     [nan, -0.0, 0.0, -1.0, 1.0, inf, -inf], dtypes="floating")
-               for op in (jnp.maximum, jnp.minimum)]], polymorphic=True)
+               for op in (jnp.maximum, jnp.minimum)]])
 def minmax_floating(ctx, x, y, **_):
     """XLA propagates NaN from either side and orders -0 below +0; tf.maximum/minimum
     promise neither (they return the first operand on ties)."""
@@ -762,7 +762,7 @@ def atan2(ctx, x, y, **_):
     return _f32(tf.math.atan2, x, y)
 
 
-@rule("atan2", dtypes="float64", targets="tflite", polymorphic=True,
+@rule("atan2", dtypes="float64", targets="tflite",
       cases=[_broadcast_pair(lax.atan2),
              case("shrunk by tests/fuzz.py", lax.atan2, np.array([[0.0], [-0.0], [nan]]),
                   np.array([[-1.0, 5e-324, inf, -0.0]]))])

@@ -377,7 +377,7 @@ _NHWC_2x2 = dict(window_dimensions=(1, 2, 2, 1), window_strides=(1, 2, 2, 1),
                 padding=((0, 0),) * 4)
 
 
-@rule("reduce_window_sum", dtypes="numeric", polymorphic=True, cases=[
+@rule("reduce_window_sum", dtypes="numeric", cases=[
     *_pool_cases(_bind("sum"), exact_order=True),
     # 2x2 windows of -0.0 sum to +0.0 (from 0, as XLA); 1e-38 + 1e-38 stays normal (an
     # AvgPool times 4 would flush its 5e-39 average to 0)
@@ -390,14 +390,14 @@ def reduce_window_sum(ctx, operand, **params):
     return _monoid_window(ctx, operand, "add", **params)
 
 
-@rule("reduce_window_max", dtypes="all", polymorphic=True,
+@rule("reduce_window_max", dtypes="all",
       cases=_pool_cases(_bind("max")))
 def reduce_window_max(ctx, operand, **params):
     """Max of the strided window slices; padding and holes are -inf / the dtype minimum."""
     return _monoid_window(ctx, operand, "max", **params)
 
 
-@rule("reduce_window_min", dtypes="all", polymorphic=True,
+@rule("reduce_window_min", dtypes="all",
       cases=_pool_cases(_bind("min")))
 def reduce_window_min(ctx, operand, **params):
     """Min of the strided window slices; padding and holes are +inf / the dtype maximum."""
@@ -452,7 +452,7 @@ def _generic_cases():
     ]
 
 
-@rule("reduce_window", dtypes="all", polymorphic=True, cases=_generic_cases())
+@rule("reduce_window", dtypes="all", cases=_generic_cases())
 def reduce_window(ctx, *args, jaxpr, consts=(), window_dimensions, window_strides, padding,
                   base_dilation, window_dilation, **_):
     """Fold the strided window slices with the reducer jaxpr (or its monoid when it is a
@@ -523,7 +523,7 @@ def _max_pool_grad_same(x):
     return wr._select_and_scatter_add(source, x, lax.ge_p, window, strides, pads)
 
 
-@rule("select_and_scatter_add", dtypes=["bool", "integer", "floating"], polymorphic=True,
+@rule("select_and_scatter_add", dtypes=["bool", "integer", "floating"],
       cases=[
           case.custom("ties pick the first, padding",
                       _ssa(lax.ge_p, (2, 2), (1, 2), ((1, 0), (0, 1))),
@@ -598,7 +598,7 @@ def _sga(select_prim, **kw):
     return lambda t, x: wr._select_and_gather_add(t, x, select_prim, **base)
 
 
-@rule("select_and_gather_add", dtypes="floating", polymorphic=True,
+@rule("select_and_gather_add", dtypes="floating",
       cases=[
           case.custom("ties keep the first", _sga(lax.ge_p, window_strides=(1, 2)),
                       lambda rng, dt: [rng.standard_normal((4, 5)).astype(dt),

@@ -101,7 +101,7 @@ def _seed_cases():
     return cases
 
 
-@rule("random_seed", dtypes="integer", polymorphic=True, cases=_seed_cases())
+@rule("random_seed", dtypes="integer", cases=_seed_cases())
 def random_seed(ctx, seeds, *, impl):
     """``impl.seed`` vmapped over the seeds, as JAX lowers it."""
     seed = prng.iterated_vmap_unary(ctx.avals_in[0].ndim, impl.seed)
@@ -115,7 +115,7 @@ def _batch_of_keys(impl, n=5):
     return make
 
 
-@rule("random_wrap", dtypes="uint32", polymorphic=True, cases=[
+@rule("random_wrap", dtypes="uint32", cases=[
     *_per_impl("uniform and normal from raw key data",
                lambda k: (jax.random.uniform(k[0], (4,)), jax.random.normal(k[2], (2, 3))),
                dtypes_of=lambda kd: "uint32"),
@@ -129,7 +129,7 @@ def random_wrap(ctx, data, *, impl):
     return data
 
 
-@rule("random_unwrap", dtypes="key", polymorphic=True, cases=[
+@rule("random_unwrap", dtypes="key", cases=[
     case.custom("unwrap", _via_impl(lambda k: jax.random.key_data(k) + 1),
                 _keydata("threefry2x32"), dtypes="key<fry>"),
     *_poly_per_impl("unwrap b split keys", lambda k, x: jax.random.key_data(
@@ -138,7 +138,7 @@ def random_unwrap(ctx, keys):
     return keys
 
 
-@rule("random_clone", dtypes="key", polymorphic=True, cases=[
+@rule("random_clone", dtypes="key", cases=[
     case.custom("clone", _via_impl(lambda k: jax.random.key_data(jax.random.clone(k))),
                 _keydata("threefry2x32"), dtypes="key<fry>"),
     *_poly_per_impl("normal from a clone", lambda k, x: jax.random.normal(
@@ -159,7 +159,7 @@ def _split_cases(impls=IMPLS):
             impls=impls)]
 
 
-@rule("random_split", dtypes="key", polymorphic=True, cases=_split_cases())
+@rule("random_split", dtypes="key", cases=_split_cases())
 def random_split(ctx, keys, *, shape):
     aval = ctx.avals_in[0]
     impl = aval.dtype._impl
@@ -179,7 +179,7 @@ def _fold_in_cases(impls=IMPLS):
             impls=impls)]
 
 
-@rule("random_fold_in", dtypes=["key", "integer"], polymorphic=True, cases=_fold_in_cases())
+@rule("random_fold_in", dtypes=["key", "integer"], cases=_fold_in_cases())
 def random_fold_in(ctx, keys, msgs):
     keys_aval, msgs_aval = ctx.avals_in
     fold_in = prng.iterated_vmap_binary_bcast(keys_aval.shape, msgs_aval.shape,
@@ -198,7 +198,7 @@ def _sampled_like_x(k, x):
             jax.random.bits(k[2], (b,), jnp.uint16))
 
 
-@rule("random_bits", dtypes="key", polymorphic=True, cases=[
+@rule("random_bits", dtypes="key", cases=[
     *_per_impl("bits of 8, 16 and 32", lambda k: (jax.random.bits(k[0], (2, 5)),
                                                    jax.random.bits(k[1], (3,), jnp.uint8),
                                                    jax.random.bits(k[2], (7,), jnp.uint16))),
@@ -287,7 +287,7 @@ def _tflite_seed_cases():
                 [batch(np.zeros((0,), s.dtype)), batch(s)]), _edge_seeds)]
 
 
-@rule("random_seed", dtypes="integer", targets=("tflite", "onnx", "tfjs"), when=_fry_seed, polymorphic=True,
+@rule("random_seed", dtypes="integer", targets=("tflite", "onnx", "tfjs"), when=_fry_seed,
       cases=_tflite_seed_cases())
 def random_seed_tflite(ctx, seeds, *, impl):
     """Key data ``(seed >> 32, seed & 0xFFFFFFFF)`` per seed, as ``threefry_seed``; rbg
@@ -315,7 +315,7 @@ def _fry_zero_case(name, fn):
 
 
 @rule("random_split", dtypes="key<fry>", targets=("tflite", "onnx", "tfjs"),
-      polymorphic=True, cases=[
+      cases=[
           *_split_cases(["threefry2x32"]),
           _edge_key_case("split each in (2, 3)", lambda k: _fry_keys(
               jax.vmap(lambda kk: jax.random.split(kk, (2, 3)))(k))),
@@ -380,7 +380,7 @@ def _fold_in_prim(data, msgs):
     return _fry_keys(prng.random_fold_in(jax.random.wrap_key_data(data), msgs))
 
 
-@rule("random_fold_in", dtypes=["key<fry>", "integer"], targets=("tflite", "onnx", "tfjs"), polymorphic=True,
+@rule("random_fold_in", dtypes=["key<fry>", "integer"], targets=("tflite", "onnx", "tfjs"),
       cases=[*_fold_in_cases(["threefry2x32"]),
              _edge_key_case("fold_in 0, 1, 2**31, 2**32-1 and -1", _fold_in_edges),
              case.custom("threefry2x32: fold_in messages of every integer dtype",
@@ -405,7 +405,7 @@ def _bits_of_every_width(k):
 # "uint64" never matches a random_bits operand (a key): it is claimed so that the test-suite
 # runs the cases marked uint64 with JAX's x64 mode on, where bits of 64 are uint64.
 @rule("random_bits", dtypes=["key<fry>", "uint64"], targets=("tflite", "onnx", "tfjs"),
-      polymorphic=True, cases=[
+      cases=[
           *[case.custom(f"threefry2x32: bits of 8, 16, 32 and 64{x64}", _via_impl(
               _bits_of_every_width), _keydata("threefry2x32"), dtypes=dt)
             for x64, dt in [("", "key<fry>"), (" (x64)", "uint64")]],
@@ -527,7 +527,7 @@ _KEY_OPS_TFLITE_CASES = [
         k, x, dynamic=False), impls=["threefry2x32"])]
 
 
-@rule(list(_KEY_SHAPE_OPS), dtypes=["all", "key"], when=_has_key, polymorphic=True,
+@rule(list(_KEY_SHAPE_OPS), dtypes=["all", "key"], when=_has_key,
       cases=_KEY_OPS_CASES)
 def key_data_shape_op(ctx, *args, **params):
     """Apply the shape op to the key data, the key dimensions carried along: the same
@@ -535,7 +535,7 @@ def key_data_shape_op(ctx, *args, **params):
     return _on_key_data(ctx, args, params)
 
 
-@rule(list(_KEY_SHAPE_OPS), dtypes=["all", "key"], when=_has_key, polymorphic=True,
+@rule(list(_KEY_SHAPE_OPS), dtypes=["all", "key"], when=_has_key,
       targets="tflite", cases=_KEY_OPS_TFLITE_CASES)
 def key_data_shape_op_tflite(ctx, *args, **params):
     """The same on the key data bitcast to int32: the transposes and gathers that vmap

@@ -279,7 +279,7 @@ _CASES = [
     _bits_poly("rbg", 8), _bits_poly("unsafe_rbg", 32), _bits_poly("rbg", 64)]
 
 
-@rule("rng_bit_generator", dtypes=["uint32", "uint64"], when=_refuse, polymorphic=True,
+@rule("rng_bit_generator", dtypes=["uint32", "uint64"], when=_refuse,
       cases=_CASES)
 def rng_bit_generator(ctx, key, *, shape, dtype, algorithm, **_):
     """XLA's CPU expansion of RngBitGenerator (Philox for RNG_DEFAULT). With symbolic
@@ -287,7 +287,7 @@ def rng_bit_generator(ctx, key, *, shape, dtype, algorithm, **_):
     return _generate(ctx, key, shape, dtype, algorithm, lite=False)
 
 
-@rule("rng_bit_generator", dtypes=["uint32", "uint64"], when=_refuse, polymorphic=True,
+@rule("rng_bit_generator", dtypes=["uint32", "uint64"], when=_refuse,
       targets="tflite", cases=_CASES)
 def rng_bit_generator_tflite(ctx, key, *, shape, dtype, algorithm, **_):
     """The same in the uint32 ops TFLite's builtins take."""

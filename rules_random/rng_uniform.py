@@ -42,7 +42,7 @@ def _symbolic(x):
     return jnp.all((r >= 0) & (r < 8))
 
 
-@rule("rng_uniform", dtypes=["float32", "float64", "int32", "int64"], polymorphic=True, cases=[
+@rule("rng_uniform", dtypes=["float32", "float64", "int32", "int64"], cases=[
     case("interval [1, 5)", _interval, 1, 5),
     case("interval [-3, 100)", _interval, -3, 100),
     case.random(_symbolic, shapes=[(3, 5)], name="symbolic", dtypes=["float32", "int32"],

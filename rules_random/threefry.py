@@ -49,7 +49,7 @@ _THREEFRY_CASES = [
                 convert_kw={"polymorphic_shapes": [None, "(b,)"]})]
 
 
-@rule("threefry2x32", dtypes="uint32", polymorphic=True, cases=_THREEFRY_CASES)
+@rule("threefry2x32", dtypes="uint32", cases=_THREEFRY_CASES)
 def threefry2x32(ctx, k1, k2, x1, x2):
     """Threefry-2x32 with 20 rounds, as Salmon et al. and JAX define it."""
     shape = ctx.shape(ctx.aval_out)
@@ -64,7 +64,7 @@ _IOTA_CASES = [
                 convert_kw={"polymorphic_shapes": ["(b, 3, c)"]})]
 
 
-@rule("iota_2x32_shape", dtypes="uint32", polymorphic=True, cases=_IOTA_CASES)
+@rule("iota_2x32_shape", dtypes="uint32", cases=_IOTA_CASES)
 def iota_2x32_shape(ctx, *, shape):
     """The row-major index of each element as a 64-bit count split into (hi, lo) words."""
     return list(iota_words64(ctx.shape(ctx.aval_out), floordiv=ctx.target == "onnx"))
@@ -88,7 +88,7 @@ def iota_words64(dims, floordiv: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
 
 # -- TFLite: the same in builtin ops (no uint32 LeftShift/BitwiseOr, no 64-bit shifts) -------
 
-@rule("threefry2x32", dtypes="uint32", targets=("tflite", "onnx", "tfjs"), polymorphic=True,
+@rule("threefry2x32", dtypes="uint32", targets=("tflite", "onnx", "tfjs"),
       cases=_THREEFRY_CASES[:-1])   # the last: dynamic_slice's FloorDiv, refused by TFLite's table
 def threefry2x32_tflite(ctx, k1, k2, x1, x2):
     """The rounds with rotations as ``x * 2**r + (x >> (32 - r))``."""
@@ -97,7 +97,7 @@ def threefry2x32_tflite(ctx, k1, k2, x1, x2):
                         **core3.words_for(ctx.target))
 
 
-@rule("iota_2x32_shape", dtypes="uint32", targets=("tflite", "onnx", "tfjs"), polymorphic=True, cases=[
+@rule("iota_2x32_shape", dtypes="uint32", targets=("tflite", "onnx", "tfjs"), cases=[
     *_IOTA_CASES, case.custom("counts of (0, 3) (joined to (2, 3))", lambda: jnp.concatenate(
         [jnp.stack(prng.iota_2x32_shape((0, 3))), jnp.stack(prng.iota_2x32_shape((2, 3)))], 1),
         lambda rng, dt: [])])
