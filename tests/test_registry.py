@@ -291,6 +291,7 @@ def test_explain_shows_conditional_rules_with_their_condition():
     assert verdicts("broadcast_in_dim", ["float32"]) == {
         "rules_lax.narrow:widened": "rejected", "rules_random.keys:key_data_shape_op": "rejected",
         "rules_random.keys:key_data_shape_op_tflite": "rejected",
+        "rules_lax.structural:broadcast_in_dim_f64_tflite": "rejected",
         "rules_lax.structural:broadcast_in_dim": "taken"}
     v = verdicts("broadcast_in_dim", ["key<fry>"])
     assert v["rules_random.keys:key_data_shape_op"] == "taken"
