@@ -150,15 +150,17 @@ class _Converted:
         return jax.tree_util.tree_unflatten(entry.out_tree, outs)
 
     def _cast_input(self, i: int, t, aval):
-        """Input ``t`` in JAX's dtype for it (float64 -> float32 with x64 off): a Cast the
-        export target must accept, else a TargetError naming it (LiteRT has no
-        complex128 -> complex64 Cast, and the converter failed on it)."""
+        """Input ``t`` in JAX's dtype for it (float64 -> float32 with x64 off). A complex
+        narrowing must be a Cast the export target accepts, else a TargetError naming it
+        (LiteRT has no complex128 -> complex64 Cast, and the converter failed on it); the
+        real ones are mapped by every target's export (TF.js feeds int64 as int32)."""
         from core.errors import TargetError
         want = _dtypes.to_tf(aval.dtype)
         if t.dtype == want:
             return t
         target, sig = _targets.get(self.conv.target), f"{t.dtype.name}->{want.name}"
-        if (target.accepted is not None and not _targets.preflight_disabled()
+        if (t.dtype.is_complex and target.accepted is not None
+                and not _targets.preflight_disabled()
                 and sig not in target.accepted.get("Cast", ())):
             raise TargetError(
                 f"input {i} of {_fun_name(self.fun_jax)} is {t.dtype.name}, which JAX "
