@@ -447,7 +447,6 @@ def _session(model: bytes):
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.log_severity_level = 4              # its errors are raised, not logged
-    opts.add_session_config_entry("session.set_denormal_as_zero", "1")
     try:
         sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:

@@ -19,10 +19,11 @@ Measured with tf2onnx 1.17 (opset 18) and onnxruntime 1.32 (see :mod:`core.expor
 - A float ``FloorMod`` by an infinite divisor is NaN (C's fmod gives the dividend).
 - ``Sign(NaN)`` is 0 for float16.
 
-Not a rule: XLA's CPU backend reads and writes subnormal floats as zero; onnxruntime does
-so only with its session option ``session.set_denormal_as_zero`` (core.export_onnx sets
-it; a user's own session must too). Its Mod (C's fmod) still reads a subnormal divisor as
-itself (``rem`` below), and its Log of one is -inf where XLA's is -103.97 (README).
+Not a rule: XLA's CPU backend reads and writes subnormal floats as zero; onnxruntime
+keeps them (README's limitations). Its session option ``session.set_denormal_as_zero``
+is not used: it leaves flush-to-zero set on the calling thread (JAX and numpy in the same
+process then flush too) and misorders sorts of subnormals. ``rem`` reads a subnormal
+divisor as zero, as XLA does.
 """
 from __future__ import annotations
 
@@ -234,12 +235,12 @@ def atan2_onnx(ctx, x, y, **_):
              case.random(lax.rem, shapes=[(3, 4), (3, 4)])])
 def rem_onnx(ctx, x, y, **_):
     """The generic fmod, but x where the divisor is infinite and x finite (fmod(x, ±inf)
-    is NaN in onnxruntime), and NaN where it is zero: onnxruntime's Mod is C's fmod, which
-    reads a subnormal divisor as itself even with denormals as zero (see core.export_onnx),
-    XLA's as zero."""
+    is NaN in onnxruntime), and NaN where it is zero or subnormal: onnxruntime's Mod is C's
+    fmod, which reads a subnormal divisor as itself, XLA's CPU backend as zero."""
     r, x, y = _wide(rem_floating(ctx, x, y)), _wide(x), _wide(y)
     keep = tf.math.is_inf(y) & tf.math.is_finite(x)
-    r = tf.where(tf.math.equal(y, 0), tf.constant(np.nan, r.dtype), r)
+    tiny = tf.constant(np.finfo(r.dtype.as_numpy_dtype).tiny, r.dtype)
+    r = tf.where(tf.math.less(tf.math.abs(y), tiny), tf.constant(np.nan, r.dtype), r)
     return tf.cast(tf.where(keep, x, r), ctx.tf_dtype(ctx.aval_out))
 
 

@@ -102,14 +102,24 @@ def test_select_is_exact_on_zeros_infinities_and_nan(dtype):
         np.testing.assert_array_equal(_bits(g), _bits(w.numpy()), err_msg=f"output {i}")
 
 
-def test_subnormals_are_zero_as_in_xla():
-    """XLA's CPU backend reads subnormals as zero; onnxruntime does with the session's
-    denormals-as-zero, which the runner sets (found by tests/fuzz.py: sign, compares,
-    ceil, sqrt of subnormals differed; rem by a subnormal divisor is NaN by its rule)."""
+def test_a_subnormal_divisor_is_zero_as_in_xla():
+    """XLA's CPU backend reads a subnormal divisor as zero; rem_onnx does too (found by
+    tests/fuzz.py)."""
     x = np.float32([1.4e-45, -1.4e-45, 5.877472e-39, -4.2e-45, 1.0, -0.0])
-    for fn in (jnp.sign, jnp.ceil, jnp.sqrt, lambda v: v > 0, lambda v: jax.lax.rem(jnp.full_like(v, 3.0), v)):
+    out = run_function(lambda v: jax.lax.rem(jnp.full_like(v, 3.0), v), [x], target="onnx",
+                       signed_zeros=True)
+    assert out.ok, out.detail
+
+
+def test_subnormal_operands_are_a_known_limitation():
+    """README limitation, pinned to its status: onnxruntime keeps subnormal operands where
+    XLA's CPU backend flushes them. Its denormals-as-zero session option is not used: it
+    left the flags set on the calling thread (JAX and numpy then flushed too) and
+    misordered sorts of subnormals."""
+    x = np.float32([1.4e-45, -1.4e-45, 5.877472e-39, -4.2e-45, 1.0, -0.0])
+    for fn in (jnp.sign, jnp.ceil, jnp.sqrt, lambda v: v > 0):
         out = run_function(fn, [x], target="onnx", signed_zeros=True)
-        assert out.ok, out.detail
+        assert out.status == "mismatch", out.detail
 
 
 def test_bfloat16_at_the_edges():
