@@ -64,14 +64,30 @@ def mul_hi_lo(a: tf.Tensor, m: int, builtin: bool = False) -> tuple[tf.Tensor, t
     return a1 * c(m1) + _shr(p, 16) + _shr(q, 16) + _shr(mid, 16), lo
 
 
-def rounds(k0, k1, x0, x1, rotl=rotl_bitwise, xor=tf.bitwise.bitwise_xor) -> list:
+def rounds(k0, k1, x0, x1, rotl=rotl_bitwise, xor=tf.bitwise.bitwise_xor,
+           shared: bool = False) -> list:
     """Threefry-2x32 as Salmon et al. and JAX define it: 20 rounds, 5 key injections.
     All four operands must already have the result's shape (or be scalar keys), uint32
     words, or int32 tensors holding their bits (TF.js, with that target's ``rotl`` and
-    ``xor``: see :func:`words_for`)."""
-    dt = k0.dtype
+    ``xor``: see :func:`words_for`).
+
+    ``shared`` (TF's uint32 form only): a call of one TF function that every threefry of
+    the graph calls, so the ~180 ops of the 20 rounds are in the graph once, not once per
+    ``split``/``random_bits`` (TF inlines the call when it runs the graph: same speed)."""
     if 0 in x0.shape:      # nothing to hash (TF.js's kernels give a wrong shape on empties)
         return [tf.zeros_like(x0), tf.zeros_like(x0)]
+    if shared:
+        return list(_shared_rounds(k0, k1, x0, x1))
+    return _rounds(k0, k1, x0, x1, rotl, xor)
+
+
+@tf.function(input_signature=[tf.TensorSpec(None, _U32)] * 4, autograph=False)
+def _shared_rounds(k0, k1, x0, x1):
+    return _rounds(k0, k1, x0, x1, rotl_bitwise, tf.bitwise.bitwise_xor)
+
+
+def _rounds(k0, k1, x0, x1, rotl, xor) -> list:
+    dt = k0.dtype
     parity = tf.constant(np.uint32(PARITY).view(np.int32) if dt == tf.int32 else PARITY, dt)
     ks = [k0, k1, xor(xor(k0, k1), tf.broadcast_to(parity, tf.shape(k0)))]
     x = [x0 + ks[0], x1 + ks[1]]

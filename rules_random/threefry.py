@@ -53,7 +53,8 @@ _THREEFRY_CASES = [
 def threefry2x32(ctx, k1, k2, x1, x2):
     """Threefry-2x32 with 20 rounds, as Salmon et al. and JAX define it."""
     shape = ctx.shape(ctx.aval_out)
-    return core3.rounds(*(tf.broadcast_to(v, shape) for v in (k1, k2, x1, x2)))
+    return core3.rounds(*(tf.broadcast_to(v, shape) for v in (k1, k2, x1, x2)),
+                        shared=ctx.target == "tf")
 
 
 _IOTA_CASES = [
