@@ -18,8 +18,8 @@ from jax import lax
 from jax import numpy as jnp
 
 from core.rule import case, rule
-from rules_lax.reductions import (in_f32, is_float, lite_bits, lite_cases, lite_scalar, lite_unbits,
-                                  minmax, unsigned_order)
+from rules_lax.reductions import (identity, in_f32, is_complex, is_float, lite_bits, lite_cases,
+                                  lite_scalar, lite_unbits, minmax, unsigned_order)
 
 _NAN = float("nan")
 _INF = float("inf")
@@ -60,17 +60,20 @@ def scan(x, n, axis: int, reverse: bool, op):
 _BASE = 16
 
 
-def window_scan(x, n: int, reverse: bool, op):
+def window_scan(x, n: int, reverse: bool, op, seed=None):
     """Along the last axis, out[i] = x[0] op ... op x[i] folded left to right, or
-    x[i] op ... op x[n-1] when ``reverse`` (n-1 steps on shrinking slices)."""
+    x[i] op ... op x[n-1] when ``reverse`` (n-1 steps on shrinking slices). ``seed``
+    (optional): applied to the element each window starts from (x[0], or every x[i]
+    when ``reverse``), see :func:`xla_scan`."""
+    seed = seed or (lambda v: v)
     if not reverse:
-        acc = x[..., :1]
+        acc = seed(x[..., :1])
         outs = [acc]
         for i in range(1, n):
             acc = op(acc, x[..., i:i + 1])
             outs.append(acc)
         return tf.concat(outs, -1)
-    acc = x
+    acc = seed(x)
     for k in range(1, n):
         acc = tf.concat([op(acc[..., :n - k], x[..., k:]), acc[..., n - k:]], -1)
     return acc
@@ -89,22 +92,13 @@ def xla_scan(x, batch: list, n, reverse: bool, op, init, levels: int = _MAX_LEVE
     window starts from, where that is not ``x`` itself (a sum: -0.0 becomes +0.0; TF's
     grappler drops a literal ``0 + x``)."""
     if not isinstance(n, int):
-        return _symbolic_scan(x, batch, n, reverse, op, init, levels)
+        return _symbolic_scan(x, batch, n, reverse, op, init, levels, seed)
     if n <= _BASE:
-        return window_scan(_seeded(x, reverse, seed), n, reverse, op) if n > 1 else x
+        return window_scan(x, n, reverse, op, seed) if n > 1 else x
     c = -(-n // _BASE)
     x = tf.concat([x, tf.fill(batch + [c * _BASE - n], init)], -1) if c * _BASE > n else x
-    inner = window_scan(tf.reshape(x, batch + [c, _BASE]), _BASE, reverse, op)
+    inner = window_scan(tf.reshape(x, batch + [c, _BASE]), _BASE, reverse, op, seed)
     return _across_chunks(inner, batch, n, c, reverse, op, init, levels, seed)
-
-
-def _seeded(x, reverse: bool, seed):
-    """``x`` with ``seed`` applied to its first element (last when ``reverse``)."""
-    if seed is None:
-        return x
-    if reverse:
-        return tf.concat([x[..., :-1], seed(x[..., -1:])], -1)
-    return tf.concat([seed(x[..., :1]), x[..., 1:]], -1)
 
 
 def plus_zero(v):
@@ -126,7 +120,7 @@ def _across_chunks(inner, batch, n, c, reverse, op, init, levels, seed=None):
     return out[..., :n]
 
 
-def _symbolic_scan(x, batch, n, reverse, op, init, levels):
+def _symbolic_scan(x, batch, n, reverse, op, init, levels, seed=None):
     """:func:`xla_scan` of a length known when the graph runs: both of its forms (one
     window, or chunks) are built from one set of chunk scans, and picked at run time. A
     lone window is padded with ``init`` where no output reads it (after its end, or before
@@ -139,12 +133,21 @@ def _symbolic_scan(x, batch, n, reverse, op, init, levels):
         x = tf.concat([tf.fill(batch + [front], init), x, tf.fill(batch + [pad - front], init)], -1)
     else:
         x = tf.concat([x, tf.fill(batch + [pad], init)], -1)
-    inner = window_scan(tf.reshape(x, batch + [c, _BASE]), _BASE, reverse, op)
+    inner = window_scan(tf.reshape(x, batch + [c, _BASE]), _BASE, reverse, op, seed)
     flat = tf.reshape(inner, batch + [c * _BASE])
     alone = flat[..., c * _BASE - n:] if reverse else flat[..., :n]
     if levels == 0:     # only reached with n <= _BASE
         return alone
-    return tf.where(short, alone, _across_chunks(inner, batch, n, c, reverse, op, init, levels - 1))
+    return tf.where(short, alone,
+                    _across_chunks(inner, batch, n, c, reverse, op, init, levels - 1, seed))
+
+
+def _one_times(v):
+    """``(1 + 0j) * v`` as XLA computes it, (re - 0 * im) + (im + 0 * re)j, in a form
+    grappler keeps (it drops a multiplication by a constant one)."""
+    re, im = tf.math.real(v), tf.math.imag(v)
+    zero = tf.zeros_like(re)
+    return tf.complex(re - zero * im, im + zero * re)
 
 
 def _inexact_scan(ctx, x, axis, reverse, op, init, seed=None, seed_single=False):
@@ -205,8 +208,16 @@ def _cases(fn, extra=()):
             *extra]
 
 
-_NAN_CASE = case("NaN and infinities", lambda x: lax.cummax(x, 0) + lax.cummin(x, 0, reverse=True),
-                 [1.0, -_INF, _NAN, 2.0, _INF, -3.0], dtypes="floating")
+_NAN_CASES = [
+    case("NaN and infinities", lambda x: lax.cummax(x, 0) + lax.cummin(x, 0, reverse=True),
+         [1.0, -_INF, _NAN, 2.0, _INF, -3.0], dtypes="floating"),
+    case("-0.0 < 0.0 (found by tests/fuzz.py)",
+         lambda x: (lax.cummax(x, 0), lax.cummin(x, 0), lax.cummax(x, 0, reverse=True)),
+         [-0.0, 0.0, -0.0, -0.0, 0.0], dtypes="floating"),
+    case("complex: a NaN part loses to the next element, XLA's order (found by tests/fuzz.py)",
+         lambda x: (lax.cummax(x, 0), lax.cummin(x, 0, reverse=True)),
+         [2 + 2j, complex(_NAN, 0), complex(-_INF, 2), complex(-_INF, -1), complex(2, _NAN)] * 4,
+         dtypes="complex")]
 
 
 @rule("cumsum", dtypes="numeric", cases=_cases(lax.cumsum, [
@@ -226,10 +237,16 @@ def cumsum(ctx, x, *, axis, reverse, **_):
 
 @rule("cumprod", dtypes="numeric", cases=_cases(lax.cumprod, [
     case("negatives", lambda x: lax.cumprod(x, 0), [2, -1, 3, -2, 1, -1],
-         dtypes=["signed", "inexact"])]))
+         dtypes=["signed", "inexact"]),
+    case("complex: signs of zero parts, each window from 1 + 0j (found by tests/fuzz.py)",
+         lambda x: (lax.cumprod(x, 0), lax.cumprod(x, 0, reverse=True)),
+         [-0.0 - 4j, 1j, -1 + 0j, -0.0 + 0j, -0.0 - 1j] * 8, dtypes="complex")]))
 def cumprod(ctx, x, *, axis, reverse, **_):
     """Integers: a Hillis–Steele scan (exact, wrapping). Floats: XLA's order of products."""
-    if is_inexact(ctx.avals_in[0].dtype):
+    dtype = ctx.avals_in[0].dtype
+    if is_complex(dtype):   # a window starts from (1 + 0j) * x: the signs of zero parts
+        return _inexact_scan(ctx, x, axis, reverse, tf.multiply, 1, _one_times)
+    if is_inexact(dtype):
         return _inexact_scan(ctx, x, axis, reverse, tf.multiply, 1)
     return scan(x, ctx.shape(ctx.avals_in[0])[int(axis)], int(axis), bool(reverse), tf.multiply)
 
@@ -238,9 +255,12 @@ def _extreme_rule(prim_name, is_max):
     def lower(ctx, x, *, axis, reverse, **_):
         aval = ctx.avals_in[0]
         op = lambda a, b: minmax(a, b, is_max, np.dtype(aval.dtype))  # noqa: E731
+        if is_complex(aval.dtype):   # a comparison with NaN picks the later operand: XLA's order
+            init = ctx.constant(identity("max" if is_max else "min", aval.dtype), aval.dtype)
+            return _inexact_scan(ctx, x, axis, reverse, op, init, lambda v: op(init, v))
         return scan(x, ctx.shape(aval)[int(axis)], int(axis), bool(reverse), op)
 
-    return rule(prim_name, dtypes="numeric", cases=_cases(getattr(lax, prim_name), [_NAN_CASE]),
+    return rule(prim_name, dtypes="numeric", cases=_cases(getattr(lax, prim_name), _NAN_CASES),
                 name=prim_name,
                 doc=f"{prim_name}: a Hillis–Steele scan of lax.{prim_name[3:]} (exact in any "
                     "order; NaN propagates, complex compares lexicographically)")(lower)

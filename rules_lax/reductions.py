@@ -59,16 +59,29 @@ def complex_minmax(x, y, is_max: bool):
     return tf.where(pick_x, x, y)
 
 
+def complex_mul(x, y):
+    """x * y of complex TF tensors as XLA computes it, (ac - bd) + (ad + bc)j in real
+    arithmetic: grappler drops TF's Mul by a constant one (and so a window's first
+    product with the init value, which sets the signs of zero parts)."""
+    a, b, c, d = tf.math.real(x), tf.math.imag(x), tf.math.real(y), tf.math.imag(y)
+    return tf.complex(a * c - b * d, a * d + b * c)
+
+
 def minmax(x, y, is_max: bool, dtype):
-    """lax.max / lax.min of two TF tensors: NaN wins for floats, complex numbers compare
-    as (real, imag) pairs (:func:`complex_minmax`), bool max/min are or/and."""
+    """lax.max / lax.min of two TF tensors: for floats NaN wins and -0 orders below +0
+    (tf.maximum/minimum keep the first operand on a tie of zeros), complex numbers
+    compare as (real, imag) pairs (:func:`complex_minmax`), bool max/min are or/and."""
     if dtype == np.bool_:
         return tf.logical_or(x, y) if is_max else tf.logical_and(x, y)
     if is_complex(dtype):
         return complex_minmax(x, y, is_max)
     out = tf.maximum(x, y) if is_max else tf.minimum(x, y)
-    if is_float(dtype):
-        out = tf.where(tf.math.is_nan(x), x, tf.where(tf.math.is_nan(y), y, out))
+    if is_float(dtype):   # NaN or two zeros: x + y is NaN, or +0 unless both are -0
+        special = tf.math.is_nan(x) | tf.math.is_nan(y) | tf.equal(x, 0) & tf.equal(y, 0)
+        both = x + y
+        if not is_max:    # the zero with the sign bit (1/x < 0) unless NaN (TFLite-safe)
+            both = tf.where(tf.math.is_nan(both), both, tf.where(1 / x < 0, x, y))
+        out = tf.where(special, both, out)
     return out
 
 
@@ -79,7 +92,9 @@ def monoid_op(kind: str, dtype):
     if kind == "add":
         return tf.logical_or if dtype == np.bool_ else tf.add  # bool add is or in XLA
     if kind == "mul":
-        return tf.logical_and if dtype == np.bool_ else tf.multiply
+        if dtype == np.bool_:
+            return tf.logical_and
+        return complex_mul if is_complex(dtype) else tf.multiply
     if dtype == np.bool_:
         return {"and": tf.logical_and, "or": tf.logical_or, "xor": tf.math.logical_xor}[kind]
     return {"and": tf.bitwise.bitwise_and, "or": tf.bitwise.bitwise_or,
@@ -317,15 +332,15 @@ def reduce_monoid(ctx, x, aval_in, aval_out, axes, kind, init=None):
     if any(aval_in.shape[a] == 0 for a in axes):   # a symbolic dimension is >= 1
         return with_init(_fill(ctx, identity(kind, dtype), aval_out))
     n = _n_of(shape, axes)
-    if kind in ("add", "mul") and dtype != np.bool_:
-        def native():
-            return with_init(tf.reduce_sum(x, axes) if kind == "add" else tf.reduce_prod(x, axes))
-        if not _is_half(dtype) and init is None:
-            return native()
-        # XLA's CPU backend folds in its own order (windows of 32 on long axes, each from the
-        # init value): follow it exactly for half floats (rounded after every step, in f32)
-        # and wherever an init value (which need not be the identity) is combined.
-
+    # XLA's CPU backend folds in its own order (windows of 32 on long axes, each from the
+    # init value): followed exactly for half floats (rounded after every step, in f32),
+    # wherever an init value (which need not be the identity) is combined, and for complex
+    # numbers (their products' signs of zero depend on the order, and max/min pick the
+    # element where a part compared is NaN; both rarely used paths).
+    if kind in ("add", "mul") and dtype != np.bool_ and not (
+            _is_half(dtype) or init is not None or is_complex(dtype)):
+        return tf.reduce_sum(x, axes) if kind == "add" else tf.reduce_prod(x, axes)
+    if kind in ("add", "mul") and dtype != np.bool_ or kind in ("max", "min") and is_complex(dtype):
         if np.dtype(dtype) == np.float16:
             _refuse_f16_multi_axis(aval_in, axes, kind)
         f = in_f32(op, dtype) if _is_half(dtype) else op
@@ -333,7 +348,7 @@ def reduce_monoid(ctx, x, aval_in, aval_out, axes, kind, init=None):
         y, p, dims = _reduced_layout(x, shape, axes)
         out = xla_order_reduce(y, p, dims, lambda a, b, m: f(a, b), init_t)
         return tf.reshape(out, ctx.shape(aval_out))
-    if kind in ("max", "min") and dtype != np.bool_ and not is_complex(dtype):
+    if kind in ("max", "min") and dtype != np.bool_:
         y = tf.reduce_max(x, axes) if kind == "max" else tf.reduce_min(x, axes)
         # XLA's max/min keep NaN; so do TF's Max/Min kernels (since TF 2.4 their reducers
         # propagate it by definition, MaxReducer<T, PropagateNaN>: measured on every axis
@@ -349,7 +364,7 @@ def reduce_monoid(ctx, x, aval_in, aval_out, axes, kind, init=None):
             return with_init(tf.reduce_all(x, axes))
         count = tf.reduce_sum(tf.cast(x, tf.int32), axes)
         return with_init(tf.equal(count % 2, 1))
-    # bitwise reductions of integers and complex max/min: no TF reducer, reduce by halving
+    # bitwise reductions of integers: no TF reducer, reduce by halving
     out, = tree_reduce([_to_last(x, shape, axes)[0]], n, lambda a, b, _: [op(a[0], b[0])])
     return with_init(out)
 
@@ -391,13 +406,31 @@ def _simple_cases(prim, extra=()):
         *extra]
 
 
+def _complex_edges(rng, dtype):
+    """Parts from NaN, +-inf, +-0, 1, 2, subnormal: 2 x 40 values (a window pass)."""
+    part = np.array([_NAN, _INF, -_INF, 0.0, -0.0, 1.0, 2.0, np.finfo(dtype).smallest_subnormal])
+    x = np.zeros((2, 40), dtype)
+    x.real, x.imag = part[rng.integers(0, 8, (2, 40))], part[rng.integers(0, 8, (2, 40))]
+    return [x]
+
+
 _NAN_CASES = (case.custom("NaN wins", lambda x: (lax.reduce_max(x, (1,)), lax.reduce_min(x, (0,))),
                           _rand_with_nan, dtypes="floating"),
+              case("complex: a NaN part loses to the next element (found by tests/fuzz.py)",
+                   lambda x: (lax.reduce_max(x, (0,)), lax.reduce_min(x[::-1], (0,))),
+                   [2 + 2j, complex(_NAN, 0), complex(-_INF, 2), complex(2, _NAN), 1j],
+                   dtypes="complex"),
+              case.custom("complex: XLA's order, NaN, inf, subnormal parts",
+                          lambda x: (lax.reduce_max(x, (1,)), lax.reduce_min(x, (0, 1))),
+                          _complex_edges, dtypes="complex"),
               case("infinities", lambda x: (lax.reduce_max(x, (0,)), lax.reduce_min(x, (1,))),
                    [[-_INF, -_INF], [-1.0, _INF]], dtypes="floating"))
 
 reduce_sum = _simple("reduce_sum", "add", "numeric")
-reduce_prod = _simple("reduce_prod", "mul", "numeric")
+reduce_prod = _simple("reduce_prod", "mul", "numeric", [
+    case("complex: signs of zero parts, from 1 + 0j in XLA's order (found by tests/fuzz.py)",
+         lambda x: (lax.reduce_prod(x[:2], (0,)), lax.reduce_prod(x, (0,))),
+         [-0.0 - 4j, 1j, -1 + 0j, -0.0 + 0j] + [1 - 0j, -1j] * 16, dtypes="complex")])
 reduce_max = _simple("reduce_max", "max", "all", _NAN_CASES)
 reduce_min = _simple("reduce_min", "min", "all", _NAN_CASES)
 reduce_and = _simple("reduce_and", "and", ["bool", "integer"])

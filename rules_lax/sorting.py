@@ -288,6 +288,10 @@ def _distinct(shape):
     case.custom("no aggregation", _approx(4, agg=False), _distinct((2, 2048))),
     case("ties: lower index first", _approx(2), [3.0, 1.0, 3.0, 2.0, 3.0, 1.0]),
     case("ties (min), signed zeros", _approx(3, is_max=False), [3.0, 0.0, -0.0, 2.0, 0.0, 1.0]),
+    case("float32 max: top_k's order, -0.0 < 0.0 and NaN by sign (found by tests/fuzz.py)",
+         _approx(5), [-0.0, -_NAN, 0.0, 1e-45, -0.0, _NAN, 0.0], dtypes=["float32"]),
+    case.custom("float32 max: ties lower index first, long", _approx(6),
+                lambda rng, dt: [rng.integers(-2, 3, (2, 300)).astype(dt)], dtypes=["float32"]),
     case.custom("no aggregation, symbolic batch", _approx(4, agg=False), _distinct((2, 2048)),
                 convert_kw={"polymorphic_shapes": ["(b, 2048)"]}),
     case.random(_approx(3, is_max=False), shapes=[(2, 40)], name="symbolic length",
@@ -295,17 +299,18 @@ def _distinct(shape):
 ])
 def approx_top_k(ctx, x, *, k, reduction_dimension, is_max_k, aggregate_to_topk,
                  recall_target=None, reduction_input_size_override=None, **_):
-    """On CPU, XLA evaluates ApproxTopK exactly: a sort by value (descending for max,
-    ascending for min, ties lower index first) sliced to the output length, which is k or,
-    without aggregation, the approximate reduction size JAX computed (read from the
-    result's shape). NaN inputs: XLA compares with plain < / >, so its order is undefined;
-    here NaN counts as the largest value."""
+    """On CPU, XLA evaluates ApproxTopK exactly, sliced to the output length (k or, without
+    aggregation, the approximate reduction size JAX computed, read from the result's
+    shape). float32 max: its TopK kernel, top_k's total order of the bits (-0.0 < 0.0,
+    NaN by sign), ties lower index first. Otherwise a sort with plain < / > (-0.0 == 0.0),
+    ties lower index first; XLA's sort keeps that order only up to 16 elements, and NaN
+    has no place in it (README, limitations): here NaN counts as the largest value."""
     aval = ctx.avals_in[0]
     rank = len(aval.shape)
     dim = int(reduction_dimension) % rank
     out_len = ctx.dim(ctx.aval_out.shape[dim])
     y = _swap_last(x, dim, rank)
-    key, = order_keys(y, aval.dtype)
+    key, = order_keys(y, aval.dtype, total=is_max_k and aval.dtype == np.float32)
     idx = tf.math.top_k(key if is_max_k else _descending(key), out_len).indices
     values = tf.gather(y, idx, batch_dims=rank - 1)
     return [_swap_last(values, dim, rank), _swap_last(idx, dim, rank)]
