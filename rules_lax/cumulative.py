@@ -18,8 +18,8 @@ from jax import lax
 from jax import numpy as jnp
 
 from core.rule import case, rule
-from rules_lax.reductions import (identity, in_f32, is_complex, is_float, lite_bits, lite_cases,
-                                  lite_scalar, lite_unbits, minmax, unsigned_order)
+from rules_lax.reductions import (complex_mul, identity, in_f32, is_complex, is_float, lite_bits,
+                                  lite_cases, lite_scalar, lite_unbits, minmax, unsigned_order)
 
 _NAN = float("nan")
 _INF = float("inf")
@@ -142,14 +142,6 @@ def _symbolic_scan(x, batch, n, reverse, op, init, levels, seed=None):
                     _across_chunks(inner, batch, n, c, reverse, op, init, levels - 1, seed))
 
 
-def _one_times(v):
-    """``(1 + 0j) * v`` as XLA computes it, (re - 0 * im) + (im + 0 * re)j, in a form
-    grappler keeps (it drops a multiplication by a constant one)."""
-    re, im = tf.math.real(v), tf.math.imag(v)
-    zero = tf.zeros_like(re)
-    return tf.complex(re - zero * im, im + zero * re)
-
-
 def _inexact_scan(ctx, x, axis, reverse, op, init, seed=None, seed_single=False):
     """Move ``axis`` last, run :func:`xla_scan` (half floats in f32 per op, like XLA's CPU
     backend), move it back. ``init``: a number, or a TF scalar. ``seed_single``: a scan
@@ -245,7 +237,8 @@ def cumprod(ctx, x, *, axis, reverse, **_):
     """Integers: a Hillis–Steele scan (exact, wrapping). Floats: XLA's order of products."""
     dtype = ctx.avals_in[0].dtype
     if is_complex(dtype):   # a window starts from (1 + 0j) * x: the signs of zero parts
-        return _inexact_scan(ctx, x, axis, reverse, tf.multiply, 1, _one_times)
+        return _inexact_scan(ctx, x, axis, reverse, tf.multiply, 1,
+                             lambda v: complex_mul(tf.ones_like(v), v))
     if is_inexact(dtype):
         return _inexact_scan(ctx, x, axis, reverse, tf.multiply, 1)
     return scan(x, ctx.shape(ctx.avals_in[0])[int(axis)], int(axis), bool(reverse), tf.multiply)
