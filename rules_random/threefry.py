@@ -52,9 +52,15 @@ _THREEFRY_CASES = [
 @rule("threefry2x32", dtypes="uint32", cases=_THREEFRY_CASES)
 def threefry2x32(ctx, k1, k2, x1, x2):
     """Threefry-2x32 with 20 rounds, as Salmon et al. and JAX define it."""
-    shape = ctx.shape(ctx.aval_out)
-    return core3.rounds(*(tf.broadcast_to(v, shape) for v in (k1, k2, x1, x2)),
-                        shared=ctx.target == "tf")
+    return core3.rounds(*_to_shape(ctx, k1, k2, x1, x2), shared=ctx.target == "tf")
+
+
+def _to_shape(ctx, *words):
+    """The four operands broadcast to the result's shape where they differ from it; scalar
+    keys stay scalars (the rounds broadcast them: two BroadcastTo fewer per call)."""
+    shape, static = ctx.shape(ctx.aval_out), ctx.aval_out.shape
+    return [v if v.shape == static or (i < 2 and v.shape.rank == 0)
+            else tf.broadcast_to(v, shape) for i, v in enumerate(words)]
 
 
 _IOTA_CASES = [
@@ -79,6 +85,9 @@ def iota_words64(dims, floordiv: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
     n = 1
     for d in dims:
         n = n * (d if isinstance(d, int) else tf.cast(d, tf.int64))
+    if isinstance(n, int) and n < 2 ** 31:      # the high word is zero: count in int32
+        lo = tf.cast(tf.reshape(tf.range(n, dtype=tf.int32), dims), tf.uint32)
+        return tf.raw_ops.ZerosLike(x=lo), lo     # one node (tf.zeros_like: a Fill and two)
     counts = tf.reshape(tf.range(n, dtype=tf.int64), dims)
     lo = tf.cast(tf.bitwise.bitwise_and(counts, 0xFFFFFFFF), tf.uint32)
     hi = (counts // 2**32 if floordiv
@@ -93,9 +102,7 @@ def iota_words64(dims, floordiv: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
       cases=_THREEFRY_CASES[:-1])   # the last: dynamic_slice's FloorDiv, refused by TFLite's table
 def threefry2x32_tflite(ctx, k1, k2, x1, x2):
     """The rounds with rotations as ``x * 2**r + (x >> (32 - r))``."""
-    shape = ctx.shape(ctx.aval_out)
-    return core3.rounds(*(tf.broadcast_to(v, shape) for v in (k1, k2, x1, x2)),
-                        **core3.words_for(ctx.target))
+    return core3.rounds(*_to_shape(ctx, k1, k2, x1, x2), **core3.words_for(ctx.target))
 
 
 @rule("iota_2x32_shape", dtypes="uint32", targets=("tflite", "onnx", "tfjs"), cases=[
