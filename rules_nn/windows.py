@@ -271,6 +271,8 @@ def _sum_pool(x, dtype, *form):
         y = tf.pad(y, pads)
     if len(ksize) == 3:                  # one pooled axis: a height of 1
         y, ksize, kstrides = tf.expand_dims(y, 1), [1, 1, *ksize[1:]], [1, 1, *kstrides[1:]]
+    if kstrides[1] != kstrides[2]:       # TF's CPU kernel (without oneDNN) refuses those
+        return None
     ones = tf.ones([ksize[1], ksize[2], chans, 1], tf.float32)
     out = tf.nn.depthwise_conv2d(y, ones, kstrides, "VALID")
     return restore(out)
