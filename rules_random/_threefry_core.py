@@ -89,7 +89,7 @@ def _shared_rounds(k0, k1, x0, x1):
 def _rounds(k0, k1, x0, x1, rotl, xor) -> list:
     dt = k0.dtype
     parity = tf.constant(np.uint32(PARITY).view(np.int32) if dt == tf.int32 else PARITY, dt)
-    ks = [k0, k1, xor(xor(k0, k1), tf.broadcast_to(parity, tf.shape(k0)))]
+    ks = [k0, k1, xor(xor(k0, k1), parity)]
     x = [x0 + ks[0], x1 + ks[1]]
     for block in range(5):
         for r in ROTATIONS[block % 2]:
