@@ -101,6 +101,14 @@ def _dot(ctx, lhs, rhs, dimension_numbers):
     size = lambda shape, axes: functools.reduce(operator.mul, [shape[d] for d in axes], 1)
     nb = size(ls, lb)
     m, k, n = size(ls, lf), size(ls, lc), size(rs, rf)
+    out_shape = [ls[d] for d in lb] + [ls[d] for d in lf] + [rs[d] for d in rf]
+    if isinstance(k, int) and k == 1:
+        # XLA rewrites a dot over one element (or none: an outer product) to a product,
+        # which keeps the sign of a zero; a matmul adds it to +0.0
+        lead = [nb] if lb else []
+        a = _reshape(_transpose(lhs, l_fc), [*lead, m, 1])
+        b = _reshape(_transpose(rhs, r_cf), [*lead, 1, n])
+        return _reshape(a * b, out_shape)
     adj_a, adj_b = _adjoint(l_fc, l_cf), _adjoint(r_cf, r_fc)
     a = _transpose(lhs, l_cf if adj_a else l_fc)
     b = _transpose(rhs, r_fc if adj_b else r_cf)
@@ -117,7 +125,6 @@ def _dot(ctx, lhs, rhs, dimension_numbers):
         out = tf.reduce_sum(tf.expand_dims(a, -1) * tf.expand_dims(b, -3), axis=-2)
     else:
         out = tf.linalg.matmul(a, b, transpose_a=adj_a, transpose_b=adj_b)
-    out_shape = [ls[d] for d in lb] + [ls[d] for d in lf] + [rs[d] for d in rf]
     return _reshape(out, out_shape)
 
 
@@ -149,6 +156,11 @@ def _ints(dtype_l, dtype_r):
                          name="batch dims in different positions"),
              case.random(_dg((((), ()), ((), ()))), shapes=[(3,), (2, 2)], name="outer"),
              case.random(_dg((((0,), (0,)), ((), ()))), shapes=[(4,), (4,)], name="vdot"),
+             case.custom("outer and one-element contraction keep -0.0 (XLA multiplies)",
+                         lambda x, y: (_dg((((), ()), ((), ())))(x[:, 0], y[0]),
+                                       _dg(_MATMUL)(x, y)),
+                         lambda rng, dt: [np.array([[-0.0], [1.0]], dt),
+                                          np.array([[1.0, -0.0]], dt)], dtypes="floating"),
              case.random(_dg((((1,), (0,)), ((), ()))), shapes=[(0, 3), (3, 2)],
                          name="empty free dim"),
              case.random(_dg((((1,), (0,)), ((), ()))), shapes=[(2, 0), (0, 2)],
