@@ -54,14 +54,18 @@ QUIET = {"pass", "refused", "no_rule", "unsupported", "jax_error"}
 
 #: Families whose cases' operands may be refilled with any values: the numbers they give
 #: for NaN, inf, extremes are defined by JAX. Linear algebra (undefined on singular or
-#: non-finite input), FFT, PRNG, control flow, calls and index operands are left alone.
+#: non-finite input), FFT, PRNG, control flow, calls and index operands (of another dtype
+#: than the data, or shaped otherwise) are left alone.
 VALUE_FAMILIES = re.compile(
     r"^rules_(lax\.(elementwise|special|comparison|bitwise|conversion|narrow|tfjs|onnx|reductions"
-    r"|cumulative|structural|slicing|sorting)|nn\.activations)$")
+    r"|cumulative|structural|slicing|sorting|dot|indexing)|nn\.(activations|conv|windows))$")
 #: Primitives whose result depends on the order of a sum or product: their operands get
 #: values whose sums are exact in any order (small integers, +-0, +-inf, NaN).
 ORDER_SENSITIVE = {"reduce_sum", "reduce_prod", "cumsum", "cumprod", "cumlogsumexp",
-                   "add_any", "dot_general", "conv_general_dilated", "reduce_and"}
+                   "add_any", "dot_general", "conv_general_dilated", "reduce_and",
+                   "ragged_dot_general", "reduce_window_sum", "reduce_window",
+                   "select_and_scatter_add", "select_and_gather_add", "scatter-add",
+                   "scatter-sub", "scatter-mul"}
 #: Elementwise primitives: operands and result share one shape.
 ELEMENTWISE = {
     "abs", "acos", "acosh", "add", "add_any", "and", "asin", "asinh", "atan", "atan2",
