@@ -392,6 +392,35 @@ def _hits(pos, m, target="tf"):
     return _segment_reduce("sum", tf.ones_like(pos), pos, m, target)
 
 
+def _only_negative_zeros(values, pos, m, target="tf"):
+    """For every operand element: whether every float update landing on it is -0.0 (true
+    where none lands). On TF and TFLite one segment max of the bit patterns (-0.0 is the
+    least signed integer), elsewhere a count of the other updates."""
+    if target in ("tf", "tflite"):
+        ints = {tf.float64: tf.int64}.get(values.dtype, tf.int32)
+        return tf.equal(_segment_reduce("max", tf.bitcast(values, ints), pos, m, target),
+                        tf.constant(ints.min, ints))
+    negative_zero = tf.logical_and(tf.equal(values, 0), tf.math.reciprocal(values) < 0)
+    others = tf.cast(tf.logical_not(negative_zero), tf.int32)
+    return tf.equal(_segment_reduce("sum", others, pos, m, target), 0)
+
+
+def _holds_negative_zero(t, depth: int = 6) -> bool:
+    """False when ``t`` is known to hold no -0.0: a constant (in a graph also one that is
+    filled, broadcast or reshaped); True when not known."""
+    value = tf.get_static_value(t)
+    if value is not None:
+        return bool(np.any((value == 0) & np.signbit(value)))
+    op = None if tf.executing_eagerly() else getattr(t, "op", None)
+    if op is None or depth == 0:
+        return True
+    if op.type in ("Reshape", "BroadcastTo", "Identity", "ExpandDims", "Cast", "Tile"):
+        return _holds_negative_zero(op.inputs[0], depth - 1)
+    if op.type == "Fill":
+        return _holds_negative_zero(op.inputs[1], depth - 1)
+    return op.type != "ZerosLike"
+
+
 def _widen(x):
     """f16/bf16 have segment kernels, but accumulate in f32 as XLA does per step."""
     return tf.cast(x, tf.float32) if x.dtype in (tf.float16, tf.bfloat16) else x
@@ -454,11 +483,25 @@ def _scatter_impl(kind, ctx, operand, indices, updates, *, dimension_numbers, mo
     elif kind == "apply" or (kind in ("min", "max") and dtype.is_complex):
         out = _combine_ordered(ctx, kind, op, upd, pos, m, n_scatter, window,
                                update_jaxpr, update_consts)
-    elif kind in ("add", "sub", "mul"):
+    elif kind == "mul" or (kind in ("add", "sub") and dtype.is_integer):
         red = _segment_reduce("prod" if kind == "mul" else "sum", _widen(upd), pos, m, t)
         wide = _widen(op)
-        out = {"add": wide + red, "sub": wide - red, "mul": wide * red}[kind]
-        out = tf.cast(out, dtype)
+        out = tf.cast({"add": wide + red, "sub": wide - red, "mul": wide * red}[kind], dtype)
+    elif kind in ("add", "sub"):
+        # XLA adds the updates one after another (x - u is x + -u), so where only -0.0 lands
+        # (or nothing) the operand is left as it is; a segment sum starts from +0.0, which
+        # would make a -0.0 operand +0.0 there. Kept per part of a complex number.
+        v = _widen(upd) if kind == "add" else -_widen(upd)
+        out = _widen(op) + _segment_reduce("sum", v, pos, m, t)
+        if dtype.is_complex:
+            keep_re = _only_negative_zeros(tf.math.real(v), pos, m, t)
+            keep_im = _only_negative_zeros(tf.math.imag(v), pos, m, t)
+            out = tf.complex(tf.where(keep_re, tf.math.real(op), tf.math.real(out)),
+                             tf.where(keep_im, tf.math.imag(op), tf.math.imag(out)))
+        elif _holds_negative_zero(op):
+            out = tf.where(_only_negative_zeros(v, pos, m, t), op, tf.cast(out, dtype))
+        else:   # no -0.0 in the operand (a gradient's zeros): the +0.0 start changes nothing
+            out = tf.cast(out, dtype)
     elif dtype == tf.bool:   # min is AND, max is OR
         red = _segment_reduce(kind, tf.cast(upd, tf.int32), pos, m, t)
         hit = _hits(pos, m, t) > 0
@@ -537,6 +580,12 @@ def _scatter_cases(kind):
                           [1.0, np.nan, 3.0, 4.0, 5.0], np.array([[0], [0], [1], [2], [2]],
                                                                  np.int32),
                           [np.nan, 2.0, 0.0, 7.0, np.nan], dtypes="inexact"))
+    if kind in ("add", "sub"):
+        cases.append(case(
+            "signed zeros: none lands, -0.0 lands, +0.0 lands, 1 and -1 cancel",
+            _s(fn, _D1, "drop"), [-0.0, -0.0, -0.0, 0.0, -0.0, -0.0, 0.0],
+            np.array([[1], [2], [3], [4], [4], [5], [5], [6]], np.int32),
+            [-0.0, 0.0, -0.0, 1.0, -1.0, -0.0, -0.0, 0.0], dtypes="inexact"))
     # complex min/max run in XLA's order, in a while loop over the (symbolic) scatter count
     poly_dtypes = _POLY_DTYPES + (("complex64",) if kind in ("min", "max") else ())
     cases += [
