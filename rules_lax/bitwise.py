@@ -10,6 +10,8 @@ XLA semantics that plain TF does not share, and how they are kept here:
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import tensorflow as tf
 from jax import lax
@@ -147,25 +149,31 @@ def _bcast(ctx, x, s):
     return tf.broadcast_to(x, shape), tf.broadcast_to(s, shape)
 
 
+def _shift(body):
+    """A shift rule: one op for a static amount (``_by_constant``); otherwise ``body(ctx,
+    x, s, in_range)`` on broadcast operands, the amount clamped into range."""
+    @functools.wraps(body)
+    def lower(ctx, x, s, **_):
+        fast = _by_constant(ctx, x, s)
+        if fast is not None:
+            return fast
+        x, s = _bcast(ctx, x, s)
+        in_range, s = _shift_amount_ok(ctx, s)
+        return body(ctx, x, s, in_range)
+    return lower
+
+
 @rule("shift_left", dtypes="integer", cases=_shift_cases(lax.shift_left))
-def shift_left(ctx, x, s, **_):
+@_shift
+def shift_left(ctx, x, s, in_range):
     """x << s, and 0 where s is outside [0, bit width)."""
-    fast = _by_constant(ctx, x, s)
-    if fast is not None:
-        return fast
-    x, s = _bcast(ctx, x, s)
-    in_range, s = _shift_amount_ok(ctx, s)
     return tf.where(in_range, tf.bitwise.left_shift(x, s), tf.zeros_like(x))
 
 
 @rule("shift_right_logical", dtypes="integer", cases=_shift_cases(lax.shift_right_logical))
-def shift_right_logical(ctx, x, s, **_):
+@_shift
+def shift_right_logical(ctx, x, s, in_range):
     """Zero-filling right shift whatever the signedness; 0 for amounts out of range."""
-    fast = _by_constant(ctx, x, s)
-    if fast is not None:
-        return fast
-    x, s = _bcast(ctx, x, s)
-    in_range, s = _shift_amount_ok(ctx, s)
     dtype = _np(ctx.avals_in[0])
     if dtype.kind == "i":
         u = unsigned_of(_bits(dtype))
@@ -177,14 +185,10 @@ def shift_right_logical(ctx, x, s, **_):
 
 @rule("shift_right_arithmetic", dtypes="integer",
       cases=_shift_cases(lax.shift_right_arithmetic))
-def shift_right_arithmetic(ctx, x, s, **_):
+@_shift
+def shift_right_arithmetic(ctx, x, s, in_range):
     """Sign-filling right shift of the bit pattern (also for unsigned dtypes); amounts out
     of range fill with the sign bit."""
-    fast = _by_constant(ctx, x, s)
-    if fast is not None:
-        return fast
-    x, s = _bcast(ctx, x, s)
-    in_range, s = _shift_amount_ok(ctx, s)
     dtype = _np(ctx.avals_in[0])
     bits = _bits(dtype)
     xs = tf.bitcast(x, signed_of(bits)) if dtype.kind == "u" else x
@@ -287,25 +291,24 @@ def _known_zeros(t, depth: int = 8) -> int:
     src = op.inputs[0] if len(op.inputs) else None
     if op.type in ("Bitcast", "Identity") and src.dtype in (tf.int32, tf.uint32):
         return _known_zeros(src, depth - 1)
+    words, k = None, None
     if op.type == "RightShift" and src.dtype == tf.uint32:
-        k = _static32(op.inputs[1])
-        if k is not None and k < 32:
-            return (_known_zeros(src, depth - 1) >> k) | (_MASK32 & ~(_MASK32 >> k))
+        words, k = src, _static32(op.inputs[1])
     if op.type == "Mul":
-        k = _static32(op.inputs[1])
-        if k and k & (k - 1) == 0:
-            j = k.bit_length() - 1
+        m = _static32(op.inputs[1])
+        if m and m & (m - 1) == 0:
+            j = m.bit_length() - 1
             return ((_known_zeros(src, depth - 1) << j) | ((1 << j) - 1)) & _MASK32
     if op.type == "Cast" and src.dtype == tf.float64 and src.op.type == "Mul":  # shr_u32
-        scaled = src.op
-        words = scaled.inputs[0] if scaled.type == "Mul" else None
-        scale = tf.get_static_value(scaled.inputs[1]) if words is not None else None
-        if scale is not None and np.size(scale) == 1 and words.op.type == "Cast" \
-                and words.op.inputs[0].dtype == tf.uint32:
+        scale = tf.get_static_value(src.op.inputs[1])
+        cast = src.op.inputs[0].op
+        if scale is not None and np.size(scale) == 1 and 0 < float(np.ravel(scale)[0]) <= 1 \
+                and cast.type == "Cast" and cast.inputs[0].dtype == tf.uint32:
             k = -int(np.log2(float(np.ravel(scale)[0])))
-            if 0 <= k < 32 and 2.0 ** -k == float(np.ravel(scale)[0]):
-                return (_known_zeros(words.op.inputs[0], depth - 1) >> k) \
-                    | (_MASK32 & ~(_MASK32 >> k))
+            if 2.0 ** -k == float(np.ravel(scale)[0]):
+                words = cast.inputs[0]
+    if words is not None and k is not None and 0 <= k < 32:   # words >> k
+        return (_known_zeros(words, depth - 1) >> k) | (_MASK32 & ~(_MASK32 >> k))
     if op.type == "Cast" and src.dtype in (tf.bool, tf.uint8, tf.uint16):
         return _MASK32 & ~((1 << {tf.bool: 1, tf.uint8: 8, tf.uint16: 16}[src.dtype]) - 1)
     return 0
