@@ -383,8 +383,8 @@ def shrink(d: Draw, registry, target: str) -> tuple[str, list | None]:
         else:       # only the two halves together: the oracle's result depends on where
             break   # an element falls (XLA's vectorized loop and its remainder)
     one = [a[lo:hi] for a in flat]
-    if hi - lo == 1 and not differs(lo, hi):
-        return "(does not shrink to one element)", None
+    if (lo, hi) == (0, flat[0].size) and not differs(lo, hi):  # (a cut part was run)
+        return "(does not disagree on its operands flattened)", None
     vals = ", ".join(f"[{', '.join(map(_lit, a))}]" for a in one)
     note = "" if hi - lo == 1 else f" ({hi - lo} elements: no smaller part disagrees)"
     return f"{d.rule.primitive if d.rule else 'program'} on {d.dtype}: ({vals}){note}", one
