@@ -219,8 +219,8 @@ _SIGNS_FREE = {"svd", "eigh", "eig", "qr", "geqrf", "householder_product"}
 
 def run_rule_case(rule, case, dtype_name: str, registry=None, target: str = "tf",
                   signed_zeros: bool | None = None, device: str = "cpu") -> Outcome:
-    """Run one of a rule's own cases for one dtype, with that rule preferred for its
-    primitive, and check the rule really ran (so no other rule can hide it). A rule's
+    """Run one of a rule's own cases for one dtype, with that rule preferred for every
+    primitive it lowers, and check the rule really ran (so no other rule can hide it). A rule's
     cases hold its edge values, so zeros must have JAX's sign there (by default for real
     dtypes: the signs of zero parts of complex functions are a limitation, see README).
 
@@ -234,12 +234,15 @@ def run_rule_case(rule, case, dtype_name: str, registry=None, target: str = "tf"
     if signed_zeros is None:
         signed_zeros = not dtype_name.startswith("complex") and rule.primitive not in _SIGNS_FREE
     from core.registry import default_registry
+    registry = registry or default_registry()
     args = case.make_args(np.random.default_rng(0), np.dtype(np_dtype(dtype_name)))
     kw = dict(case.convert_kw)
     if rule.needs_xla:
         kw["allow_xla"] = True
-    return run_function(case.fn, args, registry=registry or default_registry(),
-                        prefer={rule.primitive: rule.id}, must_use=rule.id, target=target,
+    # preferred for every primitive it lowers: a rule's cases are shared by them all
+    prefer = {r.primitive: rule.id for r in registry.rules() if r.id == rule.id}
+    return run_function(case.fn, args, registry=registry, prefer=prefer or {
+                            rule.primitive: rule.id}, must_use=rule.id, target=target,
                         signed_zeros=signed_zeros, device=device, **kw)
 
 
