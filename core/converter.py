@@ -39,9 +39,8 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
     :param target: where the graph is exported to: ``"tf"`` (default; TensorFlow, TF
         Serving), ``"tflite"`` (LiteRT/TFLite with builtin ops only), ``"onnx"`` (tf2onnx
         at opset 18, onnxruntime) or ``"tfjs"`` (TensorFlow.js). Rules written for
-        the target are preferred, and before the first call on an input signature the
-        whole program is lowered once into a scratch graph and every op is checked
-        against what the target's runtime accepts (``core/target_ops``); refused ops
+        the target are preferred, and on the first call on an input signature every op
+        the program is lowered to is checked against what the target's runtime accepts (``core/target_ops``); refused ops
         raise one :class:`~core.errors.TargetError` naming each equation, its source
         line and the op.
     :param registry: the rule registry; default: built-in rules plus installed plugins.
@@ -182,7 +181,9 @@ class _Converted:
         if self.polymorphic_shapes is not None:
             avals = symbolic_avals(args, kwargs, self.polymorphic_shapes, avals)
             avals = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals]
-        return self._trace(in_tree, avals).closed
+        closed = self._trace(in_tree, avals).closed
+        self._preflight(closed, in_tree)
+        return closed
 
     def _trace(self, in_tree, avals):
         import jax
@@ -202,12 +203,18 @@ class _Converted:
         self.conv.registry.require(closed, self.conv.device, self.conv.allow_xla,
                                    self.conv.prefer, what=_fun_name(self.fun_jax),
                                    target=self.conv.target)
-        self._preflight(closed, in_tree)
+        self._check_signature(closed)
         return _Traced(closed, out_tree_box[-1], flat_fun)
 
-    def _preflight(self, closed, in_tree) -> None:
-        """For an export target with an op table: lower the program once into a scratch
-        graph, check every op the rules emit, and raise one TargetError for all refusals."""
+    def _op_checker(self):
+        """A new OpChecker for the target's pre-flight (None: no pre-flight)."""
+        target = _targets.get(self.conv.target)
+        if target.table is None or _targets.preflight_disabled():
+            return None
+        return _targets.OpChecker(target)
+
+    def _check_signature(self, closed) -> None:
+        """The target's pre-flight of the inputs and outputs: sizes and dtypes it holds."""
         from core.errors import TargetError
         target = _targets.get(self.conv.target)
         if target.table is None or _targets.preflight_disabled():
@@ -235,10 +242,19 @@ class _Converted:
                     f"{', '.join(sorted(target.dtypes))}, and {'; '.join(foreign)}. Cast "
                     f"those inputs/outputs to one of these dtypes in the function, or use "
                     f"another target.")
-        checker = self.lower_checked(closed, in_tree, _targets.OpChecker(target))
+
+    def _preflight(self, closed, in_tree) -> None:
+        """The target's pre-flight of the ops, in a scratch graph (see ``_run`` for the one
+        done in the lowering itself): one TargetError for every refusal."""
+        checker = self._op_checker()
+        if checker is not None:
+            self._raise_refusals(self.lower_checked(closed, in_tree, checker))
+
+    def _raise_refusals(self, checker) -> None:
+        from core.errors import TargetError
         if checker.refusals:
             raise TargetError(_targets.format_refusals(
-                checker.refusals, target, _fun_name(self.fun_jax)), checker.refusals)
+                checker.refusals, checker.target, _fun_name(self.fun_jax)), checker.refusals)
 
     def lower_checked(self, closed, in_tree, checker):
         """Lower ``closed`` once into a scratch graph (placeholders, None for symbolic
@@ -270,13 +286,29 @@ class _Converted:
 
     def _run(self, entry: "_Traced", tensors: Sequence[tf.Tensor], in_tree) -> list[tf.Tensor]:
         closed = entry.closed
+        # The target's op pre-flight, once per signature: while tracing, the lowering
+        # itself is checked (its ops are the exported ones); run eagerly, where no op is
+        # kept to look at, a scratch graph is lowered first.
+        checker = None if entry.checked else self._op_checker()
+        if checker is not None and tf.executing_eagerly():
+            self._raise_refusals(self.lower_checked(closed, in_tree, checker))
+            entry.checked, checker = True, None
+
+        def lower(xs):
+            conv = None if checker is None else dataclasses.replace(self.conv, checker=checker)
+            outs = self._lower(closed, xs, in_tree, conv)
+            if checker is not None:
+                self._raise_refusals(checker)
+                entry.checked = True
+            return outs
+
         if not tensors:
-            return self._lower(closed, tensors, in_tree)
+            return lower(tensors)
         name = _fun_name(self.fun_jax)
 
         @tf.custom_gradient
         def with_grad(*xs):
-            outs = self._lower(closed, xs, in_tree)
+            outs = lower(xs)
 
             def grad(*dys, **_):
                 if not self.with_gradient:
@@ -338,6 +370,7 @@ class _Traced:
     out_tree: Any
     flat_fun: Callable
     vjp: Any = None
+    checked: bool = False   # the target's op pre-flight passed
 
 
 def _spec(aval) -> str:
