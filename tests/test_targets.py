@@ -19,6 +19,7 @@ from core.registry import build_registry
 from core.rule import make_rule
 from core.targets import TARGETS, get
 from core.testkit import rule_package
+from tests.test_registry import _cli
 
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -123,11 +124,6 @@ def test_bfloat16_inputs_are_fed_as_float32_and_results_rounded():
     # rounded after each multiplication as XLA does
     want = np.asarray(jax.jit(f)(x.astype(jnp.bfloat16))).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(got, np.float32), want)
-
-
-def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "core.registry", *args], capture_output=True,
-                          text=True, timeout=600)
 
 
 def test_cli_list_and_explain_per_target():
