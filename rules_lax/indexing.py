@@ -400,7 +400,8 @@ def _only_negative_zeros(values, pos, m, target="tf"):
         ints = {tf.float64: tf.int64}.get(values.dtype, tf.int32)
         return tf.equal(_segment_reduce("max", tf.bitcast(values, ints), pos, m, target),
                         tf.constant(ints.min, ints))
-    negative_zero = tf.logical_and(tf.equal(values, 0), tf.math.reciprocal(values) < 0)
+    one = tf.constant(1, values.dtype)
+    negative_zero = tf.logical_and(tf.equal(values, 0), one / values < 0)     # 1 / -0 = -inf
     others = tf.cast(tf.logical_not(negative_zero), tf.int32)
     return tf.equal(_segment_reduce("sum", others, pos, m, target), 0)
 
