@@ -27,24 +27,25 @@ from tests.known_failures import expected_target_case, xfail_as_known
 
 REGISTRY = build_registry(strict=True, entry_points=False)  # a broken built-in fails here
 X64_DTYPES = {"int64", "uint64", "float64", "complex128"}
-SAMPLE = {"tflite": int(os.environ.get("JAXTF_TFLITE_SAMPLE", "6")),
-          "onnx": int(os.environ.get("JAXTF_ONNX_SAMPLE", "6")),
+SAMPLE = {"tflite": int(os.environ.get("JAXTF_TFLITE_SAMPLE", "8")),
+          "onnx": int(os.environ.get("JAXTF_ONNX_SAMPLE", "8")),
           "tfjs": int(os.environ.get("JAXTF_TFJS_SAMPLE", "24"))}
 REFUSED = ("refused", "no_rule", "unsupported")
 
 
 def _params(keep=lambda r, c, dt: True, once=False):
-    """(rule, case, dtype) triples; ``once``: a rule lowering several primitives runs
-    each of its cases once (its cases are the same for all of them)."""
+    """(rule, case, dtype) triples; ``once``: a case that a rule lowering several
+    primitives shares among them (one ``@rule([...], cases=...)``) runs once; stacked
+    ``@rule`` decorators give each primitive its own cases, and each of those runs."""
     out, seen = [], set()
     for r in REGISTRY.rules():
         for c in r.cases:
             for dt in r.concrete_dtypes():
                 if not (c.applies_to(dt) and keep(r, c, dt)):
                     continue
-                if once and (r.id, c.name, dt) in seen:
+                if once and (r.id, id(c), dt) in seen:
                     continue
-                seen.add((r.id, c.name, dt))
+                seen.add((r.id, id(c), dt))
                 out.append(pytest.param(r, c, dt, id=f"{r.id}[{r.primitive}]:{c.name}:{dt}"))
     return out
 
