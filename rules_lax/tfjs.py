@@ -344,9 +344,8 @@ def conv_int32_tfjs(ctx, lhs, rhs, *, dimension_numbers, feature_group_count=1, 
 # Adds, subtracts, equalities and data movement are the same on the bits (the generic rules
 # run, see core.targets.BIT_AGNOSTIC); everything that reads a value as a number is here,
 # in the arithmetic TF.js does exactly: int32 Add/Sub wrap, FloorDiv/FloorMod by powers of
-# two are exact, products stay below 2**53 (mul32). Bits are taken one by one where no
-# arithmetic form exists (and, or, xor): 31 bits by FloorDiv/FloorMod, the sign bit by a
-# compare.
+# two are exact, products stay below 2**53 (mul32). Where no arithmetic form exists (and,
+# or, xor) the bits are taken byte by byte and looked up in a table.
 
 _MIN32 = np.int32(_I32.min)
 
@@ -394,26 +393,29 @@ def u32_rotl(x, r: int):
     return u32_shift_left(x, r) + u32_shift_right(x, 32 - r)
 
 
-_LOW31 = np.array([2 ** k for k in range(31)], np.int32)
+_BYTE = np.arange(256)
+#: a & b, a | b and a ^ b of every pair of bytes, at a * 256 + b
+_BYTE_TABLES = {op: f(_BYTE[:, None], _BYTE[None, :]).astype(np.int32).ravel()
+                for op, f in (("and", np.bitwise_and), ("or", np.bitwise_or),
+                              ("xor", np.bitwise_xor))}
+_BYTE_PLACES = np.array([1, 2 ** 8, 2 ** 16, 2 ** 24], np.int32)
 
 
-def _bit_planes(x, ks=range(31)):
-    """Bits ``ks`` (< 31) of x along a new last axis, 0 or 1."""
-    p = tf.constant(_LOW31[list(ks)])
-    return tf.math.floormod(tf.math.floordiv(tf.expand_dims(x, -1), p), 2)
-
-
-_BIT_OPS = {"and": lambda a, b: a * b, "or": lambda a, b: a + b - a * b,
-            "xor": lambda a, b: tf.math.floormod(a + b, 2)}
-_SIGN_OPS = {"and": tf.math.logical_and, "or": tf.math.logical_or,
-             "xor": tf.math.logical_xor}
+def _bytes(x):
+    """The four bytes of int32 bits along a new last axis, 0..255 (floor division and
+    modulo by powers of two: exact, also for negative x)."""
+    return tf.math.floormod(tf.math.floordiv(tf.expand_dims(x, -1), _BYTE_PLACES), 256)
 
 
 def u32_bitwise(op: str, a, b):
-    """``a & b``, ``a | b`` or ``a ^ b`` of int32 bits of one shape, bit by bit."""
-    low = tf.reduce_sum(_BIT_OPS[op](_bit_planes(a), _bit_planes(b)) * _LOW31, axis=-1)
-    sign = _SIGN_OPS[op](a < 0, b < 0)
-    return low + tf.where(sign, tf.constant(_MIN32), tf.constant(np.int32(0)))
+    """``a & b``, ``a | b`` or ``a ^ b`` of int32 bits of one shape, byte by byte: one
+    lookup per pair of bytes in the op's 256x256 table, the bytes put back in place by
+    products below 2**32 (which wrap as TF.js stores int32) and a sum. 4 lookups where
+    taking the 31 bits one by one cost 31 planes of arithmetic (threefry's xors were most
+    of a TF.js sampler's graph)."""
+    table = tf.constant(_BYTE_TABLES[op])
+    picked = tf.gather(table, _bytes(a) * 256 + _bytes(b))
+    return tf.reduce_sum(picked * _BYTE_PLACES, axis=-1)
 
 
 def u32_xor(a, b):
