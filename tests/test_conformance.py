@@ -22,9 +22,9 @@ from tests.known_failures import expected_failure, xfail_as_known
 
 pytestmark = pytest.mark.conformance
 
-#: JAXTF_CONFORMANCE_SAMPLE=N runs every N-th case of each group; the default 2 keeps the
+#: JAXTF_CONFORMANCE_SAMPLE=N runs every N-th case of each group; the default 3 keeps the
 #: suite within CI's time (python tests/conformance.py runs every case).
-SAMPLE = int(os.environ.get("JAXTF_CONFORMANCE_SAMPLE", "2"))
+SAMPLE = int(os.environ.get("JAXTF_CONFORMANCE_SAMPLE", "3"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,7 +83,7 @@ def test_x64_sample_subprocess():
     import subprocess
     import sys
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sample = os.environ.get("JAXTF_X64_SAMPLE", "8")
+    sample = os.environ.get("JAXTF_X64_SAMPLE", "12")
     proc = subprocess.run([sys.executable, os.path.join(root, "tests", "conformance.py"),
                            "--sample", sample, "--strict"], capture_output=True, text=True,
                           timeout=3000, env={**os.environ, "JAX_ENABLE_X64": "1",
