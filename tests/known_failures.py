@@ -51,11 +51,25 @@ KNOWN_TARGET_CASES: dict[str, dict[str, tuple[str, str]]] = {"tflite": {
         "export_error", "the TFLite converter moves the Cast back to the narrow type in "
         "front of the BroadcastTo, then refuses a BroadcastTo of uint16/bfloat16 it made"),
     r"^rules_lax\.linalg:triangular_solve_by_tf:(left lower=True transpose=False "
-    r"conjugate=False|unit diagonal):float16$": (
+    r"conjugate=False|unit diagonal|right lower=False transpose=True conjugate=False)"
+    r":float16$": (
         "export_error", "the TFLite converter moves the Cast from float16 behind a Gather "
         "of the loop, then refuses the float16 Gather it made"),
+    # Found on 2026-12-07 when the CI sample of generic cases changed (every 8th, was every
+    # 6th); not yet investigated (issue #16):
+    r"^rules_lax\.reductions:(reduce_sum:XLA's order, (symbolic|2 axes):bfloat16|reduce_prod:"
+    r"(symbolic:float16|XLA's order, 100:bfloat16))$": (
+        "mismatch", "found when the sample changed, cause not yet investigated: the half-float "
+        "sum/product in the TFLite runtime differs from XLA's by one unit in the last place "
+        "(bfloat16 -80.5 for -79.5)"),
+    r"^rules_nn\.conv:conv_general_dilated:symbolic (spatial, SAME with strides and dilation"
+    r":float32|input features:float16)$": (
+        "export_error", "found when the sample changed, not yet investigated: the TFLite "
+        "converter rejects the Conv2D of symbolic spatial or feature dimensions that the "
+        "pre-flight let through"),
 }, "onnx": {
-    r"^rules_lax\.onnx:conv_general_dilated_onnx:symbolic .*SAME with strides.*:float32$": (
+    r"^rules_(lax\.onnx:conv_general_dilated_onnx|nn\.conv:conv_general_dilated):symbolic .*SAME "
+    r"with strides.*:float32$": (
         "mismatch", "onnxruntime's Conv sums the window in another order than XLA; on this "
         "case terms cancel and one element differs by ~1e-5 absolute (integer and float16 "
         "convolutions of the same case match)"),
