@@ -220,9 +220,10 @@ _SIGNS_FREE = {"svd", "eigh", "eig", "qr", "geqrf", "householder_product"}
 def run_rule_case(rule, case, dtype_name: str, registry=None, target: str = "tf",
                   signed_zeros: bool | None = None, device: str = "cpu") -> Outcome:
     """Run one of a rule's own cases for one dtype, with that rule preferred for every
-    primitive it lowers, and check the rule really ran (so no other rule can hide it). A rule's
-    cases hold its edge values, so zeros must have JAX's sign there (by default for real
-    dtypes: the signs of zero parts of complex functions are a limitation, see README).
+    primitive it lowers, and check the rule really ran (so no other rule can hide it). A
+    rule's cases hold its edge values, so zeros must have JAX's sign there (by default for
+    real dtypes: the signs of zero parts of complex functions are a limitation, see
+    README).
 
     The rule's constraints are honoured: a rule that ``needs_xla`` runs with
     ``allow_xla=True`` (its Xla* ops are then allowed in the graph); a rule that does not
