@@ -411,7 +411,8 @@ def _holds_negative_zero(t, depth: int = 6) -> bool:
     filled, broadcast or reshaped); True when not known."""
     value = tf.get_static_value(t)
     if value is not None:
-        return bool(np.any((value == 0) & np.signbit(value)))
+        parts = (value.real, value.imag) if np.iscomplexobj(value) else (value,)
+        return any(bool(np.any((p == 0) & np.signbit(p))) for p in parts)
     op = None if tf.executing_eagerly() else getattr(t, "op", None)
     if op is None or depth == 0:
         return True
@@ -493,16 +494,15 @@ def _scatter_impl(kind, ctx, operand, indices, updates, *, dimension_numbers, mo
         # (or nothing) the operand is left as it is; a segment sum starts from +0.0, which
         # would make a -0.0 operand +0.0 there. Kept per part of a complex number.
         v = _widen(upd) if kind == "add" else -_widen(upd)
-        out = _widen(op) + _segment_reduce("sum", v, pos, m, t)
-        if dtype.is_complex:
-            keep_re = _only_negative_zeros(tf.math.real(v), pos, m, t)
-            keep_im = _only_negative_zeros(tf.math.imag(v), pos, m, t)
-            out = tf.complex(tf.where(keep_re, tf.math.real(op), tf.math.real(out)),
-                             tf.where(keep_im, tf.math.imag(op), tf.math.imag(out)))
-        elif _holds_negative_zero(op):
-            out = tf.where(_only_negative_zeros(v, pos, m, t), op, tf.cast(out, dtype))
-        else:   # no -0.0 in the operand (a gradient's zeros): the +0.0 start changes nothing
-            out = tf.cast(out, dtype)
+        out = tf.cast(_widen(op) + _segment_reduce("sum", v, pos, m, t), dtype)
+        if _holds_negative_zero(op):    # (not a gradient's zeros: nothing to keep there)
+            if dtype.is_complex:
+                keep_re = _only_negative_zeros(tf.math.real(v), pos, m, t)
+                keep_im = _only_negative_zeros(tf.math.imag(v), pos, m, t)
+                out = tf.complex(tf.where(keep_re, tf.math.real(op), tf.math.real(out)),
+                                 tf.where(keep_im, tf.math.imag(op), tf.math.imag(out)))
+            else:
+                out = tf.where(_only_negative_zeros(v, pos, m, t), op, out)
     elif dtype == tf.bool:   # min is AND, max is OR
         red = _segment_reduce(kind, tf.cast(upd, tf.int32), pos, m, t)
         hit = _hits(pos, m, t) > 0
