@@ -84,7 +84,7 @@ KNOWN_TARGET_CASES: dict[str, dict[str, tuple[str, str]]] = {"tflite": {
 
 
 def expected_target_case(target: str, case_id: str) -> tuple[str, str] | None:
-    for pattern, known in KNOWN_TARGET_CASES[target].items():
+    for pattern, known in KNOWN_TARGET_CASES.get(target, {}).items():
         if re.search(pattern, case_id):
             return known
     return None

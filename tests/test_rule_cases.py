@@ -11,6 +11,10 @@ fixed sample of them (``JAXTF_TFLITE_SAMPLE``, ``JAXTF_ONNX_SAMPLE``,
 (what a user gets): each must give JAX's numbers in the runtime or be refused by the
 pre-flight, never a wrong number and never a model the pre-flight let through that the
 converter then rejects.
+
+The dtypes of one case run side by side in one conversion (one trace, one export, one
+``jax.jit``), which halves the time of a case with several dtypes; a group that does not
+pass runs each dtype alone, so each test reports its own dtype's outcome.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import pytest
 
 from core.registry import build_registry
 from core.targets import get as get_target
-from core.testkit import np_dtype, run_function, run_rule_case
+from core.testkit import np_dtype, run_function, run_rule_case_dtypes
 from tests.known_failures import expected_target_case, xfail_as_known
 
 REGISTRY = build_registry(strict=True, entry_points=False)  # a broken built-in fails here
@@ -31,6 +35,40 @@ SAMPLE = {"tflite": int(os.environ.get("JAXTF_TFLITE_SAMPLE", "8")),
           "onnx": int(os.environ.get("JAXTF_ONNX_SAMPLE", "8")),
           "tfjs": int(os.environ.get("JAXTF_TFJS_SAMPLE", "24"))}
 REFUSED = ("refused", "no_rule", "unsupported")
+
+
+#: (target, rule id, case id, x64) -> the dtypes of one case that run side by side
+_GROUPS: dict[tuple, list[str]] = {}
+_OUTCOMES: dict[tuple, dict] = {}                 # what this process ran of each group
+
+
+def _group(target, rule, case, dtype) -> tuple:
+    return target, rule.id, id(case), dtype in X64_DTYPES
+
+
+def _grouped(params, target="tf"):
+    """Note each case's dtypes as one group (less those a target is known to fail on,
+    which run alone); returns ``params``. (tests/conftest.py sends a case's tests to one
+    pytest-xdist worker: a split group would run twice.)"""
+    for p in params:
+        *_, r, c, dt = p.values
+        if not expected_target_case(target, f"{r.id}:{c.name}:{dt}"):
+            _GROUPS.setdefault(_group(target, r, c, dt), []).append(dt)
+    return params
+
+
+def _outcome(rule, case, dtype, target="tf"):
+    """The outcome of (rule, case, dtype): every dtype of its group runs in one
+    conversion the first time one of them is asked for in this process
+    (:func:`core.testkit.run_rule_case_dtypes`; a failing group runs each dtype alone)."""
+    key = _group(target, rule, case, dtype)
+    done = _OUTCOMES.setdefault(key, {})
+    if dtype not in done:
+        group = _GROUPS.get(key, [])
+        group = [d for d in group if d not in done] if dtype in group else [dtype]
+        with jax.enable_x64(key[-1]):
+            done.update(run_rule_case_dtypes(rule, case, group, REGISTRY, target=target))
+    return done.pop(dtype)
 
 
 def _params(keep=lambda r, c, dt: True, once=False):
@@ -68,7 +106,7 @@ def _generic_sample(target):
 
 def _per_target(keep_for):
     return [pytest.param(t, *p.values, id=f"{t}:{p.id}")
-            for t in SAMPLE for p in _params(keep_for(t), once=True)]
+            for t in SAMPLE for p in _grouped(_params(keep_for(t), once=True), t)]
 
 
 def test_every_rule_has_cases():
@@ -76,11 +114,10 @@ def test_every_rule_has_cases():
     assert not lacking, f"rules without test cases: {lacking}"
 
 
-@pytest.mark.parametrize("rule, case, dtype", _params(
-    lambda r, c, dt: r.targets is None or "tf" in r.targets, once=True))
+@pytest.mark.parametrize("rule, case, dtype", _grouped(_params(
+    lambda r, c, dt: r.targets is None or "tf" in r.targets, once=True)))
 def test_rule_agrees_with_jax(rule, case, dtype):
-    with jax.enable_x64(dtype in X64_DTYPES):
-        outcome = run_rule_case(rule, case, dtype, REGISTRY)
+    outcome = _outcome(rule, case, dtype)
     if outcome.status == "skipped":
         pytest.skip(outcome.detail)
     assert outcome.status != "mismatch", f"WRONG NUMBERS: {outcome.detail}"
@@ -89,8 +126,7 @@ def test_rule_agrees_with_jax(rule, case, dtype):
 
 @pytest.mark.parametrize("target, rule, case, dtype", _per_target(_for_target))
 def test_target_rule_agrees_with_jax_in_runtime(target, rule, case, dtype):
-    with jax.enable_x64(dtype in X64_DTYPES):
-        outcome = run_rule_case(rule, case, dtype, REGISTRY, target=target)
+    outcome = _outcome(rule, case, dtype, target)
     if outcome.status == "skipped":
         pytest.skip(outcome.detail)
     _judge(outcome, target, f"{rule.id}:{case.name}:{dtype}", refusal_ok=False)
