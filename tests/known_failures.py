@@ -57,11 +57,6 @@ KNOWN_TARGET_CASES: dict[str, dict[str, tuple[str, str]]] = {"tflite": {
         "of the loop, then refuses the float16 Gather it made"),
     # Found on 2026-12-07 when the CI sample of generic cases changed (every 8th, was every
     # 6th); not yet investigated (issue #16):
-    r"^rules_lax\.reductions:(reduce_sum:XLA's order, (symbolic|2 axes):bfloat16|reduce_prod:"
-    r"(symbolic:float16|XLA's order, 100:bfloat16))$": (
-        "mismatch", "found when the sample changed, cause not yet investigated: the half-float "
-        "sum/product in the TFLite runtime differs from XLA's by one unit in the last place "
-        "(bfloat16 -80.5 for -79.5)"),
     r"^rules_nn\.conv:conv_general_dilated:symbolic (spatial, SAME with strides and dilation"
     r":float32|input features:float16)$": (
         "export_error", "found when the sample changed, not yet investigated: the TFLite "
