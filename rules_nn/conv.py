@@ -224,7 +224,7 @@ def conv_general_dilated(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation
     if not tf_conv and any(map(is_symbolic, kernel)):
         raise UnsupportedError(f"conv_general_dilated with a symbolic kernel size {kernel} "
                                "needs a floating-point 1-D/2-D conv (Conv2D)")
-    tf_pad = "VALID"
+    tf_pad, padded = "VALID", False
     if (tf_conv and not all(is_zero(lo) and is_zero(hi) for lo, hi in pads)
             and not (any(s > 1 for s in strides) and any(d > 1 for d in rhs_dil))
             and all(same(a, b) for p, q in zip(pads, _same_pads(shape[1:-1], kernel,
@@ -236,7 +236,21 @@ def conv_general_dilated(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation
         tf_pad = "SAME"
     else:
         x, shape = pad_or_slice(x, shape, [(0, 0), *pads, (0, 0)], ev)
+        padded = not all(is_zero(lo) and is_zero(hi) for lo, hi in pads) or any(
+            d > 1 for d in lhs_dil)
 
+    if tf_conv and ctx.target == "tflite":
+        if isinstance(shape[-1], int) and padded and not all(isinstance(d, int) for d in shape):
+            # The TFLite converter's shape inference loses the feature count behind a Pad
+            # of symbolic sizes, and its CONV_2D needs it: a Reshape to a shape whose last
+            # entry is a constant restores it.
+            x = tf.reshape(x, tf.stack([*tf.unstack(tf.shape(x))[:-1], shape[-1]]))
+        elif not isinstance(shape[-1], int):
+            raise UnsupportedError(
+                f"conv_general_dilated with a symbolic input feature count ({shape[-1]}, "
+                "e.g. the weight gradient of a conv over a symbolic batch) for TFLite: "
+                "its CONV_2D needs the feature count when the model is converted; "
+                "convert with concrete shapes.")
     if tf_conv:
         y = _tf_conv(x, w, shape, strides, rhs_dil, out, out_features, ev, tf_pad)
     else:
