@@ -18,7 +18,7 @@ def pytest_runtest_teardown(item):
         sys.modules["jax"].clear_caches()
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """With pytest-xdist's default "load" distribution, the tests of one rule case (one
     per dtype: ``test_rule_cases.py::test_...[<rule>:<case>:<dtype>]``) go to one
