@@ -41,8 +41,8 @@ def convert(fun_jax: Callable, *, polymorphic_shapes=None, polymorphic_constrain
         at opset 18, onnxruntime) or ``"tfjs"`` (TensorFlow.js). Rules written for
         the target are preferred, and on the first call on an input signature every op
         the program is lowered to is checked against what the target's runtime accepts
-        (``core/target_ops``); refused ops raise one :class:`~core.errors.TargetError` naming each equation, its source
-        line and the op.
+        (``core/target_ops``); refused ops raise one :class:`~core.errors.TargetError`
+        naming each equation, its source line and the op.
     :param registry: the rule registry; default: built-in rules plus installed plugins.
     :param rules: extra rules (``@rule`` functions or Rule objects) for this conversion.
     :param disable_rules: ids (``module:function``) of rules not to use in this conversion.

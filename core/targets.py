@@ -15,8 +15,8 @@ Rules declare ``targets=`` when they are written for one target only; the regist
 those first for that target and falls back to the generic rules. The pre-flight of
 ``convert(f, target=...)`` has an :class:`OpChecker` watch every equation while the
 program is lowered (the traced lowering itself; called eagerly, a scratch graph first),
-checks each op the selected rules emitted against the target's table, and names the equation, its source line and the op the
-runtime would refuse (:func:`format_refusals`).
+checks each op the selected rules emitted against the target's table, and names the
+equation, its source line and the op the runtime would refuse (:func:`format_refusals`).
 """
 from __future__ import annotations
 

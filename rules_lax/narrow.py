@@ -251,18 +251,14 @@ def widened(ctx, *xs, **params):
             params[name] = _wide(params[name])
     if prim.name in _WITH_JAXPR:
         params.update(_wide_computation(prim.name, params, ctx.avals_in))
-    if prim.name in _AS_REDUCE and str(ctx.avals_in[0].dtype) in ("float16", "bfloat16"):
-        # XLA rounds every step of these to the narrow type: as a reduce/reduce_window,
-        # each step meets this rule again (see _wide_computation)
-        if ctx.is_symbolic(ctx.avals_in[0]):
+    if prim.name in _NARROW_FORM and str(ctx.avals_in[0].dtype) in ("float16", "bfloat16"):
+        # XLA computes these in the narrow type from simpler primitives: follow it
+        if prim.name in _AS_REDUCE and ctx.is_symbolic(ctx.avals_in[0]):
             raise UnsupportedError(
                 f"{prim.name} of {ctx.avals_in[0].dtype} with symbolic dimensions "
                 f"{ctx.avals_in[0].shape} for TFLite: XLA rounds every step of it to "
                 f"{ctx.avals_in[0].dtype}, which is reproduced only for concrete shapes; "
                 "convert with concrete shapes, or sum in float32 in the JAX program.")
-        return ctx.lower_fun(lambda z: _AS_REDUCE[prim.name](z, **params), *xs)[0]
-    if prim.name in _NARROW_FORM and str(ctx.avals_in[0].dtype) in ("float16", "bfloat16"):
-        # XLA computes these in the narrow type from simpler primitives: follow it
         return ctx.lower_fun(lambda *zs: _NARROW_FORM[prim.name](*zs, **params), *xs)
     outs = ctx.lower_fun(lambda *zs: prim.bind(*zs, **params), *ys, avals=avals)
     if prim.name == "clz" and ctx.avals_in[0].dtype.kind in "iu":
@@ -281,17 +277,11 @@ def _integer_pow(x, *, y, **_):
     return lax.div(np.array(1, x.dtype), acc) if y < 0 else acc
 
 
-#: primitives XLA expands in the narrow type itself (each step rounded there), rather
-#: than computing in float32: exp2(x) is exp(log(2) * x) with log(2) and the product
-#: rounded to the narrow type (measured: bfloat16 exp2(10) is 1000, not 1024);
-#: integer_pow is a chain of products (measured: float16 0.0045^-2 is 49216, not 49280)
-_NARROW_FORM = {"exp2": lambda x, **_: lax.exp(x * np.array(np.log(2), x.dtype)),
-                "integer_pow": _integer_pow}
-
 #: float16/bfloat16 sums and products XLA's CPU backend rounds at every step, in its own
-#: order: as the reduce/reduce_window they are (from 0 or 1), computed stepwise. A float32
-#: sum rounded once differs beyond the tolerance on long axes (measured in TFLite:
-#: a bfloat16 sum of 1600 values gave -74.5 where JAX gives -72).
+#: order: as the reduce/reduce_window they are (from 0 or 1), each step of which meets
+#: this rule again (see _wide_computation). A float32 sum rounded once differs beyond the
+#: tolerance on long axes (measured in TFLite: a bfloat16 sum of 1600 values gave -74.5
+#: where JAX gives -72). Refused over symbolic dimensions (no TFLite form there).
 #: (The computations are lambdas: given lax.add itself, JAX would make them reduce_sum.)
 _AS_REDUCE = {
     "reduce_sum": lambda x, *, axes, **_: lax.reduce(
@@ -302,6 +292,14 @@ _AS_REDUCE = {
     base_dilation, window_dilation: lax.reduce_window(
         x, np.array(0, x.dtype), lambda a, b: a + b, window_dimensions, window_strides,
         padding, base_dilation, window_dilation)}
+
+#: primitives XLA expands in the narrow type itself (each step rounded there), rather
+#: than computing in float32: exp2(x) is exp(log(2) * x) with log(2) and the product
+#: rounded to the narrow type (measured: bfloat16 exp2(10) is 1000, not 1024);
+#: integer_pow is a chain of products (measured: float16 0.0045^-2 is 49216, not 49280);
+#: the sums and products of _AS_REDUCE
+_NARROW_FORM = {"exp2": lambda x, **_: lax.exp(x * np.array(np.log(2), x.dtype)),
+                "integer_pow": _integer_pow, **_AS_REDUCE}
 
 
 def _wide_computation(name: str, params: dict, avals_in) -> dict:

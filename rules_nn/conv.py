@@ -225,7 +225,8 @@ def conv_general_dilated(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation
         raise UnsupportedError(f"conv_general_dilated with a symbolic kernel size {kernel} "
                                "needs a floating-point 1-D/2-D conv (Conv2D)")
     tf_pad, padded = "VALID", False
-    if (tf_conv and not all(is_zero(lo) and is_zero(hi) for lo, hi in pads)
+    no_pad = all(is_zero(lo) and is_zero(hi) for lo, hi in pads)
+    if (tf_conv and not no_pad
             and not (any(s > 1 for s in strides) and any(d > 1 for d in rhs_dil))
             and all(same(a, b) for p, q in zip(pads, _same_pads(shape[1:-1], kernel,
                                                                 strides, rhs_dil))
@@ -236,8 +237,7 @@ def conv_general_dilated(ctx, lhs, rhs, *, window_strides, padding, lhs_dilation
         tf_pad = "SAME"
     else:
         x, shape = pad_or_slice(x, shape, [(0, 0), *pads, (0, 0)], ev)
-        padded = not all(is_zero(lo) and is_zero(hi) for lo, hi in pads) or any(
-            d > 1 for d in lhs_dil)
+        padded = not no_pad or any(d > 1 for d in lhs_dil)
 
     if tf_conv and ctx.target == "tflite":
         if isinstance(shape[-1], int) and padded and not all(isinstance(d, int) for d in shape):
